@@ -1,0 +1,85 @@
+"""The scoring network: a small MLP over the contract's feature matrix.
+
+The architecture is described by a frozen, JSON-serializable `MLPConfig` so a
+registry version can rebuild the module from metadata and then load a plain
+`state_dict` into it: no pickled Python objects ever cross the registry.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+__all__ = ["MLP", "MLPConfig", "predict_scores", "select_device"]
+
+
+class MLPConfig(BaseModel):
+    """Architecture of the scoring MLP (stored with every registry version)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: str = Field("mlp", pattern=r"^mlp$", description="Architecture family.")
+    input_dim: int = Field(..., gt=0, description="Number of input features.")
+    hidden_dims: tuple[int, ...] = Field(
+        (64, 32), min_length=1, description="Width of each hidden layer, input to output."
+    )
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout after each hidden layer.")
+
+
+class MLP(nn.Module):
+    """Feed-forward network returning one fraud logit per row."""
+
+    def __init__(self, config: MLPConfig) -> None:
+        super().__init__()
+        self.config = config
+        layers: list[nn.Module] = []
+        width = config.input_dim
+        for hidden in config.hidden_dims:
+            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            if config.dropout > 0:
+                layers.append(nn.Dropout(config.dropout))
+            width = hidden
+        layers.append(nn.Linear(width, 1))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x).squeeze(-1)
+
+
+def select_device(preference: str = "auto") -> torch.device:
+    """CUDA when present and allowed (`auto` or `cuda`), otherwise the CPU fallback.
+
+    A contract asking for `cuda` on a host without a GPU still scores (on CPU):
+    the design requires every GPU path to have a CPU fallback.
+    """
+    if preference not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {preference!r}")
+    if preference != "cpu" and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def predict_scores(
+    module: nn.Module, matrix: np.ndarray, device: torch.device, batch_rows: int = 8192
+) -> np.ndarray:
+    """Fraud probabilities (float64) for a float32 feature matrix, in batches.
+
+    Runs under `torch.inference_mode` so no autograd state is built; batches
+    bound the memory of one call whatever the table size.
+    """
+    if batch_rows <= 0:
+        raise ValueError(f"batch_rows must be > 0, got {batch_rows}")
+    rows = matrix.shape[0]
+    out = np.empty(rows, dtype=np.float64)
+    if rows == 0:
+        return out
+    features = torch.from_numpy(np.ascontiguousarray(matrix, dtype=np.float32))
+    module.eval()
+    with torch.inference_mode():
+        for start in range(0, rows, batch_rows):
+            batch = features[start : start + batch_rows].to(device, non_blocking=True)
+            probs = torch.sigmoid(module(batch))
+            out[start : start + batch.shape[0]] = probs.double().cpu().numpy()
+    return out

@@ -1,0 +1,363 @@
+"""`ModelRegistry`: immutable model versions and movable aliases on any pyarrow filesystem.
+
+Concurrency: every change to a model (register, promote, rollback) happens
+inside a per-model writer lock and ends with one whole-document replace of
+`manifest.json` (write a temporary file, then move it over the old one), so
+readers never see a half-written manifest and no two writers get the same
+version number. On local filesystems the lock is an `flock` on
+`<root>/<name>/.lock`, which serializes threads and processes alike (and is
+released by the kernel if a writer dies). Object stores give pyarrow no
+exclusive-create primitive, so there the lock only serializes the threads of
+one process: run one registering job per model at a time (the train pipeline
+is a single job). Object PUTs are atomic, so even then the manifest stays
+parseable and a version directory that exists is never overwritten.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow.fs as pafs
+import torch
+from pydantic import ValidationError
+
+from sluice.config import PlatformConfig, load_platform_config
+from sluice.errors import ModelNotFound, StoreUnavailable
+from sluice.models import _artifact as art
+from sluice.models._manifest import (
+    CHALLENGER,
+    CHAMPION,
+    AliasEvent,
+    Manifest,
+    ModelRef,
+    VersionRecord,
+    check_name,
+    parse_model_ref,
+)
+from sluice.models._meta import ModelMeta
+from sluice.models._net import predict_scores, select_device
+
+__all__ = ["LoadedModel", "ModelRegistry", "ModelSummary", "VersionInfo"]
+
+MANIFEST_FILE = "manifest.json"
+REGISTRATION_FILE = "registration.json"
+
+# Loaded models are shared by every registry object of the process: versions
+# are immutable, so (root, name, version, device) identifies the weights.
+_LOADED: dict[tuple[str, str, int, str], LoadedModel] = {}
+_LOADED_LOCK = threading.Lock()
+_THREAD_LOCKS: dict[str, threading.Lock] = {}
+_THREAD_LOCKS_GUARD = threading.Lock()
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A version ready to predict: module in eval mode on its device, plus its metadata."""
+
+    name: str
+    version: int
+    meta: ModelMeta
+    module: torch.nn.Module
+    device: torch.device
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}/{self.version}"
+
+    def predict(self, matrix: np.ndarray, batch_rows: int = 8192) -> np.ndarray:
+        """Fraud probabilities (float64) for a float32 matrix in `meta.feature_names` order."""
+        if matrix.ndim != 2 or matrix.shape[1] != self.meta.architecture.input_dim:
+            raise ValueError(
+                f"{self.ref}: expected a (rows, {self.meta.architecture.input_dim}) matrix, "
+                f"got shape {matrix.shape}"
+            )
+        return predict_scores(self.module, matrix, self.device, batch_rows)
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    name: str
+    record: VersionRecord
+    aliases: tuple[str, ...]
+    meta: ModelMeta
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    name: str
+    versions: int
+    latest: int
+    aliases: dict[str, int]
+
+
+class ModelRegistry:
+    """Versions (immutable) and aliases (movable) of named models under one root URI."""
+
+    def __init__(self, root_uri: str | Path, *, lock_timeout_s: float = 60.0) -> None:
+        self.root_uri = str(root_uri)
+        self._fs, self._root = art.resolve_fs(root_uri)
+        self._local = isinstance(self._fs, pafs.LocalFileSystem)
+        self._lock_timeout_s = lock_timeout_s
+
+    @classmethod
+    def from_config(cls, config: PlatformConfig | None = None) -> ModelRegistry:
+        """The registry named by the platform config (local paths relative to the repo)."""
+        config = config or load_platform_config()
+        uri = config.registry.root_uri
+        return cls(uri if "://" in uri else config.resolve(uri))
+
+    def __repr__(self) -> str:
+        return f"ModelRegistry({self.root_uri!r})"
+
+    # -- reading -----------------------------------------------------------------
+
+    def list_models(self) -> list[ModelSummary]:
+        selector = pafs.FileSelector(self._root, allow_not_found=True)
+        out = []
+        for info in sorted(self._fs.get_file_info(selector), key=lambda i: i.base_name):
+            if info.type != pafs.FileType.Directory:
+                continue
+            manifest = self._read_manifest(info.base_name, missing_ok=True)
+            if manifest is not None:
+                out.append(
+                    ModelSummary(
+                        manifest.name, len(manifest.versions), manifest.latest, manifest.aliases
+                    )
+                )
+        return out
+
+    def manifest(self, name: str) -> Manifest:
+        """Versions, aliases and alias history of one model."""
+        manifest = self._read_manifest(check_name(name, "model name"), missing_ok=False)
+        assert manifest is not None
+        return manifest
+
+    def resolve(self, ref: str | ModelRef) -> tuple[str, int]:
+        """(name, version) that `fraud@champion` / `fraud/3` points at right now."""
+        parsed = parse_model_ref(ref)
+        return parsed.name, self.manifest(parsed.name).resolve(parsed)
+
+    def show(self, ref: str | ModelRef) -> VersionInfo:
+        parsed = parse_model_ref(ref)
+        manifest = self.manifest(parsed.name)
+        version = manifest.resolve(parsed)
+        record = manifest.record(version)
+        meta = art.parse_meta(self._read_checked(parsed.name, record, art.META_FILE), str(parsed))
+        return VersionInfo(parsed.name, record, tuple(manifest.aliases_of(version)), meta)
+
+    def load_artifact(self, ref: str | ModelRef) -> art.ModelArtifact:
+        """Weights and metadata of a version, checksums verified, loaded safely (no cache)."""
+        parsed = parse_model_ref(ref)
+        manifest = self.manifest(parsed.name)
+        record = manifest.record(manifest.resolve(parsed))
+        where = f"{parsed.name}/{record.version}"
+        meta = art.parse_meta(self._read_checked(parsed.name, record, art.META_FILE), where)
+        weights = self._read_checked(parsed.name, record, art.MODEL_FILE)
+        return art.build_artifact(art.parse_state_dict(weights, where), meta, where)
+
+    def load(self, ref: str | ModelRef, device: str | torch.device = "auto") -> LoadedModel:
+        """The model an alias or version points at, loaded once per process and device.
+
+        Aliases are resolved on every call (cheap: one small JSON read), so a
+        promotion is picked up by the next call; the weights of a version are
+        immutable and cached.
+        """
+        name, version = self.resolve(ref)
+        dev = device if isinstance(device, torch.device) else select_device(device)
+        key = (f"{self._fs.type_name}:{self._root}", name, version, str(dev))
+        with _LOADED_LOCK:
+            cached = _LOADED.get(key)
+            if cached is None:
+                artifact = self.load_artifact(f"{name}/{version}")
+                module = artifact.build().to(dev)
+                cached = LoadedModel(name, version, artifact.meta, module, dev)
+                _LOADED[key] = cached
+        return cached
+
+    # -- writing -----------------------------------------------------------------
+
+    def register(
+        self, name: str, model: torch.nn.Module | Mapping[str, torch.Tensor], meta: ModelMeta
+    ) -> int:
+        """Store a new immutable version; returns its number (1, 2, ...). Never overwrites."""
+        check_name(name, "model name")
+        weights = art.state_dict_bytes(model)
+        art.build_artifact(art.parse_state_dict(weights, name), meta, name)
+        meta_json = art.meta_bytes(meta)
+        with self._writer(name):
+            manifest = self._read_manifest(name, missing_ok=True) or Manifest(name=name)
+            version = manifest.latest + 1
+            # A directory without a manifest entry is left by a crashed writer:
+            # skip its number rather than reuse (and overwrite) it.
+            while art.exists(self._fs, self._version_dir(name, version)):
+                version += 1
+            record = VersionRecord(
+                version=version,
+                registered_at=datetime.now(UTC),
+                contract=meta.contract,
+                metrics=meta.metrics,
+                feature_spec_hash=meta.feature_spec_hash,
+                data_fingerprint=meta.data_fingerprint,
+                model_sha256=art.sha256(weights),
+                meta_sha256=art.sha256(meta_json),
+            )
+            vdir = self._version_dir(name, version)
+            self._fs.create_dir(vdir, recursive=True)
+            art.write_bytes(self._fs, f"{vdir}/{art.MODEL_FILE}", weights)
+            art.write_bytes(self._fs, f"{vdir}/{art.META_FILE}", meta_json)
+            art.write_bytes(
+                self._fs, f"{vdir}/{REGISTRATION_FILE}", record.model_dump_json(indent=2).encode()
+            )
+            manifest.versions.append(record)
+            self._write_manifest(manifest)
+        return version
+
+    def register_artifact(self, name: str, uri: str | Path) -> int:
+        """Register a directory written by `save_artifact` (what the CLI's `register` takes)."""
+        artifact = art.load_artifact(uri)
+        return self.register(name, artifact.state_dict, artifact.meta)
+
+    def promote(self, name: str, version: int | None = None, alias: str = CHAMPION) -> int:
+        """Point `alias` (default champion) at `version` (default: the challenger).
+
+        The previous holder is pushed on the alias history for `rollback`. When
+        the challenger becomes champion, the challenger alias is cleared.
+        """
+        check_name(alias, "alias")
+        with self._writer(name):
+            manifest = self.manifest(name)
+            if version is None:
+                if CHALLENGER not in manifest.aliases or alias == CHALLENGER:
+                    raise ModelNotFound(
+                        f"{name}@{CHALLENGER}: no challenger to promote; name a version"
+                    )
+                version = manifest.aliases[CHALLENGER]
+            manifest.record(version)
+            previous = manifest.aliases.get(alias)
+            if previous != version:
+                if previous is not None:
+                    manifest.alias_history.setdefault(alias, []).append(previous)
+                manifest.aliases[alias] = version
+                manifest.events.append(self._event("promote", alias, version, previous))
+            if alias == CHAMPION and manifest.aliases.get(CHALLENGER) == version:
+                del manifest.aliases[CHALLENGER]
+                manifest.events.append(self._event("clear_alias", CHALLENGER, None, version))
+            self._write_manifest(manifest)
+        return version
+
+    def rollback(self, name: str, alias: str = CHAMPION) -> int:
+        """Move `alias` back to the version it held before; returns that version."""
+        check_name(alias, "alias")
+        with self._writer(name):
+            manifest = self.manifest(name)
+            history = manifest.alias_history.get(alias) or []
+            if not history:
+                raise ModelNotFound(f"{name}@{alias}: no previous version to roll back to")
+            target = history.pop()
+            previous = manifest.aliases.get(alias)
+            manifest.aliases[alias] = target
+            manifest.events.append(self._event("rollback", alias, target, previous))
+            self._write_manifest(manifest)
+        return target
+
+    # -- internals ---------------------------------------------------------------
+
+    @staticmethod
+    def _event(action: str, alias: str, version: int | None, previous: int | None) -> AliasEvent:
+        return AliasEvent(
+            at=datetime.now(UTC), action=action, alias=alias, version=version, previous=previous
+        )
+
+    def _model_dir(self, name: str) -> str:
+        return f"{self._root}/{name}"
+
+    def _version_dir(self, name: str, version: int) -> str:
+        return f"{self._root}/{name}/versions/{version:06d}"
+
+    def _read_manifest(self, name: str, missing_ok: bool) -> Manifest | None:
+        path = f"{self._model_dir(name)}/{MANIFEST_FILE}"
+        try:
+            data = art.read_bytes(self._fs, path)
+        except FileNotFoundError:
+            if missing_ok:
+                return None
+            known = ", ".join(m.name for m in self.list_models()) or "none"
+            raise ModelNotFound(
+                f"model {name!r} is not in the registry at {self.root_uri} (models: {known})"
+            ) from None
+        try:
+            return Manifest.model_validate_json(data)
+        except ValidationError as exc:
+            raise ModelNotFound(f"{path}: manifest is not valid: {exc}") from exc
+
+    def _write_manifest(self, manifest: Manifest) -> None:
+        path = f"{self._model_dir(manifest.name)}/{MANIFEST_FILE}"
+        tmp = f"{self._model_dir(manifest.name)}/.manifest-{uuid.uuid4().hex}.tmp"
+        art.write_bytes(self._fs, tmp, manifest.model_dump_json(indent=2).encode())
+        self._fs.move(tmp, path)  # rename on local filesystems: atomic replace
+
+    def _read_checked(self, name: str, record: VersionRecord, filename: str) -> bytes:
+        path = f"{self._version_dir(name, record.version)}/{filename}"
+        try:
+            data = art.read_bytes(self._fs, path)
+        except FileNotFoundError:
+            raise ModelNotFound(f"{name}/{record.version}: {filename} is missing") from None
+        expected = record.model_sha256 if filename == art.MODEL_FILE else record.meta_sha256
+        if art.sha256(data) != expected:
+            raise ModelNotFound(
+                f"{name}/{record.version}: {filename} does not match its registered checksum "
+                "(the version was modified after registration); refusing to load it"
+            )
+        return data
+
+    @contextmanager
+    def _writer(self, name: str) -> Iterator[None]:
+        model_dir = self._model_dir(name)
+        self._fs.create_dir(model_dir, recursive=True)
+        key = f"{self._fs.type_name}:{model_dir}"
+        with _THREAD_LOCKS_GUARD:
+            thread_lock = _THREAD_LOCKS.setdefault(key, threading.Lock())
+        if not thread_lock.acquire(timeout=self._lock_timeout_s):
+            raise StoreUnavailable(f"{model_dir}: writer lock busy for {self._lock_timeout_s}s")
+        try:
+            if not self._local:
+                yield
+                return
+            with _flock(f"{model_dir}/.lock", self._lock_timeout_s):
+                yield
+        finally:
+            thread_lock.release()
+
+
+@contextmanager
+def _flock(path: str, timeout_s: float) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise StoreUnavailable(
+                        f"{path}: another writer has held the registry lock for {timeout_s}s; "
+                        "retry later"
+                    ) from None
+                time.sleep(0.005)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

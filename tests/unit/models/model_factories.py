@@ -1,0 +1,29 @@
+"""Small models and metadata for the model tests (no data generation needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sluice.models import MLP, MLPConfig, ModelMeta, reference_stats
+
+FEATURES = ("amount_z", "foreign", "count_1h")
+
+
+def make_meta(auc: float = 0.8, contract: str = "fraud") -> ModelMeta:
+    matrix = np.random.default_rng(0).normal(size=(200, len(FEATURES))).astype(np.float32)
+    return ModelMeta(
+        contract=contract,
+        architecture=MLPConfig(input_dim=len(FEATURES), hidden_dims=(8,)),
+        feature_names=FEATURES,
+        feature_spec_hash="sha256:spec",
+        feature_stats={"amount": {"mean": 1.0, "std": 2.0}},
+        reference=reference_stats(matrix, FEATURES),
+        metrics={"holdout_auc": auc},
+        data_fingerprint="sha256:data",
+        train_params={"seed": 1},
+    )
+
+
+def make_net(seed: int = 0) -> MLP:
+    torch.manual_seed(seed)
+    return MLP(MLPConfig(input_dim=len(FEATURES), hidden_dims=(8,)))
