@@ -1,0 +1,184 @@
+"""`sluice models list | register | promote | rollback | show`: the model registry by hand."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import typer
+
+from sluice.config import load_platform_config
+from sluice.errors import SluiceError
+from sluice.models import ModelRegistry, parse_model_ref
+
+app = typer.Typer(
+    help="Register, inspect, promote and roll back model versions.", no_args_is_help=True
+)
+
+T = TypeVar("T")
+
+ConfigOption = typer.Option(
+    None, "--config", help="Platform config (default configs/platform.yaml)."
+)
+RegistryOption = typer.Option(
+    None, "--registry", help="Registry root URI or path (default: the config's registry.root_uri)."
+)
+AliasOption = typer.Option("champion", "--alias", help="Alias to move (champion or challenger).")
+
+
+def _registry(config: Path | None, registry: str | None) -> ModelRegistry:
+    return ModelRegistry(registry) if registry else ModelRegistry.from_config(
+        load_platform_config(config)
+    )  # fmt: skip
+
+
+def _run(action: Callable[[], T]) -> T:
+    """Registry errors become one `error:` line and exit status 1, not a traceback."""
+    try:
+        return action()
+    except SluiceError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _aliases(aliases: dict[str, int]) -> str:
+    return ", ".join(f"{a}={v}" for a, v in sorted(aliases.items())) or "-"
+
+
+def _metrics(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())) or "-"
+
+
+@app.command("list")
+def list_(
+    name: str | None = typer.Argument(None, help="A model: list its versions."),
+    config: Path | None = ConfigOption,
+    registry: str | None = RegistryOption,
+) -> None:
+    """List models, or the versions of one model."""
+    reg = _registry(config, registry)
+    if name is None:
+        models = _run(reg.list_models)
+        if not models:
+            typer.echo(f"no models in {reg.root_uri}")
+            return
+        rows = [(m.name, m.versions, m.latest, _aliases(m.aliases)) for m in models]
+        typer.echo(_table(("MODEL", "VERSIONS", "LATEST", "ALIASES"), rows))
+        return
+    manifest = _run(lambda: reg.manifest(name))
+    rows = [
+        (
+            r.version,
+            r.registered_at.strftime("%Y-%m-%d %H:%M:%S"),
+            r.contract,
+            _metrics(r.metrics),
+            ",".join(manifest.aliases_of(r.version)) or "-",
+        )
+        for r in manifest.versions
+    ]
+    typer.echo(_table(("VERSION", "REGISTERED (UTC)", "CONTRACT", "METRICS", "ALIASES"), rows))
+
+
+@app.command()
+def register(
+    name: str = typer.Argument(..., help="Model name, e.g. fraud."),
+    path: str = typer.Argument(..., help="Saved artifact directory (model.pt + meta.json)."),
+    alias: str | None = typer.Option(None, "--alias", help="Also point this alias at it."),
+    config: Path | None = ConfigOption,
+    registry: str | None = RegistryOption,
+) -> None:
+    """Register an artifact directory as a new immutable version."""
+    reg = _registry(config, registry)
+    version = _run(lambda: reg.register_artifact(name, path))
+    typer.echo(f"registered {name}/{version}")
+    if alias:
+        _run(lambda: reg.promote(name, version, alias=alias))
+        typer.echo(f"{name}@{alias} -> {version}")
+
+
+@app.command()
+def promote(
+    name: str = typer.Argument(..., help="Model name."),
+    version: int | None = typer.Argument(None, help="Version (default: the challenger)."),
+    alias: str = AliasOption,
+    config: Path | None = ConfigOption,
+    registry: str | None = RegistryOption,
+) -> None:
+    """Point an alias (default champion) at a version; the old one is kept for rollback."""
+    reg = _registry(config, registry)
+    before = _run(lambda: reg.manifest(name)).aliases.get(alias)
+    after = _run(lambda: reg.promote(name, version, alias=alias))
+    typer.echo(f"{name}@{alias}: {before if before is not None else '-'} -> {after}")
+
+
+@app.command()
+def rollback(
+    name: str = typer.Argument(..., help="Model name."),
+    alias: str = AliasOption,
+    config: Path | None = ConfigOption,
+    registry: str | None = RegistryOption,
+) -> None:
+    """Move an alias (default champion) back to the version it held before."""
+    reg = _registry(config, registry)
+    before = _run(lambda: reg.manifest(name)).aliases.get(alias)
+    after = _run(lambda: reg.rollback(name, alias=alias))
+    typer.echo(f"{name}@{alias}: {before} -> {after}")
+
+
+@app.command()
+def show(
+    ref: str = typer.Argument(..., help="fraud (the model), fraud@champion or fraud/3."),
+    config: Path | None = ConfigOption,
+    registry: str | None = RegistryOption,
+) -> None:
+    """Show a model (aliases, history) or one version (metrics, lineage, features)."""
+    reg = _registry(config, registry)
+    parsed = _run(lambda: parse_model_ref(ref))
+    if "@" not in ref and "/" not in ref:
+        manifest = _run(lambda: reg.manifest(parsed.name))
+        typer.echo(f"model      {manifest.name}  ({len(manifest.versions)} versions)")
+        typer.echo(f"aliases    {_aliases(manifest.aliases)}")
+        for alias, history in sorted(manifest.alias_history.items()):
+            typer.echo(f"history    {alias}: {' -> '.join(map(str, history)) or '-'}")
+        if manifest.events:
+            typer.echo("")
+            rows = [
+                (
+                    e.at.strftime("%Y-%m-%d %H:%M:%S"),
+                    e.action,
+                    e.alias,
+                    "-" if e.previous is None else e.previous,
+                    "-" if e.version is None else e.version,
+                )
+                for e in manifest.events
+            ]
+            typer.echo(_table(("AT (UTC)", "ACTION", "ALIAS", "FROM", "TO"), rows))
+        return
+    info = _run(lambda: reg.show(parsed))
+    meta, rec = info.meta, info.record
+    typer.echo(f"version       {info.name}/{rec.version}  aliases: {','.join(info.aliases) or '-'}")
+    typer.echo(f"registered    {rec.registered_at.isoformat()}")
+    typer.echo(f"contract      {meta.contract}")
+    typer.echo(f"metrics       {_metrics(meta.metrics)}")
+    typer.echo(f"architecture  {meta.architecture.model_dump()}")
+    typer.echo(f"feature spec  {meta.feature_spec_hash}")
+    typer.echo(f"training data {meta.data_fingerprint}")
+    typer.echo(f"weights       {rec.model_sha256}")
+    if meta.train_params:
+        params = ", ".join(f"{k}={v}" for k, v in sorted(meta.train_params.items()))
+        typer.echo(f"train params  {params}")
+    typer.echo("")
+    rows = [
+        (n, r.count, f"{r.mean:.4g}", f"{r.std:.4g}", f"{r.min:.4g}", f"{r.max:.4g}")
+        for n, r in ((n, meta.reference[n]) for n in meta.feature_names)
+    ]
+    typer.echo(_table(("FEATURE", "COUNT", "MEAN", "STD", "MIN", "MAX"), rows))

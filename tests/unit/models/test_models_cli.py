@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import pytest
+from model_factories import make_meta, make_net
+from sluice.cli import app
+from sluice.models import ModelRegistry, save_artifact
+from typer.testing import CliRunner
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(
+    "command", [[], ["list"], ["register"], ["promote"], ["rollback"], ["show"]]
+)
+def test_help(command):
+    result = runner.invoke(app, ["models", *command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_register_list_promote_rollback_round_trip(tmp_path):
+    root = str(tmp_path / "registry")
+    opts = ["--registry", root]
+    for i in range(2):
+        path = save_artifact(tmp_path / f"artifact{i}", make_net(i), make_meta(auc=0.8 + i / 10))
+        result = runner.invoke(app, ["models", "register", "fraud", path, *opts])
+        assert result.exit_code == 0, result.output
+        assert f"registered fraud/{i + 1}" in result.output
+
+    result = runner.invoke(app, ["models", "promote", "fraud", "1", *opts])
+    assert result.exit_code == 0, result.output
+    assert "fraud@champion: - -> 1" in result.output
+    result = runner.invoke(app, ["models", "promote", "fraud", "2", *opts])
+    assert "fraud@champion: 1 -> 2" in result.output
+    assert ModelRegistry(root).resolve("fraud@champion") == ("fraud", 2)
+
+    result = runner.invoke(app, ["models", "list", *opts])
+    assert result.exit_code == 0, result.output
+    header, _, row = result.output.splitlines()[:3]
+    assert header.split() == ["MODEL", "VERSIONS", "LATEST", "ALIASES"]
+    assert row.split() == ["fraud", "2", "2", "champion=2"]
+
+    result = runner.invoke(app, ["models", "list", "fraud", *opts])
+    assert "holdout_auc=0.9000" in result.output and "champion" in result.output
+
+    result = runner.invoke(app, ["models", "rollback", "fraud", *opts])
+    assert result.exit_code == 0, result.output
+    assert "fraud@champion: 2 -> 1" in result.output
+    assert ModelRegistry(root).resolve("fraud@champion") == ("fraud", 1)
+
+    result = runner.invoke(app, ["models", "show", "fraud@champion", *opts])
+    assert result.exit_code == 0, result.output
+    assert "fraud/1" in result.output and "amount_z" in result.output
+    result = runner.invoke(app, ["models", "show", "fraud", *opts])
+    assert "rollback" in result.output and "champion=1" in result.output
+
+
+def test_errors_are_one_line_and_exit_1(tmp_path):
+    opts = ["--registry", str(tmp_path / "empty")]
+    result = runner.invoke(app, ["models", "rollback", "fraud", *opts])
+    assert result.exit_code == 1
+    assert "error: model 'fraud' is not in the registry" in result.output
+    result = runner.invoke(app, ["models", "register", "fraud", str(tmp_path / "nope"), *opts])
+    assert result.exit_code == 1 and "no model.pt" in result.output
+    result = runner.invoke(app, ["models", "list", *opts])
+    assert result.exit_code == 0 and "no models" in result.output
