@@ -1,0 +1,42 @@
+# The two commands that do everything on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SLUICE := $(VENV)/bin/sluice
+STAMP := $(VENV)/.installed-stamp
+# Ray: one explicit auth mode for every step (a stray ~/.ray/auth_token would otherwise
+# turn token auth on for `ray start` and break job submission; see README).
+export RAY_AUTH_MODE ?= disabled
+export RAY_USAGE_STATS_ENABLED ?= 0
+
+.PHONY: install up down status demo test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+up: install
+	$(SLUICE) local up
+
+down:
+	@if [ -x $(SLUICE) ]; then $(SLUICE) local down; fi
+
+status: install
+	$(SLUICE) local status
+
+demo: up
+	$(PY) -m pipelines.demo
+
+test: up
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check platform pipelines serve_apps tests bench
+
+clean: down
+	rm -rf .state

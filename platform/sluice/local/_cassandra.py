@@ -1,0 +1,143 @@
+"""Apache Cassandra 5.0 as a local single-node server: config, command line, readiness."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sluice.config import PlatformConfig
+
+NAME = "cassandra"
+POM = "cassandra-pom.xml"
+VERSION_PROPERTY = "cassandra.version"
+
+# From upstream conf/jvm17-server.options (cassandra-5.0): without these the JVM dies at start.
+JPMS_FLAGS = [
+    "--add-exports", "java.base/jdk.internal.misc=ALL-UNNAMED",
+    "--add-exports", "java.management.rmi/com.sun.jmx.remote.internal.rmi=ALL-UNNAMED",
+    "--add-exports", "java.rmi/sun.rmi.registry=ALL-UNNAMED",
+    "--add-exports", "java.rmi/sun.rmi.server=ALL-UNNAMED",
+    "--add-exports", "java.sql/java.sql=ALL-UNNAMED",
+    "--add-exports", "java.base/java.lang.ref=ALL-UNNAMED",
+    "--add-exports", "jdk.unsupported/sun.misc=ALL-UNNAMED",
+    "--add-exports", "jdk.compiler/com.sun.tools.javac.file=ALL-UNNAMED",
+    "--add-exports", "jdk.attach/sun.tools.attach=ALL-UNNAMED",
+    "--add-opens", "java.base/java.lang.module=ALL-UNNAMED",
+    "--add-opens", "java.base/jdk.internal.loader=ALL-UNNAMED",
+    "--add-opens", "java.base/jdk.internal.ref=ALL-UNNAMED",
+    "--add-opens", "java.base/jdk.internal.reflect=ALL-UNNAMED",
+    "--add-opens", "java.base/jdk.internal.math=ALL-UNNAMED",
+    "--add-opens", "java.base/jdk.internal.module=ALL-UNNAMED",
+    "--add-opens", "java.base/jdk.internal.util.jar=ALL-UNNAMED",
+    "--add-opens", "jdk.management/com.sun.management.internal=ALL-UNNAMED",
+    "--add-opens", "java.base/sun.nio.ch=ALL-UNNAMED",
+    "--add-opens", "java.base/java.io=ALL-UNNAMED",
+    "--add-opens", "java.base/java.lang.reflect=ALL-UNNAMED",
+    "--add-opens", "jdk.compiler/com.sun.tools.javac=ALL-UNNAMED",
+    "--add-opens", "java.base/java.lang=ALL-UNNAMED",
+    "--add-opens", "java.base/java.util=ALL-UNNAMED",
+]  # fmt: skip
+
+LOGBACK = """<configuration>
+  <appender name="STDOUT" class="ch.qos.logback.core.ConsoleAppender">
+    <encoder><pattern>%-5level [%thread] %date{ISO8601} %F:%L - %msg%n</pattern></encoder>
+  </appender>
+  <root level="INFO"><appender-ref ref="STDOUT"/></root>
+  <logger name="org.apache.cassandra.utils.SigarLibrary" level="ERROR"/>
+</configuration>
+"""
+
+
+def ports(cfg: PlatformConfig) -> dict[str, int]:
+    return {"native (CQL)": cfg.cassandra.port, "storage": cfg.local.cassandra_storage_port}
+
+
+def mode(auth: bool) -> str:
+    return "auth=password" if auth else "auth=none"
+
+
+def write_config(cfg: PlatformConfig, home: Path, auth: bool) -> Path:
+    """cassandra.yaml with 5.0 key names (unknown keys are rejected by the server)."""
+    conf = home / "conf"
+    conf.mkdir(parents=True, exist_ok=True)
+    authenticator = "PasswordAuthenticator" if auth else "AllowAllAuthenticator"
+    authorizer = "CassandraAuthorizer" if auth else "AllowAllAuthorizer"
+    storage = cfg.local.cassandra_storage_port
+    # num_tokens 1 + initial_token 0 and no allocate_tokens_* key: that key adds a ~30 s wait.
+    (conf / "cassandra.yaml").write_text(
+        f"""cluster_name: sluice-local
+num_tokens: 1
+initial_token: 0
+partitioner: org.apache.cassandra.dht.Murmur3Partitioner
+endpoint_snitch: SimpleSnitch
+seed_provider:
+  - class_name: org.apache.cassandra.locator.SimpleSeedProvider
+    parameters:
+      - seeds: "127.0.0.1:{storage}"
+listen_address: 127.0.0.1
+rpc_address: 127.0.0.1
+storage_port: {storage}
+native_transport_port: {cfg.cassandra.port}
+start_native_transport: true
+authenticator: {authenticator}
+authorizer: {authorizer}
+role_manager: CassandraRoleManager
+commitlog_sync: periodic
+commitlog_sync_period: 10000ms
+auto_snapshot: false
+memtable_heap_space: 128MiB
+memtable_offheap_space: 128MiB
+key_cache_size: 16MiB
+concurrent_reads: 8
+concurrent_writes: 16
+concurrent_counter_writes: 4
+write_request_timeout: 5000ms
+read_request_timeout: 5000ms
+"""
+    )
+    (conf / "logback.xml").write_text(LOGBACK)
+    return conf
+
+
+def command(cfg: PlatformConfig, java: Path, lib: Path, home: Path) -> list[str]:
+    conf = home / "conf"
+    jamm = sorted(lib.glob("jamm-*.jar"))
+    heap = f"{cfg.local.cassandra_heap_mb}M"
+    return [
+        str(java), f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-XX:+ParallelRefProcEnabled",
+        "-XX:+ExitOnOutOfMemoryError",
+        "-Xss512k", "-Djava.net.preferIPv4Stack=true", "-Djdk.attach.allowAttachSelf=true",
+        "-Dio.netty.tryReflectionSetAccessible=true", *JPMS_FLAGS,
+        *([f"-javaagent:{jamm[0]}"] if jamm else []),
+        f"-Dcassandra.config=file://{conf / 'cassandra.yaml'}",
+        "-Dcassandra-foreground=yes",
+        f"-Dcassandra.storagedir={home / 'data'}",
+        f"-Dcassandra.logdir={home / 'logs'}",
+        f"-Dlogback.configurationFile=file://{conf / 'logback.xml'}",
+        f"-Djna.tmpdir={home / 'tmp'}",
+        "-Dcassandra.skip_wait_for_gossip_to_settle=0",
+        "-Dcassandra.ring_delay_ms=1000",
+        "-Dcassandra.load_ring_state=false",
+        "-Dcassandra.superuser_setup_delay_ms=0",
+        "-cp", f"{conf}:{lib}/*",
+        "org.apache.cassandra.service.CassandraDaemon",
+    ]  # fmt: skip
+
+
+def ready(cfg: PlatformConfig, auth: bool) -> str | None:
+    """The release version when CQL answers, else None."""
+    from cassandra.auth import PlainTextAuthProvider
+    from cassandra.cluster import Cluster, NoHostAvailable
+
+    provider = PlainTextAuthProvider("cassandra", "cassandra") if auth else None
+    cluster = Cluster(
+        ["127.0.0.1"], port=cfg.cassandra.port, auth_provider=provider,
+        connect_timeout=2, control_connection_timeout=2, protocol_version=5,
+    )  # fmt: skip
+    try:
+        session = cluster.connect()
+        row = session.execute("SELECT release_version FROM system.local", timeout=5).one()
+        return row.release_version
+    except (NoHostAvailable, OSError, Exception):  # noqa: BLE001 - any failure means "not yet"
+        return None
+    finally:
+        cluster.shutdown()

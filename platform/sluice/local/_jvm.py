@@ -1,0 +1,191 @@
+"""JVM plumbing shared by the local servers: JDK 17, Maven fetch, processes by recorded pid."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from sluice.errors import LocalServiceError
+
+POM_DIR = Path(__file__).resolve().parent
+
+
+def find_java17() -> Path:
+    """Debian's OpenJDK 17, never whichever JDK is first on PATH.
+
+    Cassandra calls System.setSecurityManager, which throws on JDK 24 and newer,
+    so the JDK is chosen by version. SLUICE_JAVA overrides the search.
+    """
+    override = os.environ.get("SLUICE_JAVA")
+    candidates: list[str] = [override] if override else []
+    if not override:
+        alt = shutil.which("update-alternatives")
+        if alt:
+            out = subprocess.run(
+                [alt, "--list", "java"], capture_output=True, text=True, check=False
+            ).stdout
+            candidates += [line.strip() for line in out.splitlines() if line.strip()]
+        candidates += sorted(str(p) for p in Path("/usr/lib/jvm").glob("*17*/bin/java"))
+    for cand in candidates:
+        if Path(cand).is_file() and java_major_version(Path(cand)) == 17:
+            return Path(cand)
+    raise LocalServiceError(
+        "no JDK 17 found (looked at `update-alternatives --list java` and /usr/lib/jvm). "
+        "Install it with `apt-get install -y openjdk-17-jre-headless`, or point SLUICE_JAVA "
+        "at a JDK 17 `java` binary. Cassandra 5.0 fails on JDK 24 and newer."
+    )
+
+
+def java_major_version(java: Path) -> int | None:
+    try:
+        out = subprocess.run(
+            [str(java), "-version"], capture_output=True, text=True, timeout=30, check=False
+        ).stderr
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    # e.g.: openjdk version "17.0.15" 2025-04-15
+    for token in out.split('"')[1:2]:
+        head = token.split(".")[0]
+        return int(head) if head.isdigit() else None
+    return None
+
+
+def fetch_jars(pom: str, version_property: str, version: str, lib_dir: Path) -> bool:
+    """Resolve a server's runtime classpath into lib_dir once; True when it downloaded.
+
+    A marker file makes the second call free: no mvn process, no network.
+    """
+    marker = lib_dir / ".complete"
+    if marker.exists():
+        return False
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise LocalServiceError(
+            "`mvn` (Apache Maven) is missing: it fetches Cassandra and Kafka from Maven Central. "
+            "Install it with `apt-get install -y maven`."
+        )
+    lib_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        mvn, "-B", "-q", "-f", str(POM_DIR / pom), "dependency:copy-dependencies",
+        "-DincludeScope=runtime", f"-DoutputDirectory={lib_dir}", f"-D{version_property}={version}",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-20:])
+        raise LocalServiceError(f"mvn could not fetch {pom} ({version}):\n{tail}")
+    marker.write_text(version + "\n")
+    return True
+
+
+def port_open(port: int, host: str = "127.0.0.1", timeout_s: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    """What `up` records of a server it started, so `down` stops exactly that process."""
+
+    name: str
+    pid: int
+    start_ticks: int  # /proc/<pid>/stat field 22: tells a reused pid from ours
+    log: str
+    mode: str = ""  # server-specific settings that need a restart to change (e.g. auth)
+
+    def save(self, run_dir: Path) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = run_dir / f"{self.name}.json.tmp"
+        tmp.write_text(json.dumps(asdict(self)))
+        tmp.replace(run_dir / f"{self.name}.json")
+
+    @classmethod
+    def load(cls, run_dir: Path, name: str) -> ProcessRecord | None:
+        path = run_dir / f"{name}.json"
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def alive(self) -> bool:
+        return process_start_ticks(self.pid) == self.start_ticks
+
+    def forget(self, run_dir: Path) -> None:
+        (run_dir / f"{self.name}.json").unlink(missing_ok=True)
+
+
+def process_start_ticks(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces; fields after the last ')' are fixed.
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] == "Z":  # a zombie has exited
+        return None
+    return int(fields[19])
+
+
+def spawn(name: str, cmd: list[str], log: Path, cwd: Path, mode: str = "") -> ProcessRecord:
+    """Start a server in its own session (it outlives this process), output to its log."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=cwd, start_new_session=True,
+        )  # fmt: skip
+    ticks = process_start_ticks(proc.pid)
+    if ticks is None:
+        raise LocalServiceError(f"{name} exited at once:\n{log_tail(log)}")
+    return ProcessRecord(name=name, pid=proc.pid, start_ticks=ticks, log=str(log), mode=mode)
+
+
+def stop(record: ProcessRecord, timeout_s: float = 60.0) -> bool:
+    """SIGTERM the recorded process group, SIGKILL after timeout_s; True when it was running."""
+    if not record.alive():
+        return False
+    try:
+        os.killpg(record.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not record.alive():
+            break
+        time.sleep(0.2)
+    else:
+        try:
+            os.killpg(record.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        for _ in range(50):
+            if not record.alive():
+                break
+            time.sleep(0.1)
+    _reap(record.pid)
+    return True
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status when the server is our own child (tests start it in-process)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def log_tail(log: Path, lines: int = 30) -> str:
+    try:
+        text = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return f"(no log at {log})"
+    return "\n".join(f"    {line}" for line in text[-lines:])
