@@ -1,0 +1,88 @@
+"""`sluice local` failure paths that need no server: each error names the fix."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sluice.errors import LocalServiceError
+from sluice.local import _jvm
+
+
+def test_no_jdk17_names_the_fix(monkeypatch):
+    monkeypatch.setenv("SLUICE_JAVA", "/bin/false")
+    with pytest.raises(LocalServiceError, match="no JDK 17 found.*apt-get install -y openjdk-17"):
+        _jvm.find_java17()
+
+
+def test_jdk17_is_found_by_version_not_path_order():
+    java = _jvm.find_java17()
+    assert _jvm.java_major_version(java) == 17
+
+
+def test_missing_mvn_names_the_fix(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing on PATH
+    with pytest.raises(LocalServiceError, match="`mvn`.*apt-get install -y maven"):
+        _jvm.fetch_jars("kafka-pom.xml", "kafka.version", "3.9.2", tmp_path / "lib")
+
+
+def test_cached_jars_skip_maven(monkeypatch, tmp_path):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / ".complete").write_text("3.9.2\n")
+    monkeypatch.setenv("PATH", str(tmp_path))  # mvn would be missing if it were called
+    assert _jvm.fetch_jars("kafka-pom.xml", "kafka.version", "3.9.2", lib) is False
+
+
+def test_process_record_tells_a_dead_or_reused_pid(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        ticks = _jvm.process_start_ticks(proc.pid)
+        rec = _jvm.ProcessRecord("x", proc.pid, ticks, str(tmp_path / "log"))
+        assert rec.alive()
+        impostor = _jvm.ProcessRecord("x", proc.pid, ticks + 1, str(tmp_path / "log"))
+        assert not impostor.alive()  # same pid, other start time: not ours, never signalled
+        rec.save(tmp_path)
+        assert _jvm.ProcessRecord.load(tmp_path, "x") == rec
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not rec.alive()
+
+
+def test_stop_ends_the_whole_process_group(tmp_path):
+    log = tmp_path / "server.log"
+    rec = _jvm.spawn("x", ["sh", "-c", "sleep 60 & sleep 60; wait"], log, cwd=tmp_path)
+    assert rec.alive()
+    children = subprocess.run(["pgrep", "-g", str(rec.pid)], capture_output=True, text=True)
+    pids = [int(p) for p in children.stdout.split()]
+    assert len(pids) >= 2
+    assert _jvm.stop(rec, timeout_s=5)
+    for pid in pids:
+        assert _jvm.process_start_ticks(pid) is None
+
+
+def test_server_exiting_during_start_shows_its_log(tmp_path):
+    from sluice.config import PlatformConfig
+    from sluice.local import LocalServices
+
+    # A port nothing listens on, so only the process's own fate decides the outcome.
+    cfg = PlatformConfig.model_validate({
+        "local": {"state_dir": str(tmp_path)},
+        "kafka": {"bootstrap_servers": ["127.0.0.1:1"]},
+    })
+    services = LocalServices(cfg, echo=lambda _: None)
+    log = tmp_path / "kafka.log"
+    rec = _jvm.spawn("kafka", ["sh", "-c", "echo 'FATAL: bad config line 3'; exit 1"],
+                     log, cwd=tmp_path)  # fmt: skip
+    rec.save(services.run_dir)
+    with pytest.raises(LocalServiceError, match="kafka exited during start") as err:
+        services._wait_ready("kafka", auth=False)
+    assert "FATAL: bad config line 3" in str(err.value)
+    assert _jvm.ProcessRecord.load(services.run_dir, "kafka") is None
+
+
+def test_local_package_has_its_poms():
+    here = Path(_jvm.POM_DIR)
+    assert (here / "cassandra-pom.xml").is_file() and (here / "kafka-pom.xml").is_file()
