@@ -58,6 +58,10 @@ def _metrics(metrics: dict[str, float]) -> str:
     return ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())) or "-"
 
 
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
 @app.command("list")
 def list_(
     name: str | None = typer.Argument(None, help="A model: list its versions."),
@@ -80,12 +84,12 @@ def list_(
             r.version,
             r.registered_at.strftime("%Y-%m-%d %H:%M:%S"),
             r.contract,
-            _metrics(r.metrics),
+            _num(r.metrics.get("holdout_auc")),
             ",".join(manifest.aliases_of(r.version)) or "-",
         )
         for r in manifest.versions
     ]
-    typer.echo(_table(("VERSION", "REGISTERED (UTC)", "CONTRACT", "METRICS", "ALIASES"), rows))
+    typer.echo(_table(("VERSION", "REGISTERED (UTC)", "CONTRACT", "HOLDOUT AUC", "ALIASES"), rows))
 
 
 @app.command()
@@ -178,7 +182,7 @@ def show(
         typer.echo(f"train params  {params}")
     typer.echo("")
     rows = [
-        (n, r.count, f"{r.mean:.4g}", f"{r.std:.4g}", f"{r.min:.4g}", f"{r.max:.4g}")
-        for n, r in ((n, meta.reference[n]) for n in meta.feature_names)
+        (n, r.count, _num(r.mean), _num(r.std), _num(r.min), _num(r.max))
+        for n, r in ((n, meta.reference.features[n]) for n in meta.feature_names)
     ]
     typer.echo(_table(("FEATURE", "COUNT", "MEAN", "STD", "MIN", "MAX"), rows))

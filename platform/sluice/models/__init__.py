@@ -17,21 +17,13 @@ drift detection). Missing names, versions and aliases raise
 
 from sluice.models._artifact import ModelArtifact, load_artifact, save_artifact
 from sluice.models._manifest import AliasEvent, Manifest, ModelRef, VersionRecord, parse_model_ref
-from sluice.models._meta import (
-    FeatureReference,
-    ModelMeta,
-    reference_stats,
-    roc_auc,
-    spec_hash,
-    table_fingerprint,
-)
+from sluice.models._meta import ModelMeta, roc_auc, table_fingerprint
 from sluice.models._net import MLP, MLPConfig, predict_scores, select_device
 from sluice.models._registry import LoadedModel, ModelRegistry, ModelSummary, VersionInfo
 
 __all__ = [
     "MLP",
     "AliasEvent",
-    "FeatureReference",
     "LoadedModel",
     "MLPConfig",
     "Manifest",
@@ -45,10 +37,8 @@ __all__ = [
     "load_artifact",
     "parse_model_ref",
     "predict_scores",
-    "reference_stats",
     "roc_auc",
     "save_artifact",
     "select_device",
-    "spec_hash",
     "table_fingerprint",
 ]

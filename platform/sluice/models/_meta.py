@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
-from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,38 +17,10 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 from pydantic import BaseModel, ConfigDict, Field
 
+from sluice.features import FeatureStats, ReferenceStatistics
 from sluice.models._net import MLPConfig
 
-__all__ = [
-    "FeatureReference",
-    "ModelMeta",
-    "reference_stats",
-    "roc_auc",
-    "spec_hash",
-    "table_fingerprint",
-]
-
-# Deciles are enough for a PSI-style drift score and keep metadata small.
-_REFERENCE_QUANTILES = tuple(round(q / 10, 1) for q in range(11))
-
-
-class FeatureReference(BaseModel):
-    """Training-time distribution of one feature, the baseline for drift detection."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    count: int = Field(..., ge=0, description="Rows with a finite value.")
-    missing: int = Field(0, ge=0, description="Rows whose value was NaN or infinite.")
-    mean: float
-    std: float = Field(..., ge=0.0)
-    min: float
-    max: float
-    quantiles: tuple[float, ...] = Field(
-        ..., description="Values at probabilities 0.0, 0.1, ..., 1.0 (bin edges for PSI)."
-    )
-    bin_fractions: tuple[float, ...] = Field(
-        ..., description="Share of training rows in each quantile bin (sums to 1)."
-    )
+__all__ = ["ModelMeta", "roc_auc", "table_fingerprint"]
 
 
 class ModelMeta(BaseModel):
@@ -61,12 +31,12 @@ class ModelMeta(BaseModel):
     contract: str = Field(..., min_length=1, description="Contract the model was trained for.")
     architecture: MLPConfig
     feature_names: tuple[str, ...] = Field(..., min_length=1)
-    feature_spec_hash: str = Field(..., min_length=1, description="spec_hash of the FeatureSpec.")
-    feature_stats: dict[str, Any] = Field(
-        ..., description="sluice.features.FeatureStats as JSON (standardize stats, vocabularies)."
+    feature_spec_hash: str = Field(..., min_length=1, description="FeatureSpec.spec_hash().")
+    feature_stats: FeatureStats = Field(
+        ..., description="Fitted at training (standardize stats, category vocabularies)."
     )
-    reference: dict[str, FeatureReference] = Field(
-        ..., description="Training distribution of every feature, by feature name."
+    reference: ReferenceStatistics = Field(
+        ..., description="Training distribution of every feature (the drift baseline)."
     )
     metrics: dict[str, float] = Field(default_factory=dict, description="e.g. holdout_auc.")
     data_fingerprint: str = Field(..., min_length=1, description="table_fingerprint of the data.")
@@ -79,16 +49,14 @@ class ModelMeta(BaseModel):
                 f"feature_names has {len(self.feature_names)} names but "
                 f"architecture.input_dim is {self.architecture.input_dim}"
             )
-        missing = set(self.feature_names) - set(self.reference)
+        missing = set(self.feature_names) - set(self.reference.features)
         if missing:
             raise ValueError(f"reference is missing features {sorted(missing)}")
-
-
-def spec_hash(spec: BaseModel | Mapping[str, Any]) -> str:
-    """A stable hash of a feature spec (canonical JSON), to match models to contracts."""
-    data = spec.model_dump(mode="json") if isinstance(spec, BaseModel) else dict(spec)
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
-    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+        if self.feature_stats.spec_hash != self.feature_spec_hash:
+            raise ValueError(
+                f"feature_stats were fitted for spec {self.feature_stats.spec_hash}, "
+                f"not {self.feature_spec_hash}"
+            )
 
 
 def table_fingerprint(table: pa.Table) -> str:
@@ -103,39 +71,6 @@ def table_fingerprint(table: pa.Table) -> str:
         for batch in table.to_batches(max_chunksize=max(table.num_rows, 1)):
             writer.write_batch(batch)
     return "sha256:" + hashlib.sha256(sink.getvalue()).hexdigest()
-
-
-def reference_stats(matrix: np.ndarray, names: Sequence[str]) -> dict[str, FeatureReference]:
-    """Per-feature reference distribution of a (rows, features) matrix."""
-    if matrix.ndim != 2 or matrix.shape[1] != len(names):
-        raise ValueError(f"matrix shape {matrix.shape} does not match {len(names)} feature names")
-    values = matrix.astype(np.float64, copy=False)
-    finite = np.isfinite(values)
-    out: dict[str, FeatureReference] = {}
-    for j, name in enumerate(names):  # one loop per feature (tens), never per row
-        column = values[finite[:, j], j]
-        if column.size == 0:
-            out[name] = FeatureReference(
-                count=0, missing=int(values.shape[0]), mean=0.0, std=0.0, min=0.0, max=0.0,
-                quantiles=(0.0,) * len(_REFERENCE_QUANTILES),
-                bin_fractions=(0.0,) * (len(_REFERENCE_QUANTILES) - 1),
-            )  # fmt: skip
-            continue
-        edges = np.quantile(column, _REFERENCE_QUANTILES)
-        # Interior edges only: values below/above the extremes fall into the end bins.
-        bins = np.searchsorted(edges[1:-1], column, side="right")
-        fractions = np.bincount(bins, minlength=len(edges) - 1) / column.size
-        out[name] = FeatureReference(
-            count=int(column.size),
-            missing=int(values.shape[0] - column.size),
-            mean=float(column.mean()),
-            std=float(column.std()),
-            min=float(column.min()),
-            max=float(column.max()),
-            quantiles=tuple(float(e) for e in edges),
-            bin_fractions=tuple(float(f) for f in fractions),
-        )
-    return out
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:

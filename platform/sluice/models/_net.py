@@ -29,11 +29,19 @@ class MLPConfig(BaseModel):
 
 
 class MLP(nn.Module):
-    """Feed-forward network returning one fraud logit per row."""
+    """Feed-forward network returning one fraud logit per row.
+
+    Entity aggregates arrive unscaled (counts, sums of amounts, seconds up to a
+    week), so the network standardizes its own input with per-feature buffers
+    fitted on the training matrix (`fit_input_scaling`). The buffers are part of
+    the state_dict: a registered version carries its scaling with its weights.
+    """
 
     def __init__(self, config: MLPConfig) -> None:
         super().__init__()
         self.config = config
+        self.register_buffer("input_mean", torch.zeros(config.input_dim))
+        self.register_buffer("input_std", torch.ones(config.input_dim))
         layers: list[nn.Module] = []
         width = config.input_dim
         for hidden in config.hidden_dims:
@@ -44,8 +52,24 @@ class MLP(nn.Module):
         layers.append(nn.Linear(width, 1))
         self.layers = nn.Sequential(*layers)
 
+    def fit_input_scaling(self, matrix: np.ndarray) -> None:
+        """Set the input standardization from a training matrix (finite values only)."""
+        values = matrix.astype(np.float64)
+        finite = np.isfinite(values)
+        count = finite.sum(axis=0)
+        filled = np.where(finite, values, 0.0)
+        mean = filled.sum(axis=0) / np.maximum(count, 1)
+        var = (np.where(finite, values - mean, 0.0) ** 2).sum(axis=0) / np.maximum(count, 1)
+        std = np.sqrt(var)
+        std = np.where(std > 1e-12, std, 1.0)  # a constant column must not divide by zero
+        self.input_mean.copy_(torch.from_numpy(mean).float())
+        self.input_std.copy_(torch.from_numpy(std).float())
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x).squeeze(-1)
+        z = (x - self.input_mean) / self.input_std
+        # A missing value (NaN) or overflow lands on the training mean, not in the logits.
+        z = torch.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0)
+        return self.layers(z).squeeze(-1)
 
 
 def select_device(preference: str = "auto") -> torch.device:

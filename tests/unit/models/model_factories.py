@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sluice.models import MLP, MLPConfig, ModelMeta, reference_stats
+from sluice.features import FeatureMatrix, FeatureStats, reference_statistics
+from sluice.models import MLP, MLPConfig, ModelMeta
 
 FEATURES = ("amount_z", "foreign", "count_1h")
 
@@ -15,9 +16,9 @@ def make_meta(auc: float = 0.8, contract: str = "fraud") -> ModelMeta:
         contract=contract,
         architecture=MLPConfig(input_dim=len(FEATURES), hidden_dims=(8,)),
         feature_names=FEATURES,
-        feature_spec_hash="sha256:spec",
-        feature_stats={"amount": {"mean": 1.0, "std": 2.0}},
-        reference=reference_stats(matrix, FEATURES),
+        feature_spec_hash="0123456789abcdef",
+        feature_stats=FeatureStats(spec_hash="0123456789abcdef"),
+        reference=reference_statistics(FeatureMatrix(matrix, FEATURES)),
         metrics={"holdout_auc": auc},
         data_fingerprint="sha256:data",
         train_params={"seed": 1},

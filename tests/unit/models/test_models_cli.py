@@ -41,7 +41,9 @@ def test_register_list_promote_rollback_round_trip(tmp_path):
     assert row.split() == ["fraud", "2", "2", "champion=2"]
 
     result = runner.invoke(app, ["models", "list", "fraud", *opts])
-    assert "holdout_auc=0.9000" in result.output and "champion" in result.output
+    lines = result.output.splitlines()
+    assert lines[0].split()[:4] == ["VERSION", "REGISTERED", "(UTC)", "CONTRACT"]
+    assert lines[3].split()[-2:] == ["0.9", "champion"]
 
     result = runner.invoke(app, ["models", "rollback", "fraud", *opts])
     assert result.exit_code == 0, result.output

@@ -29,7 +29,7 @@ def test_register_show_load_round_trip(registry):
     info = registry.show("fraud/1")
     assert info.record.metrics == {"holdout_auc": 0.81}
     assert info.meta.feature_names == FEATURES
-    assert info.meta.reference["foreign"].count == 200
+    assert info.meta.reference.features["foreign"].count == 200
     assert info.aliases == ()
 
     registry.promote("fraud", 1)
