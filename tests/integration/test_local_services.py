@@ -107,7 +107,8 @@ def test_port_taken_by_another_program_names_it(lifecycle_config):
         squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind(("127.0.0.1", 19092))
         squatter.listen()
-        with pytest.raises(LocalServiceError, match=r"port 19092 \(kafka broker\) is already taken"):
+        expected = r"port 19092 \(kafka broker\) is already taken"
+        with pytest.raises(LocalServiceError, match=expected):
             LocalServices(lifecycle_config, echo=lambda _: None).up()
 
 
@@ -130,9 +131,11 @@ def test_up_status_down_leaves_nothing_running(lifecycle_config):
         # Nothing left in the server's process group either.
         left = subprocess.run(["pgrep", "-g", str(rec.pid)], capture_output=True, text=True)
         assert left.stdout.strip() == ""
-    result = CliRunner().invoke(app, ["local", "status", "--config", "/dev/null"],
-                                env={"SLUICE_LOCAL__STATE_DIR": str(services.state),
-                                     "SLUICE_CASSANDRA__PORT": "19042",
-                                     "SLUICE_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:19092"})  # fmt: skip
+    env = {
+        "SLUICE_LOCAL__STATE_DIR": str(services.state),
+        "SLUICE_CASSANDRA__PORT": "19042",
+        "SLUICE_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:19092",
+    }
+    result = CliRunner().invoke(app, ["local", "status", "--config", "/dev/null"], env=env)
     assert result.exit_code == 1
     assert all(" down " in line for line in result.output.strip().splitlines()), result.output

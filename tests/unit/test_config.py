@@ -50,7 +50,8 @@ def test_wrong_type_names_path_value_and_form(tmp_path):
 
 def test_out_of_range_value(tmp_path):
     path = write(tmp_path, "cassandra:\n  port: 70000\n")
-    with pytest.raises(ConfigError, match=r"cassandra\.port: got 70000; expected .*less than 65536"):
+    expected = r"cassandra\.port: got 70000; expected .*less than 65536"
+    with pytest.raises(ConfigError, match=expected):
         load_platform_config(path, environ={})
 
 

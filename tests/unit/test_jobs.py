@@ -1,0 +1,55 @@
+from pathlib import Path
+
+import pytest
+
+from sluice.errors import ConfigError
+from sluice.jobs import InputFormat, load_job
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "job.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_repo_batch_job_loads():
+    job = load_job(REPO / "configs" / "jobs" / "fraud_batch.yaml")
+    assert job.contract == "fraud"
+    assert job.input.format is InputFormat.PARQUET
+    assert job.actors.min_actors <= job.actors.max_actors
+    assert job.num_gpus_per_actor == 0
+
+
+def test_relative_job_path_resolves_against_repo(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    assert load_job("configs/jobs/fraud_batch.yaml").name == "fraud_batch"
+
+
+def test_missing_job_file():
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_job("configs/jobs/nope.yaml")
+
+
+def test_missing_input_is_named(tmp_path):
+    path = write(tmp_path, "name: j\ncontract: fraud\n")
+    with pytest.raises(ConfigError, match=r"input: got .*; expected Field required"):
+        load_job(path)
+
+
+def test_unknown_key_and_bad_format(tmp_path):
+    path = write(tmp_path, "name: j\ncontract: fraud\ninput: {paths: [a], format: orc}\nbatch: 3\n")
+    with pytest.raises(ConfigError) as err:
+        load_job(path)
+    assert "input.format: got 'orc'" in str(err.value)
+    assert "batch: unknown key" in str(err.value)
+
+
+def test_actor_pool_bounds(tmp_path):
+    path = write(
+        tmp_path,
+        "name: j\ncontract: fraud\ninput: {paths: [a]}\nactors: {min_actors: 3, max_actors: 2}\n",
+    )
+    with pytest.raises(ConfigError, match=r"min_actors \(3\) must not exceed max_actors \(2\)"):
+        load_job(path)
