@@ -1,0 +1,52 @@
+"""Validation: one Great Expectations suite, two engines that agree row by row.
+
+- ``load_suite(path)`` reads a GX 1.x suite JSON and refuses, at load, any
+  expectation type or feature the compiled engine cannot evaluate
+  (`UnsupportedExpectation` names it) — nothing is ever skipped.
+- ``validate(table, suite, engine, params)`` runs it with ``engine="gx"``
+  (Great Expectations itself, ~45 ms a call: batches) or ``"compiled"``
+  (vectorized Arrow/NumPy, tens of µs for one row: online and small batches).
+- ``conform(raw, schema)`` casts raw JSON/CSV input to the schema first,
+  rejecting cells of the wrong type with a reason.
+
+Semantics (identical in both engines, proven by a property test against GX):
+- a row is invalid when it fails any row-level expectation; its reasons name
+  the expectation, the column and the offending value. ``mostly`` changes only
+  the expectation's summary, never a row's verdict, so a row gets the same
+  verdict whatever batch it arrives in (online, stream or batch).
+- batch-level expectations (``expect_column_values_to_be_unique``, row counts)
+  are computed over the table given — vectorized in the compiled engine too —
+  and reported in ``report.expectations`` only; they never invalidate rows
+  (a duplicate key is a replay, which idempotent upserts absorb) and are
+  ``applicable=False`` for a table of fewer than two rows (a single request).
+- NaN counts as null (pandas semantics): NaN amounts fail ``not_be_null``;
+  ±Inf fail ``be_between``. A column missing from the table fails
+  ``expect_column_to_exist`` and every expectation on it, for every row.
+- when GX cannot evaluate an expectation on a column (numeric bounds on a
+  string column), both engines raise `ConfigError`.
+"""
+
+from sluice.validation._api import Engine, load_suite, parse_suite, validate
+from sluice.validation._conform import conform
+from sluice.validation._report import (
+    MISSING_COLUMN,
+    ExpectationSummary,
+    Reason,
+    ValidationReport,
+)
+from sluice.validation._suite import SUPPORTED_EXPECTATIONS, Expectation, Suite
+
+__all__ = [
+    "MISSING_COLUMN",
+    "SUPPORTED_EXPECTATIONS",
+    "Engine",
+    "Expectation",
+    "ExpectationSummary",
+    "Reason",
+    "Suite",
+    "ValidationReport",
+    "conform",
+    "load_suite",
+    "parse_suite",
+    "validate",
+]

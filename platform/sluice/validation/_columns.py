@@ -1,0 +1,172 @@
+"""A column as GX's pandas frame would see it, computed lazily once per validate call.
+
+The compiled engine never builds pandas objects, but its answers must equal
+GX's on ``table.to_pandas()``. The pandas facts that matter are encoded here:
+NaN counts as null in float columns, an integer column with nulls is float64
+(so its values print as ``1.0``), a bool column with nulls holds Python bools.
+
+Small tables (``small=True``) are checked on Python lists: one Arrow compute
+call costs 5-30 µs, more than a Python pass over a few values, and the online
+path validates one row at a time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+__all__ = ["ColumnView", "column_kind"]
+
+
+def column_kind(t: pa.DataType) -> str:
+    """The compiled engine's coarse class of an Arrow type."""
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return "string"
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_integer(t):
+        return "uint64" if t == pa.uint64() else "int"
+    if pa.types.is_floating(t):
+        return "float" if t == pa.float64() else "float32"
+    if pa.types.is_timestamp(t):
+        return "timestamp"
+    if pa.types.is_null(t):
+        return "null"
+    return "other"
+
+
+_FLOATS = ("float", "float32")
+
+
+class ColumnView:
+    __slots__ = ("arr", "n", "kind", "small", "_null", "_null_rows", "_py", "_floats", "_texts")
+
+    def __init__(self, arr: pa.Array, kind: str, small: bool) -> None:
+        self.arr = arr
+        self.n = len(arr)
+        self.kind = kind
+        self.small = small
+        self._null: np.ndarray | None = None
+        self._null_rows: list[int] | None = None
+        self._py: list | None = None
+        self._floats: np.ndarray | None = None
+        self._texts: pa.Array | None = None
+
+    @property
+    def has_arrow_nulls(self) -> bool:
+        return self.arr.null_count > 0
+
+    @property
+    def null(self) -> np.ndarray:
+        """pandas ``isnull`` as a mask: Arrow nulls, plus NaN in float columns."""
+        if self._null is None:
+            if self.kind in _FLOATS:
+                self._null = np.isnan(self.floats)
+            elif self.kind == "null":
+                self._null = np.ones(self.n, dtype=bool)
+            elif self.arr.null_count == 0:
+                self._null = np.zeros(self.n, dtype=bool)
+            else:
+                self._null = self.arr.is_null().to_numpy(zero_copy_only=False)
+        return self._null
+
+    @property
+    def null_rows(self) -> list[int] | np.ndarray:
+        """Row numbers where pandas sees null (a list on small tables)."""
+        if self._null_rows is None:
+            if not self.small:
+                self._null_rows = np.flatnonzero(self.null)
+            elif self.kind in _FLOATS:
+                self._null_rows = [i for i, v in enumerate(self.py) if v is None or v != v]
+            elif self.arr.null_count == 0:
+                self._null_rows = []
+            else:
+                self._null_rows = np.flatnonzero(self.null).tolist()
+        return self._null_rows
+
+    @property
+    def nonnull_count(self) -> int:
+        return self.n - len(self.null_rows)
+
+    @property
+    def py(self) -> list:
+        """Values as Python objects; timestamps as integers in the column's unit."""
+        if self._py is None:
+            arr = self.arr.view(pa.int64()) if self.kind == "timestamp" else self.arr
+            self._py = arr.to_pylist()
+        return self._py
+
+    @property
+    def floats(self) -> np.ndarray:
+        """Numeric (or bool) values as float64, NaN where null."""
+        if self._floats is None:
+            arr = self.arr.cast(pa.float64()) if self.kind == "bool" else self.arr
+            self._floats = arr.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+        return self._floats
+
+    def timestamps(self) -> np.ndarray:
+        """Timestamp values as int64 in the column's unit (0 where null)."""
+        return self.arr.view(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
+
+    def held_value(self, value: Any) -> Any:
+        """A value as pandas holds it: ints in a column with nulls are float64."""
+        if self.kind in ("int", "uint64") and self.arr.null_count and value is not None:
+            return float(value)
+        return value
+
+    def texts(self) -> pa.Array:
+        """``astype(str)`` of the values, as GX applies before regex and length checks.
+
+        Strings are themselves; numbers and bools print as pandas prints the values
+        it holds (``1``, ``1.0``, ``True``). One ``str`` call per distinct value.
+        """
+        if self._texts is None:
+            if self.kind == "string":
+                self._texts = self.arr
+            else:
+                uniques = pc.unique(self.arr.drop_null())
+                printed = pa.array(
+                    [str(self.held_value(v)) for v in uniques.to_pylist()], type=pa.string()
+                )
+                self._texts = printed.take(pc.index_in(self.arr, uniques))
+        return self._texts
+
+    def sample(self) -> Any:
+        """One non-null value as a Python object, or None."""
+        if self.arr.null_count == self.n:
+            return None
+        return self.arr.drop_null()[0].as_py()
+
+
+class ColumnLayout:
+    """Where a suite's columns sit in tables of one schema, and their kinds.
+
+    Computed once per schema (a stream of requests shares one), not per call.
+    """
+
+    __slots__ = ("schema", "columns")
+
+    def __init__(self, schema: pa.Schema, names: list[str]) -> None:
+        self.schema = schema
+        self.columns: list[tuple[str, int, str]] = []
+        for name in names:
+            i = schema.get_field_index(name)
+            kind = column_kind(schema.field(i).type) if i >= 0 else ""
+            self.columns.append((name, i, kind))
+
+    def views(self, table: pa.Table, small: bool) -> dict[str, ColumnView | None]:
+        batches = table.to_batches()
+        if len(batches) != 1:
+            batches = table.combine_chunks().to_batches() if table.num_rows else []
+        out: dict[str, ColumnView | None] = {}
+        for name, i, kind in self.columns:
+            if i < 0:
+                out[name] = None
+            elif batches:
+                out[name] = ColumnView(batches[0].column(i), kind, small)
+            else:
+                out[name] = ColumnView(pa.array([], self.schema.field(i).type), kind, small)
+        return out

@@ -1,0 +1,207 @@
+"""Casting raw input (JSON messages, CSV columns, request bodies) to the contract's schema.
+
+Rules, per target type (a cell that breaks them is rejected, never guessed):
+- string: only strings; a number or bool where a string is expected is a type error.
+- integer / floating: numbers, or strings that Arrow parses as numbers ("12.5",
+  "1e3", "nan"); a bool is a type error, and so is a float that would be
+  truncated to fit an integer column.
+- timestamp with a time zone: timestamps, or ISO-8601 strings with an offset
+  ("2024-05-01T12:00:00Z"); a time without a zone is ambiguous and rejected.
+- bool: bools, or the strings Arrow accepts ("true", "false", "1", "0").
+Missing fields become null (the suite then reports them); unknown fields are
+dropped by default (``extra="drop"``: producers may add fields before every
+consumer knows them) or rejected (``extra="reject"``).
+
+The returned table has one row per raw row, in order, so its row numbers are
+the raw ones: a rejected cell is null there and its row is listed with the
+reasons (``expect_column_values_to_be_of_type``, the column, the raw value).
+
+Each column is cast with one Arrow call; only when that call fails do we look
+for the culprits, by bisecting the column's distinct values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sluice.errors import ConfigError
+from sluice.validation._report import Reason
+
+__all__ = ["TYPE_EXPECTATION", "conform"]
+
+TYPE_EXPECTATION = "expect_column_values_to_be_of_type"
+UNKNOWN_FIELD_EXPECTATION = "expect_table_columns_to_match_set"
+_CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError)
+
+Rejections = list[tuple[int, list[Reason]]]
+
+
+def conform(
+    raw: pa.Table | Sequence[Mapping[str, Any]],
+    schema: pa.Schema,
+    *,
+    extra: Literal["drop", "reject"] = "drop",
+) -> tuple[pa.Table, Rejections]:
+    """Cast ``raw`` to ``schema``; return the table and the rejected rows with reasons."""
+    if extra not in ("drop", "reject"):
+        raise ConfigError(f"conform: extra must be 'drop' or 'reject', got {extra!r}")
+    if isinstance(raw, pa.Table):
+        n = raw.num_rows
+        source = {name: raw.column(name) for name in raw.column_names}
+        not_records: list[int] = []
+    elif isinstance(raw, Sequence) and not isinstance(raw, str | bytes):
+        n = len(raw)
+        source, not_records = _columns_of_records(raw)
+    else:
+        raise ConfigError(
+            f"conform: raw input must be a pyarrow Table or a list of objects, got "
+            f"{type(raw).__name__}"
+        )
+    reasons: dict[int, list[Reason]] = {}
+    for row in not_records:
+        reasons[row] = [Reason(TYPE_EXPECTATION, None, _show(raw[row]))]  # type: ignore[index]
+    arrays = []
+    for field in schema:
+        values = source.get(field.name)
+        if values is None:
+            arrays.append(pa.nulls(n, field.type))
+            continue
+        cast, bad = _cast(values, field.type)
+        arrays.append(cast)
+        for row in np.flatnonzero(bad).tolist():
+            reasons.setdefault(row, []).append(
+                Reason(TYPE_EXPECTATION, field.name, _show(_raw_value(values, row)))
+            )
+    if extra == "reject":
+        for name in sorted(set(source) - set(schema.names)):
+            values = source[name]
+            for row in np.flatnonzero(~_is_null(values)).tolist():
+                reasons.setdefault(row, []).append(
+                    Reason(UNKNOWN_FIELD_EXPECTATION, name, _show(_raw_value(values, row)))
+                )
+    table = pa.Table.from_arrays(arrays, schema=schema)
+    return table, sorted(reasons.items())
+
+
+def _columns_of_records(
+    records: Sequence[Any],
+) -> tuple[dict[str, list[Any]], list[int]]:
+    """Column lists from JSON-like records (one Python pass over the cells: they are
+    Python objects already). Rows that are not objects are reported whole."""
+    keys: dict[str, None] = {}
+    not_records = []
+    for i, record in enumerate(records):
+        if isinstance(record, Mapping):
+            keys.update(dict.fromkeys(record))
+        else:
+            not_records.append(i)
+    columns = {
+        key: [r.get(key) if isinstance(r, Mapping) else None for r in records] for key in keys
+    }
+    return columns, not_records
+
+
+def _cast(values: list | pa.ChunkedArray, target: pa.DataType) -> tuple[pa.Array, np.ndarray]:
+    """``values`` cast to ``target`` with rejected cells null, and the rejected-cell mask."""
+    if isinstance(values, list):
+        try:
+            arr = pa.array(values)
+        except _CAST_ERRORS:
+            return _cast_mixed(values, target)
+    else:
+        arr = values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
+    return _cast_array(arr, target)
+
+
+def _cast_mixed(values: list, target: pa.DataType) -> tuple[pa.Array, np.ndarray]:
+    """Values of several Python types (e.g. 12.5 and "12.5"): cast each type group alone."""
+    groups: dict[type, list[int]] = {}
+    for i, v in enumerate(values):
+        if v is not None:
+            groups.setdefault(type(v), []).append(i)
+    bad = np.zeros(len(values), dtype=bool)
+    out: list[Any] = [None] * len(values)
+    for rows in groups.values():
+        try:
+            arr = pa.array([values[i] for i in rows])
+        except _CAST_ERRORS:
+            bad[rows] = True
+            continue
+        cast, group_bad = _cast_array(arr, target)
+        bad[np.asarray(rows)[group_bad]] = True
+        for i, v in zip(rows, cast.to_pylist(), strict=True):
+            out[i] = v
+    return pa.array(out, type=target), bad
+
+
+def _cast_array(arr: pa.Array, target: pa.DataType) -> tuple[pa.Array, np.ndarray]:
+    n = len(arr)
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    if arr.type == target:
+        return arr, np.zeros(n, dtype=bool)
+    if pa.types.is_null(arr.type):
+        return pa.nulls(n, target), np.zeros(n, dtype=bool)
+    if not _allowed(arr.type, target):
+        return pa.nulls(n, target), ~_is_null(arr)
+    try:
+        return pc.cast(arr, target), np.zeros(n, dtype=bool)
+    except _CAST_ERRORS:
+        pass
+    uniques = pc.unique(arr.drop_null())
+    bad_values = uniques.filter(pa.array(_failing(uniques, target), type=pa.bool_()))
+    bad = pc.is_in(arr, value_set=bad_values).to_numpy(zero_copy_only=False)
+    cleaned = pc.if_else(pa.array(bad), pa.nulls(n, arr.type), arr)
+    return pc.cast(cleaned, target), bad
+
+
+def _failing(values: pa.Array, target: pa.DataType) -> np.ndarray:
+    """Which values fail to cast: bisect, so k bad values among n cost O(k log n) casts."""
+    failing = np.zeros(len(values), dtype=bool)
+    stack = [(0, len(values))]
+    while stack:
+        lo, hi = stack.pop()
+        try:
+            pc.cast(values.slice(lo, hi - lo), target)
+        except _CAST_ERRORS:
+            if hi - lo == 1:
+                failing[lo] = True
+            else:
+                mid = (lo + hi) // 2
+                stack += [(lo, mid), (mid, hi)]
+    return failing
+
+
+def _allowed(source: pa.DataType, target: pa.DataType) -> bool:
+    textual = pa.types.is_string(source) or pa.types.is_large_string(source)
+    if pa.types.is_string(target) or pa.types.is_large_string(target):
+        return textual
+    if pa.types.is_integer(target) or pa.types.is_floating(target):
+        return textual or pa.types.is_integer(source) or pa.types.is_floating(source)
+    if pa.types.is_timestamp(target):
+        if pa.types.is_timestamp(source):
+            # a naive time is ambiguous once the target has a zone (and vice versa)
+            return (source.tz is None) == (target.tz is None)
+        return textual
+    if pa.types.is_boolean(target):
+        return textual
+    return textual or source.id == target.id
+
+
+def _is_null(values: pa.Array | pa.ChunkedArray | list) -> np.ndarray:
+    if isinstance(values, list):
+        return np.array([v is None for v in values], dtype=bool)
+    return values.is_null().to_numpy(zero_copy_only=False)
+
+
+def _raw_value(values: pa.Array | pa.ChunkedArray | list, row: int) -> Any:
+    return values[row] if isinstance(values, list) else values[row].as_py()
+
+
+def _show(value: Any) -> str:
+    return repr(value)

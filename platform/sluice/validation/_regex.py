@@ -1,0 +1,168 @@
+"""Regex search with Python ``re`` semantics, vectorized with RE2 where that is safe.
+
+GX evaluates ``expect_column_values_to_match_regex`` as pandas
+``str.contains(regex)``, i.e. ``re.search`` semantics: pandas runs it through
+pyarrow's RE2 kernel unless the pattern uses a feature whose meaning differs
+between the two engines, and then falls back to ``re``. We do the same, per row
+rather than per column: RE2 answers the rows where it provably agrees with
+``re``, and ``re`` answers the rest (rows with non-ASCII text for ``\\w \\d \\b``,
+rows containing a newline for ``$``), so one odd row does not slow a batch down.
+Small inputs skip Arrow entirely: a precompiled ``re`` is faster than one RE2
+call (which compiles the pattern each time).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from re import _parser  # type: ignore[attr-defined]  # the parser pandas also relies on
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+__all__ = ["RegexMatcher", "portability_problem"]
+
+_PYTHON_ONLY_OPS = {
+    _parser.ASSERT,
+    _parser.ASSERT_NOT,
+    _parser.GROUPREF,
+    _parser.GROUPREF_EXISTS,
+    _parser.ATOMIC_GROUP,
+    _parser.POSSESSIVE_REPEAT,
+}
+# Nodes are compared as (op, arg) pairs: the parser's AT and CATEGORY codes are
+# small ints numbered independently, so a bare arg would match the wrong kind.
+# RE2's \s misses "\x0b" even in ASCII text: never hand these to RE2.
+_SPACE = {
+    (_parser.CATEGORY, _parser.CATEGORY_SPACE),
+    (_parser.CATEGORY, _parser.CATEGORY_NOT_SPACE),
+}
+# ASCII-only in RE2, Unicode-aware in re: RE2 only for ASCII rows.
+_UNICODE_SENSITIVE = {
+    (_parser.CATEGORY, _parser.CATEGORY_WORD),
+    (_parser.CATEGORY, _parser.CATEGORY_NOT_WORD),
+    (_parser.CATEGORY, _parser.CATEGORY_DIGIT),
+    (_parser.CATEGORY, _parser.CATEGORY_NOT_DIGIT),
+    (_parser.AT, _parser.AT_BOUNDARY),
+    (_parser.AT, _parser.AT_NON_BOUNDARY),
+}
+# re's "$" also matches before a final newline; RE2's only at the very end.
+_NEWLINE_SENSITIVE = {(_parser.AT, _parser.AT_END)}
+_UNICODE_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\[uUN]")
+_END_ANCHOR = re.compile(r"(?<!\\)((?:\\\\)*)\\Z")
+_OPEN_COUNT = re.compile(r"(?<!\\)(?:\\\\)*\{,")
+
+
+def portability_problem(pattern: str) -> str | None:
+    """Why ``pattern`` reads differently in Python ``re`` and in RE2, or None.
+
+    GX (through pandas) may run a pattern with either engine, so a pattern whose
+    meaning depends on the engine has no single right answer: the suite loader
+    refuses it and asks for an unambiguous spelling.
+    """
+    if _OPEN_COUNT.search(pattern):
+        return "'{,n}' means {0,n} in Python but a literal '{,n}' in RE2; write {0,n}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        try:
+            _parser.parse(pattern)
+        except FutureWarning as exc:
+            return f"{exc} (RE2 reads '[[:name:]]' as a POSIX class); escape the bracket"
+    return None
+
+
+class RegexMatcher:
+    """``re.search(pattern, value) is not None`` over string arrays."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        self.compiled = re.compile(pattern)
+        self.re2_pattern: str | None = None
+        self.needs_ascii = False
+        self.needs_no_newline = False
+        self._analyse()
+
+    def _analyse(self) -> None:
+        if self.compiled.flags & ~re.UNICODE or _UNICODE_ESCAPE.search(self.pattern):
+            return
+        nodes = list(_walk(_parser.parse(self.pattern)))
+        ops = {op for op, _ in nodes}
+        if any(op == _parser.SUBPATTERN and (arg[1] or arg[2]) for op, arg in nodes):
+            return  # scoped flags such as (?i:...)
+        args = {(op, arg) for op, arg in nodes if op in (_parser.CATEGORY, _parser.AT)}
+        if ops & _PYTHON_ONLY_OPS or args & _SPACE:
+            return
+        if any(
+            op in (_parser.MAX_REPEAT, _parser.MIN_REPEAT)
+            and arg[1] != _parser.MAXREPEAT
+            and arg[1] > 1000
+            for op, arg in nodes
+        ):
+            return  # RE2 refuses counted repeats above 1000
+        candidate = _END_ANCHOR.sub(r"\1\\z", self.pattern)
+        try:
+            pc.match_substring_regex(pa.array([""]), candidate)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return
+        self.re2_pattern = candidate
+        self.needs_ascii = bool(args & _UNICODE_SENSITIVE)
+        self.needs_no_newline = bool(args & _NEWLINE_SENSITIVE)
+
+    def search_list(self, values: list) -> np.ndarray:
+        """Match mask for Python strings; None gives False (callers mask nulls)."""
+        search = self.compiled.search
+        return np.fromiter(
+            (v is not None and search(v) is not None for v in values), dtype=bool, count=len(values)
+        )
+
+    def search_array(self, arr: pa.Array) -> np.ndarray:
+        """Match mask for an Arrow string array; nulls give False."""
+        n = len(arr)
+        if self.re2_pattern is None:
+            return self._search_unique(arr)
+        matched = pc.match_substring_regex(arr, self.re2_pattern)
+        out = matched.to_numpy(zero_copy_only=False)
+        if arr.null_count:
+            out = np.where(arr.is_null().to_numpy(zero_copy_only=False), False, out)
+        out = out.astype(bool, copy=False)
+        redo = np.zeros(n, dtype=bool)
+        if self.needs_ascii:
+            redo |= ~pc.fill_null(pc.string_is_ascii(arr), True).to_numpy(zero_copy_only=False)
+        if self.needs_no_newline:
+            redo |= pc.fill_null(pc.match_substring(arr, "\n"), False).to_numpy(
+                zero_copy_only=False
+            )
+        if redo.any():
+            rows = np.flatnonzero(redo)
+            out[rows] = self.search_list(arr.take(pa.array(rows)).to_pylist())
+        return out
+
+    def _search_unique(self, arr: pa.Array) -> np.ndarray:
+        # Python-only pattern: one re.search per distinct value, spread back by index.
+        uniques = pc.unique(arr)
+        hits = self.search_list(uniques.to_pylist())
+        codes = pc.index_in(arr, uniques).to_numpy(zero_copy_only=False)
+        out = np.zeros(len(arr), dtype=bool)
+        present = ~np.isnan(codes) if codes.dtype.kind == "f" else np.ones(len(arr), dtype=bool)
+        out[present] = hits[codes[present].astype(np.int64)]
+        return out
+
+
+def _walk(tokens):
+    repeats = (_parser.MAX_REPEAT, _parser.MIN_REPEAT, _parser.POSSESSIVE_REPEAT)
+    for op, arg in tokens:
+        yield op, arg
+        if op == _parser.SUBPATTERN:
+            yield from _walk(arg[3])
+        elif op == _parser.BRANCH:
+            for branch in arg[1]:
+                yield from _walk(branch)
+        elif op in repeats:
+            yield from _walk(arg[2])
+        elif op in (_parser.ATOMIC_GROUP, _parser.IN):
+            yield from _walk(arg)
+        elif op == _parser.GROUPREF_EXISTS:
+            yield from _walk(arg[1])
+            if arg[2] is not None:
+                yield from _walk(arg[2])
