@@ -43,18 +43,16 @@ def _int64(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 
 def _dense_rank(values: pa.Array) -> np.ndarray:
-    """Rank of each string in sorted order; equal strings share a rank."""
-    n = len(values)
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    order = pc.sort_indices(values).to_numpy()
-    ordered = values.take(pa.array(order))
-    new = np.ones(n, dtype=np.int64)
-    if n > 1:
-        new[1:] = pc.not_equal(ordered[1:], ordered[:-1]).to_numpy(zero_copy_only=False)
-    rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.cumsum(new) - 1
-    return rank
+    """Rank of each string in sorted order; equal strings share a rank.
+
+    Hashing first and sorting only the distinct values halves the sort when
+    queries repeat history keys (a recorded batch scored against its store).
+    """
+    encoded = pc.dictionary_encode(values)
+    order = pc.sort_indices(encoded.dictionary).to_numpy()
+    rank_of = np.empty(len(order), dtype=np.int64)
+    rank_of[order] = np.arange(len(order), dtype=np.int64)
+    return rank_of[encoded.indices.to_numpy(zero_copy_only=False)]
 
 
 def _strings(col: pa.ChunkedArray) -> pa.Array:
@@ -128,12 +126,21 @@ def entity_aggregates(history: pa.Table, queries: pa.Table, spec: AggregateSpec)
     runs = h_pack[run_start]
     width = np.int64(max(int(ranks.max(initial=0)) + 2, 2))
     h_key2 = run_of * width + h_rank + 1
-    q_run = np.searchsorted(runs, q_pack, side="left")
+    # Probes are searched in (entity, time) order: numpy's searchsorted narrows
+    # each search from the previous one, several times faster than random order.
+    # Within an entity t - w is monotone in t, so one order serves every window.
+    by_pack = np.argsort(q_pack, kind="stable")
+    q_pack_s = q_pack[by_pack]
+    q_run = np.searchsorted(runs, q_pack_s, side="left")
     same = q_run < len(runs)
-    same[same] = runs[q_run[same]] == q_pack[same]
-    upper = np.searchsorted(h_key2, q_run * width + np.where(same, q_rank + 1, 0), side="left")
+    same[same] = runs[q_run[same]] == q_pack_s[same]
+    probe = q_run * width + np.where(same, q_rank[by_pack] + 1, 0)
+    upper = np.empty(n_q, dtype=np.int64)
+    upper[by_pack] = np.searchsorted(h_key2, probe, side="left")
     # Lower bound: history rows before (entity, t - w) — time alone, key ignored.
-    lower = np.searchsorted(h_pack, lo_pack, side="left").reshape(k, n_q)
+    lower = np.empty((k, n_q), dtype=np.int64)
+    for i in range(k):
+        lower[i, by_pack] = np.searchsorted(h_pack, lo_pack[i * n_q : (i + 1) * n_q][by_pack])
 
     out = np.zeros((n_q, n_out), dtype=np.float64)
     sums = _window_sums(h_amt, np.tile(upper, k), lower.ravel()).reshape(k, n_q)
