@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 import yaml
 from pydantic import ValidationError
+
 from sluice.config import REPO_ROOT, ConsistencyLevel
 from sluice.contract import (
     Contract,

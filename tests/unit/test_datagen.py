@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
+
 from sluice.datagen import (
     CATEGORIES,
     CHANNELS,

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+
 from sluice.datagen import generate_transactions
 from sluice.features import (
     STORE_SCHEMA,

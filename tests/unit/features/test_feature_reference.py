@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+
 from sluice.features import FeatureMatrix, ReferenceStatistics, reference_statistics
 
 

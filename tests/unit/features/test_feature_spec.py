@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
+
 from sluice.features import AggregateSpec, FeatureSpec, window_label
 
 AGG = {"entity_column": "card_id", "event_time_column": "event_time", "key_column": "tx"}

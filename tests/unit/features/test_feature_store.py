@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pytest
+
 from sluice.features import (
     STORE_SCHEMA,
     FeatureSpec,

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pyarrow as pa
 import pytest
+
 from sluice.errors import ConfigError
 from sluice.features import (
     FeatureMatrix,
