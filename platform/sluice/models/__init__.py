@@ -18,7 +18,7 @@ drift detection). Missing names, versions and aliases raise
 from sluice.models._artifact import ModelArtifact, load_artifact, save_artifact
 from sluice.models._manifest import AliasEvent, Manifest, ModelRef, VersionRecord, parse_model_ref
 from sluice.models._meta import ModelMeta, roc_auc, table_fingerprint
-from sluice.models._net import MLP, MLPConfig, predict_scores, select_device
+from sluice.models._net import MLP, MLPConfig, exact_logits, predict_scores, select_device
 from sluice.models._registry import LoadedModel, ModelRegistry, ModelSummary, VersionInfo
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "ModelSummary",
     "VersionInfo",
     "VersionRecord",
+    "exact_logits",
     "load_artifact",
     "parse_model_ref",
     "predict_scores",

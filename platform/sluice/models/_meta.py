@@ -1,4 +1,4 @@
-"""Metadata stored beside every model version, and the statistics it is built from.
+"""Metadata stored beside every model version, the data fingerprint and the AUC metric.
 
 Everything here is plain JSON (pydantic models with extra="forbid"): the
 registry never stores a pickled object, so reading a version's metadata

@@ -12,7 +12,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-__all__ = ["MLP", "MLPConfig", "predict_scores", "select_device"]
+__all__ = ["MLP", "MLPConfig", "exact_logits", "predict_scores", "select_device"]
 
 
 class MLPConfig(BaseModel):
@@ -85,25 +85,55 @@ def select_device(preference: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def exact_logits(module: MLP, x: torch.Tensor) -> torch.Tensor:
+    """The MLP's logits as a fixed sequence of elementwise IEEE operations.
+
+    A GEMM kernel picks its blocking, and so its summation order, from the batch
+    shape: a row's logit from `module(x)` can change in the last bits with the
+    batch it arrives in. Here every output is `sum_k x_k * w_k` accumulated in k
+    order with separate multiply and add ops, then `+ bias`; each op is exactly
+    rounded on every backend, so a row gets the same logit alone or in any
+    batch, on CPU or CUDA (the design requires the same score on every path).
+    It costs a few ms per 1024 rows on one core for the network sizes used here.
+    """
+    z = (x - module.input_mean) / module.input_std
+    z = torch.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0)
+    for layer in module.layers:
+        if isinstance(layer, nn.Linear):
+            w = layer.weight.t()
+            acc = z[:, 0:1] * w[0]
+            for k in range(1, w.shape[0]):
+                acc = acc + z[:, k : k + 1] * w[k]
+            z = acc + layer.bias
+        elif isinstance(layer, nn.ReLU):
+            z = torch.relu(z)
+        elif not isinstance(layer, nn.Dropout):  # dropout is the identity at inference
+            raise TypeError(f"exact_logits does not support layer {layer!r}")
+    return z.squeeze(-1)
+
+
 def predict_scores(
-    module: nn.Module, matrix: np.ndarray, device: torch.device, batch_rows: int = 8192
+    module: MLP, matrix: np.ndarray, device: torch.device, batch_rows: int = 1024
 ) -> np.ndarray:
     """Fraud probabilities (float64) for a float32 feature matrix, in batches.
 
-    Runs under `torch.inference_mode` so no autograd state is built; batches
-    bound the memory of one call whatever the table size.
+    Batch-invariant (see `exact_logits`): the score of a row does not depend on
+    `batch_rows` or on the other rows. Runs under `torch.inference_mode`; the
+    sigmoid is taken in float64 NumPy on the host so it is the same whatever
+    device computed the logits.
     """
     if batch_rows <= 0:
         raise ValueError(f"batch_rows must be > 0, got {batch_rows}")
     rows = matrix.shape[0]
-    out = np.empty(rows, dtype=np.float64)
+    logits = np.empty(rows, dtype=np.float64)
     if rows == 0:
-        return out
+        return logits
     features = torch.from_numpy(np.ascontiguousarray(matrix, dtype=np.float32))
     module.eval()
     with torch.inference_mode():
         for start in range(0, rows, batch_rows):
             batch = features[start : start + batch_rows].to(device, non_blocking=True)
-            probs = torch.sigmoid(module(batch))
-            out[start : start + batch.shape[0]] = probs.double().cpu().numpy()
-    return out
+            out = exact_logits(module, batch)
+            logits[start : start + batch.shape[0]] = out.cpu().numpy()
+    # sigmoid(z) = exp(-log(1 + exp(-z))): no overflow for very negative logits.
+    return np.exp(-np.logaddexp(0.0, -logits))

@@ -45,7 +45,7 @@ from sluice.models._manifest import (
     parse_model_ref,
 )
 from sluice.models._meta import ModelMeta
-from sluice.models._net import predict_scores, select_device
+from sluice.models._net import MLP, predict_scores, select_device
 
 __all__ = ["LoadedModel", "ModelRegistry", "ModelSummary", "VersionInfo"]
 
@@ -67,14 +67,14 @@ class LoadedModel:
     name: str
     version: int
     meta: ModelMeta
-    module: torch.nn.Module
+    module: MLP
     device: torch.device
 
     @property
     def ref(self) -> str:
         return f"{self.name}/{self.version}"
 
-    def predict(self, matrix: np.ndarray, batch_rows: int = 8192) -> np.ndarray:
+    def predict(self, matrix: np.ndarray, batch_rows: int = 1024) -> np.ndarray:
         """Fraud probabilities (float64) for a float32 matrix in `meta.feature_names` order."""
         if matrix.ndim != 2 or matrix.shape[1] != self.meta.architecture.input_dim:
             raise ValueError(

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from sluice.features import FeatureMatrix, FeatureStats, reference_statistics
 from sluice.models import MLP, MLPConfig, ModelMeta
 
 FEATURES = ("amount_z", "foreign", "count_1h")
+SMALL_TRAIN = {"rows": 6000, "seed": 3, "epochs": 4}  # the shared `trained` fixture
 
 
 def make_meta(auc: float = 0.8, contract: str = "fraud") -> ModelMeta:

@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import pytest
 from model_factories import make_meta, make_net
+from typer.testing import CliRunner
+
 from sluice.cli import app
 from sluice.models import ModelRegistry, save_artifact
-from typer.testing import CliRunner
 
 runner = CliRunner()
 

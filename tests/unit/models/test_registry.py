@@ -13,6 +13,7 @@ import pyarrow.fs as pafs
 import pytest
 import torch
 from model_factories import FEATURES, make_meta, make_net
+
 from sluice.config import PlatformConfig
 from sluice.errors import ModelNotFound
 from sluice.models import ModelRegistry, load_artifact, parse_model_ref, save_artifact
@@ -101,6 +102,7 @@ class _Evil:
         return (os.system, (f"touch {self.marker}",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("container", ["raw_pickle", "torch_zip"])
 def test_malicious_pickle_is_refused(registry, tmp_path, container):
     registry.register("fraud", make_net(), make_meta())

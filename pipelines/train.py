@@ -1,0 +1,242 @@
+"""Train the contract's model and register it: `python -m pipelines.train [--rows N --seed S]`.
+
+generate (sluice.datagen, seeded) -> features (events recorded into an
+InMemoryFeatureStore, then computed point-in-time) -> MLP -> holdout AUC ->
+register a new version -> `champion` if it beats the current champion on the
+same holdout, else `challenger`.
+
+The holdout is the last `holdout_fraction` of the rows in event time, as in
+production: the model is judged on transactions later than any it saw. Given
+the same arguments the run is deterministic (seeded data, weights and batch
+order; one intra-op thread by default, so float sums happen in one order).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from sluice.contract import Contract, load_contract
+from sluice.datagen import generate_dataset
+from sluice.errors import ConfigError, ModelNotFound
+from sluice.features import (
+    InMemoryFeatureStore,
+    compute_features,
+    fit_stats,
+    reference_statistics,
+    to_store_events,
+)
+from sluice.models import (
+    MLP,
+    MLPConfig,
+    ModelMeta,
+    ModelRegistry,
+    predict_scores,
+    roc_auc,
+    table_fingerprint,
+)
+
+__all__ = ["TrainConfig", "TrainResult", "main", "train"]
+
+
+class TrainConfig(BaseModel):
+    """Arguments of one training run (also stored in the version's train_params)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    contract: str = Field("fraud", description="Contract name or YAML path.")
+    rows: int = Field(50_000, ge=1_000, description="Generated transactions (train + holdout).")
+    seed: int = Field(7, ge=0, description="Seeds the data, the weights and the batch order.")
+    epochs: int = Field(6, ge=1, le=1000)
+    batch_rows: int = Field(256, ge=1, description="Rows per optimizer step.")
+    learning_rate: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    hidden_dims: tuple[int, ...] = Field((64, 32), min_length=1)
+    holdout_fraction: float = Field(0.2, gt=0, lt=1, description="Latest rows kept for the AUC.")
+    threads: int = Field(1, ge=1, description="torch intra-op threads while training.")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    name: str
+    version: int
+    alias: str  # "champion" or "challenger"
+    holdout_auc: float
+    champion_auc: float | None  # the previous champion on the same holdout
+    previous_champion: int | None
+    train_rows: int
+    holdout_rows: int
+    seconds: float
+
+
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def fit_mlp(
+    x: np.ndarray, y: np.ndarray, config: TrainConfig, architecture: MLPConfig
+) -> tuple[MLP, float]:
+    """Train the MLP with BCE on logits; returns the module and the last epoch's mean loss."""
+    torch.manual_seed(config.seed)
+    net = MLP(architecture)
+    net.fit_input_scaling(x)
+    features = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    labels = torch.from_numpy(y.astype(np.float32))
+    optimizer = torch.optim.Adam(
+        net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    order_rng = torch.Generator().manual_seed(config.seed)
+    loss_sum = 0.0
+    net.train()
+    for _ in range(config.epochs):
+        loss_sum, steps = 0.0, 0
+        for idx in torch.randperm(len(labels), generator=order_rng).split(config.batch_rows):
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(net(features[idx]), labels[idx])
+            loss.backward()
+            optimizer.step()
+            loss_sum, steps = loss_sum + float(loss.detach()), steps + 1
+        loss_sum /= max(steps, 1)
+    net.eval()
+    return net, loss_sum
+
+
+def _labels(table: pa.Table, contract: Contract) -> np.ndarray:
+    if contract.label_column is None:
+        raise ConfigError(f"contract {contract.name!r} has no label_column: cannot train")
+    column = table[contract.label_column]
+    if column.null_count:
+        raise ValueError(f"{contract.label_column}: {column.null_count} null label(s)")
+    return column.to_numpy().astype(np.float32)
+
+
+def _champion_auc(
+    registry: ModelRegistry,
+    name: str,
+    contract: Contract,
+    holdout: pa.Table,
+    store: InMemoryFeatureStore,
+    y: np.ndarray,
+) -> tuple[int | None, float | None, str]:
+    """The current champion's AUC on this holdout, or why it cannot be compared."""
+    try:
+        champion = registry.load(f"{name}@champion", device="cpu")
+    except ModelNotFound:
+        return None, None, "no champion yet"
+    spec = contract.features
+    if champion.meta.feature_spec_hash != spec.spec_hash():
+        # Features changed since the champion was trained: it cannot score this
+        # holdout the same way, so a human decides (the new version waits as challenger).
+        return champion.version, None, "champion was trained on another feature spec"
+    matrix = compute_features(holdout, spec, champion.meta.feature_stats, store)
+    return champion.version, roc_auc(y, champion.predict(matrix.values)), "compared"
+
+
+def train(config: TrainConfig, registry: ModelRegistry) -> TrainResult:
+    started = time.perf_counter()
+    contract = load_contract(config.contract)
+    spec, name = contract.features, contract.model.name
+    data = generate_dataset(config.rows, config.seed)
+    table = data.table.sort_by([(contract.event_time_column, "ascending")])
+    cut = int(round(table.num_rows * (1 - config.holdout_fraction)))
+    train_table, holdout = table.slice(0, cut), table.slice(cut)
+    y_train, y_holdout = _labels(train_table, contract), _labels(holdout, contract)
+
+    # Record every event, then compute: aggregates only look strictly back in
+    # time, so holdout features never see later events (no leakage).
+    store = InMemoryFeatureStore()
+    store.record(to_store_events(table, spec))
+    stats = fit_stats(train_table, spec)  # fitted on the training part only
+    x_train = compute_features(train_table, spec, stats, store)
+    x_holdout = compute_features(holdout, spec, stats, store)
+
+    architecture = MLPConfig(input_dim=len(x_train.names), hidden_dims=config.hidden_dims)
+    with _torch_threads(config.threads):
+        net, last_loss = fit_mlp(x_train.values, y_train, config, architecture)
+        scores = predict_scores(net, x_holdout.values, torch.device("cpu"))
+    auc = roc_auc(y_holdout, scores)
+    previous, champion_auc, why = _champion_auc(registry, name, contract, holdout, store, y_holdout)
+
+    meta = ModelMeta(
+        contract=contract.name,
+        architecture=architecture,
+        feature_names=x_train.names,
+        feature_spec_hash=spec.spec_hash(),
+        feature_stats=stats,
+        reference=reference_statistics(x_train),
+        metrics={
+            "holdout_auc": auc,
+            "train_loss": last_loss,
+            "holdout_fraud_rate": float(y_holdout.mean()),
+        },
+        data_fingerprint=table_fingerprint(table),
+        train_params={
+            **{k: str(v) if isinstance(v, tuple) else v for k, v in config},
+            "train_rows": train_table.num_rows,
+            "holdout_rows": holdout.num_rows,
+        },
+    )
+    version = registry.register(name, net, meta)
+    wins = previous is None or (champion_auc is not None and auc > champion_auc)
+    alias = "champion" if wins else "challenger"
+    registry.promote(name, version, alias=alias)
+    if not wins and why != "compared":
+        print(f"note: {why}; registered as challenger", file=sys.stderr)
+    return TrainResult(
+        name=name,
+        version=version,
+        alias=alias,
+        holdout_auc=auc,
+        champion_auc=champion_auc,
+        previous_champion=previous,
+        train_rows=train_table.num_rows,
+        holdout_rows=holdout.num_rows,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> TrainResult:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.train", description=__doc__)
+    parser.add_argument("--contract", default="fraud", help="contract name or YAML path")
+    parser.add_argument("--rows", type=int, default=50_000, help="generated transactions")
+    parser.add_argument("--seed", type=int, default=7, help="data, weights and batch order")
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--registry", default=None, help="registry root URI (default: config)")
+    args = parser.parse_args(argv)
+    config = TrainConfig(
+        contract=args.contract,
+        rows=args.rows,
+        seed=args.seed,
+        epochs=args.epochs,
+        threads=args.threads,
+    )
+    registry = ModelRegistry(args.registry) if args.registry else ModelRegistry.from_config()
+    result = train(config, registry)
+    champion = "-" if result.champion_auc is None else f"{result.champion_auc:.4f}"
+    print(f"model          {result.name}/{result.version} -> {result.name}@{result.alias}")
+    print(f"holdout AUC    {result.holdout_auc:.4f}  (previous champion: {champion})")
+    print(f"rows           train {result.train_rows}, holdout {result.holdout_rows}")
+    print(f"registry       {registry.root_uri}")
+    print(f"seconds        {result.seconds:.1f}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

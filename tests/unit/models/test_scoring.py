@@ -1,0 +1,163 @@
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from sluice.contract import Device, load_contract
+from sluice.datagen import InvalidKind, generate_dataset, to_json_messages
+from sluice.errors import ConfigError
+from sluice.features import InMemoryFeatureStore
+from sluice.models import ModelRegistry, select_device
+from sluice.scoring import QUARANTINE_SCHEMA, Scorer, scored_schema
+
+NOW = datetime(2025, 6, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def contract():
+    return load_contract("fraud")
+
+
+@pytest.fixture
+def scorer(trained, contract) -> Scorer:
+    registry, _ = trained
+    return Scorer(contract, registry, InMemoryFeatureStore())
+
+
+def _keys(table: pa.Table, column: str = "key") -> list[str]:
+    return table[column].to_pylist()
+
+
+def test_scores_valid_rows_and_quarantines_invalid_ones(scorer, contract):
+    data = generate_dataset(3000, seed=21, invalid_fraction=0.05)
+    result = scorer.score(data.table, now=NOW, source="test")
+
+    assert set(_keys(result.quarantined)) == data.invalid_keys
+    assert result.scored.num_rows + result.quarantined.num_rows == data.table.num_rows
+    valid_keys = data.table["transaction_id"].filter(pa.array(data.valid_mask)).to_pylist()
+    assert _keys(result.scored) == valid_keys  # input order kept
+    assert result.scored.schema == scored_schema(contract.feature_names)
+    scores = result.scored["score"].to_numpy()
+    assert np.all((scores >= 0) & (scores <= 1)) and scores.std() > 0
+    assert set(result.scored["model_version"].to_pylist()) == {"fraud/1"}
+
+    assert result.quarantined.schema == QUARANTINE_SCHEMA
+    assert set(result.quarantined["source"].to_pylist()) == {"test"}
+    assert set(result.quarantined["quarantined_at"].to_pylist()) == {NOW}
+    by_key = {}
+    for row in result.quarantined.to_pylist():
+        raw, reasons = json.loads(row["raw"]), json.loads(row["reasons"])
+        assert raw["transaction_id"] == row["key"] and reasons
+        by_key.setdefault(row["key"], []).extend(reasons)
+    expected = {
+        InvalidKind.NAN_AMOUNT: ("expect_column_values_to_not_be_null", "amount"),
+        InvalidKind.FUTURE_EVENT_TIME: ("expect_column_values_to_be_between", "event_time"),
+        InvalidKind.MALFORMED_CARD_ID: ("expect_column_values_to_match_regex", "card_id"),
+        InvalidKind.DUPLICATE_KEY: ("expect_column_values_to_be_unique", "transaction_id"),
+    }
+    keys = data.table["transaction_id"].to_pylist()
+    for row, kind in data.invalid_rows.items():
+        if kind in expected:
+            want = dict(zip(("expectation", "column"), expected[kind], strict=True))
+            assert any(want.items() <= r.items() for r in by_key[keys[row]]), (kind, by_key)
+
+
+def test_gx_engine_gives_the_same_result(trained, contract):
+    registry, _ = trained
+    table = generate_dataset(400, seed=5, invalid_fraction=0.1).table
+    compiled = Scorer(contract, registry, InMemoryFeatureStore()).score(table, now=NOW)
+    gx = Scorer(contract, registry, InMemoryFeatureStore(), engine="gx").score(table, now=NOW)
+    assert gx.scored.equals(compiled.scored)
+    assert _keys(gx.quarantined) == _keys(compiled.quarantined)
+    assert gx.quarantined["reasons"].to_pylist() == compiled.quarantined["reasons"].to_pylist()
+
+
+def test_json_records_with_wrong_types_are_quarantined_with_the_raw_value(scorer):
+    table = generate_dataset(500, seed=8).table
+    messages = to_json_messages(table, wrong_type_fraction=0.04, seed=1)
+    records = [json.loads(p) for p in messages.payloads]
+    result = scorer.score(records, now=NOW, source="kafka")
+    assert set(_keys(result.quarantined)) == messages.wrong_type_keys
+    assert result.scored.num_rows == 500 - len(messages.wrong_type_keys)
+    for row in result.quarantined.to_pylist():
+        reasons = json.loads(row["reasons"])
+        assert reasons[0]["expectation"] == "expect_column_values_to_be_of_type"
+        assert json.loads(row["raw"])[reasons[0]["column"]] is not None
+
+
+def test_batches_replays_and_one_big_batch_give_the_same_scores(trained, contract):
+    """Same row, same features and score: whole table vs time-ordered micro-batches."""
+    registry, _ = trained
+    table = generate_dataset(1200, seed=13).table
+    whole = Scorer(contract, registry, InMemoryFeatureStore()).score(table, now=NOW).scored
+    stream = Scorer(contract, registry, InMemoryFeatureStore())
+    parts = [stream.score(table.slice(i, 100), now=NOW).scored for i in range(0, 1200, 100)]
+    assert pa.concat_tables(parts).equals(whole)
+    replay = stream.score(table.slice(300, 100), now=NOW).scored  # at-least-once redelivery
+    assert replay.equals(parts[3])
+    assert whole["card_count_24h"].to_numpy().max() > 0  # aggregates really looked back
+
+
+def test_identical_copies_are_scored_but_conflicting_keys_are_quarantined(scorer):
+    table = generate_dataset(50, seed=2).table
+    replayed = pa.concat_tables([table.slice(0, 10), table.slice(0, 1)])  # row 0 twice
+    result = scorer.score(replayed, now=NOW)
+    assert result.quarantined.num_rows == 0 and result.scored.num_rows == 11
+    assert _keys(result.scored).count(table["transaction_id"][0].as_py()) == 2
+
+    clash = table.slice(20, 1).set_column(0, "transaction_id", table.slice(21, 1)["transaction_id"])
+    result = scorer.score(pa.concat_tables([table.slice(21, 1), clash]), now=NOW)
+    assert result.scored.num_rows == 0
+    assert json.loads(result.quarantined["reasons"][0].as_py())[0]["expectation"] == (
+        "expect_column_values_to_be_unique"
+    )
+
+
+def test_empty_input(scorer, contract):
+    result = scorer.score(generate_dataset(0, seed=1).table, now=NOW)
+    assert result.scored.schema == scored_schema(contract.feature_names)
+    assert (result.scored.num_rows, result.quarantined.num_rows) == (0, 0)
+    assert result.quarantined.schema == QUARANTINE_SCHEMA
+
+
+def test_models_are_loaded_once_and_reload_follows_promotions(trained, contract, tmp_path):
+    source, _ = trained
+    root = tmp_path / "registry"
+    shutil.copytree(source.root_uri, root)
+    registry = ModelRegistry(root)
+    first = Scorer(contract, registry, InMemoryFeatureStore())
+    assert Scorer(contract, registry, InMemoryFeatureStore()).model is first.model
+    artifact = registry.load_artifact("fraud/1")
+    registry.promote("fraud", registry.register("fraud", artifact.state_dict, artifact.meta))
+    assert first.model.version == 1  # one job, one version ...
+    assert first.reload().version == 2  # ... until asked to follow the alias
+
+
+def test_a_model_of_another_feature_spec_is_refused(trained, contract, tmp_path):
+    source, _ = trained
+    artifact = source.load_artifact("fraud/1")
+    stats = artifact.meta.feature_stats.model_copy(update={"spec_hash": "f" * 16})
+    meta = artifact.meta.model_copy(update={"feature_spec_hash": "f" * 16, "feature_stats": stats})
+    registry = ModelRegistry(tmp_path / "registry")
+    registry.promote("fraud", registry.register("fraud", artifact.state_dict, meta))
+    with pytest.raises(ConfigError, match="fraud/1 was trained on feature spec ffff"):
+        Scorer(contract, registry, InMemoryFeatureStore())
+
+
+def test_device_cuda_falls_back_to_cpu(trained, contract, monkeypatch):
+    registry, _ = trained
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    scorer = Scorer(
+        contract.model_copy(update={"device": Device.CUDA}), registry, InMemoryFeatureStore()
+    )
+    assert scorer.device.type == "cpu" and scorer.model.device.type == "cpu"
+    assert scorer.score(generate_dataset(20, seed=4).table, now=NOW).scored.num_rows == 20
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert select_device("auto").type == "cuda" and select_device("cuda").type == "cuda"
+    assert select_device("cpu").type == "cpu"
