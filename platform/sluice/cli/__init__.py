@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from sluice.cli import local, models
+from sluice.cli import local, models, schema
 
 app = typer.Typer(
     name="sluice",
@@ -14,5 +14,6 @@ app = typer.Typer(
 )
 app.add_typer(local.app, name="local")
 app.add_typer(models.app, name="models")
+app.add_typer(schema.app, name="schema")
 
 __all__ = ["app"]

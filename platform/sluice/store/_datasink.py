@@ -1,0 +1,143 @@
+"""``CassandraDatasink``: Ray Data's ``Datasink`` write lifecycle onto a Cassandra table.
+
+    sink = CassandraDatasink(cfg.cassandra, "predictions", consistency=..., ttl_s=...)
+    ds.write_datasink(sink)
+    sink.total_written          # rows written by all tasks
+
+- ``__init__`` keeps only picklable config (the sink travels to every write task).
+- ``on_write_start`` runs once on the driver with the dataset's schema: the table must
+  exist with every mapped column and key, of compatible types; otherwise a
+  ``ConfigError`` names the table and ``sluice schema apply`` as the fix.
+- ``write`` runs per task: it takes this process's session (opened on first use and
+  kept for the worker's life — connecting per task would cost more than a block's
+  writes; it is closed at process exit), writes each block through ``CassandraWriter``
+  and returns the counts.
+- ``on_write_complete`` adds the counts up on the driver, keeps them on the sink and
+  logs them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ray.data.block import Block, BlockAccessor
+from ray.data.datasource.datasink import Datasink, WriteResult
+
+from sluice.config import CassandraConfig, ConsistencyLevel
+from sluice.errors import ConfigError
+from sluice.store._schema import existing_table
+from sluice.store._session import session_for
+from sluice.store._types import check_compatible
+from sluice.store._writer import CassandraWriter, WriteOptions
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from ray.data._internal.execution.interfaces import TaskContext
+
+__all__ = ["CassandraDatasink", "WriteCounts"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WriteCounts:
+    """What one write task did."""
+
+    rows: int
+    blocks: int
+
+
+class CassandraDatasink(Datasink[WriteCounts]):
+    """Upserts a dataset's rows into ``keyspace.table``.
+
+    ``columns`` maps Cassandra column -> dataset column; None writes every dataset
+    column into the column of the same name. ``consistency`` and ``ttl_s`` come from the
+    contract (default: the platform's write consistency, no TTL).
+    """
+
+    def __init__(
+        self,
+        cfg: CassandraConfig,
+        table: str,
+        *,
+        keyspace: str | None = None,
+        columns: Mapping[str, str] | None = None,
+        consistency: ConsistencyLevel | None = None,
+        ttl_s: int = 0,
+    ) -> None:
+        self.cfg = cfg
+        self.keyspace = keyspace or cfg.keyspace
+        self.table = table
+        self.columns = dict(columns) if columns is not None else None
+        self.options = WriteOptions.from_config(cfg, consistency, ttl_s)
+        self.total_written = 0
+        self.total_blocks = 0
+
+    def get_name(self) -> str:
+        return f"Cassandra({self.keyspace}.{self.table})"
+
+    def _mapping(self, names: Iterable[str]) -> dict[str, str]:
+        return dict(self.columns) if self.columns is not None else {n: n for n in names}
+
+    def on_write_start(self, schema: pa.Schema | None = None) -> None:
+        session = session_for(self.cfg)
+        where = f"table {self.keyspace}.{self.table}"
+        found = existing_table(session.cluster.metadata, self.keyspace, self.table)
+        if found is None:
+            raise ConfigError(f"{where} does not exist; create it with `sluice schema apply`")
+        if schema is None:
+            if self.columns is None:
+                raise ConfigError(f"writing {where}: the dataset has no schema; pass columns=")
+            names: list[str] = list(self.columns.values())
+        else:
+            names = list(schema.names)
+        mapping = self._mapping(names)
+        have = found.all_columns
+        problems = [
+            f"it has no column {dst} (dataset column {src})"
+            for dst, src in mapping.items() if dst not in have
+        ]  # fmt: skip
+        problems += [f"the dataset has no column {src}" for src in mapping.values()
+                     if src not in names]  # fmt: skip
+        problems += [
+            f"key column {k} is not written" for k in found.key_columns if k not in mapping
+        ]
+        if schema is not None:
+            for dst, src in mapping.items():
+                if dst in have and src in names:
+                    why = check_compatible(schema.field(src).type, have[dst])
+                    if why:
+                        problems.append(f"column {dst}: {why}")
+        if problems:
+            raise ConfigError(
+                f"cannot write {where}: " + "; ".join(problems)
+                + ". Run `sluice schema apply` (or fix the column mapping)"
+            )
+        self.columns = mapping  # resolved on the driver before the sink is shipped
+
+    def write(self, blocks: Iterable[Block], ctx: TaskContext) -> WriteCounts:
+        session = session_for(self.cfg)
+        writer: CassandraWriter | None = None
+        rows = n_blocks = 0
+        for block in blocks:
+            table = BlockAccessor.for_block(block).to_arrow()
+            if writer is None:
+                writer = CassandraWriter(
+                    session, self.keyspace, self.table,
+                    self._mapping(table.column_names), self.options,
+                )  # fmt: skip
+            rows += writer.write(table)
+            n_blocks += 1
+        return WriteCounts(rows=rows, blocks=n_blocks)
+
+    def on_write_complete(self, write_result: WriteResult[WriteCounts]) -> None:
+        counts = [c for c in write_result.write_returns if c is not None]
+        self.total_written = sum(c.rows for c in counts)
+        self.total_blocks = sum(c.blocks for c in counts)
+        log.info(
+            "Cassandra sink %s.%s: %d rows written in %d blocks by %d tasks",
+            self.keyspace, self.table, self.total_written, self.total_blocks, len(counts),
+        )  # fmt: skip

@@ -1,0 +1,343 @@
+"""The tables Sluice owns, and ``apply_schema`` (``sluice schema apply``).
+
+Tables (keyspace from the platform config; ``{contract}`` is the contract's name)::
+
+    <output.predictions_table>   one row per scored key (partition key = the contract's key)
+    <output.quarantine_table>    rejected rows, PRIMARY KEY ((source, day), key)
+    {contract}_feature_events    entity event history, PRIMARY KEY ((entity), event_time_us, key)
+    stream_checkpoints           committed offsets, PRIMARY KEY ((job, topic), partition)
+    prediction_log               online requests, PRIMARY KEY (request_id)
+    schema_version               one row per table Sluice applied
+
+Choices, and why:
+- Prediction features are one ``frozen<map<text, double>>`` column, not typed columns:
+  the feature set changes with the model, the table does not have to (no ALTER), and a
+  frozen map is one cell an upsert replaces (a non-frozen one writes a tombstone first).
+- Quarantine partitions by (source, day): a per-source scan walks the days, and no
+  partition grows without bound. The caller derives ``day`` from a stable time (the
+  event's, or the Kafka message's) so a replay lands on the same row.
+- Feature events keep event time as ``bigint`` microseconds: CQL ``timestamp`` holds
+  milliseconds, and the aggregates' (time, key) order needs the microseconds.
+- Every timestamp column is supplied by the client; nothing uses ``now()``.
+
+``apply_schema`` is idempotent: it creates what is missing and checks what exists
+against the expected definition (read from the driver's ``cluster.metadata``). A table
+whose key or column types differ fails with the table, the difference and the fix; it
+is never ALTERed behind the user's back. Extra columns on an existing table are allowed.
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sluice.config import CassandraConfig
+from sluice.contract import Contract
+from sluice.errors import ConfigError
+from sluice.store._types import arrow_to_cql, normalize_cql_type
+
+__all__ = [
+    "CHECKPOINTS_TABLE",
+    "PREDICTION_LOG_TABLE",
+    "SCHEMA_VERSION",
+    "SCHEMA_VERSION_TABLE",
+    "TableSpec",
+    "apply_schema",
+    "diff_table",
+    "existing_table",
+    "feature_events_table",
+    "predictions_table",
+    "quarantine_table",
+    "tables_for",
+]
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+"""Bumped when a table definition changes; recorded in ``schema_version``."""
+
+Columns = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A table definition: partition key, clustering columns and the other columns."""
+
+    name: str
+    partition_key: Columns
+    clustering: Columns = ()
+    columns: Columns = ()
+    comment: str = field(default="", compare=False)
+
+    @property
+    def all_columns(self) -> dict[str, str]:
+        return dict((*self.partition_key, *self.clustering, *self.columns))
+
+    @property
+    def key_columns(self) -> list[str]:
+        return [n for n, _ in (*self.partition_key, *self.clustering)]
+
+    def create_cql(self, keyspace: str) -> str:
+        cols = ",\n".join(f"  {n} {t}" for n, t in self.all_columns.items())
+        pk = ", ".join(n for n, _ in self.partition_key)
+        key = f"({pk})" + "".join(f", {n}" for n, _ in self.clustering)
+        comment = self.comment.replace("'", "''")
+        return (
+            f"CREATE TABLE IF NOT EXISTS {keyspace}.{self.name} (\n{cols},\n"
+            f"  PRIMARY KEY ({key})\n) WITH comment = '{comment}'"
+        )
+
+
+def predictions_table(contract: Contract) -> TableSpec:
+    schema = contract.arrow_schema
+
+    def col(name: str) -> tuple[str, str]:
+        return name, arrow_to_cql(schema.field(name).type)
+
+    return TableSpec(
+        name=contract.output.predictions_table,
+        partition_key=(col(contract.key_column),),
+        columns=(
+            col(contract.entity_column),
+            (contract.event_time_column, "timestamp"),
+            ("score", "double"),
+            ("model_version", "text"),
+            ("features", "frozen<map<text, double>>"),
+            ("scored_at", "timestamp"),
+        ),
+        comment=f"Sluice predictions of contract {contract.name}",
+    )
+
+
+def quarantine_table(name: str = "quarantine") -> TableSpec:
+    return TableSpec(
+        name=name,
+        partition_key=(("source", "text"), ("day", "date")),
+        clustering=(("key", "text"),),
+        columns=(
+            ("contract", "text"),
+            ("raw", "text"),  # the rejected row (or raw message) as JSON
+            ("reasons", "text"),  # JSON list of {expectation, column, value}
+            ("quarantined_at", "timestamp"),
+        ),
+        comment="Sluice quarantine: rejected rows with their reasons",
+    )
+
+
+def feature_events_table(contract: Contract) -> TableSpec:
+    return TableSpec(
+        name=f"{contract.name}_feature_events",
+        partition_key=(("entity", "text"),),
+        clustering=(("event_time_us", "bigint"), ("key", "text")),
+        columns=(("amount", "double"),),
+        comment=f"Sluice online feature events of contract {contract.name}",
+    )
+
+
+CHECKPOINTS_TABLE = TableSpec(
+    name="stream_checkpoints",
+    partition_key=(("job", "text"), ("topic", "text")),
+    clustering=(("partition", "int"),),
+    columns=(("offset", "bigint"), ("committed_at", "timestamp")),
+    comment="Sluice stream checkpoints: the next offset to read per partition",
+)
+
+PREDICTION_LOG_TABLE = TableSpec(
+    name="prediction_log",
+    partition_key=(("request_id", "text"),),
+    columns=(
+        ("contract", "text"),
+        ("model_version", "text"),
+        ("features", "frozen<map<text, double>>"),
+        ("score", "double"),
+        ("latency_ms", "double"),
+        ("logged_at", "timestamp"),
+    ),
+    comment="Sluice online prediction log",
+)
+
+SCHEMA_VERSION_TABLE = TableSpec(
+    name="schema_version",
+    partition_key=(("table_name", "text"),),
+    columns=(("version", "int"), ("applied_at", "timestamp")),
+    comment="Sluice schema version per table",
+)
+
+
+def tables_for(contracts: Iterable[Contract]) -> list[TableSpec]:
+    """Every table Sluice needs for these contracts (shared tables once)."""
+    specs: dict[str, TableSpec] = {
+        t.name: t for t in (CHECKPOINTS_TABLE, PREDICTION_LOG_TABLE, SCHEMA_VERSION_TABLE)
+    }
+    for c in contracts:
+        for spec in (
+            predictions_table(c),
+            quarantine_table(c.output.quarantine_table),
+            feature_events_table(c),
+        ):
+            other = specs.get(spec.name)
+            if other is not None and other != spec:
+                raise ConfigError(
+                    f"contract {c.name}: table {spec.name} is also defined differently by "
+                    "another contract or by Sluice; give it another name in the contract"
+                )
+            specs[spec.name] = spec
+    return list(specs.values())
+
+
+def _fmt(cols: Columns) -> str:
+    return "(" + ", ".join(f"{n} {t}" for n, t in cols) + ")" if cols else "(none)"
+
+
+def _same(a: Columns, b: Columns) -> bool:
+    norm = [(n, normalize_cql_type(t)) for n, t in a]
+    return norm == [(n, normalize_cql_type(t)) for n, t in b]
+
+
+def diff_table(keyspace: str, expected: TableSpec, existing: TableSpec) -> list[str]:
+    """What differs between the expected table and the one in Cassandra, with the fix.
+
+    Pure: an empty list means the existing table serves. Extra columns are fine.
+    """
+    where = f"table {keyspace}.{expected.name}"
+    fix = f"drop it (DROP TABLE {keyspace}.{expected.name}) or pick another table name"
+    problems = []
+    if not _same(expected.partition_key, existing.partition_key):
+        problems.append(
+            f"{where} exists with a different partition key {_fmt(existing.partition_key)}, "
+            f"expected {_fmt(expected.partition_key)}; {fix}"
+        )
+    if not _same(expected.clustering, existing.clustering):
+        problems.append(
+            f"{where} exists with different clustering columns {_fmt(existing.clustering)}, "
+            f"expected {_fmt(expected.clustering)}; {fix}"
+        )
+    if problems:
+        return problems  # a different key means a different table: columns are moot
+    have = {n: normalize_cql_type(t) for n, t in existing.all_columns.items()}
+    missing = [(n, t) for n, t in expected.columns if n not in have]
+    if missing:
+        adds = "; ".join(f"ALTER TABLE {keyspace}.{expected.name} ADD {n} {t}" for n, t in missing)
+        problems.append(
+            f"{where} lacks column(s) {', '.join(f'{n} {t}' for n, t in missing)}; "
+            f"add them yourself ({adds}) or {fix}"
+        )
+    for name, typ in expected.columns:
+        if name in have and have[name] != normalize_cql_type(typ):
+            problems.append(
+                f"{where} has column {name} of type {existing.all_columns[name]}, expected "
+                f"{typ}; {fix}"
+            )
+    return problems
+
+
+def existing_table(metadata: Any, keyspace: str, name: str) -> TableSpec | None:
+    """The table as Cassandra has it (from ``cluster.metadata``), or None."""
+    ks = metadata.keyspaces.get(keyspace)
+    meta = ks.tables.get(name) if ks is not None else None
+    if meta is None:
+        return None
+    pk = tuple((c.name, c.cql_type) for c in meta.partition_key)
+    ck = tuple((c.name, c.cql_type) for c in meta.clustering_key)
+    keys = {n for n, _ in (*pk, *ck)}
+    rest = tuple((c.name, c.cql_type) for c in meta.columns.values() if c.name not in keys)
+    return TableSpec(name=name, partition_key=pk, clustering=ck, columns=rest)
+
+
+def _replication(cfg: CassandraConfig) -> dict[str, Any]:
+    r = cfg.replication
+    if r.strategy == "SimpleStrategy":
+        return {"class": "SimpleStrategy", "replication_factor": r.replication_factor}
+    return {"class": "NetworkTopologyStrategy", **r.datacenters}
+
+
+def _replication_cql(cfg: CassandraConfig) -> str:
+    items = ", ".join(f"'{k}': {v!r}" for k, v in _replication(cfg).items())
+    return "{" + items.replace('"', "'") + "}"
+
+
+def _replication_differs(cfg: CassandraConfig, have: dict[str, str]) -> str | None:
+    want = {k: str(v) for k, v in _replication(cfg).items()}
+    have = {k: str(v).rsplit(".", 1)[-1] if k == "class" else str(v) for k, v in have.items()}
+    return None if have == want else f"has replication {have}, the config says {want}"
+
+
+def apply_schema(
+    session: Any, cfg: CassandraConfig, contracts: Sequence[Contract] = ()
+) -> list[str]:
+    """Create the keyspace and every missing table; check the existing ones.
+
+    Returns one line per action or finding. Raises ``ConfigError`` listing every table
+    that exists with a different definition (after creating the others).
+    """
+    ks = cfg.keyspace
+    cluster = session.cluster
+    lines: list[str] = []
+    if ks not in cluster.metadata.keyspaces:
+        session.execute(
+            f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {_replication_cql(cfg)}"
+        )
+        lines.append(f"created keyspace {ks} with replication {_replication(cfg)}")
+    else:
+        have = _keyspace_replication(cluster.metadata.keyspaces[ks])
+        differs = _replication_differs(cfg, have)
+        lines.append(
+            f"keyspace {ks} exists" + (f" but {differs}; change it with ALTER KEYSPACE "
+                                       "yourself if that is intended" if differs else "")
+        )  # fmt: skip
+    problems: list[str] = []
+    applied: list[str] = []
+    for spec in tables_for(contracts):
+        found = existing_table(cluster.metadata, ks, spec.name)
+        if found is None:
+            session.execute(spec.create_cql(ks))
+            cluster.refresh_table_metadata(ks, spec.name)
+            found = existing_table(cluster.metadata, ks, spec.name)
+            lines.append(f"created table {ks}.{spec.name}")
+        if found is None:  # pragma: no cover - the driver always knows a table it created
+            problems.append(f"table {ks}.{spec.name} was created but is not in the metadata")
+            continue
+        diff = diff_table(ks, spec, found)
+        if diff:
+            problems.extend(diff)
+        else:
+            applied.append(spec.name)
+            if not any(line.endswith(f"{ks}.{spec.name}") for line in lines):
+                lines.append(f"table {ks}.{spec.name} is up to date")
+    if SCHEMA_VERSION_TABLE.name in applied:
+        newer = _newer_versions(session, ks)
+        problems.extend(
+            f"table {ks}.{name} was applied by a newer Sluice (schema version {v} > "
+            f"{SCHEMA_VERSION}); upgrade Sluice instead of applying this older schema"
+            for name, v in newer.items()
+        )
+        _record_versions(session, ks, [t for t in applied if t not in newer])
+    if problems:
+        raise ConfigError("sluice schema apply: tables differ:\n  " + "\n  ".join(problems))
+    return lines
+
+
+def _keyspace_replication(meta: Any) -> dict[str, str]:
+    """The keyspace's replication map as CQL shows it (class plus factors)."""
+    cql = meta.replication_strategy.export_for_schema()  # "{'class': 'SimpleStrategy', ...}"
+    return {str(k): str(v) for k, v in ast.literal_eval(cql).items()}
+
+
+def _newer_versions(session: Any, ks: str) -> dict[str, int]:
+    rows = session.execute(f"SELECT table_name, version FROM {ks}.{SCHEMA_VERSION_TABLE.name}")
+    return {r.table_name: r.version for r in rows if (r.version or 0) > SCHEMA_VERSION}
+
+
+def _record_versions(session: Any, ks: str, tables: list[str]) -> None:
+    stmt = session.prepare(
+        f"INSERT INTO {ks}.{SCHEMA_VERSION_TABLE.name} (table_name, version, applied_at) "
+        "VALUES (?, ?, ?)"
+    )
+    stmt.is_idempotent = True
+    now = datetime.now(UTC)
+    for name in tables:
+        session.execute(stmt, (name, SCHEMA_VERSION, now))

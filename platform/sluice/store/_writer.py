@@ -1,0 +1,293 @@
+"""Idempotent, bounded, retrying writes of Arrow tables into one Cassandra table.
+
+Every write is a prepared ``INSERT`` (an upsert) marked idempotent, with the consistency
+level and TTL the caller (the contract) chose: no counters, no list appends, no
+``now()``; write timestamps are the driver's client-side ones. Rows go out through
+``execute_concurrent_with_args`` with at most ``concurrency`` requests in flight; rows
+that fail with a transient error (timeouts, unavailable, overloaded, lost connections)
+are retried — just those rows — with exponential backoff. When rows still fail after the
+last retry, or fail with an error a retry cannot fix, ``WriteFailed`` says how many rows
+were written and lists the keys of every row that was not. Nothing is dropped silently.
+
+Within one ``write`` call the last row of each primary key wins (the batch is reduced to
+one row per key first), so a retried earlier row can never overwrite a later one.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from cassandra import (
+    CoordinationFailure,
+    OperationTimedOut,
+    Timeout,
+    Unavailable,
+)
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, NoHostAvailable
+from cassandra.concurrent import execute_concurrent_with_args
+from cassandra.connection import ConnectionBusy, ConnectionException
+from cassandra.protocol import (
+    IsBootstrappingErrorMessage,
+    OverloadedErrorMessage,
+    ServerError,
+    UnavailableErrorMessage,
+)
+
+from sluice.config import CassandraConfig, ConsistencyLevel
+from sluice.errors import ConfigError, WriteFailed
+from sluice.store._session import consistency as driver_consistency
+from sluice.store._types import to_python
+
+__all__ = ["CassandraWriter", "WriteOptions", "is_transient", "run_with_retries"]
+
+log = logging.getLogger(__name__)
+
+TRANSIENT: tuple[type[BaseException], ...] = (
+    Timeout,  # ReadTimeout, WriteTimeout
+    Unavailable,
+    CoordinationFailure,
+    OperationTimedOut,
+    NoHostAvailable,
+    ConnectionException,
+    ConnectionBusy,
+    OverloadedErrorMessage,
+    IsBootstrappingErrorMessage,
+    UnavailableErrorMessage,
+    ServerError,
+)
+
+_MAX_BACKOFF_S = 10.0
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying the same request later may succeed."""
+    return isinstance(exc, TRANSIENT)
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    """How rows are written: from the contract (consistency, TTL) and the platform config."""
+
+    consistency: ConsistencyLevel = ConsistencyLevel.LOCAL_QUORUM
+    ttl_s: int = 0  # 0: rows never expire
+    concurrency: int = 64  # requests in flight
+    retries: int = 5  # further attempts for rows that failed transiently
+    backoff_s: float = 0.2  # first retry delay; doubles per attempt (with jitter)
+    chunk_rows: int = 50_000  # rows converted and tracked at once (bounds memory)
+
+    def __post_init__(self) -> None:
+        if self.ttl_s < 0 or self.concurrency < 1 or self.retries < 0 or self.chunk_rows < 1:
+            raise ValueError(f"invalid write options: {self}")
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: CassandraConfig,
+        consistency: ConsistencyLevel | None = None,
+        ttl_s: int = 0,
+    ) -> WriteOptions:
+        return cls(
+            consistency=consistency or cfg.write_consistency,
+            ttl_s=ttl_s,
+            concurrency=cfg.write_concurrency,
+            retries=cfg.write_retries,
+            backoff_s=cfg.retry_backoff_s,
+        )
+
+
+def run_with_retries(
+    session: Any,
+    statement: Any,
+    params: Sequence[tuple],
+    *,
+    concurrency: int,
+    retries: int,
+    backoff_s: float,
+    execution_profile: Any = EXEC_PROFILE_DEFAULT,
+    sleep: Callable[[float], None] = time.sleep,
+    what: str = "request",
+) -> tuple[list[Any], dict[int, BaseException]]:
+    """Execute ``statement`` once per params tuple; retry transient failures with backoff.
+
+    Returns (results by index — None where it failed, {index: last error} of failures).
+    An index in the failure map failed permanently or on every attempt.
+    """
+    results: list[Any] = [None] * len(params)
+    pending = list(range(len(params)))
+    failed: dict[int, BaseException] = {}
+    for attempt in range(retries + 1):
+        if attempt:
+            delay = min(backoff_s * 2 ** (attempt - 1), _MAX_BACKOFF_S)
+            log.warning(
+                "%s: retrying %d failed row(s) in %.2f s (attempt %d of %d); last error: %s",
+                what, len(pending), delay, attempt, retries, next(iter(failed.values())),
+            )  # fmt: skip
+            sleep(delay * random.uniform(0.5, 1.0))
+        batch = params if len(pending) == len(params) else [params[i] for i in pending]
+        outcomes = execute_concurrent_with_args(
+            session, statement, batch, concurrency=concurrency,
+            raise_on_first_error=False, execution_profile=execution_profile,
+        )  # fmt: skip
+        retry: list[int] = []
+        for idx, (ok, value) in zip(pending, outcomes, strict=True):
+            if ok:
+                results[idx] = value
+                failed.pop(idx, None)
+            else:
+                failed[idx] = value
+                if is_transient(value):
+                    retry.append(idx)
+        pending = retry
+        if not pending:
+            break
+    return results, failed
+
+
+def _last_per_key(table: pa.Table, keys: Sequence[str]) -> pa.Table:
+    """One row per key, the last one (an upsert batch), in the order of those last rows."""
+    if table.num_rows < 2:
+        return table
+    if len(keys) == 1 and pc.count_distinct(table[keys[0]], mode="all").as_py() == table.num_rows:
+        return table
+    rows = pa.array(np.arange(table.num_rows, dtype=np.int64))
+    last = (
+        table.select(list(keys)).append_column("_row", rows)
+        .group_by(list(keys), use_threads=False).aggregate([("_row", "max")])
+    )  # fmt: skip
+    if last.num_rows == table.num_rows:
+        return table
+    return table.take(np.sort(last["_row_max"].to_numpy()))
+
+
+class CassandraWriter:
+    """Writes Arrow tables into ``keyspace.table`` through one process's session.
+
+    ``columns`` maps Cassandra column -> input column (a sequence means the same
+    names). ``cql_types`` (Cassandra column -> CQL type) and ``key_columns`` default to
+    the table's own, read from the driver's schema metadata.
+    """
+
+    def __init__(
+        self,
+        session: Any,
+        keyspace: str,
+        table: str,
+        columns: Mapping[str, str] | Sequence[str],
+        options: WriteOptions = WriteOptions(),
+        *,
+        key_columns: Sequence[str] | None = None,
+        cql_types: Mapping[str, str] | None = None,
+    ) -> None:
+        self.session = session
+        self.keyspace, self.table = keyspace, table
+        self.columns = dict(columns) if isinstance(columns, Mapping) else {c: c for c in columns}
+        self.options = options
+        if cql_types is None or key_columns is None:
+            meta = _table_metadata(session, keyspace, table)
+            if cql_types is None:
+                cql_types = {c.name: c.cql_type for c in meta.columns.values()}
+            if key_columns is None:
+                key_columns = [c.name for c in (*meta.partition_key, *meta.clustering_key)]
+        missing = [c for c in self.columns if c not in cql_types]
+        if missing:
+            raise ConfigError(
+                f"table {keyspace}.{table} has no column(s) {missing}; run "
+                "`sluice schema apply` or fix the column mapping"
+            )
+        unmapped = [k for k in key_columns if k not in self.columns]
+        if unmapped:
+            raise ConfigError(
+                f"table {keyspace}.{table}: key column(s) {unmapped} are not mapped; every "
+                "primary-key column needs a value"
+            )
+        self.cql_types = {c: cql_types[c] for c in self.columns}
+        self.key_columns = list(key_columns)
+        names = ", ".join(self.columns)
+        marks = ", ".join("?" for _ in self.columns)
+        ttl = f" USING TTL {options.ttl_s}" if options.ttl_s else ""
+        self.cql = f"INSERT INTO {keyspace}.{table} ({names}) VALUES ({marks}){ttl}"
+        # Prepared once per writer (per instance, never on the class): a writer lives in
+        # one process with that process's session.
+        self.statement = session.prepare(self.cql)
+        self.statement.is_idempotent = True
+        self.statement.consistency_level = driver_consistency(options.consistency)
+        self._key_idx = [list(self.columns).index(k) for k in self.key_columns]
+        self._sleep: Callable[[float], None] = time.sleep
+
+    def _params(self, table: pa.Table) -> list[tuple]:
+        """Column-wise conversion: one list per column, then zip into row tuples."""
+        missing = [src for src in self.columns.values() if src not in table.column_names]
+        if missing:
+            raise ConfigError(
+                f"writing {self.keyspace}.{self.table}: input lacks column(s) {missing}"
+            )
+        cols = [to_python(table[src], self.cql_types[dst]) for dst, src in self.columns.items()]
+        return list(zip(*cols, strict=True))
+
+    def _key(self, row: tuple) -> Any:
+        return row[self._key_idx[0]] if len(self._key_idx) == 1 else tuple(
+            row[i] for i in self._key_idx
+        )
+
+    def write(self, data: pa.Table | pa.RecordBatch) -> int:
+        """Upsert every row; returns the rows written. Raises ``WriteFailed`` otherwise."""
+        table = pa.Table.from_batches([data]) if isinstance(data, pa.RecordBatch) else data
+        sources = [self.columns[k] for k in self.key_columns]
+        table = _last_per_key(table, sources)
+        written = 0
+        opts = self.options
+        for start in range(0, table.num_rows, opts.chunk_rows):
+            params = self._params(table.slice(start, opts.chunk_rows))
+            _, failed = run_with_retries(
+                self.session, self.statement, params,
+                concurrency=opts.concurrency, retries=opts.retries, backoff_s=opts.backoff_s,
+                sleep=self._sleep, what=f"{self.keyspace}.{self.table}",
+            )  # fmt: skip
+            written += len(params) - len(failed)
+            if failed:
+                rest = table.slice(start + opts.chunk_rows)
+                raise self._failure(params, failed, written, rest)
+        return written
+
+    def _failure(
+        self, params: list[tuple], failed: dict[int, BaseException], written: int, rest: pa.Table
+    ) -> WriteFailed:
+        keys = [self._key(params[i]) for i in sorted(failed)]
+        not_tried: list[Any] = []
+        if rest.num_rows:
+            key_cols = [
+                to_python(rest[self.columns[k]], self.cql_types[k]) for k in self.key_columns
+            ]
+            not_tried = key_cols[0] if len(key_cols) == 1 else list(zip(*key_cols, strict=True))
+        permanent = [e for e in failed.values() if not is_transient(e)]
+        last = (permanent or list(failed.values()))[-1]
+        why = (
+            f"{len(permanent)} failed with an error a retry cannot fix"
+            if permanent
+            else f"gave up after {self.options.retries} retries"
+        )
+        msg = (
+            f"writing {self.keyspace}.{self.table}: {written} row(s) written, {len(keys)} "
+            f"failed ({why}; last error: {type(last).__name__}: {last})"
+            + (f", {len(not_tried)} not attempted" if not_tried else "")
+            + "; the failed keys are in WriteFailed.failed_keys"
+        )
+        return WriteFailed(msg, written=written, failed_keys=keys + not_tried)
+
+
+def _table_metadata(session: Any, keyspace: str, table: str) -> Any:
+    ks = session.cluster.metadata.keyspaces.get(keyspace)
+    meta = ks.tables.get(table) if ks is not None else None
+    if meta is None:
+        raise ConfigError(
+            f"table {keyspace}.{table} does not exist; create it with `sluice schema apply`"
+        )
+    return meta

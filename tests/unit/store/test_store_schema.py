@@ -1,0 +1,120 @@
+"""Table definitions and the schema diff (pure: expected vs existing columns)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from sluice.contract import load_contract
+from sluice.errors import ConfigError
+from sluice.store import (
+    CHECKPOINTS_TABLE,
+    TableSpec,
+    diff_table,
+    existing_table,
+    feature_events_table,
+    predictions_table,
+    quarantine_table,
+    tables_for,
+)
+
+EXPECTED = TableSpec(
+    name="predictions",
+    partition_key=(("transaction_id", "text"),),
+    columns=(("score", "double"), ("features", "frozen<map<text, double>>")),
+)
+
+
+def test_identical_table_has_no_difference_whatever_the_spelling() -> None:
+    existing = TableSpec(
+        name="predictions",
+        partition_key=(("transaction_id", "varchar"),),
+        columns=(("features", "frozen<map<text,double>>"), ("score", "double"), ("x", "int")),
+    )
+    assert diff_table("ks", EXPECTED, existing) == []
+
+
+def test_different_partition_key_names_table_difference_and_fix() -> None:
+    existing = TableSpec(name="predictions", partition_key=(("transaction_id", "int"),),
+                         columns=(("score", "text"),))  # fmt: skip
+    (msg,) = diff_table("ks", EXPECTED, existing)
+    assert msg == (
+        "table ks.predictions exists with a different partition key (transaction_id int), "
+        "expected (transaction_id text); drop it (DROP TABLE ks.predictions) or pick another "
+        "table name"
+    )
+
+
+def test_different_clustering_is_reported() -> None:
+    expected = TableSpec(name="t", partition_key=(("a", "text"),), clustering=(("b", "bigint"),))
+    existing = TableSpec(name="t", partition_key=(("a", "text"),), clustering=(("b", "timestamp"),))
+    (msg,) = diff_table("ks", expected, existing)
+    assert "different clustering columns (b timestamp), expected (b bigint)" in msg
+    assert "DROP TABLE ks.t" in msg
+
+
+def test_missing_columns_are_listed_with_the_alter_to_run_yourself() -> None:
+    existing = TableSpec(name="predictions", partition_key=(("transaction_id", "text"),))
+    (msg,) = diff_table("ks", EXPECTED, existing)
+    assert msg.startswith(
+        "table ks.predictions lacks column(s) score double, features frozen<map<text, double>>;"
+    )
+    assert "ALTER TABLE ks.predictions ADD score double" in msg
+
+
+def test_column_of_another_type_is_reported_per_column() -> None:
+    existing = TableSpec(
+        name="predictions", partition_key=(("transaction_id", "text"),),
+        columns=(("score", "float"), ("features", "map<text, double>")),
+    )  # fmt: skip
+    msgs = diff_table("ks", EXPECTED, existing)
+    assert msgs == [
+        "table ks.predictions has column score of type float, expected double; "
+        "drop it (DROP TABLE ks.predictions) or pick another table name",
+        "table ks.predictions has column features of type map<text, double>, expected "
+        "frozen<map<text, double>>; drop it (DROP TABLE ks.predictions) or pick another "
+        "table name",
+    ]
+
+
+def test_create_cql() -> None:
+    cql = CHECKPOINTS_TABLE.create_cql("sluice")
+    assert cql.startswith("CREATE TABLE IF NOT EXISTS sluice.stream_checkpoints (")
+    assert "PRIMARY KEY ((job, topic), partition)" in cql
+    assert "offset bigint" in cql
+
+
+def test_contract_tables() -> None:
+    fraud = load_contract("fraud")
+    pred = predictions_table(fraud)
+    assert pred.name == fraud.output.predictions_table
+    assert pred.partition_key == (("transaction_id", "text"),)
+    assert pred.all_columns["features"] == "frozen<map<text, double>>"
+    assert pred.all_columns["event_time"] == "timestamp"
+    feats = feature_events_table(fraud)
+    assert feats.key_columns == ["entity", "event_time_us", "key"]
+    q = quarantine_table()
+    assert q.key_columns == ["source", "day", "key"]
+    names = [t.name for t in tables_for([fraud, fraud])]
+    assert len(names) == len(set(names)) == 6
+
+
+def test_two_contracts_wanting_one_name_for_different_tables_fail() -> None:
+    fraud = load_contract("fraud")
+    other = fraud.model_copy(update={"key_column": "card_id", "name": "other"})
+    with pytest.raises(ConfigError, match="table predictions is also defined differently"):
+        tables_for([fraud, other])
+
+
+def test_existing_table_reads_driver_metadata() -> None:
+    col = lambda n, t: SimpleNamespace(name=n, cql_type=t)  # noqa: E731
+    meta = SimpleNamespace(
+        partition_key=[col("a", "text")], clustering_key=[col("b", "bigint")],
+        columns={"a": col("a", "text"), "b": col("b", "bigint"), "c": col("c", "double")},
+    )  # fmt: skip
+    md = SimpleNamespace(keyspaces={"ks": SimpleNamespace(tables={"t": meta})})
+    spec = existing_table(md, "ks", "t")
+    assert spec == TableSpec("t", (("a", "text"),), (("b", "bigint"),), (("c", "double"),))
+    assert existing_table(md, "ks", "nope") is None
+    assert existing_table(md, "other", "t") is None

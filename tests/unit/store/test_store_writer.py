@@ -1,0 +1,196 @@
+"""The writer's retry / give-up logic against a small fake session (no network).
+
+The fake runs the driver's real ``execute_concurrent_with_args`` machinery: it only
+stands in for ``Session.prepare`` / ``execute_async`` and completes every request on a
+background thread, as the driver's event loop does.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from cassandra import ConsistencyLevel as DriverLevel
+from cassandra import InvalidRequest, OperationTimedOut, Unavailable, WriteTimeout
+from cassandra.cluster import NoHostAvailable
+from cassandra.connection import ConnectionShutdown
+from cassandra.protocol import OverloadedErrorMessage
+
+from sluice.config import ConsistencyLevel
+from sluice.errors import ConfigError, WriteFailed
+from sluice.store import CassandraWriter, WriteOptions, is_transient
+
+TYPES = {"k": "text", "v": "bigint"}
+
+
+class FakeFuture:
+    _col_names = None
+    _col_types = None
+    has_more_pages = False
+
+    def __init__(self, pool: ThreadPoolExecutor, outcome: BaseException | None, done) -> None:
+        self.pool, self.outcome, self.done = pool, outcome, done
+
+    def add_callbacks(self, callback, errback, callback_args=(), errback_args=()):
+        def finish() -> None:
+            self.done()
+            if self.outcome is None:
+                callback([], *callback_args)
+            else:
+                errback(self.outcome, *errback_args)
+
+        self.pool.submit(finish)
+
+    def clear_callbacks(self) -> None:
+        pass
+
+
+class FakeSession:
+    """Stores rows by key; ``fail(key, attempt)`` may return an exception instead."""
+
+    def __init__(self, fail: Callable[[str, int], BaseException | None] = lambda k, a: None):
+        self.fail = fail
+        self.rows: dict[str, tuple] = {}
+        self.attempts: Counter[str] = Counter()
+        self.prepared: list[Any] = []
+        self.pool = ThreadPoolExecutor(max_workers=2)
+        self.lock = threading.Lock()
+        self.in_flight = self.max_in_flight = 0
+
+    def prepare(self, cql: str) -> Any:
+        stmt = SimpleNamespace(cql=cql, is_idempotent=False, consistency_level=None)
+        self.prepared.append(stmt)
+        return stmt
+
+    def _done(self) -> None:
+        with self.lock:
+            self.in_flight -= 1
+
+    def execute_async(self, stmt: Any, params: tuple, execution_profile: Any = None) -> FakeFuture:
+        key = params[0]
+        with self.lock:
+            self.attempts[key] += 1
+            attempt = self.attempts[key]
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        err = self.fail(key, attempt)
+        if err is None:
+            self.rows[key] = params
+        return FakeFuture(self.pool, err, self._done)
+
+
+def rows(n: int) -> pa.Table:
+    return pa.table({"k": [f"k{i}" for i in range(n)], "v": list(range(n))})
+
+
+def writer(session: FakeSession, **opts: Any) -> CassandraWriter:
+    options = WriteOptions(**{"retries": 3, "backoff_s": 0.1, "concurrency": 8, **opts})
+    w = CassandraWriter(session, "ks", "t", ["k", "v"], options, key_columns=["k"],
+                        cql_types=TYPES)  # fmt: skip
+    w.sleeps = []  # type: ignore[attr-defined]
+    w._sleep = w.sleeps.append  # type: ignore[attr-defined]
+    return w
+
+
+def test_writes_every_row_with_an_idempotent_prepared_upsert() -> None:
+    s = FakeSession()
+    w = writer(s, ttl_s=3600, consistency=ConsistencyLevel.QUORUM)
+    assert w.write(rows(500)) == 500
+    assert len(s.rows) == 500 and s.rows["k7"] == ("k7", 7)
+    (stmt,) = s.prepared
+    assert stmt.cql == "INSERT INTO ks.t (k, v) VALUES (?, ?) USING TTL 3600"
+    assert stmt.is_idempotent is True
+    assert stmt.consistency_level == DriverLevel.QUORUM
+    assert 1 < s.max_in_flight <= 8
+    assert w.sleeps == []
+
+
+def test_no_ttl_clause_without_a_ttl() -> None:
+    s = FakeSession()
+    writer(s)
+    assert s.prepared[0].cql == "INSERT INTO ks.t (k, v) VALUES (?, ?)"
+
+
+def test_transient_failures_retry_just_the_failed_rows_with_backoff() -> None:
+    flaky = {"k3", "k9"}
+    timeout = WriteTimeout("slow", write_type=0)
+    s = FakeSession(lambda k, a: timeout if k in flaky and a <= 2 else None)
+    w = writer(s)
+    assert w.write(rows(50)) == 50
+    assert len(s.rows) == 50
+    assert {k: s.attempts[k] for k in flaky} == {"k3": 3, "k9": 3}
+    assert all(s.attempts[k] == 1 for k in s.rows if k not in flaky)
+    assert len(w.sleeps) == 2
+    assert 0.05 <= w.sleeps[0] <= 0.1 and 0.1 <= w.sleeps[1] <= 0.2  # doubling, with jitter
+
+
+def test_gives_up_after_the_last_retry_naming_the_failed_keys() -> None:
+    s = FakeSession(lambda k, a: Unavailable("down") if k in ("k1", "k4") else None)
+    w = writer(s)
+    with pytest.raises(WriteFailed) as info:
+        w.write(rows(10))
+    assert info.value.written == 8
+    assert info.value.failed_keys == ["k1", "k4"]
+    assert s.attempts["k1"] == 4  # first try + 3 retries
+    assert "ks.t" in str(info.value) and "gave up after 3 retries" in str(info.value)
+    assert len(s.rows) == 8
+
+
+def test_an_error_a_retry_cannot_fix_is_not_retried() -> None:
+    s = FakeSession(lambda k, a: InvalidRequest("bad value") if k == "k2" else None)
+    with pytest.raises(WriteFailed, match="a retry cannot fix") as info:
+        writer(s).write(rows(5))
+    assert s.attempts["k2"] == 1
+    assert info.value.written == 4 and info.value.failed_keys == ["k2"]
+
+
+def test_rows_after_a_failed_chunk_are_reported_not_attempted() -> None:
+    s = FakeSession(lambda k, a: OperationTimedOut("gone") if k == "k0" else None)
+    with pytest.raises(WriteFailed, match="5 not attempted") as info:
+        writer(s, chunk_rows=5, retries=0).write(rows(10))
+    assert info.value.written == 4
+    assert info.value.failed_keys == ["k0", "k5", "k6", "k7", "k8", "k9"]
+    assert set(s.rows) == {"k1", "k2", "k3", "k4"}
+
+
+def test_last_row_of_a_key_wins_within_a_batch() -> None:
+    s = FakeSession()
+    data = pa.table({"k": ["a", "b", "a", "c", "b"], "v": [1, 2, 3, 4, 5]})
+    assert writer(s).write(data) == 3
+    assert s.rows == {"a": ("a", 3), "b": ("b", 5), "c": ("c", 4)}
+    assert s.attempts == Counter({"a": 1, "b": 1, "c": 1})
+
+
+def test_column_mapping_errors_name_the_table() -> None:
+    with pytest.raises(ConfigError, match=r"table ks.t has no column\(s\) \['zz'\]"):
+        CassandraWriter(FakeSession(), "ks", "t", {"zz": "v", "k": "k"}, key_columns=["k"],
+                        cql_types=TYPES)  # fmt: skip
+    with pytest.raises(ConfigError, match=r"key column\(s\) \['k'\] are not mapped"):
+        CassandraWriter(FakeSession(), "ks", "t", ["v"], key_columns=["k"], cql_types=TYPES)
+    w = writer(FakeSession())
+    with pytest.raises(ConfigError, match=r"input lacks column\(s\) \['v'\]"):
+        w.write(pa.table({"k": ["a"]}))
+
+
+@pytest.mark.parametrize(
+    ("exc", "transient"),
+    [
+        (WriteTimeout("t", write_type=0), True),
+        (Unavailable("u"), True),
+        (OperationTimedOut("o"), True),
+        (NoHostAvailable("n", {}), True),
+        (ConnectionShutdown("c"), True),
+        (OverloadedErrorMessage(0x1001, "overloaded", None), True),
+        (InvalidRequest("i"), False),
+        (TypeError("t"), False),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else str(v),
+)
+def test_transient_errors(exc: BaseException, transient: bool) -> None:
+    assert is_transient(exc) is transient
