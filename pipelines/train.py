@@ -42,6 +42,7 @@ from sluice.models import (
     ModelRegistry,
     predict_scores,
     roc_auc,
+    save_artifact,
     table_fingerprint,
 )
 
@@ -219,6 +220,12 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--registry", default=None, help="registry root URI (default: config)")
+    parser.add_argument(
+        "--save-artifact",
+        default=None,
+        metavar="DIR",
+        help="also write the model as an artifact directory (for `sluice models register`)",
+    )
     args = parser.parse_args(argv)
     config = TrainConfig(
         contract=args.contract,
@@ -229,6 +236,10 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
     )
     registry = ModelRegistry(args.registry) if args.registry else ModelRegistry.from_config()
     result = train(config, registry)
+    if args.save_artifact:
+        artifact = registry.load_artifact(f"{result.name}/{result.version}")
+        saved = save_artifact(args.save_artifact, artifact.state_dict, artifact.meta)
+        print(f"artifact       {saved}")
     champion = "-" if result.champion_auc is None else f"{result.champion_auc:.4f}"
     print(f"model          {result.name}/{result.version} -> {result.name}@{result.alias}")
     print(f"holdout AUC    {result.holdout_auc:.4f}  (previous champion: {champion})")

@@ -234,6 +234,7 @@ class ModelRegistry:
         the challenger becomes champion, the challenger alias is cleared.
         """
         check_name(alias, "alias")
+        self.manifest(name)  # checks the name and that the model exists before locking
         with self._writer(name):
             manifest = self.manifest(name)
             if version is None:
@@ -258,6 +259,7 @@ class ModelRegistry:
     def rollback(self, name: str, alias: str = CHAMPION) -> int:
         """Move `alias` back to the version it held before; returns that version."""
         check_name(alias, "alias")
+        self.manifest(name)  # checks the name and that the model exists before locking
         with self._writer(name):
             manifest = self.manifest(name)
             history = manifest.alias_history.get(alias) or []

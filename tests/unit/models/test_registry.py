@@ -93,6 +93,11 @@ def test_model_not_found_names_what_is_missing(registry):
         registry.promote("fraud")
     with pytest.raises(ModelNotFound, match="invalid model name"):
         parse_model_ref("Fraud!@champion")
+    with pytest.raises(ModelNotFound, match="invalid model name"):
+        registry.promote("../escape", 1)
+    with pytest.raises(ModelNotFound, match="'other' is not in the registry"):
+        registry.rollback("other")
+    assert sorted(p.name for p in Path(registry.root_uri).iterdir()) == ["fraud"]
 
 
 class _Evil:

@@ -14,7 +14,7 @@ from sluice.config import REPO_ROOT
 from sluice.contract import load_contract
 from sluice.datagen import generate_dataset
 from sluice.features import InMemoryFeatureStore
-from sluice.models import MLP, ModelRegistry, roc_auc
+from sluice.models import MLP, ModelRegistry, load_artifact, roc_auc
 from sluice.scoring import Scorer
 
 
@@ -43,7 +43,8 @@ def test_same_seed_in_another_process_gives_identical_weights_and_scores(trained
     shutil.copytree(registry.root_uri, root)
     args = [f"--{k}={v}" for k, v in SMALL_TRAIN.items()]
     out = subprocess.run(
-        [sys.executable, "-m", "pipelines.train", *args, f"--registry={root}"],
+        [sys.executable, "-m", "pipelines.train", *args, f"--registry={root}",
+         f"--save-artifact={tmp_path / 'artifact'}"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
     assert "fraud/2 -> fraud@challenger" in out.stdout  # equal AUC does not beat the champion
@@ -53,6 +54,7 @@ def test_same_seed_in_another_process_gives_identical_weights_and_scores(trained
     assert two.data_fingerprint == one.data_fingerprint
     assert two.metrics["holdout_auc"] == one.metrics["holdout_auc"]
     assert copy.resolve("fraud@champion") == ("fraud", 1)
+    assert load_artifact(tmp_path / "artifact").meta == copy.show("fraud/2").meta
 
     contract = load_contract("fraud")
     table = generate_dataset(800, seed=99).table
