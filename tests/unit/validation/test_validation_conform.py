@@ -1,0 +1,155 @@
+"""conform: raw JSON-like records and mistyped Arrow tables cast to the input schema."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pytest
+
+from sluice.errors import ConfigError
+from sluice.validation import Reason, conform
+
+SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("amount", pa.float64()),
+        ("when", pa.timestamp("us", tz="UTC")),
+        ("flag", pa.int8()),
+    ]
+)
+OF_TYPE = "expect_column_values_to_be_of_type"
+T = datetime(2024, 5, 1, 12, tzinfo=UTC)
+
+
+def test_clean_records_cast_without_rejections():
+    raw = [
+        {"id": "a", "amount": 12.5, "when": "2024-05-01T12:00:00Z", "flag": 1},
+        {"id": "b", "amount": 3, "when": "2024-05-01T14:00:00+02:00", "flag": 0},
+    ]
+    table, rejected = conform(raw, SCHEMA)
+    assert rejected == []
+    assert table.schema == SCHEMA
+    assert table.column("amount").to_pylist() == [12.5, 3.0]
+    assert table.column("when").to_pylist() == [T, T]
+
+
+def test_wrong_types_are_rejected_with_column_and_raw_value():
+    raw = [
+        {
+            "id": "a",
+            "amount": "12.5",
+            "when": "2024-05-01T12:00:00Z",
+            "flag": 1,
+        },  # string number: fine
+        {"id": 7, "amount": True, "when": "yesterday", "flag": 1.5},
+        {"id": "c", "amount": "abc", "when": "2024-05-01 12:00:00", "flag": 300},
+    ]
+    table, rejected = conform(raw, SCHEMA)
+    assert table.num_rows == 3  # row numbers stay the raw ones
+    assert [row for row, _ in rejected] == [1, 2]
+    assert rejected[0][1] == [
+        Reason(OF_TYPE, "id", "7"),
+        Reason(OF_TYPE, "amount", "True"),
+        Reason(OF_TYPE, "when", "'yesterday'"),
+        Reason(OF_TYPE, "flag", "1.5"),
+    ]
+    assert rejected[1][1] == [
+        Reason(OF_TYPE, "amount", "'abc'"),
+        Reason(OF_TYPE, "when", "'2024-05-01 12:00:00'"),  # no zone: ambiguous
+        Reason(OF_TYPE, "flag", "300"),
+    ]
+    assert table.column("amount").to_pylist() == [12.5, None, None]
+    assert table.column("id").to_pylist() == ["a", None, "c"]
+
+
+def test_missing_fields_become_null_and_extras_are_dropped_by_default():
+    table, rejected = conform([{"id": "a", "surprise": 1}], SCHEMA)
+    assert rejected == []
+    assert table.column_names == SCHEMA.names
+    assert table.column("amount").to_pylist() == [None]
+
+
+def test_extras_can_be_rejected():
+    _, rejected = conform([{"id": "a"}, {"id": "b", "surprise": {"x": 1}}], SCHEMA, extra="reject")
+    assert rejected == [(1, [Reason("expect_table_columns_to_match_set", "surprise", "{'x': 1}")])]
+    with pytest.raises(ConfigError, match="extra must be"):
+        conform([], SCHEMA, extra="keep")  # type: ignore[arg-type]
+
+
+def test_records_that_are_not_objects():
+    table, rejected = conform([{"id": "a"}, ["not", "an", "object"], "x"], SCHEMA)
+    assert [row for row, _ in rejected] == [1, 2]
+    assert rejected[0][1] == [Reason(OF_TYPE, None, "['not', 'an', 'object']")]
+    assert table.num_rows == 3
+
+
+def test_csv_like_table_of_strings():
+    raw = pa.table(
+        {
+            "id": ["a", "b", "c", None],
+            "amount": ["1.5", "nan", "-inf", "12,5"],
+            "when": ["2024-05-01T12:00:00Z", "2024-05-01T12:00:00Z", "bad", None],
+            "flag": ["1", "0", "1", "2"],
+        }
+    )
+    table, rejected = conform(raw, SCHEMA)
+    assert rejected == [
+        (2, [Reason(OF_TYPE, "when", "'bad'")]),
+        (3, [Reason(OF_TYPE, "amount", "'12,5'")]),
+    ]
+    amounts = table.column("amount").to_pylist()
+    assert amounts[0] == 1.5 and math.isnan(amounts[1]) and amounts[2] == -math.inf
+    assert table.column("flag").type == pa.int8()
+
+
+def test_arrow_types_that_are_not_allowed():
+    raw = pa.table(
+        {
+            "id": pa.array([1, 2]),
+            "amount": pa.array([True, None]),
+            "when": pa.array([T.replace(tzinfo=None)] * 2, pa.timestamp("us")),  # naive
+            "flag": pa.array([1.0, 2.5]),
+        }
+    )
+    table, rejected = conform(raw, SCHEMA)
+    assert rejected == [
+        (
+            0,
+            [
+                Reason(OF_TYPE, "id", "1"),
+                Reason(OF_TYPE, "amount", "True"),
+                Reason(OF_TYPE, "when", "datetime.datetime(2024, 5, 1, 12, 0)"),
+            ],
+        ),
+        (
+            1,
+            [
+                Reason(OF_TYPE, "id", "2"),
+                Reason(OF_TYPE, "when", "datetime.datetime(2024, 5, 1, 12, 0)"),
+                Reason(OF_TYPE, "flag", "2.5"),
+            ],
+        ),
+    ]
+    assert table.column("flag").to_pylist() == [1, None]
+
+
+def test_many_bad_cells_are_found_by_bisection():
+    values = [str(i) for i in range(10_000)]
+    for i in (5, 999, 5000, 9999):
+        values[i] = f"x{i}"
+    table, rejected = conform(pa.table({"amount": values}), pa.schema([("amount", pa.float64())]))
+    assert [row for row, _ in rejected] == [5, 999, 5000, 9999]
+    assert table.column("amount").null_count == 4
+
+
+def test_timestamps_with_another_unit_or_zone():
+    raw = pa.table({"when": pa.array([T], pa.timestamp("ms", tz="Europe/Paris"))})
+    table, rejected = conform(raw, pa.schema([("when", pa.timestamp("us", tz="UTC"))]))
+    assert rejected == [] and table.column("when").to_pylist() == [T]
+
+
+def test_not_a_table_or_list():
+    with pytest.raises(ConfigError, match="a pyarrow Table or a list of objects"):
+        conform("{}", SCHEMA)  # type: ignore[arg-type]
