@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import subprocess
 import time
 import uuid
 
@@ -14,7 +13,7 @@ from sluice.cli import app
 from sluice.config import PlatformConfig
 from sluice.errors import LocalServiceError
 from sluice.local import LocalServices
-from sluice.local._jvm import ProcessRecord
+from sluice.local._jvm import ProcessRecord, group_members
 
 pytestmark = pytest.mark.integration
 
@@ -129,8 +128,7 @@ def test_up_status_down_leaves_nothing_running(lifecycle_config):
     for rec in records:
         assert rec is not None and not rec.alive()
         # Nothing left in the server's process group either.
-        left = subprocess.run(["pgrep", "-g", str(rec.pid)], capture_output=True, text=True)
-        assert left.stdout.strip() == ""
+        assert group_members(rec.pid) == []
     env = {
         "SLUICE_LOCAL__STATE_DIR": str(services.state),
         "SLUICE_CASSANDRA__PORT": "19042",

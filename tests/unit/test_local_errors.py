@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -55,9 +56,11 @@ def test_stop_ends_the_whole_process_group(tmp_path):
     log = tmp_path / "server.log"
     rec = _jvm.spawn("x", ["sh", "-c", "sleep 60 & sleep 60; wait"], log, cwd=tmp_path)
     assert rec.alive()
-    children = subprocess.run(["pgrep", "-g", str(rec.pid)], capture_output=True, text=True)
-    pids = [int(p) for p in children.stdout.split()]
-    assert len(pids) >= 2
+    pids: list[int] = []
+    deadline = time.monotonic() + 10
+    while len(pids) < 3 and time.monotonic() < deadline:  # sh and its two sleeps
+        pids = _jvm.group_members(rec.pid)
+    assert len(pids) == 3, pids
     assert _jvm.stop(rec, timeout_s=5)
     for pid in pids:
         assert _jvm.process_start_ticks(pid) is None

@@ -143,36 +143,57 @@ def spawn(name: str, cmd: list[str], log: Path, cwd: Path, mode: str = "") -> Pr
             cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             cwd=cwd, start_new_session=True,
         )  # fmt: skip
+    # A process that already exited has no start time: the record is then never alive,
+    # and the readiness wait reports the exit with the server's log.
     ticks = process_start_ticks(proc.pid)
-    if ticks is None:
-        raise LocalServiceError(f"{name} exited at once:\n{log_tail(log)}")
-    return ProcessRecord(name=name, pid=proc.pid, start_ticks=ticks, log=str(log), mode=mode)
+    return ProcessRecord(name, proc.pid, -1 if ticks is None else ticks, str(log), mode)
 
 
 def stop(record: ProcessRecord, timeout_s: float = 60.0) -> bool:
-    """SIGTERM the recorded process group, SIGKILL after timeout_s; True when it was running."""
+    """SIGTERM the recorded process group, SIGKILL after timeout_s; True when it was running.
+
+    Returns once no live process is left in the group (the server and anything it forked).
+    """
     if not record.alive():
         return False
-    try:
-        os.killpg(record.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not record.alive():
-            break
-        time.sleep(0.2)
-    else:
-        try:
-            os.killpg(record.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        for _ in range(50):
-            if not record.alive():
-                break
-            time.sleep(0.1)
-    _reap(record.pid)
+    _signal_group(record.pid, signal.SIGTERM)
+    if not _wait_group_gone(record.pid, timeout_s):
+        _signal_group(record.pid, signal.SIGKILL)
+        _wait_group_gone(record.pid, 10.0)
     return True
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes whose process group is pgid."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _wait_group_gone(pgid: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        _reap(pgid)
+        if not group_members(pgid):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
 
 
 def _reap(pid: int) -> None:
