@@ -148,6 +148,23 @@ class Scorer:
         from the future) and the rows' `quarantined_at`; it defaults to the
         current time (a naive datetime is taken as UTC).
         """
+        valid, quarantined = self.split(table, engine, source=source, now=now)
+        return ScoreResult(scored=self._score_valid(valid), quarantined=quarantined)
+
+    def split(
+        self,
+        table: pa.Table | Sequence[Mapping[str, Any]],
+        engine: Engine | None = None,
+        *,
+        source: str = "batch",
+        now: datetime | None = None,
+    ) -> tuple[pa.Table, pa.Table]:
+        """Conform and validate only: (valid rows in the scoring schema, quarantined rows).
+
+        `score` is `split` followed by featurize-and-predict on the valid rows. The batch
+        job calls `split` alone in its first pass, which records every valid event in the
+        feature store before any row is scored (see pipelines/batch_score.py).
+        """
         now = now or datetime.now(UTC)
         if now.tzinfo is None:
             now = now.replace(tzinfo=UTC)
@@ -164,17 +181,19 @@ class Scorer:
         bad = np.zeros(conformed.num_rows, dtype=bool)
         bad[list(reasons)] = True
         valid = conformed.filter(pa.array(~bad))
-        return ScoreResult(
-            scored=self._score_valid(valid),
-            quarantined=_quarantine(table, conformed, c.key_column, reasons, source, now),
-        )
+        return valid, _quarantine(table, conformed, c.key_column, reasons, source, now)
+
+    def record(self, valid: pa.Table) -> None:
+        """Record valid events (rows from `split`) in the feature store; idempotent."""
+        if self.contract.features.aggregates is not None and valid.num_rows:
+            self.store.record(to_store_events(valid, self.contract.features))
 
     def _score_valid(self, valid: pa.Table) -> pa.Table:
         c, spec, model = self.contract, self.contract.features, self.model
-        if spec.aggregates is not None and self.record_events and valid.num_rows:
+        if self.record_events:
             # Record, then compute: an event's aggregates only see events strictly
             # before it, so recording its own batch first changes none of them.
-            self.store.record(to_store_events(valid, spec))
+            self.record(valid)
         matrix = compute_features(valid, spec, model.meta.feature_stats, self.store)
         scores = model.predict(matrix.values, self.batch_rows)
         columns = [
