@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sluice.errors import ConfigError
+from sluice.validation._bytes import StringBuffers, short_key, short_keys
 from sluice.validation._columns import ColumnView
 from sluice.validation._regex import RegexMatcher, portability_problem
 from sluice.validation._report import ExpectationOutcome
@@ -43,20 +44,9 @@ class Incompatible(Exception):
 
 
 def build(exp: Expectation, source: str) -> Check:
-    """The check for one expectation; argument errors surface here, at load time."""
-    check = _BUILDERS[exp.type](exp, source)
-    if exp.type == "expect_column_to_exist" or exp.column is None:
-        return check
-
-    def guarded(view: ColumnView | None, kw: Mapping[str, Any], n: int) -> ExpectationOutcome:
-        if view is None:
-            # GX cannot resolve any metric on a missing column: the expectation fails,
-            # and so does every row (none of them has the field).
-            rows = np.arange(n) if exp.scope == "row" else _EMPTY
-            return ExpectationOutcome(exp, False, rows, missing=True)
-        return check(view, kw, n)
-
-    return guarded
+    """The check for one expectation (the engine handles missing columns); argument
+    errors surface here, at load time."""
+    return _BUILDERS[exp.type](exp, source)
 
 
 def _map_outcome(
@@ -73,6 +63,8 @@ def _map_outcome(
 
 def _masked(view: ColumnView, condition_fails: np.ndarray) -> np.ndarray:
     """Rows failing a condition, nulls excluded (GX filters nulls before map checks)."""
+    if not view.maybe_null:
+        return np.flatnonzero(condition_fails)
     return np.flatnonzero(condition_fails & ~view.null)
 
 
@@ -237,8 +229,7 @@ def _sets(member_is_unexpected: bool) -> Builder:
                         if v is not None and (v in strings) is member_is_unexpected
                     ]
                     return _map_outcome(exp, kw, view, bad)
-                lookup = values.arrow(view.arr.type)
-                member = pc.is_in(view.arr, value_set=lookup).to_numpy(zero_copy_only=False)
+                member = values.member(view)
             elif view.kind in ("int", "uint64", "float", "bool", "null"):
                 member = _member_by_value(view, values.anything)
             else:
@@ -260,11 +251,21 @@ class _PreparedSet:
         self.strings = frozenset(v for v in value_set if isinstance(v, str))
         self.anything = frozenset(value_set)
         self._arrow: dict[pa.DataType, pa.Array] = {}
+        keys = {short_key(s) for s in self.strings} - {None}
+        self._short_keys = np.array(sorted(keys), dtype=np.uint64)
 
-    def arrow(self, t: pa.DataType) -> pa.Array:
+    def member(self, view: ColumnView) -> np.ndarray:
+        """Membership of a string column's rows (nulls: False)."""
+        strings = StringBuffers.of(view.arr)
+        if strings is not None:
+            # short codes (country, currency, channel): compare packed integers
+            keys = short_keys(strings)
+            if keys is not None:
+                return np.isin(keys, self._short_keys)
+        t = view.arr.type
         if t not in self._arrow:
             self._arrow[t] = pa.array(sorted(self.strings), type=t)
-        return self._arrow[t]
+        return pc.is_in(view.arr, value_set=self._arrow[t]).to_numpy(zero_copy_only=False)
 
 
 def _member_by_value(view: ColumnView, items: frozenset) -> np.ndarray:
@@ -388,12 +389,19 @@ def _unique(exp: Expectation, source: str) -> Check:
             rows = [i for i, v in enumerate(values) if i not in null and counts[v] > 1]
         elif view.kind in ("string", "int", "uint64", "float", "float32", "bool", "timestamp"):
             arr = view.arr
-            if view.kind in ("float", "float32"):
+            floats = view.kind in ("float", "float32")
+            if floats:
                 arr = pc.add(arr, pa.scalar(0.0, arr.type))  # -0.0 and 0.0 are one value to pandas
-            codes = pc.index_in(arr, pc.unique(arr)).to_numpy(zero_copy_only=False)
-            codes = np.where(view.null, -1, np.nan_to_num(codes, nan=-1)).astype(np.int64)
-            counts = np.bincount(codes[codes >= 0], minlength=1)
-            rows = np.flatnonzero((codes >= 0) & (counts[np.maximum(codes, 0)] > 1))
+            distinct = pc.unique(arr)
+            if not floats and len(distinct) - distinct.null_count == view.nonnull_count:
+                rows = _EMPTY  # the usual case for keys: no duplicates, no second pass
+            else:
+                codes = pc.dictionary_encode(arr).indices.fill_null(-1)
+                codes = codes.to_numpy(zero_copy_only=False).astype(np.int64)
+                if view.maybe_null:
+                    codes[view.null] = -1
+                counts = np.bincount(codes[codes >= 0], minlength=1)
+                rows = np.flatnonzero((codes >= 0) & (counts[np.maximum(codes, 0)] > 1))
         else:
             raise Incompatible("uniqueness is supported on flat Arrow types")
         return _map_outcome(exp, kw, view, rows)

@@ -39,6 +39,8 @@ def column_kind(t: pa.DataType) -> str:
 
 
 _FLOATS = ("float", "float32")
+_NO_ROWS = np.empty(0, dtype=np.int64)
+_NO_ROWS.flags.writeable = False
 
 
 class ColumnView:
@@ -74,10 +76,17 @@ class ColumnView:
         return self._null
 
     @property
+    def maybe_null(self) -> bool:
+        """False when no row can be null to pandas (then masks need no null filtering)."""
+        return self.kind in _FLOATS or self.kind == "null" or self.arr.null_count > 0
+
+    @property
     def null_rows(self) -> list[int] | np.ndarray:
         """Row numbers where pandas sees null (a list on small tables)."""
         if self._null_rows is None:
-            if not self.small:
+            if not self.maybe_null:
+                self._null_rows = _NO_ROWS if not self.small else []
+            elif not self.small:
                 self._null_rows = np.flatnonzero(self.null)
             elif self.kind in _FLOATS:
                 self._null_rows = [i for i, v in enumerate(self.py) if v is None or v != v]

@@ -21,6 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sluice.validation._bytes import FixedWidthPattern, StringBuffers
+
 __all__ = ["RegexMatcher", "portability_problem"]
 
 _PYTHON_ONLY_OPS = {
@@ -82,6 +84,7 @@ class RegexMatcher:
         self.needs_ascii = False
         self.needs_no_newline = False
         self._analyse()
+        self.fixed = _fixed_width(self.pattern, self.compiled)
 
     def _analyse(self) -> None:
         if self.compiled.flags & ~re.UNICODE or _UNICODE_ESCAPE.search(self.pattern):
@@ -118,24 +121,27 @@ class RegexMatcher:
 
     def search_array(self, arr: pa.Array) -> np.ndarray:
         """Match mask for an Arrow string array; nulls give False."""
-        n = len(arr)
-        if self.re2_pattern is None:
+        strings = StringBuffers.of(arr)
+        if self.fixed is not None and strings is not None:
+            out, redo = self.fixed.match(strings)
+        elif self.re2_pattern is None:
             return self._search_unique(arr)
-        matched = pc.match_substring_regex(arr, self.re2_pattern)
-        out = matched.to_numpy(zero_copy_only=False)
-        if arr.null_count:
-            out = np.where(arr.is_null().to_numpy(zero_copy_only=False), False, out)
-        out = out.astype(bool, copy=False)
-        redo = np.zeros(n, dtype=bool)
-        if self.needs_ascii:
-            redo |= ~pc.fill_null(pc.string_is_ascii(arr), True).to_numpy(zero_copy_only=False)
-        if self.needs_no_newline:
-            redo |= pc.fill_null(pc.match_substring(arr, "\n"), False).to_numpy(
-                zero_copy_only=False
-            )
-        if redo.any():
-            rows = np.flatnonzero(redo)
-            out[rows] = self.search_list(arr.take(pa.array(rows)).to_pylist())
+        else:
+            out = pc.match_substring_regex(arr, self.re2_pattern).fill_null(False)
+            out = out.to_numpy(zero_copy_only=False).astype(bool, copy=False)
+            redo_mask = np.zeros(len(arr), dtype=bool)
+            # buffer-wide checks first: the per-row masks are rarely needed
+            if self.needs_ascii and (strings is None or not strings.is_ascii()):
+                redo_mask |= ~pc.fill_null(pc.string_is_ascii(arr), True).to_numpy(
+                    zero_copy_only=False
+                )
+            if self.needs_no_newline and (strings is None or strings.contains_byte(0x0A)):
+                redo_mask |= pc.fill_null(pc.match_substring(arr, "\n"), False).to_numpy(
+                    zero_copy_only=False
+                )
+            redo = np.flatnonzero(redo_mask)
+        if redo.size:
+            out[redo] = self.search_list(arr.take(pa.array(redo)).to_pylist())
         return out
 
     def _search_unique(self, arr: pa.Array) -> np.ndarray:
@@ -166,3 +172,55 @@ def _walk(tokens):
             yield from _walk(arg[1])
             if arg[2] is not None:
                 yield from _walk(arg[2])
+
+
+def _fixed_width(pattern: str, compiled: re.Pattern) -> FixedWidthPattern | None:
+    """The pattern as a `FixedWidthPattern` if it is one (``^tx_[0-9a-f]{16}$``), else None."""
+    if compiled.flags & ~re.UNICODE:
+        return None
+    tokens = list(_parser.parse(pattern))
+    if len(tokens) < 2 or tokens[0] not in (
+        (_parser.AT, _parser.AT_BEGINNING),
+        (_parser.AT, _parser.AT_BEGINNING_STRING),
+    ):
+        return None
+    if tokens[-1] == (_parser.AT, _parser.AT_END):
+        dollar = True
+    elif tokens[-1] == (_parser.AT, _parser.AT_END_STRING):
+        dollar = False
+    else:
+        return None
+    classes: list[list[tuple[int, int]]] = []
+    for op, arg in tokens[1:-1]:
+        if op in (_parser.MAX_REPEAT, _parser.MIN_REPEAT):
+            low, high, sub = arg
+            if low != high or len(sub) != 1:
+                return None
+            one = _ascii_class(*list(sub)[0])
+            if one is None:
+                return None
+            classes.extend([one] * low)
+        else:
+            one = _ascii_class(op, arg)
+            if one is None:
+                return None
+            classes.append(one)
+    if not 0 < len(classes) <= 64:
+        return None
+    return FixedWidthPattern(classes, dollar)
+
+
+def _ascii_class(op, arg) -> list[tuple[int, int]] | None:
+    if op == _parser.LITERAL:
+        return [(arg, arg)] if arg < 0x80 else None
+    if op != _parser.IN:
+        return None
+    ranges = []
+    for item_op, item in arg:
+        if item_op == _parser.LITERAL and item < 0x80:
+            ranges.append((item, item))
+        elif item_op == _parser.RANGE and item[1] < 0x80:
+            ranges.append(item)
+        else:
+            return None  # NEGATE, CATEGORY, non-ASCII: leave it to RE2 / re
+    return ranges

@@ -166,10 +166,17 @@ def format_values(values: pa.Array | pa.ChunkedArray) -> list[str]:
 
 
 def build_report(
-    engine: str, table: pa.Table, outcomes: Sequence[ExpectationOutcome]
+    engine: str,
+    table: pa.Table,
+    outcomes: Sequence[ExpectationOutcome],
+    row_positions: Sequence[int] | None = None,
 ) -> ValidationReport:
+    """``row_positions``: where the row-level outcomes are (engines may precompute it)."""
     n = table.num_rows
-    row_outcomes = [o for o in outcomes if o.expectation.scope == "row"]
+    if row_positions is None:
+        row_outcomes = [o for o in outcomes if o.expectation.scope == "row"]
+    else:
+        row_outcomes = [outcomes[i] for i in row_positions]
     verdicts = np.ones((n, len(row_outcomes)), dtype=bool)
     failing = [(j, o) for j, o in enumerate(row_outcomes) if len(o.rows)]
     if not failing:

@@ -347,25 +347,25 @@ def resolve_params(
     expectation: Expectation, params: Mapping[str, Any], suite_source: str
 ) -> dict[str, Any]:
     """The expectation's kwargs with suite parameters substituted and GX-coerced."""
-    if not expectation.parameters:
-        return dict(expectation.kwargs)
-    where = f"suite {suite_source}: {expectation.describe()}"
     raw = dict(expectation.kwargs)
+    plain_datetimes = True
     for key, value in expectation.kwargs.items():
         if isinstance(value, dict):
             name = value[_PARAMETER]
             if name not in params:
+                where = f"suite {suite_source}: {expectation.describe()}"
                 raise ConfigError(f"{where}: suite parameter {name!r} was not given")
             raw[key] = params[name]
-    model, _ = SUPPORTED_EXPECTATIONS[expectation.type]
-    if all(isinstance(raw[k], datetime) for k in raw if isinstance(expectation.kwargs[k], dict)):
-        # Fast path: pydantic v1 passes a datetime through Union[float, dict, date,
-        # datetime] unchanged (it is a date instance), so skip the model (~15 us).
+            plain_datetimes = plain_datetimes and isinstance(raw[key], datetime)
+    if plain_datetimes:
+        # pydantic v1 passes a datetime through Union[float, dict, date, datetime]
+        # unchanged (it is a date instance): skip the model, ~15 us a call.
         resolved = raw
     else:
-        resolved = _coerce(model, raw, where)
+        model, _ = SUPPORTED_EXPECTATIONS[expectation.type]
+        resolved = _coerce(model, raw, f"suite {suite_source}: {expectation.describe()}")
     if expectation.type == "expect_column_values_to_be_between":
-        check_bound_order_if_any(resolved, where)
+        check_bound_order_if_any(resolved, f"suite {suite_source}: {expectation.describe()}")
     return resolved
 
 
