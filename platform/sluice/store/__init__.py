@@ -19,6 +19,7 @@ from typing import Any
 
 from sluice.store._checkpoints import CheckpointStore
 from sluice.store._features import CassandraFeatureStore, feature_ttl_s
+from sluice.store._rows import prediction_rows, quarantine_rows
 from sluice.store._schema import (
     CHECKPOINTS_TABLE,
     PREDICTION_LOG_TABLE,
@@ -67,7 +68,9 @@ __all__ = [
     "feature_events_table",
     "feature_ttl_s",
     "is_transient",
+    "prediction_rows",
     "predictions_table",
+    "quarantine_rows",
     "quarantine_table",
     "session_for",
     "tables_for",

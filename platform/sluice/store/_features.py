@@ -134,7 +134,7 @@ class CassandraFeatureStore:
             session, stmt, [(e, lo, hi) for e in wanted],
             concurrency=self.read_concurrency, retries=self.cfg.write_retries,
             backoff_s=self.cfg.retry_backoff_s, execution_profile=TUPLES,
-            what=f"{self.keyspace}.{self.table} history",
+            what=f"{self.keyspace}.{self.table} history", keep_results=True,
         )  # fmt: skip
         if failed:
             idx, err = next(iter(failed.items()))

@@ -25,7 +25,7 @@ import ssl
 import threading
 from typing import Any
 
-from cassandra import AuthenticationFailed
+from cassandra import AuthenticationFailed, UnresolvableContactPoints
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import (
     EXEC_PROFILE_DEFAULT,
@@ -126,6 +126,11 @@ def connect(cfg: CassandraConfig) -> tuple[Cluster, Session]:
     """A new, connected (cluster, session) pair; the caller owns and shuts it down."""
     try:
         cluster = build_cluster(cfg)
+    except UnresolvableContactPoints as exc:
+        raise StoreUnavailable(
+            f"cannot resolve any Cassandra contact point ({_hosts(cfg)}); check "
+            "cassandra.contact_points and DNS"
+        ) from exc
     except (ValueError, OSError, ssl.SSLError) as exc:
         raise ConfigError(f"cassandra: cannot build a client for {_hosts(cfg)}: {exc}") from exc
     try:

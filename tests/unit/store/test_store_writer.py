@@ -34,7 +34,7 @@ class FakeFuture:
     _col_types = None
     has_more_pages = False
 
-    def __init__(self, pool: ThreadPoolExecutor, outcome: BaseException | None, done) -> None:
+    def __init__(self, pool: ThreadPoolExecutor | None, outcome: BaseException | None, done):
         self.pool, self.outcome, self.done = pool, outcome, done
 
     def add_callbacks(self, callback, errback, callback_args=(), errback_args=()):
@@ -45,7 +45,10 @@ class FakeFuture:
             else:
                 errback(self.outcome, *errback_args)
 
-        self.pool.submit(finish)
+        if self.pool is None:  # already failed: the driver runs the errback right here
+            finish()
+        else:
+            self.pool.submit(finish)
 
     def clear_callbacks(self) -> None:
         pass
@@ -54,8 +57,12 @@ class FakeFuture:
 class FakeSession:
     """Stores rows by key; ``fail(key, attempt)`` may return an exception instead."""
 
-    def __init__(self, fail: Callable[[str, int], BaseException | None] = lambda k, a: None):
-        self.fail = fail
+    def __init__(
+        self,
+        fail: Callable[[str, int], BaseException | None] = lambda k, a: None,
+        at_once: str | None = None,  # "raise" or "callback": fail before any I/O
+    ):
+        self.fail, self.at_once = fail, at_once
         self.rows: dict[str, tuple] = {}
         self.attempts: Counter[str] = Counter()
         self.prepared: list[Any] = []
@@ -82,6 +89,11 @@ class FakeSession:
         err = self.fail(key, attempt)
         if err is None:
             self.rows[key] = params
+        elif self.at_once == "raise":
+            self._done()
+            raise err
+        elif self.at_once == "callback":
+            return FakeFuture(None, err, self._done)
         return FakeFuture(self.pool, err, self._done)
 
 
@@ -157,6 +169,18 @@ def test_rows_after_a_failed_chunk_are_reported_not_attempted() -> None:
     assert info.value.written == 4
     assert info.value.failed_keys == ["k0", "k5", "k6", "k7", "k8", "k9"]
     assert set(s.rows) == {"k1", "k2", "k3", "k4"}
+
+
+@pytest.mark.parametrize("at_once", ["raise", "callback"])
+def test_every_host_down_fails_each_row_without_recursing(at_once: str) -> None:
+    # The driver's own executor recurses once per row here and loses every outcome.
+    down = NoHostAvailable("Unable to complete the operation against any hosts", {})
+    s = FakeSession(lambda k, a: down if int(k[1:]) >= 100 else None, at_once=at_once)
+    with pytest.raises(WriteFailed) as info:
+        writer(s, retries=1, concurrency=64).write(rows(20_000))
+    assert info.value.written == 100
+    assert len(info.value.failed_keys) == 19_900
+    assert s.attempts["k5000"] == 2 and s.attempts["k5"] == 1
 
 
 def test_last_row_of_a_key_wins_within_a_batch() -> None:
