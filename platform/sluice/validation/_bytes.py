@@ -17,6 +17,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 __all__ = [
     "FixedWidthPattern",
     "StringBuffers",
+    "word_hashes",
     "packed_keys",
     "short_key",
     "short_keys",
@@ -80,6 +81,28 @@ class StringBuffers:
                 block = sliding_window_view(self.data, width)[self.offsets[rows]]
             self._matrices[width] = (rows, block)
         return self._matrices[width]
+
+
+def word_hashes(strings: StringBuffers) -> np.ndarray | None:
+    """A 64-bit hash per row when every row is non-null and of one width, else None.
+
+    Equal strings get equal hashes, so distinct hashes prove distinct strings; a
+    repeated hash only means "look closer".
+    """
+    if strings.n == 0 or strings.valid is not None:
+        return None
+    width = int(strings.lengths[0])
+    rows, block = strings.matrix(width)
+    if rows.size != strings.n:
+        return None
+    padded = np.zeros((strings.n, -(-width // 8) * 8 or 8), np.uint8)
+    padded[:, :width] = block
+    words = padded.view("<u8")
+    hashes = np.full(strings.n, np.uint64(0xCBF29CE484222325))
+    for k in range(words.shape[1]):
+        hashes ^= words[:, k]
+        hashes *= np.uint64(0x100000001B3)  # FNV-1a's prime, on 8-byte words
+    return hashes
 
 
 def packed_keys(block: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sluice.errors import ConfigError
-from sluice.validation._bytes import StringBuffers, short_key, short_keys
+from sluice.validation._bytes import StringBuffers, short_key, short_keys, word_hashes
 from sluice.validation._columns import ColumnView
 from sluice.validation._regex import RegexMatcher, portability_problem
 from sluice.validation._report import ExpectationOutcome
@@ -256,7 +256,7 @@ class _PreparedSet:
 
     def member(self, view: ColumnView) -> np.ndarray:
         """Membership of a string column's rows (nulls: False)."""
-        strings = StringBuffers.of(view.arr)
+        strings = view.strings
         if strings is not None:
             # short codes (country, currency, channel): compare packed integers
             keys = short_keys(strings)
@@ -297,7 +297,8 @@ def _regex(matching_is_unexpected: bool) -> Builder:
                     if v is not None and (search(v) is not None) is matching_is_unexpected
                 ]
                 return _map_outcome(exp, kw, view, bad)
-            hit = m.search_array(view.texts())
+            texts = view.texts()
+            hit = m.search_array(texts, view.strings if texts is view.arr else None)
             return _map_outcome(
                 exp, kw, view, _masked(view, hit if matching_is_unexpected else ~hit)
             )
@@ -392,11 +393,14 @@ def _unique(exp: Expectation, source: str) -> Check:
             floats = view.kind in ("float", "float32")
             if floats:
                 arr = pc.add(arr, pa.scalar(0.0, arr.type))  # -0.0 and 0.0 are one value to pandas
-            distinct = pc.unique(arr)
-            if not floats and len(distinct) - distinct.null_count == view.nonnull_count:
-                rows = _EMPTY  # the usual case for keys: no duplicates, no second pass
+            if view.kind == "string" and _distinct_by_hash(view.strings):
+                return _map_outcome(exp, kw, view, _EMPTY)
+            encoded = pc.dictionary_encode(arr)
+            distinct = len(encoded.dictionary)
+            if not floats and distinct == view.nonnull_count:
+                rows = _EMPTY  # the usual case for keys: no duplicates, nothing more to do
             else:
-                codes = pc.dictionary_encode(arr).indices.fill_null(-1)
+                codes = encoded.indices.fill_null(-1)
                 codes = codes.to_numpy(zero_copy_only=False).astype(np.int64)
                 if view.maybe_null:
                     codes[view.null] = -1
@@ -407,6 +411,16 @@ def _unique(exp: Expectation, source: str) -> Check:
         return _map_outcome(exp, kw, view, rows)
 
     return check
+
+
+def _distinct_by_hash(strings: StringBuffers | None) -> bool:
+    """True when the rows provably hold distinct strings (fixed-width ids: sort 64-bit
+    hashes, ~4x cheaper than hashing the strings in Arrow); False means "not proven"."""
+    hashes = None if strings is None else word_hashes(strings)
+    if hashes is None:
+        return False
+    hashes.sort()
+    return not bool(np.any(hashes[1:] == hashes[:-1]))
 
 
 def _row_count(equal: bool) -> Builder:

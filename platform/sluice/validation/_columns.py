@@ -18,6 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sluice.validation._bytes import StringBuffers
+
 __all__ = ["ColumnView", "column_kind"]
 
 
@@ -44,7 +46,18 @@ _NO_ROWS.flags.writeable = False
 
 
 class ColumnView:
-    __slots__ = ("arr", "n", "kind", "small", "_null", "_null_rows", "_py", "_floats", "_texts")
+    __slots__ = (
+        "arr",
+        "n",
+        "kind",
+        "small",
+        "_null",
+        "_null_rows",
+        "_py",
+        "_floats",
+        "_texts",
+        "_strings",
+    )
 
     def __init__(self, arr: pa.Array, kind: str, small: bool) -> None:
         self.arr = arr
@@ -56,6 +69,14 @@ class ColumnView:
         self._py: list | None = None
         self._floats: np.ndarray | None = None
         self._texts: pa.Array | None = None
+        self._strings: StringBuffers | None | bool = False
+
+    @property
+    def strings(self) -> StringBuffers | None:
+        """Byte-level view of a string column (None for other types), shared by its checks."""
+        if self._strings is False:
+            self._strings = StringBuffers.of(self.arr)
+        return self._strings  # type: ignore[return-value]
 
     @property
     def has_arrow_nulls(self) -> bool:

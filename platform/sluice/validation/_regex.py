@@ -119,9 +119,10 @@ class RegexMatcher:
             (v is not None and search(v) is not None for v in values), dtype=bool, count=len(values)
         )
 
-    def search_array(self, arr: pa.Array) -> np.ndarray:
+    def search_array(self, arr: pa.Array, strings: StringBuffers | None = None) -> np.ndarray:
         """Match mask for an Arrow string array; nulls give False."""
-        strings = StringBuffers.of(arr)
+        if strings is None:
+            strings = StringBuffers.of(arr)
         if self.fixed is not None and strings is not None:
             out, redo = self.fixed.match(strings)
         elif self.re2_pattern is None:

@@ -182,9 +182,11 @@ def build_report(
     if not failing:
         return ValidationReport(engine, np.ones(n, dtype=bool), {}, verdicts, outcomes)
     reasons: dict[int, list[Reason]] = {}
+    valid = np.ones(n, dtype=bool)  # cheaper than verdicts.all(axis=1) on a wide matrix
     for j, outcome in failing:
         rows = np.asarray(outcome.rows, dtype=np.int64)
         verdicts[rows, j] = False
+        valid[rows] = False
         exp = outcome.expectation
         if outcome.missing or exp.column is None:
             texts = [MISSING_COLUMN] * rows.size
@@ -194,8 +196,7 @@ def build_report(
             reasons.setdefault(row, []).append(Reason(exp.type, exp.column, text))
     # Each row's list is in suite order already (expectations were visited in order);
     # sorting the rows gives a stable dict order.
-    reasons = dict(sorted(reasons.items()))
-    return ValidationReport(engine, verdicts.all(axis=1), reasons, verdicts, outcomes)
+    return ValidationReport(engine, valid, dict(sorted(reasons.items())), verdicts, outcomes)
 
 
 def _summary(outcome: ExpectationOutcome, n: int) -> ExpectationSummary:
