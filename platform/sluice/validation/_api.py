@@ -49,9 +49,9 @@ def validate(
     ``params`` supplies suite parameters (``{"$PARAMETER": name}``); ``now``
     defaults to the current UTC time.
     """
-    resolved = default_params()
-    if params:
-        resolved.update(params)
+    resolved = dict(params) if params else {}
+    if "now" not in resolved:
+        resolved.update(default_params())
     if engine == "compiled":
         return validate_compiled(table, suite, resolved)
     if engine == "gx":

@@ -50,9 +50,18 @@ def build(exp: Expectation, source: str) -> Check:
 
 
 def _map_outcome(
-    exp: Expectation, kw: Mapping[str, Any], view: ColumnView, bad: list[int] | np.ndarray
+    exp: Expectation,
+    kw: Mapping[str, Any],
+    view: ColumnView,
+    bad: list[int] | np.ndarray,
+    clean: ExpectationOutcome | None = None,
 ) -> ExpectationOutcome:
-    """GX's ColumnMapExpectation verdict: ``mostly`` over non-null rows, vacuous without."""
+    """GX's ColumnMapExpectation verdict: ``mostly`` over non-null rows, vacuous without.
+
+    ``clean`` is the expectation's shared outcome for "no unexpected rows".
+    """
+    if clean is not None and not len(bad):
+        return clean
     nonnull = view.nonnull_count
     if view.n == 0 or nonnull == 0:
         success = True
@@ -124,6 +133,8 @@ def _refuse(view: ColumnView, message: str, always: bool = False) -> None:
 
 
 def _between(exp: Expectation, source: str) -> Check:
+    clean = ExpectationOutcome(exp, True, _EMPTY)
+
     def check(view: ColumnView, kw: Mapping[str, Any], n: int) -> ExpectationOutcome:
         lo, hi = kw.get("min_value"), kw.get("max_value")
         strict_lo, strict_hi = bool(kw.get("strict_min")), bool(kw.get("strict_max"))
@@ -136,9 +147,8 @@ def _between(exp: Expectation, source: str) -> Check:
                 _refuse(view, "uint64 values beyond 2**53 would compare inexactly")
             if view.small:
                 # float(v): pandas compares int64 columns as float64 too
-                return _map_outcome(
-                    exp, kw, view, _outside(view.py, lo, hi, strict_lo, strict_hi, float)
-                )
+                bad = _outside(view.py, lo, hi, strict_lo, strict_hi, float)
+                return _map_outcome(exp, kw, view, bad, clean)
             values = view.floats
             ok = np.ones(n, dtype=bool)
             with np.errstate(invalid="ignore"):
@@ -161,9 +171,8 @@ def _between(exp: Expectation, source: str) -> Check:
             ilo = None if lo is None else (_ts_floor(lo, unit) if strict_lo else _ts_ceil(lo, unit))
             ihi = None if hi is None else (_ts_ceil(hi, unit) if strict_hi else _ts_floor(hi, unit))
             if view.small:
-                return _map_outcome(
-                    exp, kw, view, _outside(view.py, ilo, ihi, strict_lo, strict_hi, int)
-                )
+                bad = _outside(view.py, ilo, ihi, strict_lo, strict_hi, int)
+                return _map_outcome(exp, kw, view, bad, clean)
             values = view.timestamps()
             ok = np.ones(n, dtype=bool)
             if ilo is not None:
@@ -217,6 +226,7 @@ def _sets(member_is_unexpected: bool) -> Builder:
     def builder(exp: Expectation, source: str) -> Check:
         static = exp.kwargs["value_set"]
         prepared = None if isinstance(static, dict) else _PreparedSet(static)
+        clean = ExpectationOutcome(exp, True, _EMPTY)
 
         def check(view: ColumnView, kw: Mapping[str, Any], n: int) -> ExpectationOutcome:
             values = prepared or _PreparedSet(kw["value_set"])
@@ -228,7 +238,7 @@ def _sets(member_is_unexpected: bool) -> Builder:
                         for i, v in enumerate(view.py)
                         if v is not None and (v in strings) is member_is_unexpected
                     ]
-                    return _map_outcome(exp, kw, view, bad)
+                    return _map_outcome(exp, kw, view, bad, clean)
                 member = values.member(view)
             elif view.kind in ("int", "uint64", "float", "bool", "null"):
                 member = _member_by_value(view, values.anything)
@@ -284,6 +294,7 @@ def _regex(matching_is_unexpected: bool) -> Builder:
     def builder(exp: Expectation, source: str) -> Check:
         static = exp.kwargs["regex"]
         matcher = None if isinstance(static, dict) else _matcher(static, exp, source)
+        clean = ExpectationOutcome(exp, True, _EMPTY)
 
         def check(view: ColumnView, kw: Mapping[str, Any], n: int) -> ExpectationOutcome:
             m = matcher or _matcher(kw["regex"], exp, source)
@@ -296,7 +307,7 @@ def _regex(matching_is_unexpected: bool) -> Builder:
                     for i, v in enumerate(view.py)
                     if v is not None and (search(v) is not None) is matching_is_unexpected
                 ]
-                return _map_outcome(exp, kw, view, bad)
+                return _map_outcome(exp, kw, view, bad, clean)
             texts = view.texts()
             hit = m.search_array(texts, view.strings if texts is view.arr else None)
             return _map_outcome(

@@ -46,14 +46,16 @@ class _Plan:
 
     def __init__(self, suite: Suite) -> None:
         self.suite = suite
-        self.steps: list[tuple[Expectation, Callable, str | None, int]] = []
+        self.steps: list[tuple[Expectation, Callable, str | None, int, ExpectationOutcome]] = []
         for exp in suite.expectations:
             kind = _OTHER
             if exp.type == "expect_column_to_exist" and not exp.kwargs.get("column_index"):
                 kind = _EXIST
             elif exp.type == "expect_column_values_to_not_be_null" and not exp.parameters:
                 kind = _NOT_NULL
-            self.steps.append((exp, _checks.build(exp, suite.source), exp.column, kind))
+            # the outcome of a clean column, shared by every call (outcomes are read-only)
+            clean = ExpectationOutcome(exp, True, _NO_ROWS)
+            self.steps.append((exp, _checks.build(exp, suite.source), exp.column, kind, clean))
         self.columns = sorted({e.column for e in suite.expectations if e.column is not None})
         self.row_positions = [i for i, e in enumerate(suite.expectations) if e.scope == "row"]
         self._layout: ColumnLayout | None = None
@@ -88,7 +90,7 @@ def validate_compiled(
     views = plan.layout(table.schema).views(table, n <= small_table_rows)
     outcomes: list[ExpectationOutcome] = []
     append = outcomes.append
-    for exp, check, column, kind in plan.steps:
+    for exp, check, column, kind, clean in plan.steps:
         view = None if column is None else views[column]
         if view is None and column is not None:
             # GX cannot resolve any metric on a missing column: the expectation fails,
@@ -96,11 +98,14 @@ def validate_compiled(
             rows = np.arange(n) if exp.scope == "row" else _NO_ROWS
             append(ExpectationOutcome(exp, False, rows, missing=True))
         elif kind == _EXIST:
-            append(ExpectationOutcome(exp, True, _NO_ROWS))
+            append(clean)
         elif kind == _NOT_NULL:
             rows = view.null_rows
-            success = n == 0 or (n - len(rows)) / n >= exp.kwargs["mostly"]
-            append(ExpectationOutcome(exp, success, rows))
+            if not len(rows):
+                append(clean)
+            else:
+                success = (n - len(rows)) / n >= exp.kwargs["mostly"]
+                append(ExpectationOutcome(exp, success, rows))
         else:
             kwargs = resolve_params(exp, params, suite.source) if exp.parameters else exp.kwargs
             if exp.type == "expect_column_to_exist":

@@ -177,12 +177,15 @@ def build_report(
         row_outcomes = [o for o in outcomes if o.expectation.scope == "row"]
     else:
         row_outcomes = [outcomes[i] for i in row_positions]
-    verdicts = np.ones((n, len(row_outcomes)), dtype=bool)
+    verdicts = np.empty((n, len(row_outcomes)), dtype=bool)
+    verdicts.fill(True)
     failing = [(j, o) for j, o in enumerate(row_outcomes) if len(o.rows)]
+    valid = np.empty(n, dtype=bool)
+    valid.fill(True)
     if not failing:
-        return ValidationReport(engine, np.ones(n, dtype=bool), {}, verdicts, outcomes)
+        return ValidationReport(engine, valid, {}, verdicts, outcomes)
     reasons: dict[int, list[Reason]] = {}
-    valid = np.ones(n, dtype=bool)  # cheaper than verdicts.all(axis=1) on a wide matrix
+    # valid is updated row by row below: cheaper than verdicts.all(axis=1) on a wide matrix
     for j, outcome in failing:
         rows = np.asarray(outcome.rows, dtype=np.int64)
         verdicts[rows, j] = False
