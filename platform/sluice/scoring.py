@@ -141,6 +141,7 @@ class Scorer:
         *,
         source: str = "batch",
         now: datetime | None = None,
+        conflicting_keys: frozenset[str] = frozenset(),
     ) -> ScoreResult:
         """Score `table` (any column types; a list of JSON objects also works).
 
@@ -148,7 +149,9 @@ class Scorer:
         from the future) and the rows' `quarantined_at`; it defaults to the
         current time (a naive datetime is taken as UTC).
         """
-        valid, quarantined = self.split(table, engine, source=source, now=now)
+        valid, quarantined = self.split(
+            table, engine, source=source, now=now, conflicting_keys=conflicting_keys
+        )
         return ScoreResult(scored=self._score_valid(valid), quarantined=quarantined)
 
     def split(
@@ -158,12 +161,16 @@ class Scorer:
         *,
         source: str = "batch",
         now: datetime | None = None,
+        conflicting_keys: frozenset[str] = frozenset(),
     ) -> tuple[pa.Table, pa.Table]:
         """Conform and validate only: (valid rows in the scoring schema, quarantined rows).
 
         `score` is `split` followed by featurize-and-predict on the valid rows. The batch
         job calls `split` alone in its first pass, which records every valid event in the
         feature store before any row is scored (see pipelines/batch_score.py).
+        `conflicting_keys` are keys known to carry different rows elsewhere in the same
+        data set (the batch job finds them across all its blocks); their rows are refused
+        like conflicts inside this table.
         """
         now = now or datetime.now(UTC)
         if now.tzinfo is None:
@@ -176,7 +183,7 @@ class Scorer:
         for row, row_reasons in report.reasons.items():
             known = reasons.setdefault(row, [])
             known.extend([r for r in row_reasons if r not in known])
-        for row, reason in _conflicting_keys(conformed, c.key_column):
+        for row, reason in _conflicting_keys(conformed, c.key_column, conflicting_keys):
             reasons.setdefault(row, []).append(reason)
         bad = np.zeros(conformed.num_rows, dtype=bool)
         bad[list(reasons)] = True
@@ -207,14 +214,22 @@ class Scorer:
         return pa.Table.from_arrays(columns, schema=scored_schema(matrix.names))
 
 
-def _conflicting_keys(table: pa.Table, key_column: str) -> list[tuple[int, Reason]]:
-    """Rows whose key appears again in the batch with different content.
+def _conflicting_keys(
+    table: pa.Table, key_column: str, known: frozenset[str] = frozenset()
+) -> list[tuple[int, Reason]]:
+    """Rows whose key appears again in the batch with different content, or is `known`.
 
     Identical copies are a replay: they get identical features and scores and
     the upserts absorb them. Different events under one key cannot both be
     stored, and which one is right is unknowable, so all of them are refused.
     """
     keys = table.column(key_column)
+    if known:
+        hit = pc.is_in(keys, value_set=pa.array(sorted(known), pa.string()))
+        rows = pc.indices_nonzero(hit).to_numpy().tolist()
+        found = [(row, Reason(_UNIQUE, key_column, repr(keys[row].as_py()))) for row in rows]
+        seen = set(rows)
+        return found + [r for r in _conflicting_keys(table, key_column) if r[0] not in seen]
     if table.num_rows < 2 or keys.null_count == table.num_rows:
         return []
     counts = pc.value_counts(keys.combine_chunks().drop_null())

@@ -16,4 +16,21 @@ app.add_typer(local.app, name="local")
 app.add_typer(models.app, name="models")
 app.add_typer(schema.app, name="schema")
 
+
+@app.command()
+def batch(
+    job: str = typer.Option(..., "--job", help="Job file, e.g. configs/jobs/fraud_batch.yaml"),
+    config: str | None = typer.Option(None, "--config", help="Platform config file."),
+) -> None:
+    """Run a batch scoring job on the local (or configured) Ray: `pipelines.batch_score`."""
+    import subprocess
+    import sys
+
+    from sluice.config import REPO_ROOT
+
+    cmd = [sys.executable, "-m", "pipelines.batch_score", "--job", job]
+    cmd += ["--config", config] if config else []
+    raise typer.Exit(subprocess.run(cmd, cwd=REPO_ROOT, check=False).returncode)
+
+
 __all__ = ["app"]

@@ -1,0 +1,317 @@
+"""Batch scoring: Parquet/CSV files -> Ray Data -> the contract's Scorer -> Cassandra.
+
+    python -m pipelines.batch_score --job configs/jobs/fraud_batch.yaml
+    ray job submit --working-dir . -- python -m pipelines.batch_score --job ...
+
+A key check and two streaming passes over the input, so memory stays bounded:
+  0. keys:   (key, row hash) grouped by key -> keys carrying different rows (refused).
+  1. record: read -> Scorer.split (conform + validate) -> valid events recorded in the
+     online feature table; quarantined rows -> quarantine table (CassandraDatasink).
+  2. score:  read -> Scorer.score (features, model) -> predictions table (CassandraDatasink).
+Every event is recorded before any is scored, so an event's entity aggregates see all the
+earlier events of its card however Ray splits the input — the same features the stream and
+the online endpoint compute. Writes are idempotent upserts: a re-run changes no row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import logging
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from fnmatch import fnmatch
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from sluice.config import REPO_ROOT, PlatformConfig, load_platform_config
+from sluice.contract import Contract, load_contract
+from sluice.errors import ConfigError, SluiceError
+from sluice.jobs import BatchJob, InputFormat, load_job
+
+log = logging.getLogger("sluice.batch")
+
+
+# -- input: resolved and checked before anything is written ---------------------------------
+def resolve_inputs(job: BatchJob) -> tuple[list[str], pafs.FileSystem]:
+    """Expand the job's paths, directories and globs into files on one pyarrow filesystem."""
+    files: list[str] = []
+    fs: pafs.FileSystem | None = None
+    for pattern in job.input.paths:
+        this_fs, found = _expand(pattern)
+        if not found:
+            raise ConfigError(f"job {job.name}: input {pattern!r} matches no file")
+        if fs is not None and this_fs.type_name != fs.type_name:
+            raise ConfigError(f"job {job.name}: all inputs must be on one filesystem")
+        fs = this_fs
+        files += found
+    assert fs is not None
+    return files, fs
+
+
+def _expand(pattern: str) -> tuple[pafs.FileSystem, list[str]]:
+    """Files of one path, directory or glob: local (relative to the repo) or a URI."""
+    if "://" not in pattern:
+        local = Path(pattern) if Path(pattern).is_absolute() else REPO_ROOT / pattern
+        found = []
+        for match in sorted(glob.glob(str(local))):
+            m = Path(match)
+            found += sorted(str(f) for f in m.rglob("*") if f.is_file()) if m.is_dir() else [match]
+        return pafs.LocalFileSystem(), found
+    scheme, rest = pattern.split("://", 1)
+    is_glob = any(ch in rest for ch in "*?[")
+    base = rest.split("*")[0].split("?")[0].split("[")[0].rsplit("/", 1)[0] if is_glob else rest
+    fs, base_path = pafs.FileSystem.from_uri(f"{scheme}://{base}")
+    info = fs.get_file_info(base_path)
+    if info.type == pafs.FileType.File and not is_glob:
+        return fs, [base_path]
+    if info.type != pafs.FileType.Directory:
+        return fs, []
+    selector = pafs.FileSelector(base_path, recursive=True)
+    found = sorted(i.path for i in fs.get_file_info(selector) if i.is_file)
+    if is_glob:
+        full = base_path + rest[len(base):]
+        found = [f for f in found if fnmatch(f, full)]
+    return fs, found
+
+
+def check_input_schema(job: BatchJob, contract: Contract, files: list[str],
+                       fs: pafs.FileSystem) -> None:  # fmt: skip
+    """Fail before any write when a file lacks a column or holds one of the wrong type.
+
+    Parquet carries types: a column whose type cannot hold the contract's is a job error.
+    CSV carries none: its values are cast per row, and rows that do not cast are
+    quarantined with the reason (expect_column_values_to_be_of_type).
+    """
+    want = contract.scoring_schema
+    for path in files:
+        try:
+            if job.input.format is InputFormat.PARQUET:
+                have = pq.read_schema(path, filesystem=fs)
+            else:
+                with fs.open_input_stream(path) as f:
+                    have = pacsv.open_csv(f).schema
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise ConfigError(f"job {job.name}: cannot read {path}: {exc}") from exc
+        missing = [n for n in want.names if n not in have.names]
+        if missing:
+            raise ConfigError(
+                f"job {job.name}: {path} lacks column(s) {missing} that contract "
+                f"{contract.name} requires"
+            )
+        if job.input.format is InputFormat.PARQUET:
+            for name in want.names:
+                got, expected = have.field(name).type, want.field(name).type
+                if not _castable(got, expected):
+                    raise ConfigError(
+                        f"job {job.name}: {path} column {name} is {got}, but contract "
+                        f"{contract.name} wants {expected}; fix the file or the contract"
+                    )
+
+
+def count_rows(job: BatchJob, files: list[str], fs: pafs.FileSystem, read) -> int:
+    """Input rows: from Parquet footers (no data read), else by Ray Data."""
+    if job.input.format is InputFormat.PARQUET:
+        return sum(pq.read_metadata(f, filesystem=fs).num_rows for f in files)
+    return read().count()
+
+
+def _castable(got: pa.DataType, want: pa.DataType) -> bool:
+    if got == want or pa.types.is_null(got):
+        return True
+    kinds = (pa.types.is_integer, pa.types.is_floating, pa.types.is_timestamp,
+             pa.types.is_string, pa.types.is_large_string, pa.types.is_date)  # fmt: skip
+    if (pa.types.is_integer(got) or pa.types.is_floating(got)) and (
+        pa.types.is_integer(want) or pa.types.is_floating(want)
+    ):
+        return True
+    if pa.types.is_string(want) and pa.types.is_large_string(got):
+        return True
+    return any(k(got) and k(want) for k in kinds)
+
+
+# -- the two stages, run in Ray Data actors ---------------------------------------------------
+class _Stage:
+    """Builds the contract's Scorer once per actor: model, suite and sessions load once."""
+
+    def __init__(self, cfg: PlatformConfig, contract_name: str, engine: str, batch_rows: int,
+                 source: str, now: datetime, conflicting_keys: frozenset[str]) -> None:  # fmt: skip
+        from sluice.models import ModelRegistry
+        from sluice.scoring import Scorer
+        from sluice.store import CassandraFeatureStore
+
+        self.contract = load_contract(contract_name)
+        store = CassandraFeatureStore.for_contract(cfg.cassandra, self.contract)
+        self.scorer = Scorer(self.contract, ModelRegistry.from_config(cfg), store, engine,
+                             batch_rows=batch_rows, record_events=False)  # fmt: skip
+        self.source, self.now, self.conflicting_keys = source, now, conflicting_keys
+
+
+class RecordStage(_Stage):
+    """Pass 1: validate, record valid events, return the quarantined rows."""
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from sluice.store import quarantine_rows
+
+        valid, quarantined = self.scorer.split(batch, source=self.source, now=self.now,
+                                               conflicting_keys=self.conflicting_keys)  # fmt: skip
+        self.scorer.record(valid)
+        return quarantine_rows(self.contract, quarantined)
+
+
+class ScoreStage(_Stage):
+    """Pass 2: score the valid rows (quarantined ones were written by pass 1)."""
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from sluice.store import prediction_rows
+
+        result = self.scorer.score(batch, source=self.source, now=self.now,
+                                   conflicting_keys=self.conflicting_keys)  # fmt: skip
+        return prediction_rows(self.contract, result.scored, scored_at=self.now)
+
+
+def conflicting_keys(ds, key_column: str) -> frozenset[str]:
+    """Keys that carry different rows anywhere in the data set (identical copies are a
+    replay, scored once by the upsert). A hash-grouped shuffle of (key, row hash) only;
+    the result is the conflicting keys, few by nature."""
+    import pandas as pd
+    from ray.data.aggregate import Max, Min
+
+    def key_and_hash(batch: pd.DataFrame) -> pd.DataFrame:
+        h = pd.util.hash_pandas_object(batch.astype(str), index=False).astype("int64")
+        return pd.DataFrame({"k": batch[key_column].astype(str), "h": h})
+
+    grouped = ds.map_batches(key_and_hash, batch_format="pandas").groupby("k").aggregate(
+        Min("h", alias_name="lo"), Max("h", alias_name="hi")
+    )
+    found = grouped.filter(lambda r: r["lo"] != r["hi"])
+    return frozenset(r["k"] for r in found.take_all())
+
+
+# -- the job ------------------------------------------------------------------------------------
+@dataclass
+class JobSummary:
+    job: str
+    contract: str
+    model_version: str
+    input_files: int
+    rows_read: int = 0
+    rows_scored: int = 0
+    rows_quarantined: int = 0
+    quarantined_by_reason: dict[str, int] = field(default_factory=dict)
+    rows_written: int = 0
+    elapsed_s: float = 0.0
+    rows_per_s: float = 0.0
+
+
+def run(job: BatchJob, cfg: PlatformConfig) -> JobSummary:
+    import ray
+
+    from sluice.models import ModelRegistry
+    from sluice.store import CassandraDatasink, apply_schema, session_for
+
+    started = time.monotonic()
+    contract = load_contract(job.contract)
+    files, fs = resolve_inputs(job)
+    check_input_schema(job, contract, files, fs)
+    registry = ModelRegistry.from_config(cfg)
+    model_version = "{}/{}".format(*registry.resolve(str(contract.model)))
+    apply_schema(session_for(cfg.cassandra), cfg.cassandra, [contract])  # idempotent
+
+    if not ray.is_initialized():
+        ray.init(address=cfg.ray.address, namespace=cfg.ray.namespace, log_to_driver=False)
+    now = datetime.now(UTC)
+
+    def read():
+        if job.input.format is InputFormat.PARQUET:
+            return ray.data.read_parquet(files, filesystem=fs)
+        return ray.data.read_csv(files, filesystem=fs)
+
+    stage_args = dict(cfg=cfg, contract_name=job.contract, engine=job.validation_engine,
+                      batch_rows=job.batch_rows, source=f"batch:{job.name}", now=now,
+                      conflicting_keys=conflicting_keys(read(), contract.key_column))  # fmt: skip
+    map_args = dict(
+        batch_size=job.batch_rows, batch_format="pyarrow", fn_constructor_kwargs=stage_args,
+        concurrency=(job.actors.min_actors, job.actors.max_actors),
+        num_gpus=job.num_gpus_per_actor or None,
+    )  # fmt: skip
+
+    out = contract.output
+    # Pass 1: record events; quarantined rows are few, kept (spillable) to count reasons.
+    quarantined = read().map_batches(RecordStage, **map_args).materialize()
+    qsink = CassandraDatasink(cfg.cassandra, out.quarantine_table, consistency=out.consistency,
+                              ttl_s=out.ttl_s)  # fmt: skip
+    quarantined.write_datasink(qsink)
+    reasons: Counter[str] = Counter()
+    for batch in quarantined.iter_batches(batch_format="pyarrow", batch_size=65536):
+        for text in batch.column("reasons").to_pylist():
+            reasons.update({f"{r['expectation']}:{r['column']}" for r in json.loads(text)})
+
+    # Pass 2: score.
+    scored = read().map_batches(ScoreStage, **map_args)
+    psink = CassandraDatasink(cfg.cassandra, out.predictions_table, consistency=out.consistency,
+                              ttl_s=out.ttl_s)  # fmt: skip
+    scored.write_datasink(psink)
+    if job.parquet_copy_dir:
+        # A second execution of pass 2: deterministic, so it writes the same rows.
+        scored.drop_columns(["features"]).write_parquet(job.parquet_copy_dir)
+
+    elapsed = time.monotonic() - started
+    # Every input row ends in exactly one table (Scorer.split); the sinks count distinct
+    # rows upserted, which is fewer when one batch carries a key twice.
+    rows_read = count_rows(job, files, fs, read)
+    rows_quarantined = quarantined.count()
+    return JobSummary(
+        job=job.name, contract=contract.name, model_version=model_version,
+        input_files=len(files), rows_read=rows_read, rows_scored=rows_read - rows_quarantined,
+        rows_quarantined=rows_quarantined, quarantined_by_reason=dict(reasons.most_common()),
+        rows_written=qsink.total_written + psink.total_written, elapsed_s=round(elapsed, 3),
+        rows_per_s=round(rows_read / elapsed, 1) if elapsed else 0.0,
+    )  # fmt: skip
+
+
+def print_summary(summary: JobSummary) -> None:
+    print(f"\n== batch job {summary.job} (contract {summary.contract}, "
+          f"model {summary.model_version}) ==")  # fmt: skip
+    for label, value in (
+        ("input files", summary.input_files), ("rows read", summary.rows_read),
+        ("rows scored", summary.rows_scored), ("rows quarantined", summary.rows_quarantined),
+        ("rows written", summary.rows_written), ("elapsed s", summary.elapsed_s),
+        ("rows/s", summary.rows_per_s),
+    ):  # fmt: skip
+        print(f"  {label:<18} {value}")
+    for reason, count in summary.quarantined_by_reason.items():
+        print(f"    quarantined: {reason:<55} {count}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--job", required=True, help="Job file, e.g. configs/jobs/fraud_batch.yaml")
+    parser.add_argument("--config", default=None, help="Platform config (configs/platform.yaml)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_platform_config(args.config)
+        job = load_job(args.job)
+        summary = run(job, cfg)
+    except SluiceError as exc:
+        print(f"batch job failed: {exc}", file=sys.stderr)
+        return 1
+    print_summary(summary)
+    path = cfg.resolve(job.summary_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(asdict(summary), indent=2) + "\n")
+    print(f"  summary written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

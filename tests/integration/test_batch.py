@@ -1,0 +1,179 @@
+"""Batch scoring end to end: files -> Ray Data -> Scorer -> real Cassandra."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.batch_score import main as batch_main
+from pipelines.batch_score import run
+from pipelines.train import TrainConfig, train
+from sluice.contract import load_contract
+from sluice.datagen import generate_dataset, write_parquet
+from sluice.errors import ConfigError
+from sluice.features import InMemoryFeatureStore
+from sluice.jobs import ActorPool, BatchJob, InputSpec
+from sluice.models import ModelRegistry
+from sluice.scoring import Scorer
+from sluice.store import session_for
+
+pytestmark = pytest.mark.integration
+
+ROWS = 12_000
+
+
+@pytest.fixture(scope="module")
+def env(local_services, platform_config, ray_session, tmp_path_factory):
+    root = tmp_path_factory.mktemp("batch")
+    cfg = platform_config.model_copy(update={
+        "cassandra": platform_config.cassandra.model_copy(update={"keyspace": "sluice_test_batch"}),
+        "registry": platform_config.registry.model_copy(update={"root_uri": str(root / "reg")}),
+    })  # fmt: skip
+    session = session_for(cfg.cassandra)
+    session.execute("DROP KEYSPACE IF EXISTS sluice_test_batch", timeout=120)
+    registry = ModelRegistry.from_config(cfg)
+    train(TrainConfig(rows=10_000, epochs=2), registry)
+    data = generate_dataset(ROWS, seed=11, invalid_fraction=0.03)
+    (root / "in").mkdir()
+    write_parquet(data.table.slice(0, ROWS // 2), root / "in" / "part-0.parquet")
+    write_parquet(data.table.slice(ROWS // 2), root / "in" / "part-1.parquet")
+    return cfg, registry, data, root, session
+
+
+def job_for(root: Path, name: str = "test_batch", **kw) -> BatchJob:
+    return BatchJob(
+        name=name, contract="fraud",
+        input=InputSpec(paths=(str(root / "in" / "*.parquet"),)),
+        batch_rows=2048, actors=ActorPool(min_actors=1, max_actors=1),
+        summary_path=str(root / f"{name}.json"), **kw,
+    )  # fmt: skip
+
+
+def predictions(session) -> dict[str, tuple]:
+    rows = session.execute(
+        "SELECT transaction_id, score, model_version, features FROM sluice_test_batch.predictions",
+        timeout=60,
+    )
+    return {r.transaction_id: (r.score, r.model_version, dict(r.features)) for r in rows}
+
+
+def quarantine_keys(session, source: str) -> set[str]:
+    rows = session.execute("SELECT source, key FROM sluice_test_batch.quarantine", timeout=60)
+    return {r.key for r in rows if r.source == source}
+
+
+def valid_keys(data) -> set[str]:
+    return set(data.table["transaction_id"].filter(pa.array(data.valid_mask)).to_pylist())
+
+
+def test_batch_job_scores_valid_rows_and_quarantines_invalid_ones(env):
+    cfg, registry, data, root, session = env
+    summary = run(job_for(root), cfg)
+
+    got = predictions(session)
+    assert set(got) == valid_keys(data)
+    assert quarantine_keys(session, "batch:test_batch") == data.invalid_keys
+    assert summary.rows_read == ROWS
+    assert summary.rows_quarantined == len(data.invalid_rows)
+    assert summary.rows_scored == ROWS - len(data.invalid_rows)
+    assert summary.quarantined_by_reason and summary.rows_per_s > 0
+
+    # The same rows scored by the contract's Scorer directly, in one go, in memory.
+    direct = Scorer(load_contract("fraud"), registry, InMemoryFeatureStore()).score(data.table)
+    want = dict(zip(direct.scored["key"].to_pylist(), direct.scored["score"].to_pylist(),
+                    strict=True))  # fmt: skip
+    assert set(want) == set(got)
+    diffs = np.array([abs(got[k][0] - want[k]) for k in want])
+    assert diffs.max() == 0.0, f"batch scores differ from the Scorer's by up to {diffs.max()}"
+    some = next(iter(got.values()))
+    assert some[1] == "fraud/1" and len(some[2]) == len(load_contract("fraud").feature_names)
+
+    # A re-run changes no prediction and no quarantine row.
+    again = run(job_for(root), cfg)
+    assert predictions(session) == got
+    assert quarantine_keys(session, "batch:test_batch") == data.invalid_keys
+    assert again.rows_read == summary.rows_read
+
+
+def _actor_pids(marker: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    pids.append(int(entry.name))
+            except OSError:
+                pass
+    return pids
+
+
+def test_sigkilled_scoring_actor_does_not_lose_or_duplicate_rows(env):
+    cfg, registry, data, root, session = env
+    session.execute("TRUNCATE sluice_test_batch.predictions", timeout=60)
+    killed: list[int] = []
+
+    def killer() -> None:
+        deadline = time.monotonic() + 240
+        while not killed and time.monotonic() < deadline:
+            for pid in _actor_pids("ScoreStage"):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                break
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    summary = run(job_for(root, name="test_batch_kill"), cfg)
+    thread.join(timeout=5)
+    assert killed, "no scoring actor was seen, so none was killed"
+    assert set(predictions(session)) == valid_keys(data)
+    assert quarantine_keys(session, "batch:test_batch_kill") == data.invalid_keys
+    assert summary.rows_read == ROWS
+
+
+def _no_keyspace(session, name: str) -> bool:
+    return session.cluster.metadata.keyspaces.get(name) is None
+
+
+@pytest.mark.parametrize("case", ["missing-input", "unknown-contract", "unreadable", "wrong-type"])
+def test_bad_job_fails_clearly_before_any_write(env, tmp_path, case):
+    cfg, _, data, _, session = env
+    cfg = cfg.model_copy(update={
+        "cassandra": cfg.cassandra.model_copy(update={"keyspace": "sluice_test_batch_bad"}),
+    })  # fmt: skip
+    (tmp_path / "in").mkdir()
+    contract, expected = "fraud", ""
+    if case == "missing-input":
+        expected = "matches no file"
+    elif case == "unknown-contract":
+        write_parquet(data.table.slice(0, 10), tmp_path / "in" / "a.parquet")
+        contract, expected = "nope", "nope"
+    elif case == "unreadable":
+        (tmp_path / "in" / "a.parquet").write_bytes(b"this is not parquet")
+        expected = "cannot read"
+    else:
+        bad = data.table.slice(0, 10).set_column(
+            data.table.schema.get_field_index("amount"), "amount",
+            pa.array(["12.5"] * 10, pa.string()),
+        )  # fmt: skip
+        pq.write_table(bad, tmp_path / "in" / "a.parquet")
+        expected = "column amount is string, but contract fraud wants double"
+    job = job_for(tmp_path).model_copy(update={"contract": contract})
+    with pytest.raises(ConfigError, match=expected):
+        run(job, cfg)
+    assert _no_keyspace(session, "sluice_test_batch_bad")
+
+
+def test_main_exits_non_zero_with_the_cause(tmp_path, capsys):
+    job = tmp_path / "job.yaml"
+    job.write_text("name: j\ncontract: fraud\ninput: {paths: [/nonexistent/*.parquet]}\n")
+    assert batch_main(["--job", str(job)]) == 1
+    assert "matches no file" in capsys.readouterr().err
