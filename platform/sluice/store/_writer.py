@@ -240,7 +240,7 @@ def _last_per_key(table: pa.Table, keys: Sequence[str]) -> pa.Table:
     """One row per key, the last one (an upsert batch), in the order of those last rows."""
     if table.num_rows < 2:
         return table
-    if len(keys) == 1 and pc.count_distinct(table[keys[0]], mode="all").as_py() == table.num_rows:
+    if len(keys) == 1 and len(pc.unique(table[keys[0]])) == table.num_rows:
         return table
     rows = pa.array(np.arange(table.num_rows, dtype=np.int64))
     last = (

@@ -144,3 +144,12 @@ def test_nested_timestamps_stay_datetimes() -> None:
     when = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
     arr = pa.array([[when]], pa.list_(pa.timestamp("us", tz="UTC")))
     assert to_python(arr, "frozen<list<timestamp>>") == [[when]]
+
+
+def test_maps_of_sliced_and_chunked_arrays() -> None:
+    m = pa.array([[("a", 1.0)], [], None, [("b", 2.0), ("c", 3.0)]],
+                 pa.map_(pa.string(), pa.float64()))  # fmt: skip
+    assert to_python(m.slice(1), "map<text, double>") == [{}, None, {"b": 2.0, "c": 3.0}]
+    assert to_python(m.slice(3), "map<text, double>") == [{"b": 2.0, "c": 3.0}]
+    chunked = pa.chunked_array([m.slice(2), m.slice(0, 2)])
+    assert to_python(chunked, "map<text, double>") == [None, {"b": 2.0, "c": 3.0}, {"a": 1.0}, {}]

@@ -1,0 +1,171 @@
+"""Cassandra write throughput in one run: the raw driver vs the Sluice writer vs the Ray sink.
+
+    .venv/bin/python bench/cassandra_write.py [--rows 200000] [--concurrency 64,128,256]
+
+Against the Cassandra of configs/platform.yaml (keyspace ``sluice_bench``, recreated),
+into the fraud contract's predictions table (7 columns with a features map), it measures:
+- R, the raw driver ceiling: the writer's own prepared statement (same consistency, TTL,
+  idempotent flag) through ``execute_concurrent_with_args`` with ready-made parameter
+  tuples, at each --concurrency; the best is R;
+- the Sluice writer (``CassandraWriter.write`` on the Arrow table, conversion and retry
+  bookkeeping included) at R's concurrency and at the configured ``write_concurrency``;
+- the ``CassandraDatasink`` under Ray Data (``ray.init(num_cpus=2)``), the dataset
+  materialized beforehand, so the time is the write alone.
+Runs are interleaved for --rounds rounds and the best of each kind is kept (the least
+disturbed by other load). Prints a table, then, as its last line, one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "platform"))
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+from cassandra.concurrent import execute_concurrent_with_args  # noqa: E402
+
+from sluice.config import CassandraConfig, load_platform_config  # noqa: E402
+from sluice.contract import load_contract  # noqa: E402
+from sluice.datagen import generate_transactions  # noqa: E402
+from sluice.store import (  # noqa: E402
+    CassandraWriter,
+    WriteOptions,
+    apply_schema,
+    close_sessions,
+    session_for,
+    to_python,
+)
+
+TARGETS = {"writer_vs_raw": 0.9}
+KEYSPACE = "sluice_bench"
+
+
+def predictions(n: int) -> pa.Table:
+    tx = generate_transactions(n, seed=3)
+    rng = np.random.default_rng(3)
+    score = rng.random(n)
+    features = pa.array(
+        [[("amount", a), ("hour", float(h))] for a, h in
+         zip(tx["amount"].to_numpy(), rng.integers(0, 24, n), strict=True)],
+        pa.map_(pa.string(), pa.float64()),
+    )  # fmt: skip
+    return pa.table({
+        "transaction_id": tx["transaction_id"], "card_id": tx["card_id"],
+        "event_time": tx["event_time"], "score": score,
+        "model_version": pa.array(["fraud/1"] * n), "features": features,
+        "scored_at": pa.array([datetime.now(UTC)] * n, pa.timestamp("ms", tz="UTC")),
+    })  # fmt: skip
+
+
+def timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rows", type=int, default=200_000)
+    ap.add_argument("--concurrency", default="64,128,256", help="raw driver levels")
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--no-ray", action="store_true", help="skip the datasink")
+    args = ap.parse_args(argv)
+    levels = [int(c) for c in args.concurrency.split(",")]
+
+    platform = load_platform_config()
+    cfg = CassandraConfig.model_validate(
+        {**platform.cassandra.model_dump(), "keyspace": KEYSPACE}
+    )
+    contract = load_contract("fraud")
+    session = session_for(cfg)
+    session.execute(f"DROP KEYSPACE IF EXISTS {KEYSPACE}", timeout=120)
+    apply_schema(session, cfg, [contract])
+    table_name = contract.output.predictions_table
+    data = predictions(args.rows)
+    n = data.num_rows
+    base = WriteOptions.from_config(cfg, contract.output.consistency, contract.output.ttl_s)
+
+    def writer(concurrency: int) -> CassandraWriter:
+        opts = WriteOptions(**{**base.__dict__, "concurrency": concurrency})
+        return CassandraWriter(session, KEYSPACE, table_name, data.column_names, opts)
+
+    stmt = writer(base.concurrency).statement
+    w0 = writer(base.concurrency)
+    params = list(zip(*[to_python(data[c], w0.cql_types[c]) for c in data.column_names],
+                      strict=True))  # fmt: skip
+
+    best: dict[str, float] = {}
+
+    def keep(name: str, seconds: float) -> None:
+        rate = n / seconds
+        best[name] = max(best.get(name, 0.0), rate)
+        print(f"  {name:<28} {rate:>10,.0f} rows/s  ({seconds:.1f} s)", flush=True)
+
+    ray_ds = None
+    if not args.no_ray:
+        import ray
+
+        from sluice.store import CassandraDatasink
+
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 object_store_memory=300 * 1024 * 1024)  # fmt: skip
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        ray_ds = ray.data.from_arrow(data).repartition(8).materialize()
+
+    for r in range(args.rounds):
+        print(f"round {r + 1} of {args.rounds} ({n:,} rows each)", flush=True)
+        for c in levels:
+            keep(f"raw_c{c}", timed(lambda c=c: execute_concurrent_with_args(
+                session, stmt, params, concurrency=c)))  # fmt: skip
+        r_level = max(levels, key=lambda c: best[f"raw_c{c}"])
+        for c in dict.fromkeys([r_level, base.concurrency]):
+            w = writer(c)
+            keep(f"writer_c{c}", timed(lambda w=w: w.write(data)))
+        if ray_ds is not None:
+            sink = CassandraDatasink(cfg, table_name, consistency=contract.output.consistency,
+                                     ttl_s=contract.output.ttl_s)  # fmt: skip
+            keep("datasink_ray_2cpu", timed(lambda s=sink: ray_ds.write_datasink(s)))
+            assert sink.total_written == n, sink.total_written
+
+    raw_best = max(best[f"raw_c{c}"] for c in levels)
+    r_level = max(levels, key=lambda c: best[f"raw_c{c}"])
+    figures = {k: round(v) for k, v in best.items()}
+    figures["raw_best_R"] = round(raw_best)
+    ratios = {
+        "writer_vs_raw": round(best[f"writer_c{r_level}"] / raw_best, 3),
+        "writer_at_config_vs_raw": round(best[f"writer_c{base.concurrency}"] / raw_best, 3),
+    }
+    if "datasink_ray_2cpu" in best:
+        ratios["datasink_vs_raw"] = round(best["datasink_ray_2cpu"] / raw_best, 3)
+
+    print(f"\nCassandra writes, {n:,} rows, best of {args.rounds} round(s); R = raw driver at "
+          f"concurrency {r_level}")  # fmt: skip
+    print(f"{'run':<28} {'rows/s':>10} {'vs R':>7}")
+    for name, rate in sorted(best.items(), key=lambda kv: -kv[1]):
+        print(f"{name:<28} {rate:>10,.0f} {rate / raw_best:>7.2f}")
+    for name, value in ratios.items():
+        target = TARGETS.get(name)
+        mark = "" if target is None else (" ok" if value >= target else f" BELOW {target}")
+        print(f"{name:<28} {value:>10.3f}{mark}")
+    close_sessions()
+    print(json.dumps({"bench": "cassandra_write", "figures": figures, "ratios": ratios,
+                      "targets": TARGETS}))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
