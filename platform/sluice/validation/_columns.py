@@ -192,11 +192,12 @@ class ColumnLayout:
         if len(batches) != 1:
             batches = table.combine_chunks().to_batches() if table.num_rows else []
         out: dict[str, ColumnView | None] = {}
+        arrays = batches[0].columns if batches else []  # one call for all wrappers
         for name, i, kind in self.columns:
             if i < 0:
                 out[name] = None
-            elif batches:
-                out[name] = ColumnView(batches[0].column(i), kind, small)
+            elif arrays:
+                out[name] = ColumnView(arrays[i], kind, small)
             else:
                 out[name] = ColumnView(pa.array([], self.schema.field(i).type), kind, small)
         return out
