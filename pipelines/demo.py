@@ -1,7 +1,9 @@
 """`make demo`: the main job, run against the local servers `sluice local up` started.
 
-Smoke stage (foundation): one row through Cassandra, one message through Kafka, one tiny
-Ray Data job. Later stages (batch, stream, online) are added as they land.
+1. smoke: one row through Cassandra, one message through Kafka, one tiny Ray Data job;
+2. model: train the fraud model if the registry has no champion;
+3. batch: generate transactions (3% invalid), run configs/jobs/fraud_batch.yaml on Ray
+   Data, and read scored rows and quarantine reasons back from Cassandra.
 """
 
 from __future__ import annotations
@@ -69,6 +71,51 @@ def ray_data_job() -> str:
     return f"sum of 2*i for i < 10000 = {ds.sum('x')}"
 
 
+def ensure_model(cfg: PlatformConfig) -> str:
+    from pipelines.train import TrainConfig, train
+    from sluice.errors import ModelNotFound
+    from sluice.models import ModelRegistry
+
+    registry = ModelRegistry.from_config(cfg)
+    try:
+        name, version = registry.resolve("fraud@champion")
+        return f"champion fraud/{version} already registered"
+    except ModelNotFound:
+        result = train(TrainConfig(), registry)
+        return (f"trained {result.name}/{result.version} ({result.alias}), "
+                f"holdout AUC {result.holdout_auc:.3f}")
+
+
+def batch_stage(cfg: PlatformConfig) -> None:
+    import json
+
+    from pipelines.batch_score import print_summary, run
+    from sluice.datagen import generate_dataset, write_parquet
+    from sluice.jobs import load_job
+    from sluice.store import session_for
+
+    job = load_job("configs/jobs/fraud_batch.yaml")
+    out = cfg.resolve(".state/data/transactions")
+    out.mkdir(parents=True, exist_ok=True)
+    data = generate_dataset(20_000, seed=2026, invalid_fraction=0.03)
+    for i in range(2):
+        write_parquet(data.table.slice(i * 10_000, 10_000), out / f"part-{i}.parquet")
+    print(f"Generated 20000 transactions ({len(data.invalid_rows)} invalid) into {out}")
+    summary = run(job, cfg)
+    print_summary(summary)
+    ks = cfg.cassandra.keyspace
+    session = session_for(cfg.cassandra)
+    print(f"\nA few scored rows from {ks}.predictions:")
+    for row in session.execute(f"SELECT transaction_id, card_id, score, model_version "
+                               f"FROM {ks}.predictions LIMIT 5"):  # fmt: skip
+        print(f"  {row.transaction_id}  {row.card_id}  score={row.score:.4f}  {row.model_version}")
+    print(f"A few quarantined rows from {ks}.quarantine:")
+    for row in session.execute(f"SELECT key, reasons FROM {ks}.quarantine LIMIT 5"):
+        reasons = "; ".join(f"{r['expectation']} on {r['column']} (value {r['value']})"
+                            for r in json.loads(row.reasons))  # fmt: skip
+        print(f"  {row.key}: {reasons}")
+
+
 def main() -> None:
     import ray
 
@@ -80,6 +127,8 @@ def main() -> None:
              log_to_driver=False, namespace=cfg.ray.namespace)  # fmt: skip
     try:
         print(f"Ray Data job:         {ray_data_job()}")
+        print(f"Model:                {ensure_model(cfg)}")
+        batch_stage(cfg)
     finally:
         ray.shutdown()
     print(f"Results are in Cassandra at {cfg.cassandra.contact_points[0]}:{cfg.cassandra.port}, "
