@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -71,16 +72,28 @@ def _local_transactions(n: int, seed: int, invalid_fraction: float) -> pa.Table:
     )
 
 
-def timed(fn: Callable[[], object], number: int, repeat: int) -> tuple[float, float]:
-    """(best, median) seconds per call over ``repeat`` rounds of ``number`` calls."""
+def timed(fn: Callable[[], object], number: int, repeat: int) -> tuple[float, float, float]:
+    """(best, median, best CPU) seconds per call over ``repeat`` rounds of ``number`` calls.
+
+    CPU time (this process only) shows the cost when other jobs share the machine
+    and stretch the wall clock; the targets are judged on the wall clock.
+    """
     fn()  # warm caches (compiled plan, GX context)
-    rounds = []
+    rounds, cpu = [], []
     for _ in range(repeat):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         for _ in range(number):
             fn()
         rounds.append((time.perf_counter() - start) / number)
-    return min(rounds), statistics.median(rounds)
+        cpu.append((time.process_time() - start_cpu) / number)
+    return min(rounds), statistics.median(rounds), min(cpu)
+
+
+def _load() -> float:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
 
 
 def main() -> None:
@@ -95,15 +108,19 @@ def main() -> None:
     dirty = transactions(args.rows, seed=8, invalid_fraction=0.01)
     one = clean.slice(0, 1)
 
-    compiled_1, compiled_1_med = timed(
+    compiled_1, compiled_1_med, compiled_1_cpu = timed(
         lambda: validate(one, suite, "compiled", params), 2000, args.repeat
     )
-    gx_1, gx_1_med = timed(lambda: validate(one, suite, "gx", params), 5, max(3, args.repeat // 2))
-    compiled_n, compiled_n_med = timed(
+    gx_1, gx_1_med, gx_1_cpu = timed(
+        lambda: validate(one, suite, "gx", params), 5, max(3, args.repeat // 2)
+    )
+    compiled_n, compiled_n_med, compiled_n_cpu = timed(
         lambda: validate(clean, suite, "compiled", params), 3, args.repeat
     )
-    dirty_n, dirty_n_med = timed(lambda: validate(dirty, suite, "compiled", params), 3, args.repeat)
-    gx_n, gx_n_med = timed(lambda: validate(clean, suite, "gx", params), 1, 3)
+    dirty_n, dirty_n_med, _ = timed(
+        lambda: validate(dirty, suite, "compiled", params), 3, args.repeat
+    )
+    gx_n, gx_n_med, gx_n_cpu = timed(lambda: validate(clean, suite, "gx", params), 1, 3)
 
     # the figures only count if the engines agree on what they measured
     for table in (one, dirty):
@@ -114,16 +131,21 @@ def main() -> None:
     figures = {
         "compiled_1row_us": round(compiled_1 * 1e6, 1),
         "compiled_1row_median_us": round(compiled_1_med * 1e6, 1),
+        "compiled_1row_cpu_us": round(compiled_1_cpu * 1e6, 1),
         "gx_1row_ms": round(gx_1 * 1e3, 2),
         "gx_1row_median_ms": round(gx_1_med * 1e3, 2),
+        "gx_1row_cpu_ms": round(gx_1_cpu * 1e3, 2),
         "compiled_rows_per_s": round(n / compiled_n),
         "compiled_rows_per_s_median": round(n / compiled_n_med),
+        "compiled_rows_per_s_cpu": round(n / compiled_n_cpu),
         "compiled_rows_per_s_1pct_invalid": round(n / dirty_n),
         "gx_rows_per_s": round(n / gx_n),
+        "gx_rows_per_s_cpu": round(n / gx_n_cpu),
         "batch_rows": n,
         "invalid_rows_in_dirty_batch": int(
             validate(dirty, suite, "compiled", params).invalid_rows.size
         ),
+        "load_average_1min": round(_load(), 2),
     }
     ratios = {
         "latency_1row_gx_over_compiled": round(gx_1 / compiled_1, 1),
@@ -137,10 +159,22 @@ def main() -> None:
             f"{ratios['latency_1row_gx_over_compiled']}x faster",
         ),
         (
+            "  CPU time per 1-row call",
+            f"{compiled_1_cpu * 1e6:.1f} µs",
+            f"{gx_1_cpu * 1e3:.2f} ms",
+            "",
+        ),
+        (
             f"rows/s, {n:,} clean rows",
             f"{n / compiled_n:,.0f} (median {n / compiled_n_med:,.0f})",
             f"{n / gx_n:,.0f}",
             f"{ratios['throughput_compiled_over_gx']}x more",
+        ),
+        (
+            "  rows per CPU second",
+            f"{n / compiled_n_cpu:,.0f}",
+            f"{n / gx_n_cpu:,.0f}",
+            "",
         ),
         (
             f"rows/s, {n:,} rows, 1% invalid",
@@ -149,12 +183,15 @@ def main() -> None:
             "",
         ),
     ]
-    print(f"validation bench — suite {SUITE.name}, {len(suite.expectations)} expectations")
+    print(
+        f"validation bench — suite {SUITE.name}, {len(suite.expectations)} expectations; "
+        f"best of {args.repeat} rounds; 1-min load average {_load():.2f}"
+    )
     print(f"{'measure':<32} {'compiled':<34} {'gx':<26} compiled vs gx")
     for label, c, g, r in rows:
         print(f"{label:<32} {c:<34} {g:<26} {r}")
     print(
-        f"targets: compiled ≤ {TARGETS['compiled_1row_us']} µs per 1-row call: "
+        f"targets (wall clock): compiled ≤ {TARGETS['compiled_1row_us']} µs per 1-row call: "
         f"{'met' if compiled_1 * 1e6 <= TARGETS['compiled_1row_us'] else 'MISSED'}; "
         f"≥ {TARGETS['compiled_rows_per_s']:,} rows/s: "
         f"{'met' if n / compiled_n >= TARGETS['compiled_rows_per_s'] else 'MISSED'}"
