@@ -382,3 +382,25 @@ def test_large_table_uses_the_same_rules():
     )
     report = validate(table, suite, "compiled")
     assert report.valid.tolist() == [v == "tx_0123456789abcdef" for v in values]
+
+
+def test_gx_context_and_suites_are_built_once_per_process():
+    from sluice.validation import _gx
+
+    suite = suite_of(("expect_column_values_to_not_be_null", {"column": "a"}))
+    table = pa.table({"a": [1, None]})
+    validate(table, suite, "gx")
+    runtime, gx_suite = _gx._get_runtime(), suite._cache["gx"]
+    report = validate(table, suite, "gx")
+    assert _gx._get_runtime() is runtime and suite._cache["gx"] is gx_suite
+    assert report.valid.tolist() == [True, False] and not report.success
+    assert report.expectations[0].as_dict() == {
+        "index": 0,
+        "expectation": "expect_column_values_to_not_be_null",
+        "column": "a",
+        "scope": "row",
+        "applicable": True,
+        "success": False,
+        "element_count": 2,
+        "unexpected_count": 1,
+    }

@@ -115,6 +115,9 @@ def _frame(dataset: dict) -> pd.DataFrame:
         if value.lower() in ("datetime", "datetime64", "datetime64[ns]"):
             frame[key] = pd.to_datetime(frame[key])
             continue
+        if value.lower() == "date":
+            frame[key] = pd.to_datetime(frame[key]).dt.date
+            value = "object"
         try:
             dtypes[key] = np.dtype(value)
         except TypeError:
