@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
 from sluice.config import load_platform_config
 from sluice.errors import SluiceError
-from sluice.models import ModelRegistry, parse_model_ref
+
+if TYPE_CHECKING:
+    from sluice.models import ModelRegistry
 
 app = typer.Typer(
     help="Register, inspect, promote and roll back model versions.", no_args_is_help=True
@@ -28,6 +30,9 @@ AliasOption = typer.Option("champion", "--alias", help="Alias to move (champion 
 
 
 def _registry(config: Path | None, registry: str | None) -> ModelRegistry:
+    # Imported here: sluice.models pulls in torch (seconds), which no other command needs.
+    from sluice.models import ModelRegistry
+
     return ModelRegistry(registry) if registry else ModelRegistry.from_config(
         load_platform_config(config)
     )  # fmt: skip
@@ -146,6 +151,8 @@ def show(
 ) -> None:
     """Show a model (aliases, history) or one version (metrics, lineage, features)."""
     reg = _registry(config, registry)
+    from sluice.models import parse_model_ref
+
     parsed = _run(lambda: parse_model_ref(ref))
     if "@" not in ref and "/" not in ref:
         manifest = _run(lambda: reg.manifest(parsed.name))
