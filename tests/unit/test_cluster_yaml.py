@@ -70,3 +70,20 @@ def test_broken_copies_are_caught(cluster, breakage):
     breakage(broken)
     with pytest.raises(Exception):  # noqa: B017 - jsonschema.ValidationError or ValueError
         check(broken)
+
+
+def test_local_fake_cluster_mirrors_the_real_node_types(cluster):
+    """configs/cluster.local.yaml: the same worker types on the fake multi-node provider.
+
+    Ray's fake provider has no defaults file in the wheel, so the file is complete by
+    itself and checked against the schema directly (no prepare_config)."""
+    from ray.autoscaler._private.util import validate_config
+
+    local = yaml.safe_load((REPO / "configs" / "cluster.local.yaml").read_text())
+    validate_config(local)
+    assert local["provider"]["type"] == "fake_multinode"
+    assert local["head_node_type"] == "ray.head.default"
+    assert set(local["available_node_types"]) == set(cluster["available_node_types"])
+    assert local["available_node_types"]["gpu_worker"]["resources"]["GPU"] == 1
+    for spec in local["available_node_types"].values():
+        assert all(isinstance(v, int) for v in spec["resources"].values())
