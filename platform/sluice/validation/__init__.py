@@ -25,12 +25,16 @@ Semantics (identical in both engines, proven by a property test against GX):
 - when GX cannot evaluate an expectation on a column (numeric bounds on a
   string column), both engines raise `ConfigError`.
 
+- ``row_condition`` (``condition_parser="pandas"``) is supported for a column
+  compared with literals (``== != < <= > >=``, ``in``), combined with
+  ``& | ~ and or not``, with pandas' null semantics.
+
 Limits of the compiled engine, all explicit (`UnsupportedExpectation` at load
-or `ConfigError` naming the expectation, the column and its Arrow type):
-``row_condition`` / ``condition_parser``; suite parameter expressions (only
-plain names); regexes whose meaning differs between Python ``re`` and RE2
-(``{,n}``, ``[[:alpha:]]``); regex and length checks on float32, timestamp or
-nested columns; value sets on timestamp columns; ranges on uint64 columns.
+or `ConfigError` naming the expectation, the column and its Arrow type): other
+row_condition syntax or parsers; suite parameter expressions (only plain
+names); regexes whose meaning differs between Python ``re`` and RE2 (``{,n}``,
+``[[:alpha:]]``); regex and length checks on float32, timestamp or nested
+columns; value sets and row conditions on timestamp columns; ranges on uint64.
 """
 
 from sluice.validation._api import Engine, load_suite, parse_suite, validate

@@ -21,7 +21,8 @@ import pyarrow as pa
 
 from sluice.errors import ConfigError
 from sluice.validation import _checks
-from sluice.validation._columns import ColumnLayout
+from sluice.validation._columns import ColumnLayout, ColumnView
+from sluice.validation._conditions import ConditionError
 from sluice.validation._report import ExpectationOutcome, ValidationReport, build_report
 from sluice.validation._suite import Expectation, Suite, resolve_params
 
@@ -53,12 +54,20 @@ class _Plan:
             kind = _OTHER
             if exp.type == "expect_column_to_exist" and not exp.kwargs.get("column_index"):
                 kind = _EXIST
-            elif exp.type == "expect_column_values_to_not_be_null" and not exp.parameters:
+            elif (
+                exp.type == "expect_column_values_to_not_be_null"
+                and not exp.parameters
+                and exp.condition is None
+            ):
                 kind = _NOT_NULL
             # the outcome of a clean column, shared by every call (outcomes are read-only)
             clean = ExpectationOutcome(exp, True, _NO_ROWS)
             self.steps.append((exp, _checks.build(exp, suite.source), exp.column, kind, clean))
-        self.columns = sorted({e.column for e in suite.expectations if e.column is not None})
+        columns = {e.column for e in suite.expectations if e.column is not None}
+        for exp in suite.expectations:
+            if exp.condition is not None:
+                columns |= exp.condition.columns
+        self.columns = sorted(columns)
         self.row_positions = [i for i, e in enumerate(suite.expectations) if e.scope == "row"]
         self._layout: ColumnLayout | None = None
 
@@ -113,10 +122,39 @@ def validate_compiled(
             if exp.type == "expect_column_to_exist":
                 kwargs = {**kwargs, "_columns": table.schema.names}
             try:
-                append(check(view, kwargs, n))
+                if exp.condition is None:
+                    append(check(view, kwargs, n))
+                else:
+                    append(_conditioned(exp, check, view, kwargs, views, n))
             except _checks.Incompatible as exc:
                 raise ConfigError(
                     f"suite {suite.source}: {exp.describe()} cannot be evaluated on a column "
                     f"of Arrow type {view.arr.type if view else '?'}: {exc}"
                 ) from None
+            except ConditionError as exc:
+                raise ConfigError(f"suite {suite.source}: {exp.describe()}: {exc}") from None
     return build_report("compiled", table, outcomes, plan.row_positions)
+
+
+def _conditioned(
+    exp: Expectation,
+    check: Callable,
+    view: ColumnView | None,
+    kwargs: Mapping[str, Any],
+    views: Mapping[str, ColumnView | None],
+    n: int,
+) -> ExpectationOutcome:
+    """Run a check on the rows its row_condition selects, as GX does (df.query first);
+    unexpected rows are reported by their position in the whole table."""
+    rows = np.flatnonzero(exp.condition.mask(views, n))
+    sub = None
+    if view is not None:
+        sub = ColumnView(view.arr.take(pa.array(rows, pa.int64())), view.kind, view.small)
+    outcome = check(sub, kwargs, rows.size)
+    return ExpectationOutcome(
+        exp,
+        outcome.success,
+        rows[np.asarray(outcome.rows, dtype=np.int64)],
+        outcome.missing,
+        outcome.observed_value,
+    )

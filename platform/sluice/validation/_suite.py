@@ -34,6 +34,7 @@ from pydantic.v1 import (
 )
 
 from sluice.errors import ConfigError, UnsupportedExpectation
+from sluice.validation._conditions import RowCondition, UnsupportedCondition
 
 __all__ = [
     "SUPPORTED_EXPECTATIONS",
@@ -185,6 +186,7 @@ class Expectation:
     scope: Scope
     parameters: frozenset[str] = frozenset()
     meta: Mapping[str, Any] = field(default_factory=dict)
+    condition: RowCondition | None = None  # row_condition (pandas parser), parsed
 
     def describe(self) -> str:
         on = f" on column {self.column!r}" if self.column is not None else ""
@@ -261,11 +263,7 @@ def _parse_expectation(index: int, item: Any, source: str) -> Expectation:
         raise ConfigError(f"{where} ({type_}): missing required argument 'column'")
     parameters = frozenset(_parameters_in(kwargs, f"{where} ({type_})"))
     coerced = _coerce(model, kwargs, f"{where} ({type_})")
-    for feature in ("row_condition", "condition_parser"):
-        if coerced.get(feature) is not None:
-            raise UnsupportedExpectation(
-                f"{where} ({type_}): {feature} is not supported by the compiled engine"
-            )
+    condition = _condition(coerced, f"{where} ({type_})")
     if type_.endswith("match_regex") and isinstance(coerced.get("regex"), str):
         try:
             with warnings.catch_warnings():
@@ -294,7 +292,40 @@ def _parse_expectation(index: int, item: Any, source: str) -> Expectation:
         scope=scope,
         parameters=parameters,
         meta=meta if isinstance(meta, dict) else {},
+        condition=condition,
     )
+
+
+_PARSERS = ("great_expectations", "great_expectations__experimental__", "pandas", "spark")
+
+
+def _condition(kwargs: Mapping[str, Any], where: str) -> RowCondition | None:
+    """The row_condition, parsed; GX's own rules first, then the supported subset."""
+    text, parser = kwargs.get("row_condition"), kwargs.get("condition_parser")
+    if parser is not None and parser not in _PARSERS:
+        raise ConfigError(
+            f"{where}: condition_parser {parser!r} is not a valid enumeration member "
+            f"(one of {', '.join(_PARSERS)})"
+        )
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise UnsupportedExpectation(
+            f"{where}: row_condition must be a string for the compiled engine, got {text!r}"
+        )
+    if parser is None:
+        raise ConfigError(f"{where}: row_condition needs condition_parser (GX requires it)")
+    if parser != "pandas":
+        raise UnsupportedExpectation(
+            f"{where}: row_condition with condition_parser {parser!r} is not supported by "
+            "the compiled engine (only 'pandas')"
+        )
+    try:
+        return RowCondition(text)
+    except UnsupportedCondition as exc:
+        raise UnsupportedExpectation(
+            f"{where}: row_condition {text!r} is not supported by the compiled engine: {exc}"
+        ) from None
 
 
 def _coerce(model: type[_Kwargs], kwargs: Mapping[str, Any], where: str) -> dict[str, Any]:

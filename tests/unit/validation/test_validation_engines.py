@@ -404,3 +404,38 @@ def test_gx_context_and_suites_are_built_once_per_process():
         "element_count": 2,
         "unexpected_count": 1,
     }
+
+
+def test_row_condition_selects_the_rows_gx_selects():
+    table = pa.table({"c": [None, "a", None, "b"], "k": [1, 1, 2, None]})
+    where = {"condition_parser": "pandas"}
+    not_null = "expect_column_values_to_not_be_null"
+    expect_rows(table, not_null, {"column": "c", "row_condition": "k == 1", **where}, [0], False)
+    # a null k is unequal to everything, so "k != 1" keeps rows 2 and 3
+    expect_rows(table, not_null, {"column": "c", "row_condition": "k != 1", **where}, [2], False)
+    expect_rows(
+        table,
+        not_null,
+        {"column": "c", "row_condition": 'k == 1 and c == "a"', "mostly": 0.5, **where},
+        [],
+        True,
+    )
+    expect_rows(
+        table,
+        "expect_table_row_count_to_equal",
+        {"value": 1, "row_condition": "k in [2, 3]", **where},
+        [],
+        True,
+    )
+
+
+def test_row_condition_on_a_missing_column_raises_in_both_engines():
+    suite = suite_of(
+        (
+            "expect_column_values_to_not_be_null",
+            {"column": "c", "row_condition": "nope == 1", "condition_parser": "pandas"},
+        )
+    )
+    for engine in ("gx", "compiled"):
+        with pytest.raises(ConfigError):
+            validate(pa.table({"c": [1]}), suite, engine)

@@ -370,6 +370,49 @@ def test_batch_level(tbl, mostly, rows):
     )
 
 
+LITERALS = st.sampled_from(["0", "1", "2.5", "-1", '"a"', '""', "True"])
+
+
+@st.composite
+def conditions(draw, depth: int = 0) -> str:
+    if depth < 2 and draw(st.booleans()):
+        left, right = draw(conditions(depth + 1)), draw(conditions(depth + 1))
+        op = draw(st.sampled_from(["&", "|", "and", "or"]))
+        text = f"({left}) {op} ({right})"
+        return f"~({text})" if draw(st.booleans()) else text
+    op = draw(st.sampled_from(["==", "!=", "<", ">=", "in", "not in"]))
+    if op.endswith("in"):
+        return f"k {op} [{draw(LITERALS)}, {draw(LITERALS)}]"
+    return f"k {op} {draw(LITERALS)}"
+
+
+@SETTINGS
+@given(
+    table(
+        {
+            "c": ["string", "float64", "int64"],
+            "k": ["int64", "float64", "string", "bool", "bool-dense"],
+        }
+    ),
+    conditions(),
+    MOSTLY,
+)
+def test_row_conditions(tbl, condition, mostly):
+    where = {"row_condition": condition, "condition_parser": "pandas"}
+    check(
+        tbl,
+        [
+            ("expect_column_values_to_not_be_null", with_mostly({"column": "c", **where}, mostly)),
+            (
+                "expect_column_values_to_be_in_set",
+                {"column": "c", "value_set": ["a", 1.0], **where},
+            ),
+            ("expect_column_values_to_be_unique", {"column": "c", **where}),
+            ("expect_table_row_count_to_be_between", {"min_value": 1, **where}),
+        ],
+    )
+
+
 WRONG = [
     ("expect_column_values_to_be_between", {"min_value": 0, "max_value": 10}),
     ("expect_column_values_to_be_between", {"min_value": "2020-01-01T00:00:00+00:00"}),

@@ -73,10 +73,32 @@ def test_unsupported_expectation_is_refused_with_its_name(tmp_path):
     assert str(path) in str(exc.value) and "expectations[0]" in str(exc.value)
 
 
-def test_row_condition_is_refused_not_ignored():
-    document = one("expect_column_values_to_not_be_null", column="a", row_condition='b == "x"')
-    with pytest.raises(UnsupportedExpectation, match="row_condition"):
-        parse_suite(document)
+@pytest.mark.parametrize(
+    "condition, parser, error, message",
+    [
+        ("b.str.len() > 2", "pandas", UnsupportedExpectation, "needs a column name"),
+        ("1 < b < 3", "pandas", UnsupportedExpectation, "unsupported syntax"),
+        ("b == c", "pandas", UnsupportedExpectation, "not a string, number or bool literal"),
+        ('col("b") > 2', "great_expectations", UnsupportedExpectation, "only 'pandas'"),
+        ("b > 2", None, ConfigError, "needs condition_parser"),
+        ("b > 2", "bad_parser", ConfigError, "not a valid enumeration member"),
+        ("b >", "pandas", UnsupportedExpectation, "not a valid expression"),
+    ],
+)
+def test_row_conditions_outside_the_subset_are_refused(condition, parser, error, message):
+    kwargs = {"column": "a", "row_condition": condition}
+    if parser is not None:
+        kwargs["condition_parser"] = parser
+    with pytest.raises(error, match=message):
+        parse_suite(one("expect_column_values_to_not_be_null", **kwargs))
+
+
+def test_supported_row_condition_is_parsed_at_load():
+    kwargs = {"column": "a", "row_condition": '(b > 2) & ~(c in ["x", "y"]) or d != -1.5'}
+    exp = parse_suite(
+        one("expect_column_values_to_not_be_null", condition_parser="pandas", **kwargs)
+    ).expectations[0]
+    assert exp.condition is not None and exp.condition.columns == {"b", "c", "d"}
 
 
 def test_bad_json_names_file_line_and_column(tmp_path):
