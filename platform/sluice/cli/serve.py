@@ -1,0 +1,105 @@
+"""`sluice serve`: check configs/serve.yaml key by key, then run or deploy it on Ray Serve.
+
+    sluice serve                          # check, then `serve run configs/serve.yaml` (blocks)
+    sluice serve --deploy [--address URL] # check, then `serve deploy` to a running cluster
+    sluice serve --check                  # check only
+    sluice serve hash-key                 # a new API key and the digest line to store
+    echo -n "$KEY" | sluice serve hash-key -   # the digest of an existing key
+
+The check catches what Serve itself would silently ignore (misspelled deployment or
+autoscaling keys) and validates the app's typed args; see serve_apps/scoring/config_check.py.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+
+from sluice.config import REPO_ROOT
+from sluice.errors import SluiceError
+
+app = typer.Typer(
+    help="Online scoring on Ray Serve: check and run configs/serve.yaml; make API keys.",
+    invoke_without_command=True,
+)
+
+DEFAULT_CONFIG = Path("configs/serve.yaml")
+ConfigOption = typer.Option(DEFAULT_CONFIG, "--config", help="Serve config file.")
+
+
+def _repo_on_path() -> None:
+    # serve_apps/ is an application folder of the repo, not an installed package (like
+    # pipelines/): import it from the repo root, as Serve itself does (`--app-dir .`).
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+
+
+def _serve_cli() -> str:
+    found = Path(sys.executable).parent / "serve"
+    return str(found) if found.exists() else (shutil.which("serve") or "serve")
+
+
+@app.callback()
+def serve(
+    ctx: typer.Context,
+    config: Path = ConfigOption,
+    deploy: bool = typer.Option(False, "--deploy", help="`serve deploy` to a running cluster."),
+    address: str | None = typer.Option(
+        None, "--address", help="Dashboard address for --deploy (default: Serve's own)."
+    ),
+    check: bool = typer.Option(False, "--check", help="Only check the config."),
+) -> None:
+    """Check the Serve config, then run it locally (`serve run`) or deploy it (`--deploy`)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    _repo_on_path()
+    from serve_apps.scoring.config_check import load_serve_config
+
+    path = config if config.is_absolute() else REPO_ROOT / config
+    try:
+        raw = load_serve_config(path)
+    except SluiceError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    names = ", ".join(a.get("name", "default") for a in raw.get("applications", []))
+    typer.echo(f"{path}: config OK (applications: {names})")
+    if check:
+        return
+    if deploy:
+        cmd = [_serve_cli(), "deploy", str(path)] + (["--address", address] if address else [])
+    else:
+        cmd = [_serve_cli(), "run", str(path)]
+    typer.echo("$ " + " ".join(cmd))
+    raise typer.Exit(subprocess.run(cmd, cwd=REPO_ROOT, check=False).returncode)
+
+
+@app.command("hash-key")
+def hash_key(
+    key: str | None = typer.Argument(
+        None, help="The key to hash; '-' reads it from stdin; omitted: make a new one."
+    ),
+    name: str = typer.Option("client", "--name", help="Name of the key in the key file."),
+) -> None:
+    """Print the SHA-256 line to add to the key file (configs/api_keys)."""
+    _repo_on_path()
+    from serve_apps.scoring.auth import hash_key as digest_of
+    from serve_apps.scoring.auth import new_key
+
+    if key == "-":
+        key = sys.stdin.read().strip()
+    made = key is None
+    key = new_key() if key is None else key
+    if not key:
+        typer.echo("error: empty key", err=True)
+        raise typer.Exit(1)
+    if made:
+        typer.echo(f"key (shown once, give it to the client): {key}")
+        typer.echo("line for the key file:")
+    typer.echo(f"{name} {digest_of(key)}")
+
+
+__all__ = ["app"]

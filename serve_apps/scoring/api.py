@@ -1,0 +1,344 @@
+"""The HTTP surface: ``create_api(service)`` builds the FastAPI app of one ingress replica.
+
+Routes (all but ``/v1/health`` need an API key; see ``auth``)::
+
+    POST /v1/{contract}/predict   one row (object) or up to max_rows rows (array)
+    GET  /v1/health               liveness, no key
+    GET  /v1/models               versions and aliases, and what this endpoint serves
+    GET  /v1/stats                this replica's counters (prediction log included)
+    GET  /docs, /openapi.json     OpenAPI
+
+Status codes: 401 wrong or missing key; 404 unknown contract; 413 body over
+``max_body_bytes`` or more than ``max_rows`` rows; 422 malformed rows (field and rule)
+or rows that broke the contract's expectations (quarantined, with the reasons);
+503 (or 429) with ``Retry-After`` when the model's queue is full or the store is down;
+504 when scoring takes longer than ``request_timeout_s``. A client mistake is never a 500.
+
+The app talks to the model through a ``ModelClient`` (a Serve handle in production, a
+plain function in unit tests), so every route is testable without Ray.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
+
+from serve_apps.scoring.auth import AuthMiddleware, KeyRing
+from serve_apps.scoring.prediction_log import LogEntry, PredictionLog
+from serve_apps.scoring.schemas import (
+    PredictResponse,
+    RequestParser,
+    RequestRejected,
+    ScoreReply,
+    predict_response,
+    rejected_body,
+)
+from sluice.contract import Contract
+from sluice.errors import (
+    ConfigError,
+    ModelNotFound,
+    SluiceError,
+    StoreUnavailable,
+    ValidationFailed,
+)
+from sluice.models import ModelRegistry
+
+__all__ = [
+    "HEALTH_PATH",
+    "FunctionModelClient",
+    "ModelClient",
+    "Overloaded",
+    "ScoringService",
+    "ScoringTimeout",
+    "create_api",
+    "status_for",
+]
+
+log = logging.getLogger(__name__)
+
+HEALTH_PATH = "/v1/health"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+# SluiceError branch -> status. The most specific class in an error's MRO wins.
+STATUS_BY_ERROR: dict[type[SluiceError], int] = {
+    ValidationFailed: 422,
+    StoreUnavailable: 503,  # includes WriteFailed: retry later
+    ModelNotFound: 503,  # the endpoint has no model to serve right now
+    ConfigError: 500,  # the deployment is misconfigured: not the client's doing
+    SluiceError: 500,
+}
+
+
+def status_for(exc_type: type[BaseException]) -> int:
+    for klass in exc_type.__mro__:
+        if klass in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[klass]
+    return 500
+
+
+class Overloaded(Exception):
+    """The model deployment's queue is full (or it has no replica): answer at once."""
+
+
+class ScoringTimeout(Exception):
+    """Scoring did not finish within ``request_timeout_s``."""
+
+
+class ModelClient(Protocol):
+    async def score(self, rows: list[dict[str, Any]]) -> ScoreReply: ...
+
+    async def info(self) -> dict[str, Any]: ...
+
+
+class FunctionModelClient:
+    """A ``ModelClient`` around plain (async) functions: for tests and local tools."""
+
+    def __init__(
+        self,
+        score: Callable[[list[dict[str, Any]]], Awaitable[ScoreReply]],
+        info: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+    ) -> None:
+        self._score, self._info = score, info
+
+    async def score(self, rows: list[dict[str, Any]]) -> ScoreReply:
+        return await self._score(rows)
+
+    async def info(self) -> dict[str, Any]:
+        return await self._info() if self._info else {}
+
+
+@dataclass
+class Counters:
+    requests: int = 0
+    predictions: int = 0
+    rejected_requests: int = 0
+    overloaded: int = 0
+    timeouts: int = 0
+    errors: int = 0
+    by_status: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass
+class ScoringService:
+    """Everything one ingress replica needs; ``create_api`` turns it into routes."""
+
+    contract: Contract
+    keyring: KeyRing
+    model: ModelClient
+    parser: RequestParser
+    max_body_bytes: int
+    request_timeout_s: float
+    overload_status: int = 503
+    retry_after_s: int = 1
+    prediction_log: PredictionLog | None = None
+    registry: ModelRegistry | None = None
+    docs_public: bool = False
+    counters: Counters = field(default_factory=Counters)
+
+    @property
+    def retry_headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+    async def read_body(self, request: Request) -> bytes:
+        limit = self.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise RequestRejected(400, f"bad Content-Length header {declared!r}")
+            if int(declared) > limit:
+                raise RequestRejected(413, f"body of {declared} bytes is over the limit of "
+                                           f"{limit} bytes")  # fmt: skip
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RequestRejected(413, f"body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def score(self, rows: list[dict[str, Any]]) -> ScoreReply:
+        try:
+            return await asyncio.wait_for(self.model.score(rows), self.request_timeout_s)
+        except TimeoutError:
+            raise ScoringTimeout(
+                f"scoring took longer than {self.request_timeout_s:g} s; retry later"
+            ) from None
+
+
+def _request_id(request: Request) -> str:
+    given = request.headers.get("x-request-id")
+    return given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+def _json(status: int, body: dict[str, Any], request_id: str | None = None,
+          headers: dict[str, str] | None = None) -> JSONResponse:  # fmt: skip
+    extra = dict(headers or {})
+    if request_id:
+        extra["X-Request-ID"] = request_id
+    return JSONResponse(body, status_code=status, headers=extra)
+
+
+def create_api(service: ScoringService) -> FastAPI:
+    """The FastAPI app of one ingress replica (routes close over ``service``)."""
+    c = service.contract
+    api = FastAPI(
+        title=f"Sluice scoring: {c.name}",
+        description=c.description or f"Scores rows of contract {c.name}.",
+        version="1",
+    )
+    counters = service.counters
+
+    def count(status: int) -> None:
+        counters.by_status[status] = counters.by_status.get(status, 0) + 1
+
+    @api.exception_handler(RequestRejected)
+    async def _rejected(request: Request, exc: RequestRejected) -> Response:
+        count(exc.status)
+        counters.rejected_requests += 1
+        kind = {413: "too_large", 400: "bad_request"}.get(exc.status, "invalid_request")
+        body = {"error": kind, "message": exc.message,
+                "problems": [p.as_dict() for p in exc.problems]}  # fmt: skip
+        return _json(exc.status, body, getattr(request.state, "request_id", None))
+
+    @api.exception_handler(Overloaded)
+    async def _overloaded(request: Request, exc: Overloaded) -> Response:
+        counters.overloaded += 1
+        count(service.overload_status)
+        body = {"error": "overloaded", "message": str(exc)}
+        return _json(service.overload_status, body, getattr(request.state, "request_id", None),
+                     service.retry_headers)  # fmt: skip
+
+    @api.exception_handler(ScoringTimeout)
+    async def _timeout(request: Request, exc: ScoringTimeout) -> Response:
+        counters.timeouts += 1
+        count(504)
+        body = {"error": "timeout", "message": str(exc)}
+        return _json(504, body, getattr(request.state, "request_id", None), service.retry_headers)
+
+    @api.exception_handler(SluiceError)
+    async def _sluice(request: Request, exc: SluiceError) -> Response:
+        status = status_for(type(exc))
+        count(status)
+        counters.errors += 1
+        headers = service.retry_headers if status == 503 else None
+        log.warning("%s answered %d: %s", request.url.path, status, exc)
+        body = {"error": type(exc).__name__, "message": str(exc)}
+        return _json(status, body, getattr(request.state, "request_id", None), headers)
+
+    @api.get(HEALTH_PATH, tags=["ops"], summary="Liveness (no API key needed)",
+             openapi_extra={"security": []})
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "contract": c.name}
+
+    @api.post(
+        "/v1/{contract}/predict",
+        tags=["scoring"],
+        summary="Score one row or a list of rows",
+        response_model=PredictResponse,
+        responses={401: {"description": "missing or wrong API key"},
+                   413: {"description": "body or row count over the limit"},
+                   422: {"description": "malformed rows, or rows failing the contract"},
+                   503: {"description": "overloaded or store unavailable; see Retry-After"},
+                   504: {"description": "scoring took longer than the request timeout"}},
+        openapi_extra={"requestBody": {"required": True, "content": {
+            "application/json": {"schema": service.parser.openapi_body()["schema"]}}}},
+    )  # fmt: skip
+    async def predict(contract: str, request: Request) -> Response:
+        t0 = time.perf_counter()
+        request_id = request.state.request_id = _request_id(request)
+        counters.requests += 1
+        if contract != c.name:
+            count(404)
+            return _json(404, {"error": "unknown_contract",
+                               "message": f"contract {contract!r} is not served here; "
+                                          f"served: {c.name}"}, request_id)  # fmt: skip
+        rows, many = service.parser.parse(await service.read_body(request))
+        reply = await service.score(rows)
+        if reply.error is not None:
+            count(reply.error.status)
+            counters.errors += 1
+            headers = service.retry_headers if reply.error.status == 503 else None
+            return _json(reply.error.status, {"error": reply.error.kind,
+                                              "message": reply.error.message},
+                         request_id, headers)  # fmt: skip
+        if reply.quarantine is not None and service.prediction_log is not None:
+            service.prediction_log.quarantine(reply.quarantine)
+        if reply.rejected:
+            count(422)
+            counters.rejected_requests += 1
+            return _json(422, rejected_body(request_id, reply.rejected, many), request_id)
+        body = predict_response(request_id, c.name, reply.scores, many)
+        latency_ms = (time.perf_counter() - t0) * 1000.0
+        if service.prediction_log is not None:
+            now = datetime.now(UTC)
+            entries = [
+                LogEntry(request_id if not many else f"{request_id}#{i}", s.model_version,
+                         s.features, s.score, latency_ms, now)
+                for i, s in enumerate(reply.scores)
+            ]  # fmt: skip
+            service.prediction_log.predictions(reply.feature_names, entries)
+        counters.predictions += len(reply.scores)
+        count(200)
+        return _json(200, body, request_id)
+
+    @api.get("/v1/models", tags=["models"], summary="Versions, aliases and what is served")
+    async def models() -> dict[str, Any]:
+        serving = await service.model.info()
+        body: dict[str, Any] = {"contract": c.name, "model": str(c.model), "serving": serving}
+        if service.registry is not None:
+            manifest = await asyncio.to_thread(service.registry.manifest, c.model.name)
+            body["registry"] = {
+                "name": manifest.name,
+                "aliases": dict(manifest.aliases),
+                "versions": [
+                    {"version": v.version, "registered_at": v.registered_at.isoformat(),
+                     "metrics": dict(v.metrics),
+                     "aliases": sorted(a for a, n in manifest.aliases.items() if n == v.version)}
+                    for v in manifest.versions
+                ],
+            }  # fmt: skip
+        return body
+
+    @api.get("/v1/stats", tags=["ops"], summary="This replica's counters")
+    async def stats() -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "requests": counters.requests, "predictions": counters.predictions,
+            "rejected_requests": counters.rejected_requests,
+            "overloaded": counters.overloaded, "timeouts": counters.timeouts,
+            "errors": counters.errors,
+            "by_status": {str(k): v for k, v in sorted(counters.by_status.items())},
+        }  # fmt: skip
+        if service.prediction_log is not None:
+            body["prediction_log"] = service.prediction_log.stats()
+        return body
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            schema = get_openapi(title=api.title, version=api.version,
+                                 description=api.description, routes=api.routes)  # fmt: skip
+            comps = schema.setdefault("components", {})
+            comps.setdefault("schemas", {}).update(service.parser.openapi_body()["components"])
+            comps["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            }
+            schema["security"] = [{"bearer": []}, {"apiKey": []}]
+            api.openapi_schema = schema
+        return api.openapi_schema
+
+    api.openapi = openapi  # type: ignore[method-assign]
+    public = {HEALTH_PATH} | ({"/docs", "/openapi.json", "/docs/oauth2-redirect"}
+                              if service.docs_public else set())  # fmt: skip
+    api.add_middleware(AuthMiddleware, keyring=service.keyring, public_paths=public)
+    return api

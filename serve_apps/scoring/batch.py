@@ -1,0 +1,200 @@
+"""``BatchScorer``: the requests of one ``@serve.batch`` call scored by the contract's Scorer.
+
+Plain Python (no Serve), so unit tests drive it directly. One call takes several
+requests (each a list of validated rows) and answers one ``ScoreReply`` per request:
+
+- canary: each row goes to ``champion`` or, for a share of keys, to ``challenger``.
+  The choice hashes the row's key (SHA-256), so a key always meets the same model
+  whatever replica or batch it lands in, and the share is exact over many keys.
+- requests are scored together (one feature read and one forward pass per group), but
+  a request never sees another's rows: the Scorer refuses a key carried by different
+  rows of one call, so requests that share a key go to separate calls.
+- every input row ends scored or rejected; rejected rows come back with their reasons
+  and their quarantine rows (the ingress writes them).
+
+The Scorer keeps row order in both of its outputs, and every row sharing a key gets one
+verdict (identical rows are a replay, different ones a conflict), so a row is scored iff
+its key is among the scored keys; that is checked, and a mismatch re-scores one row at a
+time rather than guess.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from serve_apps.scoring.schemas import ErrorReply, RejectedRow, RowScore, ScoreReply
+from sluice.errors import SluiceError, StoreUnavailable
+from sluice.scoring import Scorer
+
+__all__ = ["BatchScorer", "canary_bucket", "error_status"]
+
+log = logging.getLogger(__name__)
+
+_FIXED = ("key", "entity", "event_time", "score", "model_version")
+
+
+def canary_bucket(key: str) -> float:
+    """A key's stable position in [0, 1): the first 8 bytes of its SHA-256."""
+    digest = hashlib.sha256(key.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def error_status(exc: BaseException) -> int:
+    """The HTTP status of a server-side failure: a store outage is worth a retry."""
+    return 503 if isinstance(exc, StoreUnavailable) else 500
+
+
+@dataclass
+class _Part:
+    """Rows of one request sent to one model: their indices in the request."""
+
+    request: int
+    rows: list[int]
+
+
+class BatchScorer:
+    """Scores batches of requests with a champion and an optional challenger Scorer."""
+
+    def __init__(
+        self,
+        champion: Scorer,
+        challenger: Scorer | None = None,
+        challenger_share: float = 0.0,
+        *,
+        source: str | None = None,
+    ) -> None:
+        self.champion = champion
+        self.challenger = challenger
+        self.challenger_share = challenger_share
+        self.contract = champion.contract
+        self.source = source or f"online:{self.contract.name}"
+
+    def variant(self, key: Any) -> str:
+        if self.challenger is None or self.challenger_share <= 0 or not isinstance(key, str):
+            return "champion"
+        return "challenger" if canary_bucket(key) < self.challenger_share else "champion"
+
+    def score(
+        self, requests: Sequence[Sequence[dict[str, Any]]], now: datetime | None = None
+    ) -> list[ScoreReply]:
+        now = now or datetime.now(UTC)
+        replies: list[ScoreReply | None] = [None] * len(requests)
+        for group in _groups(requests, self.contract.key_column):
+            try:
+                for index, reply in self._score_group(requests, group, now).items():
+                    replies[index] = reply
+            except SluiceError as exc:
+                log.warning("scoring %d request(s) failed: %s", len(group), exc)
+                err = ErrorReply(error_status(exc), type(exc).__name__, str(exc))
+                for index in group:
+                    replies[index] = ScoreReply(error=err)
+        return [r if r is not None else ScoreReply() for r in replies]
+
+    # -- internals ---------------------------------------------------------------------
+    def _score_group(
+        self, requests: Sequence[Sequence[dict[str, Any]]], group: list[int], now: datetime
+    ) -> dict[int, ScoreReply]:
+        key_col = self.contract.key_column
+        parts: dict[str, list[_Part]] = {"champion": [], "challenger": []}
+        for index in group:
+            split: dict[str, list[int]] = {"champion": [], "challenger": []}
+            for i, row in enumerate(requests[index]):
+                split[self.variant(row.get(key_col))].append(i)
+            for name, rows in split.items():
+                if rows:
+                    parts[name].append(_Part(index, rows))
+        scores: dict[int, list[tuple[int, RowScore]]] = {i: [] for i in group}
+        rejected: dict[int, list[tuple[int, RejectedRow, pa.Table]]] = {i: [] for i in group}
+        names: tuple[str, ...] = ()
+        for name, plist in parts.items():
+            if not plist:
+                continue
+            scorer = self.champion if name == "champion" else self.challenger
+            assert scorer is not None
+            names = self._run(scorer, requests, plist, now, scores, rejected) or names
+        out = {}
+        for index in group:
+            bad = sorted(rejected[index], key=lambda t: t[0])
+            quarantine = pa.concat_tables([t[2] for t in bad]) if bad else None
+            out[index] = ScoreReply(
+                scores=[s for _, s in sorted(scores[index], key=lambda t: t[0])],
+                rejected=[r for _, r, _ in bad],
+                feature_names=names,
+                quarantine=quarantine,
+            )
+        return out
+
+    def _run(
+        self,
+        scorer: Scorer,
+        requests: Sequence[Sequence[dict[str, Any]]],
+        parts: list[_Part],
+        now: datetime,
+        scores: dict[int, list[tuple[int, RowScore]]],
+        rejected: dict[int, list[tuple[int, RejectedRow, pa.Table]]],
+    ) -> tuple[str, ...]:
+        key_col = self.contract.key_column
+        rows = [requests[p.request][i] for p in parts for i in p.rows]
+        result = scorer.score(rows, source=self.source, now=now)
+        scored, quarantined = result.scored, result.quarantined
+        scored_keys = set(scored.column("key").to_pylist())
+        valid = [r.get(key_col) in scored_keys for r in rows]
+        if sum(valid) != scored.num_rows or len(rows) - sum(valid) != quarantined.num_rows:
+            if len(rows) == 1:  # pragma: no cover - one row is always one verdict
+                raise SluiceError("scorer returned an inconsistent result for one row")
+            log.warning("verdicts differ among rows sharing a key: scoring row by row")
+            names: tuple[str, ...] = ()
+            for p in parts:
+                for i in p.rows:
+                    names = self._run(scorer, requests, [_Part(p.request, [i])], now,
+                                      scores, rejected) or names  # fmt: skip
+            return names
+        names = tuple(n for n in scored.column_names if n not in _FIXED)
+        keys = scored.column("key").to_pylist()
+        values = scored.column("score").to_pylist()
+        versions = scored.column("model_version").to_pylist()
+        matrix = (
+            np.column_stack([scored.column(n).to_numpy() for n in names]).astype(np.float64)
+            if names and scored.num_rows else np.empty((scored.num_rows, 0))
+        )  # fmt: skip
+        q_keys = quarantined.column("key").to_pylist()
+        q_reasons = quarantined.column("reasons").to_pylist()
+        good = bad = pos = 0
+        for p in parts:
+            for i in p.rows:
+                if valid[pos]:
+                    row = RowScore(keys[good], float(values[good]), versions[good],
+                                   tuple(matrix[good].tolist()))  # fmt: skip
+                    scores[p.request].append((i, row))
+                    good += 1
+                else:
+                    reasons = [dict(r) for r in json.loads(q_reasons[bad])]
+                    rej = RejectedRow(i, q_keys[bad], reasons)
+                    rejected[p.request].append((i, rej, quarantined.slice(bad, 1)))
+                    bad += 1
+                pos += 1
+        return names
+
+
+def _groups(requests: Sequence[Sequence[dict[str, Any]]], key_col: str) -> list[list[int]]:
+    """Requests split into groups where no key is carried by two requests."""
+    groups: list[tuple[set[Any], list[int]]] = []
+    for index, rows in enumerate(requests):
+        keys = {r.get(key_col) for r in rows}
+        for seen, members in groups:
+            if seen.isdisjoint(keys):
+                seen |= keys
+                members.append(index)
+                break
+        else:
+            groups.append((set(keys), [index]))
+    return [members for _, members in groups]

@@ -1,0 +1,226 @@
+"""The two Serve deployments: ``ScoringIngress`` (FastAPI) and ``ScoringModel`` (batched).
+
+``ScoringModel`` loads the contract's Scorer (champion alias, features from the
+Cassandra online feature table, ``record_events=False``: online requests never record
+events, the stream does) and answers ``score(rows)`` through ``@serve.batch``. Its
+``user_config`` (``ModelUserConfig``) is applied in ``reconfigure``, in place, without
+restarting the replica: a new ``model_generation`` re-resolves the aliases (after
+``sluice models promote``), and the batch size, batch wait and canary share change
+live. A request in flight keeps the model it started with; the swap is one reference.
+
+``ScoringIngress`` builds its FastAPI app per replica (``__serve_build_asgi_app__``) from
+a ``ScoringService``; it calls the model through ``HandleModelClient``, which turns
+Serve's backpressure into ``Overloaded`` (503/429 with Retry-After, at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from serve_apps.scoring.api import Overloaded, ScoringService, create_api
+from serve_apps.scoring.auth import KeyRing
+from serve_apps.scoring.batch import BatchScorer
+from serve_apps.scoring.prediction_log import (
+    CassandraTables,
+    LogOptions,
+    PredictionLog,
+)
+from serve_apps.scoring.schemas import RequestParser, ScoreReply
+from sluice.config import CassandraConfig, PlatformConfig
+from sluice.contract import Contract
+from sluice.errors import ModelNotFound, StoreUnavailable
+
+__all__ = [
+    "HandleModelClient",
+    "IngressSettings",
+    "ModelSettings",
+    "ModelUserConfig",
+    "ScoringIngress",
+    "ScoringModel",
+]
+
+log = logging.getLogger("sluice.serve")
+
+
+class ModelUserConfig(BaseModel):
+    """``user_config`` of ``ScoringModel``: changed by ``serve deploy`` without a restart."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model_generation: int = Field(
+        1, ge=0, description="Bump after `sluice models promote` to re-resolve the aliases."
+    )
+    max_batch_size: int = Field(32, ge=1, le=4096, description="Requests per batched call.")
+    batch_wait_timeout_s: float = Field(
+        0.002, ge=0, le=1.0, description="Longest wait for a batch to fill, in seconds."
+    )
+    challenger_share: float = Field(
+        0.0, ge=0, le=1, description="Share of keys (by key hash) scored by the challenger."
+    )
+    challenger_alias: str = Field("challenger", pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    contract: Contract
+    platform: PlatformConfig
+    feature_store: CassandraConfig  # the platform's, with the online read retries
+    torch_threads: int = 1
+
+
+@serve.deployment(name="ScoringModel", max_ongoing_requests=64, max_queued_requests=128,
+                  graceful_shutdown_timeout_s=10)  # fmt: skip
+class ScoringModel:
+    """The contract's Scorer behind ``@serve.batch``; hot-swapped through ``reconfigure``."""
+
+    def __init__(self, settings: ModelSettings) -> None:
+        import torch
+
+        from sluice.models import ModelRegistry
+        from sluice.scoring import Scorer
+        from sluice.store import CassandraFeatureStore, session_for
+
+        torch.set_num_threads(settings.torch_threads)
+        self.settings = settings
+        self.contract = settings.contract
+        self.registry = ModelRegistry.from_config(settings.platform)
+        self.store = CassandraFeatureStore.for_contract(settings.feature_store, self.contract)
+        self._scorer_cls = Scorer
+        champion = Scorer(self.contract, self.registry, self.store, record_events=False)
+        self.core = BatchScorer(champion)
+        self.config = ModelUserConfig()
+        # One thread runs the batches: torch and the Cassandra driver stay off the loop.
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="sluice-score")
+        try:  # connect now, so the first request does not pay for it
+            session_for(settings.feature_store)
+        except StoreUnavailable as exc:
+            log.warning("feature store not reachable yet (requests will retry): %s", exc)
+        log.info("ScoringModel %s ready: %s on %s", self.contract.name, champion.model.ref,
+                 champion.device)  # fmt: skip
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        new = ModelUserConfig.model_validate(user_config or {})
+        champion = self.core.champion
+        if new.model_generation != self.config.model_generation:
+            before = champion.model.ref
+            champion.reload()  # loads first, then swaps one reference
+            log.info("model generation %d: champion %s -> %s", new.model_generation, before,
+                     champion.model.ref)  # fmt: skip
+        challenger = self._challenger(new) if new.challenger_share > 0 else None
+        self.score.set_max_batch_size(new.max_batch_size)
+        self.score.set_batch_wait_timeout_s(new.batch_wait_timeout_s)
+        self.core = BatchScorer(champion, challenger, new.challenger_share if challenger else 0.0)
+        self.config = new
+
+    def _challenger(self, cfg: ModelUserConfig) -> Any:
+        ref = f"{self.contract.model.name}@{cfg.challenger_alias}"
+        try:
+            return self._scorer_cls(self.contract, self.registry, self.store, model_ref=ref,
+                                    record_events=False)  # fmt: skip
+        except ModelNotFound as exc:
+            log.warning("canary off: %s (challenger_share %.3f ignored)", exc,
+                        cfg.challenger_share)  # fmt: skip
+            return None
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    async def score(self, requests: list[list[dict[str, Any]]]) -> list[ScoreReply]:
+        core = self.core  # the model of this batch, whatever reconfigure does meanwhile
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, core.score, requests)
+
+    async def info(self) -> dict[str, Any]:
+        import ray
+
+        core = self.core
+        return {
+            "champion": core.champion.model.ref,
+            "challenger": core.challenger.model.ref if core.challenger else None,
+            "challenger_share": core.challenger_share,
+            "model_generation": self.config.model_generation,
+            "max_batch_size": self.config.max_batch_size,
+            "batch_wait_timeout_s": self.config.batch_wait_timeout_s,
+            "device": str(core.champion.device),
+            "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+            "replica": serve.get_replica_context().replica_id.unique_id,
+        }
+
+
+class HandleModelClient:
+    """``ModelClient`` over a Serve handle: backpressure becomes ``Overloaded`` at once."""
+
+    def __init__(self, handle: DeploymentHandle) -> None:
+        self.handle = handle
+
+    async def score(self, rows: list[dict[str, Any]]) -> ScoreReply:
+        from ray.exceptions import ActorDiedError, ActorUnavailableError
+        from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+
+        try:
+            return await self.handle.score.remote(rows)
+        except BackPressureError as exc:
+            raise Overloaded("the model's request queue is full; retry later") from exc
+        except (DeploymentUnavailableError, ActorDiedError, ActorUnavailableError) as exc:
+            raise Overloaded(f"the model is unavailable right now ({type(exc).__name__})") \
+                from exc
+
+    async def info(self) -> dict[str, Any]:
+        return await self.handle.info.remote()
+
+
+@dataclass(frozen=True)
+class IngressSettings:
+    contract: Contract
+    platform: PlatformConfig
+    key_digests: dict[str, str]
+    max_rows: int
+    max_body_bytes: int
+    request_timeout_s: float
+    overload_status: int
+    retry_after_s: int
+    docs_public: bool
+    log_predictions: bool
+    log_targets: dict[str, tuple[CassandraConfig, Any]]  # table -> (cluster, WriteOptions)
+    log_options: LogOptions
+
+
+@serve.deployment(name="ScoringIngress", max_ongoing_requests=128, max_queued_requests=256,
+                  graceful_shutdown_timeout_s=10)  # fmt: skip
+@serve.ingress()
+class ScoringIngress:
+    """Auth, limits, request validation, then the model; logs predictions off the path."""
+
+    def __init__(self, settings: IngressSettings, model: DeploymentHandle) -> None:
+        from sluice.models import ModelRegistry
+
+        c = settings.contract
+        self.prediction_log = PredictionLog(
+            c, CassandraTables(settings.log_targets), settings.log_options,
+            log_predictions=settings.log_predictions,
+        )  # fmt: skip
+        self.service = ScoringService(
+            contract=c,
+            keyring=KeyRing.from_digests(settings.key_digests),
+            model=HandleModelClient(model),
+            parser=RequestParser(c, settings.max_rows),
+            max_body_bytes=settings.max_body_bytes,
+            request_timeout_s=settings.request_timeout_s,
+            overload_status=settings.overload_status,
+            retry_after_s=settings.retry_after_s,
+            prediction_log=self.prediction_log,
+            registry=ModelRegistry.from_config(settings.platform),
+            docs_public=settings.docs_public,
+        )
+
+    def __serve_build_asgi_app__(self) -> Any:
+        return create_api(self.service)
+
+    def __del__(self) -> None:
+        self.prediction_log.close(timeout_s=2.0)

@@ -1,0 +1,292 @@
+"""The prediction log and online quarantine rows, written to Cassandra off the request path.
+
+Each ingress replica owns one ``PredictionLog``: a bounded ``queue.Queue`` and one
+writer thread. The request path only calls ``put_nowait`` (microseconds); when the
+queue is full the entry is dropped and counted, so a slow or dead Cassandra can cost
+log rows but never memory or latency. The thread drains the queue in batches (up to
+``batch_rows`` rows or ``flush_interval_s``), writes prediction-log rows
+(``PREDICTION_LOG_TABLE``) and quarantine rows (the contract's quarantine table) with
+idempotent upserts, and counts what it wrote and what failed. After a failure it backs
+off (doubling up to ``max_backoff_s``) and counts the rows that arrive meanwhile as
+failed instead of piling them up. Quarantine rows that cannot be written are logged
+(raw row and reasons, as JSON) so they are never lost silently.
+
+Writes go through a tiny ``TableWriter`` interface (``write(table, rows)``);
+``CassandraTables`` is the real one, and tests can pass a plain function.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+from sluice.config import CassandraConfig
+from sluice.contract import Contract
+from sluice.store import PREDICTION_LOG_TABLE, CassandraWriter, WriteOptions, quarantine_rows
+from sluice.store import session_for as _session_for
+
+__all__ = [
+    "CassandraTables",
+    "FunctionWriter",
+    "LogEntry",
+    "LogOptions",
+    "PredictionLog",
+    "TableWriter",
+    "log_table",
+]
+
+log = logging.getLogger(__name__)
+
+_LOG_COLUMNS = [n for n, _ in (*PREDICTION_LOG_TABLE.partition_key, *PREDICTION_LOG_TABLE.columns)]
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One answered prediction."""
+
+    request_id: str
+    model_version: str
+    features: tuple[float, ...]
+    score: float
+    latency_ms: float
+    logged_at: datetime
+
+
+@dataclass(frozen=True)
+class LogOptions:
+    queue_size: int = 1024  # requests waiting to be written (each up to max_rows rows)
+    batch_rows: int = 256
+    flush_interval_s: float = 0.2
+    max_backoff_s: float = 5.0
+
+
+class TableWriter(Protocol):
+    def write(self, table: str, rows: pa.Table) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class FunctionWriter:
+    """A ``TableWriter`` around a plain function (tests, or another sink)."""
+
+    def __init__(self, fn: Callable[[str, pa.Table], None]) -> None:
+        self.fn = fn
+
+    def write(self, table: str, rows: pa.Table) -> None:
+        self.fn(table, rows)
+
+    def close(self) -> None:
+        pass
+
+
+class CassandraTables:
+    """Writes each table to its own (config, options); sessions open on first use (in the thread).
+
+    The prediction log may live on a cluster of its own (``prediction_log.cassandra``)
+    while quarantine rows go to the platform's cluster beside the batch and stream ones.
+    """
+
+    def __init__(
+        self,
+        targets: dict[str, tuple[CassandraConfig, WriteOptions]],
+        session_for: Callable[[CassandraConfig], Any] = _session_for,
+    ) -> None:
+        self.targets = targets
+        self._session_for = session_for
+        self._writers: dict[str, CassandraWriter] = {}
+
+    def write(self, table: str, rows: pa.Table) -> None:
+        cfg, options = self.targets[table]
+        session = self._session_for(cfg)
+        writer = self._writers.get(table)
+        if writer is None or writer.session is not session:
+            writer = CassandraWriter(session, cfg.keyspace, table, rows.column_names, options)
+            self._writers[table] = writer
+        writer.write(rows)
+
+    def close(self) -> None:
+        self._writers.clear()  # the process's sessions are closed at exit (sluice.store)
+
+
+def log_table(
+    contract: str, feature_names: Sequence[str], entries: Sequence[LogEntry]
+) -> pa.Table:
+    """Prediction-log rows (``PREDICTION_LOG_TABLE`` columns) for ``entries``."""
+    n = len(entries)
+    features = pa.array(
+        [list(zip(feature_names, e.features, strict=True)) for e in entries],
+        pa.map_(pa.string(), pa.float64()),
+    )
+    return pa.table({
+        "request_id": pa.array([e.request_id for e in entries], pa.string()),
+        "contract": pa.array([contract] * n, pa.string()),
+        "model_version": pa.array([e.model_version for e in entries], pa.string()),
+        "features": features,
+        "score": pa.array([e.score for e in entries], pa.float64()),
+        "latency_ms": pa.array([e.latency_ms for e in entries], pa.float64()),
+        "logged_at": pa.array([e.logged_at for e in entries], pa.timestamp("us", tz="UTC")),
+    })  # fmt: skip
+
+
+@dataclass
+class _Counts:
+    accepted: int = 0
+    written: int = 0
+    dropped: int = 0
+    failed: int = 0
+    quarantine_written: int = 0
+    quarantine_failed: int = 0
+    last_error: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **kw: int) -> None:
+        with self.lock:
+            for name, value in kw.items():
+                setattr(self, name, getattr(self, name) + value)
+
+
+class PredictionLog:
+    """Bounded, non-blocking log of predictions and quarantine rows; one thread per replica."""
+
+    def __init__(
+        self,
+        contract: Contract,
+        writer: TableWriter,
+        options: LogOptions = LogOptions(),
+        *,
+        log_predictions: bool = True,
+    ) -> None:
+        self.contract = contract
+        self.writer = writer
+        self.options = options
+        self.log_predictions = log_predictions
+        self.counts = _Counts()
+        self._queue: queue.Queue[tuple[str, Any, Any]] = queue.Queue(options.queue_size)
+        self._stop = threading.Event()
+        self._backoff_s = 0.0
+        self._retry_at = 0.0
+        self._thread = threading.Thread(target=self._run, name="sluice-prediction-log",
+                                        daemon=True)  # fmt: skip
+        self._thread.start()
+
+    # -- the request path: never blocks ----------------------------------------------------
+    def predictions(self, feature_names: tuple[str, ...], entries: Sequence[LogEntry]) -> None:
+        if self.log_predictions and entries:
+            self._offer(("log", feature_names, list(entries)), len(entries))
+
+    def quarantine(self, rows: pa.Table) -> None:
+        if rows.num_rows:
+            self._offer(("quarantine", rows, None), rows.num_rows)
+
+    def _offer(self, item: tuple[str, Any, Any], n: int) -> None:
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            self.counts.add(dropped=n)
+            if item[0] == "quarantine":
+                self._report_lost(item[1], "the write queue is full")
+        else:
+            self.counts.add(accepted=n)
+
+    def stats(self) -> dict[str, Any]:
+        c = self.counts
+        with c.lock:
+            return {
+                "accepted": c.accepted, "written": c.written, "dropped": c.dropped,
+                "failed": c.failed, "quarantine_written": c.quarantine_written,
+                "quarantine_failed": c.quarantine_failed, "queued": self._queue.qsize(),
+                "queue_size": self.options.queue_size, "last_error": c.last_error,
+            }  # fmt: skip
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Flush what is queued (up to ``timeout_s``) and stop the thread."""
+        self._stop.set()
+        self._thread.join(timeout_s)
+        self.writer.close()
+
+    # -- the writer thread -------------------------------------------------------------------
+    def _run(self) -> None:
+        opts = self.options
+        while not (self._stop.is_set() and self._queue.empty()):
+            logs: list[tuple[tuple[str, ...], list[LogEntry]]] = []
+            quarantined: list[pa.Table] = []
+            rows, deadline = 0, time.monotonic() + opts.flush_interval_s
+            while rows < opts.batch_rows:
+                wait = deadline - time.monotonic()
+                if wait <= 0 or (self._stop.is_set() and self._queue.empty()):
+                    break
+                try:
+                    kind, a, b = self._queue.get(timeout=wait)
+                except queue.Empty:
+                    break
+                if kind == "log":
+                    logs.append((a, b))
+                    rows += len(b)
+                else:
+                    quarantined.append(a)
+                    rows += a.num_rows
+            if logs:
+                self._write_log(logs)
+            if quarantined:
+                self._write_quarantine(pa.concat_tables(quarantined))
+
+    def _write_log(self, logs: list[tuple[tuple[str, ...], list[LogEntry]]]) -> None:
+        n = sum(len(e) for _, e in logs)
+        if not self._may_try():
+            self.counts.add(failed=n)
+            return
+        try:
+            by_names: dict[tuple[str, ...], list[LogEntry]] = {}
+            for names, entries in logs:
+                by_names.setdefault(names, []).extend(entries)
+            for names, entries in by_names.items():
+                table = log_table(self.contract.name, names, entries)
+                self.writer.write(PREDICTION_LOG_TABLE.name, table.select(_LOG_COLUMNS))
+        except Exception as exc:  # noqa: BLE001 - counted and reported; the endpoint goes on
+            self._failed(exc)
+            self.counts.add(failed=n)
+        else:
+            self._ok()
+            self.counts.add(written=n)
+
+    def _write_quarantine(self, quarantined: pa.Table) -> None:
+        n = quarantined.num_rows
+        if self._may_try():
+            try:
+                rows = quarantine_rows(self.contract, quarantined)
+                self.writer.write(self.contract.output.quarantine_table, rows)
+            except Exception as exc:  # noqa: BLE001 - counted; the rows go to the log below
+                self._failed(exc)
+            else:
+                self._ok()
+                self.counts.add(quarantine_written=n)
+                return
+        self.counts.add(quarantine_failed=n)
+        self._report_lost(quarantined, self.counts.last_error or "the store is unavailable")
+
+    def _may_try(self) -> bool:
+        return time.monotonic() >= self._retry_at
+
+    def _ok(self) -> None:
+        self._backoff_s = 0.0
+
+    def _failed(self, exc: BaseException) -> None:
+        self._backoff_s = min(max(self._backoff_s * 2, 0.25), self.options.max_backoff_s)
+        self._retry_at = time.monotonic() + self._backoff_s
+        with self.counts.lock:
+            self.counts.last_error = f"{type(exc).__name__}: {exc}"[:500]
+        log.warning("prediction log: write failed (next try in %.2f s): %s", self._backoff_s,
+                    self.counts.last_error)  # fmt: skip
+
+    def _report_lost(self, quarantined: pa.Table, why: str) -> None:
+        for row in quarantined.select(["key", "raw", "reasons", "source"]).to_pylist():
+            log.error("quarantine row not written (%s): %s", why, json.dumps(row))
