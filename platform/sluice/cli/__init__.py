@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from sluice.cli import local, models, schema
+from sluice.cli import local, models, schema, stream
+from sluice.cli import serve as serve_cli
 
 app = typer.Typer(
     name="sluice",
@@ -15,6 +16,8 @@ app = typer.Typer(
 app.add_typer(local.app, name="local")
 app.add_typer(models.app, name="models")
 app.add_typer(schema.app, name="schema")
+app.add_typer(serve_cli.app, name="serve")
+stream.register(app)  # `sluice stream`, `sluice produce`
 
 
 @app.command()

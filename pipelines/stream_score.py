@@ -1,0 +1,257 @@
+"""Stream scoring: a Kafka topic -> consumer actors -> the contract's Scorer -> Cassandra.
+
+    python -m pipelines.stream_score --job configs/jobs/fraud_stream.yaml [--until-caught-up]
+    ray job submit --working-dir . -- python -m pipelines.stream_score --job ...
+    sluice stream --job configs/jobs/fraud_stream.yaml
+
+A long-lived driver: it checks the job (contract, model, topic), applies the schema,
+starts ``consumers`` StreamConsumer actors (at most one per partition) in the job's
+consumer group, and supervises them — a consumer that dies is replaced (up to
+``max_consumer_restarts``) and the new one resumes from the group's committed offsets.
+Each actor polls micro-batches, scores them, writes every output, waits for the writes,
+then commits (sluice.stream.ConsumerLoop): at-least-once delivery, and, because every
+write is an idempotent upsert keyed by the event id, exactly-once results.
+
+It runs until SIGTERM/SIGINT (each consumer finishes and commits its batch in flight,
+then leaves the group), ``--max-seconds``, or, with ``--until-caught-up``, until the
+group's lag is 0 on every partition. It prints a summary; its last line is one JSON
+object ``{"stream_summary": {...}}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from sluice.config import PlatformConfig, load_platform_config
+from sluice.contract import load_contract
+from sluice.errors import ConfigError, SluiceError, StreamError
+from sluice.jobs import StreamJob, load_stream_job
+from sluice.stream import GroupLag, LoopStats, StreamConsumer, install_stop_signals
+
+log = logging.getLogger("sluice.stream")
+
+_PROGRESS_EVERY_S = 10.0
+
+
+@dataclass
+class StreamSummary:
+    job: str
+    contract: str
+    model_version: str
+    topic: str
+    group: str
+    partitions: int
+    consumers: int
+    stopped_by: str = ""
+    messages: int = 0
+    scored: int = 0
+    quarantined: int = 0
+    malformed: int = 0
+    batches: int = 0
+    commits: int = 0
+    revocations: int = 0
+    restarts: int = 0
+    elapsed_s: float = 0.0
+    busy_s: float = 0.0
+    events_per_s: float = 0.0
+    latency_p50_s: float | None = None
+    latency_p99_s: float | None = None
+    final_lag: dict[int, int] = field(default_factory=dict)
+    quarantined_by_reason: dict[str, int] = field(default_factory=dict)
+    engines: dict[str, int] = field(default_factory=dict)
+
+
+class _Member:
+    """One consumer actor slot: its actor, the pending ``run`` call, its restarts."""
+
+    def __init__(self, name: str, actor_cls, cfg: PlatformConfig, job: StreamJob) -> None:
+        self.name, self.actor_cls, self.cfg, self.job = name, actor_cls, cfg, job
+        self.generation = 0
+        self.start()
+
+    def start(self) -> None:
+        self.actor = self.actor_cls.remote(self.cfg, self.job, f"{self.name}.{self.generation}")
+        self.ref = self.actor.run.remote()
+
+
+def run(
+    job: StreamJob,
+    cfg: PlatformConfig,
+    *,
+    until_caught_up: bool = False,
+    max_seconds: float | None = None,
+    stop: threading.Event | None = None,
+    poll_s: float = 1.0,
+) -> StreamSummary:
+    import ray
+
+    from sluice.models import ModelRegistry
+    from sluice.store import apply_schema, session_for
+    from sluice.stream import topic_partitions
+
+    started = time.monotonic()
+    stop = stop or threading.Event()
+    contract = load_contract(job.contract)
+    model_version = "{}/{}".format(*ModelRegistry.from_config(cfg).resolve(str(contract.model)))
+    partitions = topic_partitions(cfg.kafka, job.topic)
+    if partitions is None:
+        raise ConfigError(
+            f"job {job.name}: topic {job.topic!r} does not exist on "
+            f"{','.join(cfg.kafka.bootstrap_servers)}; create it (`sluice produce` does) or fix "
+            "the job's topic"
+        )
+    n = min(job.consumers, partitions)
+    if n < job.consumers:
+        log.warning("job %s asks for %d consumers but %s has %d partitions: starting %d",
+                    job.name, job.consumers, job.topic, partitions, n)  # fmt: skip
+    apply_schema(session_for(cfg.cassandra), cfg.cassandra, [contract])  # idempotent
+
+    if not ray.is_initialized():
+        ray.init(address=cfg.ray.address, namespace=cfg.ray.namespace, log_to_driver=False)
+    actor_cls = ray.remote(StreamConsumer).options(
+        num_cpus=job.num_cpus_per_consumer, max_concurrency=2, max_restarts=0
+    )
+    members = [_Member(f"c{i}", actor_cls, cfg, job) for i in range(n)]
+    lag = GroupLag(cfg.kafka, job.group, job.topic)
+    summary = StreamSummary(job=job.name, contract=contract.name, model_version=model_version,
+                            topic=job.topic, group=job.group, partitions=partitions,
+                            consumers=n)  # fmt: skip
+    log.info("job %s: %d consumer(s) on %s (%d partitions), group %s, model %s",
+             job.name, n, job.topic, partitions, job.group, model_version)  # fmt: skip
+    finished: dict[str, LoopStats] = {}
+    next_progress = time.monotonic() + _PROGRESS_EVERY_S
+    try:
+        while not summary.stopped_by:
+            waiting = {m.ref: m for m in members if m.name not in finished}
+            ready, _ = ray.wait(list(waiting), num_returns=1, timeout=poll_s)
+            for ref in ready:
+                member = waiting[ref]
+                try:
+                    finished[member.name] = ray.get(ref)  # it returns only once stopped
+                except ray.exceptions.RayError as exc:
+                    summary.restarts += 1
+                    if summary.restarts > job.max_consumer_restarts:
+                        raise StreamError(
+                            f"job {job.name}: consumer {member.name} failed and the restart "
+                            f"budget ({job.max_consumer_restarts}) is spent: {exc}"
+                        ) from exc
+                    log.error("consumer %s failed (%s); starting a replacement that resumes "
+                              "from the committed offsets", member.name, exc)  # fmt: skip
+                    ray.kill(member.actor, no_restart=True)
+                    member.generation += 1
+                    member.start()
+            if stop.is_set():
+                summary.stopped_by = "signal"
+            elif len(finished) == len(members):
+                summary.stopped_by = "consumers ended"
+            elif max_seconds is not None and time.monotonic() - started >= max_seconds:
+                summary.stopped_by = "max_seconds"
+            elif until_caught_up and not any(lag.lag().values()):
+                summary.stopped_by = "caught up"
+            if time.monotonic() >= next_progress:
+                next_progress += _PROGRESS_EVERY_S
+                log.info("job %s: lag %s", job.name, lag.lag())
+    finally:
+        for m in members:
+            if m.name not in finished:
+                m.actor.stop.remote()
+        for m in members:
+            if m.name in finished:
+                continue
+            try:
+                finished[m.name] = ray.get(m.ref, timeout=job.max_poll_interval_ms / 1000)
+            except ray.exceptions.RayError as exc:  # e.g. killed while stopping
+                log.error("consumer %s did not stop cleanly: %s", m.name, exc)
+        try:
+            summary.final_lag = lag.lag()
+        finally:
+            lag.close()
+    summary.elapsed_s = round(time.monotonic() - started, 3)
+    _add_up(summary, list(finished.values()))
+    return summary
+
+
+def _add_up(summary: StreamSummary, stats: list[LoopStats]) -> None:
+    reasons: Counter[str] = Counter()
+    engines: Counter[str] = Counter()
+    latencies: list[float] = []
+    for s in stats:
+        for name in ("messages", "scored", "quarantined", "malformed", "batches", "commits",
+                     "revocations"):  # fmt: skip
+            setattr(summary, name, getattr(summary, name) + getattr(s, name))
+        reasons.update(s.reasons)
+        engines.update(s.engines)
+        latencies.extend(s.latencies_s)
+    summary.quarantined_by_reason = dict(reasons.most_common())
+    summary.engines = dict(engines)
+    firsts = [s.first_batch_at for s in stats if s.first_batch_at]
+    lasts = [s.last_commit_at for s in stats if s.last_commit_at]
+    if firsts and lasts:
+        summary.busy_s = round(max(lasts) - min(firsts), 3)
+        if summary.busy_s > 0:
+            summary.events_per_s = round(summary.messages / summary.busy_s, 1)
+    if latencies:
+        p50, p99 = np.percentile(np.array(latencies), [50, 99])
+        summary.latency_p50_s, summary.latency_p99_s = round(float(p50), 4), round(float(p99), 4)
+
+
+def print_summary(summary: StreamSummary) -> None:
+    print(f"\n== stream job {summary.job} (contract {summary.contract}, model "
+          f"{summary.model_version}) — stopped: {summary.stopped_by} ==")  # fmt: skip
+    rows = (
+        ("topic", f"{summary.topic} ({summary.partitions} partitions), group {summary.group}"),
+        ("consumers", f"{summary.consumers} (restarts: {summary.restarts})"),
+        ("messages", summary.messages), ("scored", summary.scored),
+        ("quarantined", summary.quarantined), ("malformed", summary.malformed),
+        ("batches", f"{summary.batches} (engines: {summary.engines})"),
+        ("commits", summary.commits), ("revocations", summary.revocations),
+        ("busy s / elapsed s", f"{summary.busy_s} / {summary.elapsed_s}"),
+        ("events/s", summary.events_per_s),
+        ("latency p50 / p99 s", f"{summary.latency_p50_s} / {summary.latency_p99_s}"),
+        ("final lag", summary.final_lag),
+    )  # fmt: skip
+    for label, value in rows:
+        print(f"  {label:<20} {value}")
+    for reason, count in summary.quarantined_by_reason.items():
+        print(f"    quarantined: {reason:<55} {count}")
+    print(json.dumps({"stream_summary": asdict(summary)}), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--job", required=True,
+                        help="Job file, e.g. configs/jobs/fraud_stream.yaml")  # fmt: skip
+    parser.add_argument("--config", default=None, help="Platform config (configs/platform.yaml)")
+    parser.add_argument("--until-caught-up", action="store_true",
+                        help="Exit once the group's lag is 0 on every partition.")  # fmt: skip
+    parser.add_argument("--max-seconds", type=float, default=None,
+                        help="Exit after this many seconds.")  # fmt: skip
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    restore = install_stop_signals(stop)
+    try:
+        cfg = load_platform_config(args.config)
+        job = load_stream_job(args.job)
+        summary = run(job, cfg, until_caught_up=args.until_caught_up,
+                      max_seconds=args.max_seconds, stop=stop)  # fmt: skip
+    except SluiceError as exc:
+        print(f"stream job failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        restore()
+    print_summary(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

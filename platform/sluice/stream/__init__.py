@@ -1,0 +1,84 @@
+"""The stream path: Kafka micro-batches scored by the contract's Scorer, written to Cassandra.
+
+At-least-once delivery, exactly-once results (DESIGN.md "Stream")::
+
+    poll a micro-batch (collect_batch)  ->  decode (decode_messages: JSON objects; malformed
+    messages -> quarantine with their raw bytes)  ->  Scorer.score (records valid events in
+    the feature store, computes features, predicts)  ->  upsert predictions + quarantine
+    rows and wait  ->  commit the batch's offsets (ConsumerLoop)
+
+Every write is an idempotent upsert keyed by the event id (quarantine: the event id or
+``topic:partition:offset``; feature events: card, time, event id), so a replay after a
+crash rewrites the same rows. Public surface::
+
+    StreamConsumer(cfg, job, member)          # Ray actor body: run() / stop() / stats()
+    ConsumerLoop(consumer, process, ...)      # poll -> process -> commit, revoke, stop
+    MicroBatchScorer(scorer, outputs, ...)    # one batch scored and written
+    consumer_settings, ensure_topic, topic_partitions, GroupLag, produce_messages,
+    event_messages                            # Kafka helpers (`sluice produce`)
+
+Ordering: an event's aggregates only look at strictly earlier events of its card;
+producers key events by card id, so a card's events sit in one partition, in order, and
+one consumer at a time reads them. Known limit: an event id re-used by a *different*
+event is refused only when both land in one micro-batch (the batch job refuses it across
+its whole input); across batches the later upsert wins.
+"""
+
+from sluice.stream._consumer import StreamConsumer
+from sluice.stream._kafka import (
+    GroupLag,
+    ProduceReport,
+    consumer_settings,
+    ensure_topic,
+    event_messages,
+    produce_messages,
+    topic_partitions,
+)
+from sluice.stream._loop import ConsumerLoop, KafkaConsumer, LoopStats, install_stop_signals
+from sluice.stream._messages import (
+    MALFORMED_EXPECTATION,
+    Decoded,
+    MalformedKind,
+    Message,
+    collect_batch,
+    decode_messages,
+    malformed_quarantine,
+    next_offsets,
+    position_key,
+)
+from sluice.stream._scoring import (
+    BatchResult,
+    CassandraOutputs,
+    MicroBatchScorer,
+    OutputWriter,
+    pick_engine,
+)
+
+__all__ = [
+    "MALFORMED_EXPECTATION",
+    "BatchResult",
+    "CassandraOutputs",
+    "ConsumerLoop",
+    "Decoded",
+    "GroupLag",
+    "KafkaConsumer",
+    "LoopStats",
+    "MalformedKind",
+    "Message",
+    "MicroBatchScorer",
+    "OutputWriter",
+    "ProduceReport",
+    "StreamConsumer",
+    "collect_batch",
+    "consumer_settings",
+    "decode_messages",
+    "ensure_topic",
+    "event_messages",
+    "install_stop_signals",
+    "malformed_quarantine",
+    "next_offsets",
+    "pick_engine",
+    "position_key",
+    "produce_messages",
+    "topic_partitions",
+]

@@ -1,0 +1,84 @@
+"""``StreamConsumer``: one Kafka consumer of a stream job, run as a Ray actor.
+
+The driver (``pipelines/stream_score.py``) wraps it with ``ray.remote`` and
+``max_concurrency=2`` so that ``stop()`` and ``stats()`` answer while ``run()`` loops.
+Everything that holds a connection (Kafka consumer, Cassandra session, model) is built
+inside ``run``, in the actor's own process; the constructor keeps only picklable config.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import replace
+
+from sluice.config import PlatformConfig
+from sluice.jobs import StreamJob
+from sluice.stream._kafka import consumer_settings
+from sluice.stream._loop import ConsumerLoop, LoopStats
+
+__all__ = ["StreamConsumer"]
+
+log = logging.getLogger(__name__)
+
+
+class StreamConsumer:
+    """Consumes ``job.topic`` in group ``job.group`` until ``stop()``; see ``ConsumerLoop``."""
+
+    def __init__(self, cfg: PlatformConfig, job: StreamJob, member: str) -> None:
+        self.cfg = cfg
+        self.job = job
+        self.member = member
+        self._stop = threading.Event()
+        self._loop: ConsumerLoop | None = None
+
+    def run(self) -> LoopStats:
+        from confluent_kafka import Consumer
+
+        from sluice.contract import load_contract
+        from sluice.models import ModelRegistry
+        from sluice.scoring import Scorer
+        from sluice.store import CassandraFeatureStore, CheckpointStore
+        from sluice.stream._scoring import CassandraOutputs, MicroBatchScorer
+
+        cfg, job = self.cfg, self.job
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        contract = load_contract(job.contract)
+        store = CassandraFeatureStore.for_contract(cfg.cassandra, contract)
+        scorer = Scorer(contract, ModelRegistry.from_config(cfg), store, "compiled",
+                        batch_rows=min(job.max_batch_messages, 8192))  # fmt: skip
+        outputs = CassandraOutputs(cfg.cassandra, contract)
+        process = MicroBatchScorer(scorer, outputs, source=f"stream:{job.name}",
+                                   gx_min_rows=job.gx_min_rows)  # fmt: skip
+        checkpoints = CheckpointStore(cfg.cassandra)
+
+        def mirror(offsets: dict[tuple[str, int], int]) -> None:
+            # Kafka's group offsets are where a consumer resumes; the checkpoint table
+            # mirrors them in Cassandra for operators (`stream_checkpoints`).
+            checkpoints.commit(job.name, job.topic, {p: o for (_, p), o in offsets.items()})
+
+        consumer = Consumer(consumer_settings(cfg.kafka, job, f"{job.name}-{self.member}"))
+        loop = ConsumerLoop(consumer, process, job=job.name, max_messages=job.max_batch_messages,
+                            max_wait_s=job.max_batch_wait_ms / 1000, on_commit=mirror)  # fmt: skip
+        consumer.subscribe([job.topic], on_assign=loop.on_assign, on_revoke=loop.on_revoke,
+                           on_lost=loop.on_lost)  # fmt: skip
+        self._loop = loop
+        log.info("%s consumer %s (pid %d) started on %s", job.name, self.member, os.getpid(),
+                 job.topic)  # fmt: skip
+        return loop.run(self._stop)
+
+    def stop(self) -> None:
+        """Finish the batch in flight, commit it, leave the group, return from ``run``."""
+        self._stop.set()
+
+    def stats(self) -> LoopStats | None:
+        """A snapshot of the counters so far (None before ``run`` has started)."""
+        if self._loop is None:
+            return None
+        s = self._loop.stats
+        return replace(s, latencies_s=[], reasons=s.reasons.copy(), engines=s.engines.copy(),
+                       assigned=list(s.assigned))  # fmt: skip
+
+    def pid(self) -> int:
+        return os.getpid()

@@ -1,0 +1,276 @@
+"""The consumer loop: poll a micro-batch, process it (every write waited for), then commit.
+
+The commit rule, the whole of at-least-once delivery: a batch's offsets (per partition,
+its last offset + 1) are committed — synchronously — only after ``process`` returned,
+that is after all of the batch's rows are written. If ``process`` raises, nothing is
+committed and the error propagates: whoever restarts the consumer resumes from the last
+commit and replays the batch, whose idempotent upserts rewrite the same rows.
+
+Rebalances: ``on_revoke`` (called by the Kafka client inside ``consume``, so between
+batches) commits whatever is done but not yet committed for the revoked partitions;
+``on_lost`` (the group already gave them away) drops it: the new owner replays. A commit
+refused because the group is rebalancing is kept and retried after the next batch or at
+revocation; only replays can follow from it, never a loss.
+
+Stopping: ``stop`` (a ``threading.Event``: the actor's ``stop()``, or SIGTERM through
+``install_stop_signals``) is checked between batches: the batch in flight is finished
+and committed, then the consumer is closed (leaving the group at once).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sluice.errors import StreamError
+from sluice.stream._messages import BatchSource, Message, collect_batch, next_offsets
+from sluice.stream._metrics import (
+    BATCH_SECONDS,
+    CONSUMER_LAG,
+    EVENT_LATENCY_SECONDS,
+    EVENTS,
+    EVENTS_PER_SECOND,
+    QUARANTINED,
+    RateWindow,
+)
+from sluice.stream._scoring import BatchResult
+
+__all__ = ["ConsumerLoop", "KafkaConsumer", "LoopStats", "install_stop_signals"]
+
+log = logging.getLogger(__name__)
+
+_LATENCY_SAMPLES = 200_000  # kept per consumer for the summary's percentiles
+
+
+class KafkaConsumer(BatchSource, Protocol):
+    """The part of ``confluent_kafka.Consumer`` the loop uses (unit tests pass a fake)."""
+
+    def commit(self, *, offsets: list[Any], asynchronous: bool = True) -> Any: ...
+    def close(self) -> None: ...
+    def get_watermark_offsets(self, partition: Any, timeout: float | None = None,
+                              cached: bool = False) -> tuple[int, int]: ...  # fmt: skip
+
+
+@dataclass
+class LoopStats:
+    """What one consumer did; returned by ``ConsumerLoop.run`` (and the actor's ``run``)."""
+
+    batches: int = 0
+    messages: int = 0
+    scored: int = 0
+    quarantined: int = 0
+    malformed: int = 0
+    commits: int = 0
+    commit_retries: int = 0
+    revocations: int = 0
+    assigned: list[int] = field(default_factory=list)  # partitions, as last assigned
+    reasons: Counter[str] = field(default_factory=Counter)
+    engines: Counter[str] = field(default_factory=Counter)
+    first_batch_at: float | None = None  # wall time the first batch was polled
+    last_commit_at: float | None = None
+    latencies_s: list[float] = field(default_factory=list)
+
+
+def _retriable_commit_error(exc: BaseException) -> bool:
+    """Commit failures after which the offsets may simply be committed later (or replayed)."""
+    from confluent_kafka import KafkaError
+
+    err = exc.args[0] if exc.args else None
+    if not isinstance(err, KafkaError):
+        return False
+    return err.retriable() or err.code() in (
+        KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION,
+        KafkaError.UNKNOWN_MEMBER_ID, KafkaError._ASSIGNMENT_LOST, KafkaError._STATE,
+        KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError._TIMED_OUT,
+        KafkaError.REQUEST_TIMED_OUT, KafkaError._WAIT_COORD,
+    )  # fmt: skip
+
+
+class ConsumerLoop:
+    """Runs micro-batches of one consumer until ``stop`` is set; see the module doc."""
+
+    def __init__(
+        self,
+        consumer: KafkaConsumer,
+        process: Callable[[list[Message]], BatchResult],
+        *,
+        job: str,
+        max_messages: int,
+        max_wait_s: float,
+        on_commit: Callable[[dict[tuple[str, int], int]], None] | None = None,
+    ) -> None:
+        self.consumer = consumer
+        self.process = process
+        self.job = job
+        self.max_messages = max_messages
+        self.max_wait_s = max_wait_s
+        self.on_commit = on_commit
+        self.stats = LoopStats()
+        self._pending: dict[tuple[str, int], int] = {}  # done, not yet committed
+        self._committed: dict[tuple[str, int], int] = {}
+        self._assigned: set[tuple[str, int]] = set()
+        self._rate = RateWindow()
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> LoopStats:
+        try:
+            while not stop.is_set():
+                batch = collect_batch(self.consumer, self.max_messages, self.max_wait_s)
+                if batch:
+                    self._run_batch(batch)
+                elif self._pending:
+                    self._commit(set(self._pending))  # a commit refused earlier
+                self._report_lag()
+        finally:
+            self._close()
+        return self.stats
+
+    def _run_batch(self, batch: list[Message]) -> None:
+        started = time.monotonic()
+        if self.stats.first_batch_at is None:
+            self.stats.first_batch_at = time.time()
+        result = self.process(batch)  # returns once every row is written; raises otherwise
+        for tp, offset in next_offsets(batch).items():
+            self._pending[tp] = max(offset, self._pending.get(tp, -1))
+        self._commit(set(self._pending))
+        self._count(result, time.monotonic() - started)
+
+    def _commit(self, partitions: Iterable[tuple[str, int]]) -> None:
+        from confluent_kafka import KafkaException, TopicPartition
+
+        offsets = {tp: self._pending[tp] for tp in partitions if tp in self._pending}
+        if not offsets:
+            return
+        tps = [TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())]
+        try:
+            done = self.consumer.commit(offsets=tps, asynchronous=False) or tps
+        except KafkaException as exc:
+            if not _retriable_commit_error(exc):
+                raise StreamError(f"committing offsets {offsets}: {exc}") from exc
+            self.stats.commit_retries += 1
+            log.warning("commit of %s refused for now (%s); kept for the next one", offsets, exc)
+            return
+        committed = {}
+        for tp in done:
+            key = (tp.topic, tp.partition)
+            if getattr(tp, "error", None):
+                log.warning("commit of %s failed: %s; kept for the next one", key, tp.error)
+                continue
+            committed[key] = offsets[key]
+            if self._pending.get(key) == offsets[key]:
+                del self._pending[key]
+            self._committed[key] = offsets[key]
+        if committed:
+            self.stats.commits += 1
+            self.stats.last_commit_at = time.time()
+            if self.on_commit is not None:
+                self.on_commit(committed)
+
+    def _close(self) -> None:
+        try:
+            if self._pending:
+                self._commit(set(self._pending))
+        finally:
+            self.consumer.close()  # leaves the group: its partitions move at once
+
+    # -- rebalance callbacks (run inside consume(), between batches) ------------------------
+    def on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        self._assigned = {(tp.topic, tp.partition) for tp in partitions}
+        self.stats.assigned = sorted(p for _, p in self._assigned)
+        log.info("%s: assigned partitions %s", self.job, self.stats.assigned)
+
+    def on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        self.stats.revocations += 1
+        log.info("%s: partitions %s revoked; committing what is done", self.job,
+                 sorted(p for _, p in revoked))  # fmt: skip
+        try:
+            self._commit(revoked & set(self._pending))
+        finally:
+            self._forget(revoked)
+
+    def on_lost(self, consumer: Any, partitions: list[Any]) -> None:
+        lost = {(tp.topic, tp.partition) for tp in partitions}
+        log.warning("%s: partitions %s lost; their new owner replays from the last commit",
+                    self.job, sorted(p for _, p in lost))  # fmt: skip
+        self._forget(lost)
+
+    def _forget(self, partitions: set[tuple[str, int]]) -> None:
+        for tp in partitions:
+            self._pending.pop(tp, None)
+            self._committed.pop(tp, None)
+            try:
+                CONSUMER_LAG.remove(self.job, tp[0], str(tp[1]))
+            except KeyError:  # no lag was reported for it yet
+                pass
+        self._assigned -= partitions
+        self.stats.assigned = sorted(p for _, p in self._assigned)
+
+    # -- metrics ----------------------------------------------------------------------------
+    def _count(self, result: BatchResult, seconds: float) -> None:
+        s = self.stats
+        s.batches += 1
+        s.messages += result.messages
+        s.scored += result.scored
+        s.quarantined += result.quarantined
+        s.malformed += result.malformed
+        s.reasons.update(result.reasons)
+        s.engines[result.engine] += 1
+        room = _LATENCY_SAMPLES - len(s.latencies_s)
+        s.latencies_s.extend(result.latencies_s[:room])
+        job = self.job
+        BATCH_SECONDS.labels(job, result.engine).observe(seconds)
+        for outcome, n in (("scored", result.scored), ("quarantined", result.quarantined),
+                           ("malformed", result.malformed)):  # fmt: skip
+            if n:
+                EVENTS.labels(job, outcome).inc(n)
+        for reason, n in result.reasons.items():
+            QUARANTINED.labels(job, reason).inc(n)
+        latency = EVENT_LATENCY_SECONDS.labels(job)
+        for value in result.latencies_s:
+            latency.observe(value)
+        EVENTS_PER_SECOND.labels(job).set(self._rate.add(result.messages))
+
+    def _report_lag(self) -> None:
+        from confluent_kafka import TopicPartition
+
+        for topic, partition in self._assigned:
+            committed = self._committed.get((topic, partition))
+            if committed is None:
+                continue
+            try:
+                _, high = self.consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), cached=True
+                )
+            except Exception:  # noqa: BLE001 - a metric must never stop the stream
+                continue
+            if high is not None and high >= 0:
+                CONSUMER_LAG.labels(self.job, topic, str(partition)).set(max(high - committed, 0))
+
+
+def install_stop_signals(
+    stop: threading.Event, signals: Iterable[int] = (signal.SIGTERM, signal.SIGINT)
+) -> Callable[[], None]:
+    """Set ``stop`` on SIGTERM/SIGINT (main thread only); returns a function restoring the
+    previous handlers. The batch in flight finishes and is committed before the loop ends."""
+    previous = {}
+
+    def handler(signum: int, frame: Any) -> None:
+        log.info("signal %d: finishing the batch in flight, committing, then stopping", signum)
+        stop.set()
+
+    for sig in signals:
+        previous[sig] = signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore

@@ -1,0 +1,264 @@
+"""Kafka messages -> micro-batches -> event records, and the quarantine rows of malformed ones.
+
+A micro-batch is what one ``consume`` call gathers: up to ``max_messages`` messages or
+whatever arrived within ``max_wait_s`` (``collect_batch``). Its commit point is, per
+partition, the last offset it holds plus one (``next_offsets``).
+
+Decoding (``decode_messages``) splits a batch into JSON objects (event records, handed
+to the Scorer) and malformed messages, which never stop the stream: an empty value, bytes
+that are not UTF-8, text that is not JSON, or JSON that is not an object (a list, a
+number, a string, null). Each malformed message becomes one quarantine row keyed by its
+position ``topic:partition:offset`` and carrying the raw bytes (as text when they are
+UTF-8, always as base64), the Kafka key, the position and the reason.
+
+Quarantine rows of a stream are stamped with the *message's* timestamp, not the wall
+clock, so a replay after a crash rewrites the same row in the same ``(source, day)``
+partition (see ``sluice.store.quarantine_table``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+from sluice.errors import StreamError
+from sluice.scoring import QUARANTINE_SCHEMA
+
+__all__ = [
+    "MALFORMED_EXPECTATION",
+    "POSITION_FIELD",
+    "Decoded",
+    "MalformedKind",
+    "Message",
+    "collect_batch",
+    "decode_messages",
+    "malformed_quarantine",
+    "message_time",
+    "next_offsets",
+    "position_key",
+]
+
+log = logging.getLogger(__name__)
+
+MALFORMED_EXPECTATION = "malformed_message"
+"""The ``expectation`` of a malformed message's quarantine reason."""
+
+POSITION_FIELD = "__sluice_message__"
+"""Field added to each record before scoring: its message's index in the batch. The
+Scorer drops unknown fields when it conforms a row but keeps them in a quarantined row's
+raw JSON, which is how a quarantine row finds its message (then the field is removed)."""
+
+
+class Message(Protocol):
+    """The part of ``confluent_kafka.Message`` the stream reads."""
+
+    def error(self) -> Any: ...
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def key(self) -> bytes | None: ...
+    def value(self) -> bytes | None: ...
+    def timestamp(self) -> tuple[int, int]: ...
+
+
+class BatchSource(Protocol):
+    """The part of ``confluent_kafka.Consumer`` that ``collect_batch`` uses."""
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Message]: ...
+
+
+class MalformedKind(StrEnum):
+    """Why a message is not an event record."""
+
+    EMPTY = "empty"  # no value (a tombstone) or zero bytes
+    NOT_UTF8 = "not_utf8"
+    NOT_JSON = "not_json"
+    NOT_AN_OBJECT = "not_an_object"  # valid JSON, but a list, number, string, bool or null
+
+
+def position_key(msg: Message) -> str:
+    return f"{msg.topic()}:{msg.partition()}:{msg.offset()}"
+
+
+def message_time(msg: Message) -> datetime | None:
+    """The message's timestamp (producer create time or log append time), if it has one."""
+    kind, ms = msg.timestamp()
+    if kind == 0 or ms is None or ms < 0:  # TIMESTAMP_NOT_AVAILABLE
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def next_offsets(messages: Sequence[Message]) -> dict[tuple[str, int], int]:
+    """The commit point of a batch: per (topic, partition), its last offset + 1."""
+    out: dict[tuple[str, int], int] = {}
+    for msg in messages:
+        tp = (msg.topic(), msg.partition())
+        nxt = msg.offset() + 1
+        if nxt > out.get(tp, -1):
+            out[tp] = nxt
+    return out
+
+
+def collect_batch(
+    source: BatchSource,
+    max_messages: int,
+    max_wait_s: float,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> list[Message]:
+    """One micro-batch: up to ``max_messages`` messages, collected for at most ``max_wait_s``.
+
+    Error events are not messages: end-of-partition events are skipped, a fatal client
+    error raises ``StreamError``, other errors (broker down, the client retries) are
+    logged. An empty list means nothing arrived in time.
+    """
+    deadline = clock() + max_wait_s
+    batch: list[Message] = []
+    while len(batch) < max_messages:
+        remaining = deadline - clock()
+        if remaining <= 0:
+            break
+        for msg in source.consume(num_messages=max_messages - len(batch), timeout=remaining):
+            err = msg.error()
+            if err is None:
+                batch.append(msg)
+            elif _is_partition_eof(err):
+                continue
+            elif getattr(err, "fatal", lambda: False)():
+                raise StreamError(f"Kafka consumer failed: {err}")
+            else:
+                log.warning("Kafka consumer error (the client retries): %s", err)
+    return batch
+
+
+def _is_partition_eof(err: Any) -> bool:
+    from confluent_kafka import KafkaError
+
+    return err.code() == KafkaError._PARTITION_EOF
+
+
+# -- decoding -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Decoded:
+    """A batch split into event records (tagged with ``POSITION_FIELD``) and malformed
+    messages; ``records[i][POSITION_FIELD]`` indexes ``messages``."""
+
+    messages: Sequence[Message]
+    records: list[dict[str, Any]]
+    malformed: list[tuple[int, MalformedKind, str]]  # (index in messages, kind, detail)
+
+
+_JSON_TYPES = {list: "an array", str: "a string", bool: "a boolean", int: "a number",
+               float: "a number", type(None): "null"}  # fmt: skip
+
+
+def classify(value: bytes | None) -> dict[str, Any] | tuple[MalformedKind, str]:
+    """A message value as an event record (a JSON object), or why it is not one."""
+    if not value:
+        return MalformedKind.EMPTY, "the message has no value"
+    try:
+        text = bytes(value).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return MalformedKind.NOT_UTF8, str(exc)
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        return MalformedKind.NOT_JSON, str(exc)[:200]
+    if not isinstance(obj, dict):
+        return MalformedKind.NOT_AN_OBJECT, f"JSON {_JSON_TYPES.get(type(obj), 'value')}"
+    return obj
+
+
+def decode_messages(messages: Sequence[Message]) -> Decoded:
+    records: list[dict[str, Any]] = []
+    malformed: list[tuple[int, MalformedKind, str]] = []
+    for i, msg in enumerate(messages):
+        got = classify(msg.value())
+        if isinstance(got, dict):
+            got[POSITION_FIELD] = i
+            records.append(got)
+        else:
+            malformed.append((i, *got))
+    return Decoded(messages=messages, records=records, malformed=malformed)
+
+
+def _text(raw: bytes | None) -> str | None:
+    if raw is None:
+        return None
+    try:
+        return bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def raw_message(msg: Message) -> dict[str, Any]:
+    """A message as JSON-safe fields: position, timestamp, key, value (text and base64)."""
+    value, key = msg.value(), msg.key()
+    return {
+        "topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset(),
+        "timestamp_ms": msg.timestamp()[1] if msg.timestamp()[0] else None,
+        "key": _text(key), "key_base64": base64.b64encode(key).decode() if key else None,
+        "value": _text(value),
+        "value_base64": base64.b64encode(value).decode() if value is not None else None,
+    }  # fmt: skip
+
+
+def malformed_quarantine(decoded: Decoded, source: str, now: datetime) -> pa.Table:
+    """Quarantine rows (``QUARANTINE_SCHEMA``) of the batch's malformed messages."""
+    keys, raws, reasons, times = [], [], [], []
+    for i, kind, detail in decoded.malformed:
+        msg = decoded.messages[i]
+        keys.append(position_key(msg))
+        raws.append(json.dumps(raw_message(msg), sort_keys=True))
+        reasons.append(json.dumps([{"expectation": MALFORMED_EXPECTATION, "column": None,
+                                    "value": f"{kind.value}: {detail}"}]))  # fmt: skip
+        times.append(message_time(msg) or now)
+    n = len(keys)
+    return pa.Table.from_arrays(
+        [pa.array(keys, pa.string()), pa.array(raws, pa.string()),
+         pa.array(reasons, pa.string()), pa.array([source] * n, pa.string()),
+         pa.array(times, pa.timestamp("us", tz="UTC"))],
+        schema=QUARANTINE_SCHEMA,
+    )  # fmt: skip
+
+
+def restamp_quarantine(
+    quarantined: pa.Table, decoded: Decoded, key_column: str, now: datetime
+) -> pa.Table:
+    """The Scorer's quarantine rows for this batch, tied back to their messages.
+
+    Each row's raw JSON carries ``POSITION_FIELD`` (removed here); from it the row gets
+    its message's timestamp as ``quarantined_at`` and, when the event has no usable key
+    (missing or empty), the key ``topic:partition:offset`` instead of a digest of the
+    raw row (two identical keyless payloads are still two quarantined messages).
+    """
+    if quarantined.num_rows == 0:
+        return quarantined
+    keys = quarantined.column("key").to_pylist()
+    raws, times = [], []
+    for i, text in enumerate(quarantined.column("raw").to_pylist()):
+        raw = json.loads(text)
+        pos = raw.pop(POSITION_FIELD, None) if isinstance(raw, dict) else None
+        raws.append(json.dumps(raw, sort_keys=True))
+        msg = decoded.messages[pos] if isinstance(pos, int) else None
+        times.append((message_time(msg) if msg is not None else None) or now)
+        if msg is not None and _no_usable_key(raw, key_column):
+            keys[i] = position_key(msg)
+    return pa.Table.from_arrays(
+        [pa.array(keys, pa.string()), pa.array(raws, pa.string()), quarantined.column("reasons"),
+         quarantined.column("source"), pa.array(times, pa.timestamp("us", tz="UTC"))],
+        schema=QUARANTINE_SCHEMA,
+    )  # fmt: skip
+
+
+def _no_usable_key(raw: Any, key_column: str) -> bool:
+    return not isinstance(raw, Mapping) or raw.get(key_column) in (None, "")

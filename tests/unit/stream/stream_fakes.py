@@ -1,0 +1,133 @@
+"""Small fakes behind the stream's Protocols: Kafka messages and a consumer (no network)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+
+TOPIC = "events"
+T0_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+
+
+@dataclass
+class FakeMessage:
+    """A consumed message: ``confluent_kafka.Message``'s accessors."""
+
+    _partition: int
+    _offset: int
+    _value: bytes | None
+    _key: bytes | None = None
+    _topic: str = TOPIC
+    _timestamp_ms: int | None = None
+    _error: Any = None
+
+    def error(self) -> Any:
+        return self._error
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def timestamp(self) -> tuple[int, int]:
+        if self._timestamp_ms is None:
+            return (0, -1)  # TIMESTAMP_NOT_AVAILABLE
+        return (1, self._timestamp_ms)  # TIMESTAMP_CREATE_TIME
+
+
+def messages(values: list[bytes | None], partitions: int = 2, start_ms: int = T0_MS) -> list:
+    """Values spread round-robin over partitions, offsets counting up per partition."""
+    next_offset = [0] * partitions
+    out = []
+    for i, value in enumerate(values):
+        p = i % partitions
+        out.append(FakeMessage(p, next_offset[p], value, _timestamp_ms=start_ms + i))
+        next_offset[p] += 1
+    return out
+
+
+class ErrorEvent(FakeMessage):
+    def __init__(self, code: int, fatal: bool = False) -> None:
+        super().__init__(0, -1, None, _error=_Err(code, fatal))
+
+
+@dataclass
+class _Err:
+    _code: int
+    _fatal: bool
+
+    def code(self) -> int:
+        return self._code
+
+    def fatal(self) -> bool:
+        return self._fatal
+
+    def __str__(self) -> str:
+        return f"error {self._code}"
+
+
+@dataclass
+class FakeConsumer:
+    """Hands out ``batches`` one per ``consume`` call (then nothing), records every call.
+
+    ``log`` is the ordered story of calls: ("consume", n), ("commit", {(t, p): offset}),
+    ("close",) — plus whatever the test's process function appends.
+    ``refuse_commits`` makes that many commits fail with REBALANCE_IN_PROGRESS first.
+    ``on_consume(call_number)`` runs before each consume returns (e.g. to send a signal).
+    """
+
+    batches: list[list[Any]]
+    log: list[tuple] = field(default_factory=list)
+    refuse_commits: int = 0
+    fatal_commit: bool = False
+    on_consume: Callable[[int], None] | None = None
+    high_watermark: int = 100
+    closed: bool = False
+    consumed_calls: int = 0
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Any]:
+        if self.closed:
+            raise RuntimeError("consume on a closed consumer")
+        self.consumed_calls += 1
+        self.log.append(("consume", num_messages))
+        if self.on_consume is not None:
+            self.on_consume(self.consumed_calls)
+        if self.batches:
+            return self.batches.pop(0)[:num_messages]
+        return []
+
+    def commit(self, *, offsets: list[Any], asynchronous: bool = True) -> list[Any]:
+        assert asynchronous is False, "the stream must commit synchronously"
+        if self.fatal_commit:
+            raise KafkaException(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED))
+        if self.refuse_commits:
+            self.refuse_commits -= 1
+            self.log.append(("commit refused", {(tp.topic, tp.partition): tp.offset
+                                                for tp in offsets}))  # fmt: skip
+            raise KafkaException(KafkaError(KafkaError.REBALANCE_IN_PROGRESS))
+        self.log.append(("commit", {(tp.topic, tp.partition): tp.offset for tp in offsets}))
+        return offsets
+
+    def close(self) -> None:
+        self.closed = True
+        self.log.append(("close",))
+
+    def get_watermark_offsets(self, partition: Any, timeout: float | None = None,
+                              cached: bool = False) -> tuple[int, int]:  # fmt: skip
+        return (0, self.high_watermark)
+
+    def commits(self) -> list[dict]:
+        return [entry[1] for entry in self.log if entry[0] == "commit"]

@@ -1,0 +1,154 @@
+"""The consumer loop: commit only after the batch's writes, rebalances, stop and SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import pytest
+from confluent_kafka import TopicPartition
+from stream_fakes import TOPIC, FakeConsumer, messages
+
+from sluice.errors import StreamError
+from sluice.stream import BatchResult, ConsumerLoop, install_stop_signals
+
+
+class Process:
+    """A fake micro-batch processor: logs when it starts and when its writes are done."""
+
+    def __init__(
+        self,
+        consumer: FakeConsumer,
+        fail_on: int | None = None,
+        stop_after: int | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.consumer, self.fail_on, self.calls = consumer, fail_on, 0
+        self.stop_after, self.stop = stop_after, stop
+
+    def __call__(self, batch) -> BatchResult:
+        self.calls += 1
+        log = self.consumer.log
+        log.append(("write start", len(batch)))
+        if self.calls == self.fail_on:
+            raise OSError("Cassandra write failed")
+        log.append(("writes done", len(batch)))
+        if self.stop_after is not None and self.calls >= self.stop_after:
+            self.stop.set()
+        return BatchResult(messages=len(batch), scored=len(batch), quarantined=0, malformed=0,
+                           engine="compiled", written_at=0.0)  # fmt: skip
+
+
+def loop_for(consumer: FakeConsumer, process, **kw) -> ConsumerLoop:
+    return ConsumerLoop(consumer, process, job="unit", max_messages=kw.pop("max_messages", 4),
+                        max_wait_s=kw.pop("max_wait_s", 0.01), **kw)  # fmt: skip
+
+
+def run_batches(consumer: FakeConsumer, n_batches: int, **kw) -> ConsumerLoop:
+    stop = threading.Event()
+    loop = loop_for(consumer, Process(consumer, stop_after=n_batches, stop=stop), **kw)
+    loop.on_assign(consumer, [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)])
+    loop.run(stop)
+    return loop
+
+
+def test_offsets_are_committed_only_after_the_batch_is_written():
+    batch1, batch2 = messages([b"{}"] * 4), messages([b"{}"] * 3, start_ms=0)
+    for m in batch2:
+        m._offset += 2  # batch 2 continues where batch 1 ended on each partition
+    consumer = FakeConsumer(batches=[batch1, batch2])
+    loop = run_batches(consumer, 2)
+    steps = [e[0] for e in consumer.log if e[0] != "consume"]
+    assert steps == ["write start", "writes done", "commit",
+                     "write start", "writes done", "commit", "close"]  # fmt: skip
+    # Synchronous commits of last offset + 1 per partition.
+    assert consumer.commits() == [{(TOPIC, 0): 2, (TOPIC, 1): 2}, {(TOPIC, 0): 4, (TOPIC, 1): 3}]
+    assert loop.stats.batches == 2 and loop.stats.messages == 7 and loop.stats.commits == 2
+
+
+def test_a_failed_batch_is_never_committed():
+    consumer = FakeConsumer(batches=[messages([b"{}"] * 4), messages([b"{}"] * 4)])
+    loop = loop_for(consumer, Process(consumer, fail_on=2))
+    with pytest.raises(OSError, match="Cassandra write failed"):
+        loop.run(threading.Event())
+    assert consumer.commits() == [{(TOPIC, 0): 2, (TOPIC, 1): 2}]  # batch 1 only
+    assert consumer.closed  # the group gets the partitions back; the next owner replays
+
+
+def test_a_refused_commit_is_kept_and_retried_never_dropped():
+    consumer = FakeConsumer(batches=[messages([b"{}"] * 4)], refuse_commits=1)
+    loop = run_batches(consumer, 1)
+    assert loop.stats.commit_retries == 1
+    assert consumer.commits() == [{(TOPIC, 0): 2, (TOPIC, 1): 2}]  # retried before close
+
+
+def test_a_commit_error_that_is_not_retriable_stops_the_consumer():
+    consumer = FakeConsumer(batches=[messages([b"{}"] * 4)], fatal_commit=True)
+    with pytest.raises(StreamError, match="committing offsets"):
+        run_batches(consumer, 1)
+
+
+def test_revocation_commits_what_is_done_for_the_revoked_partitions():
+    consumer = FakeConsumer(batches=[messages([b"{}"] * 4)], refuse_commits=1)
+    loop = loop_for(consumer, Process(consumer))
+    loop.on_assign(consumer, [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)])
+    loop._run_batch(consumer.batches.pop(0))  # written; its commit was refused (rebalance)
+    assert consumer.commits() == []
+    loop.on_revoke(consumer, [TopicPartition(TOPIC, 1)])
+    assert consumer.commits() == [{(TOPIC, 1): 2}]  # only what was revoked
+    assert loop.stats.assigned == [0] and loop.stats.revocations == 1
+    loop.on_revoke(consumer, [TopicPartition(TOPIC, 0)])
+    assert consumer.commits()[-1] == {(TOPIC, 0): 2}
+
+
+def test_lost_partitions_are_not_committed():
+    consumer = FakeConsumer(batches=[messages([b"{}"] * 4)], refuse_commits=1)
+    loop = loop_for(consumer, Process(consumer))
+    loop._run_batch(consumer.batches.pop(0))
+    loop.on_lost(consumer, [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)])
+    loop.run(_set(threading.Event()))  # nothing pending is committed at close either
+    assert consumer.commits() == [] and consumer.closed
+
+
+def _set(event: threading.Event) -> threading.Event:
+    event.set()
+    return event
+
+
+def test_stop_finishes_the_batch_in_flight_then_closes():
+    stop = threading.Event()
+    consumer = FakeConsumer(batches=[messages([b"{}"] * 4) for _ in range(5)])
+    consumer.on_consume = lambda call: stop.set() if call == 2 else None  # stop mid-poll
+    loop = loop_for(consumer, Process(consumer))
+    loop.run(stop)
+    assert loop.stats.batches == 2 and len(consumer.commits()) == 2
+    assert consumer.consumed_calls == 2 and consumer.log[-1] == ("close",)
+
+
+def test_sigterm_finishes_the_batch_in_flight_commits_and_exits():
+    stop = threading.Event()
+    before = signal.getsignal(signal.SIGTERM)
+    restore = install_stop_signals(stop)
+    try:
+        consumer = FakeConsumer(batches=[messages([b"{}"] * 4) for _ in range(5)])
+        # SIGTERM arrives while the second batch is being polled.
+        consumer.on_consume = lambda call: os.kill(os.getpid(), signal.SIGTERM) if call == 2 \
+            else None  # fmt: skip
+        loop = loop_for(consumer, Process(consumer))
+        loop.run(stop)
+    finally:
+        restore()
+    assert stop.is_set()
+    steps = [e[0] for e in consumer.log]
+    assert steps == ["consume", "write start", "writes done", "commit",
+                     "consume", "write start", "writes done", "commit", "close"]  # fmt: skip
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_signal_handlers_are_restored():
+    before = signal.getsignal(signal.SIGTERM)
+    restore = install_stop_signals(threading.Event())
+    assert signal.getsignal(signal.SIGTERM) is not before
+    restore()
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -1,0 +1,159 @@
+"""Decoding and malformed-message classification, micro-batch assembly, commit points."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+
+import pytest
+from confluent_kafka import KafkaError
+from stream_fakes import T0_MS, TOPIC, ErrorEvent, FakeConsumer, FakeMessage, messages
+
+from sluice.datagen import MALFORMED_PAYLOADS
+from sluice.errors import StreamError
+from sluice.scoring import QUARANTINE_SCHEMA
+from sluice.stream import (
+    MALFORMED_EXPECTATION,
+    MalformedKind,
+    collect_batch,
+    decode_messages,
+    malformed_quarantine,
+    next_offsets,
+    pick_engine,
+)
+from sluice.stream._messages import POSITION_FIELD, classify
+
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+
+EXPECTED_KIND = {
+    b"not json at all": MalformedKind.NOT_JSON,
+    b'{"transaction_id": "tx_00': MalformedKind.NOT_JSON,
+    b"\xff\xfe\x00\x01": MalformedKind.NOT_UTF8,
+    b"[1, 2, 3]": MalformedKind.NOT_AN_OBJECT,
+    b'"a string"': MalformedKind.NOT_AN_OBJECT,
+    b"42": MalformedKind.NOT_AN_OBJECT,
+    b"null": MalformedKind.NOT_AN_OBJECT,
+    b"": MalformedKind.EMPTY,
+}
+
+
+def test_every_generated_malformed_payload_has_an_expected_kind():
+    assert set(EXPECTED_KIND) == set(MALFORMED_PAYLOADS)
+
+
+@pytest.mark.parametrize("payload", sorted(EXPECTED_KIND, key=repr))
+def test_malformed_payloads_are_classified(payload):
+    got = classify(payload)
+    assert isinstance(got, tuple), f"{payload!r} was taken for an event"
+    assert got[0] is EXPECTED_KIND[payload]
+    assert got[1]  # a detail for the reason
+
+
+@pytest.mark.parametrize("payload, kind", [
+    (None, MalformedKind.EMPTY),                       # a tombstone
+    (b"true", MalformedKind.NOT_AN_OBJECT),
+    (b"3.5e2", MalformedKind.NOT_AN_OBJECT),
+    (b"[" * 100_000, MalformedKind.NOT_JSON),          # nesting too deep for the parser
+    (b'{"a": 1} trailing', MalformedKind.NOT_JSON),
+    ('{"a": "caf\u00e9"}'.encode("utf-16"), MalformedKind.NOT_UTF8),  # JSON, wrong encoding
+])  # fmt: skip
+def test_other_bad_values_are_classified(payload, kind):
+    got = classify(payload)
+    assert isinstance(got, tuple) and got[0] is kind
+
+
+def test_json_objects_are_records_whatever_their_fields():
+    assert classify(b'{"amount": NaN, "x": [1]}')["x"] == [1]  # values are the Scorer's job
+    assert classify('{"merchant": "caf\u00e9"}'.encode())["merchant"] == "caf\u00e9"
+    assert classify(b"{}") == {}
+
+
+def test_decode_splits_records_and_malformed_and_tags_positions():
+    batch = messages([b'{"a": 1}', b"oops", b'{"a": 2}', b"[]", None])
+    decoded = decode_messages(batch)
+    assert [r["a"] for r in decoded.records] == [1, 2]
+    assert [r[POSITION_FIELD] for r in decoded.records] == [0, 2]
+    assert [(i, kind) for i, kind, _ in decoded.malformed] == [
+        (1, MalformedKind.NOT_JSON), (3, MalformedKind.NOT_AN_OBJECT), (4, MalformedKind.EMPTY),
+    ]  # fmt: skip
+
+
+def test_malformed_quarantine_rows_keep_raw_bytes_position_and_reason():
+    raw = b"\xff\xfe\x00\x01"
+    batch = [FakeMessage(3, 41, raw, _key=b"card_000001", _timestamp_ms=T0_MS),
+             FakeMessage(1, 7, b"not json at all", _timestamp_ms=None)]  # fmt: skip
+    rows = malformed_quarantine(decode_messages(batch), "stream:job", NOW)
+    assert rows.schema == QUARANTINE_SCHEMA
+    assert rows["key"].to_pylist() == [f"{TOPIC}:3:41", f"{TOPIC}:1:7"]
+    first, second = (json.loads(t) for t in rows["raw"].to_pylist())
+    assert base64.b64decode(first["value_base64"]) == raw and first["value"] is None
+    assert (first["topic"], first["partition"], first["offset"]) == (TOPIC, 3, 41)
+    assert first["key"] == "card_000001" and first["timestamp_ms"] == T0_MS
+    assert second["value"] == "not json at all"
+    reasons = [json.loads(t) for t in rows["reasons"].to_pylist()]
+    assert reasons[0] == [{"expectation": MALFORMED_EXPECTATION, "column": None,
+                           "value": reasons[0][0]["value"]}]  # fmt: skip
+    assert reasons[0][0]["value"].startswith("not_utf8: ")
+    assert reasons[1][0]["value"].startswith("not_json: ")
+    # The message's own time (stable across replays), else the batch's clock.
+    when = rows["quarantined_at"].to_pylist()
+    assert when[0] == datetime.fromtimestamp(T0_MS / 1000, tz=UTC) and when[1] == NOW
+    assert set(rows["source"].to_pylist()) == {"stream:job"}
+
+
+def test_next_offsets_is_last_offset_plus_one_per_partition():
+    batch = [FakeMessage(0, 5, b""), FakeMessage(1, 9, b""), FakeMessage(0, 7, b""),
+             FakeMessage(0, 6, b""), FakeMessage(2, 0, b"", _topic="other")]  # fmt: skip
+    assert next_offsets(batch) == {(TOPIC, 0): 8, (TOPIC, 1): 10, ("other", 2): 1}
+    assert next_offsets([]) == {}
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_batch_ends_at_max_messages():
+    consumer = FakeConsumer(batches=[messages([b"{}"] * 3), messages([b"{}"] * 5)])
+    batch = collect_batch(consumer, max_messages=6, max_wait_s=10)
+    assert len(batch) == 6
+    assert consumer.log == [("consume", 6), ("consume", 3)]  # asks only for what is missing
+
+
+def test_batch_ends_at_max_wait_with_what_arrived():
+    clock = FakeClock()
+
+    def tick(call: int) -> None:
+        clock.t += 0.3  # each consume call waits 0.3 s
+
+    consumer = FakeConsumer(batches=[messages([b"{}"] * 2)], on_consume=tick)
+    batch = collect_batch(consumer, max_messages=100, max_wait_s=1.0, clock=clock)
+    assert len(batch) == 2
+    assert consumer.consumed_calls == 4  # 0.3 s each until the 1 s deadline
+
+
+def test_batch_skips_partition_eof_and_logs_transient_errors(caplog):
+    batch = [*messages([b"{}"]), ErrorEvent(KafkaError._PARTITION_EOF),
+             ErrorEvent(KafkaError._TRANSPORT), *messages([b"{}"], start_ms=T0_MS + 5)]  # fmt: skip
+    consumer = FakeConsumer(batches=[batch])
+    clock = FakeClock()
+    consumer.on_consume = lambda call: setattr(clock, "t", clock.t + 1)
+    got = collect_batch(consumer, max_messages=10, max_wait_s=1.0, clock=clock)
+    assert len(got) == 2 and all(m.error() is None for m in got)
+    assert "error" in caplog.text
+
+
+def test_fatal_consumer_error_raises():
+    consumer = FakeConsumer(batches=[[ErrorEvent(KafkaError._FATAL, fatal=True)]])
+    with pytest.raises(StreamError, match="Kafka consumer failed"):
+        collect_batch(consumer, max_messages=10, max_wait_s=1.0)
+
+
+@pytest.mark.parametrize("rows, engine", [(1, "compiled"), (4999, "compiled"), (5000, "gx"),
+                                          (20000, "gx")])  # fmt: skip
+def test_engine_is_picked_by_batch_size(rows, engine):
+    assert pick_engine(rows, gx_min_rows=5000) == engine

@@ -1,0 +1,111 @@
+"""One micro-batch through the real Scorer (in-memory feature store, fake output writer)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pytest
+from stream_fakes import T0_MS, TOPIC, messages
+
+from sluice.contract import load_contract
+from sluice.datagen import InvalidKind, generate_dataset, to_json_messages
+from sluice.features import InMemoryFeatureStore
+from sluice.scoring import Scorer
+from sluice.stream import MicroBatchScorer
+from sluice.stream._messages import POSITION_FIELD
+
+KINDS = [k for k in InvalidKind if k is not InvalidKind.DUPLICATE_KEY]
+
+
+class Outputs:
+    """Keeps what would be upserted: the last row per primary key, like Cassandra."""
+
+    def __init__(self) -> None:
+        self.predictions: dict[str, dict] = {}
+        self.quarantine: dict[tuple, dict] = {}
+        self.calls = 0
+
+    def write(self, predictions: pa.Table, quarantine: pa.Table) -> None:
+        self.calls += 1
+        for row in predictions.to_pylist():
+            self.predictions[row["transaction_id"]] = row
+        for row in quarantine.to_pylist():
+            self.quarantine[(row["source"], row["day"], row["key"])] = row
+
+
+@pytest.fixture
+def batch():
+    data = generate_dataset(600, seed=9, invalid_fraction=0.05, invalid_kinds=KINDS)
+    msgs = to_json_messages(data.table, wrong_type_fraction=0.02, malformed_fraction=0.03, seed=9)
+    keyless = [b'{"card_id": "card_000001", "amount": 5}'] * 2  # identical, no usable key
+    batch = messages([*msgs.payloads, *keyless], partitions=3)
+    return data, msgs, batch
+
+
+def scorer_for(registry) -> Scorer:
+    return Scorer(load_contract("fraud"), registry, InMemoryFeatureStore(), "compiled")
+
+
+def test_batch_rows_land_in_exactly_one_table(stream_registry, batch):
+    data, msgs, batch = batch
+    outputs = Outputs()
+    result = MicroBatchScorer(scorer_for(stream_registry), outputs, source="stream:unit",
+                              gx_min_rows=10_000)(batch)  # fmt: skip
+
+    invalid = data.invalid_keys | msgs.wrong_type_keys
+    valid = set(data.table["transaction_id"].to_pylist()) - invalid
+    assert set(outputs.predictions) == valid
+    malformed_keys = {f"{TOPIC}:{m.partition()}:{m.offset()}"
+                      for i, m in enumerate(batch) if i in msgs.malformed_positions}  # fmt: skip
+    keyless_keys = {f"{TOPIC}:{m.partition()}:{m.offset()}" for m in batch[-2:]}
+    assert {k for _, _, k in outputs.quarantine} == invalid | malformed_keys | keyless_keys
+    assert outputs.calls == 1
+    assert (result.messages, result.scored) == (len(batch), len(valid))
+    assert result.malformed == len(msgs.malformed_positions)
+    assert result.quarantined == len(invalid) + 2 and result.engine == "compiled"
+    assert sum(n for r, n in result.reasons.items() if r.startswith("malformed:")) == \
+        len(malformed_keys)  # fmt: skip
+    assert len(result.latencies_s) == len(batch)
+
+    by_offset = {(m.partition(), m.offset()): m for m in batch}
+    for (_, _day, key), row in outputs.quarantine.items():
+        assert POSITION_FIELD not in row["raw"]
+        # Stamped with its message's time: a replay rewrites the same (source, day, key).
+        if key.startswith(TOPIC):
+            _, p, o = key.split(":")
+            msg = by_offset[(int(p), int(o))]
+            assert row["quarantined_at"] == datetime.fromtimestamp(msg.timestamp()[1] / 1000,
+                                                                   tz=UTC)  # fmt: skip
+        assert row["quarantined_at"] >= datetime.fromtimestamp(T0_MS / 1000, tz=UTC)
+    one = outputs.predictions[next(iter(valid))]
+    assert one["model_version"] == "fraud/1" and len(one["features"]) == len(
+        load_contract("fraud").feature_names
+    )
+
+
+def test_a_replayed_batch_writes_the_same_rows(stream_registry, batch):
+    _, _, batch = batch
+    scorer = scorer_for(stream_registry)  # one feature store: the replay re-records events
+    first, again = Outputs(), Outputs()
+    MicroBatchScorer(scorer, first, source="stream:unit", gx_min_rows=10_000)(batch)
+    MicroBatchScorer(scorer, again, source="stream:unit", gx_min_rows=10_000)(batch[100:])
+
+    def without_time(rows: dict) -> dict:
+        return {k: {c: v for c, v in r.items() if c != "scored_at"} for k, r in rows.items()}
+
+    replayed = without_time(again.predictions)
+    assert replayed == {k: v for k, v in without_time(first.predictions).items() if k in replayed}
+    assert len(replayed) > 400
+    assert again.quarantine == {k: v for k, v in first.quarantine.items() if k in again.quarantine}
+
+
+def test_an_all_malformed_batch_writes_only_quarantine(stream_registry):
+    outputs = Outputs()
+    batch = messages([b"nope", b"[1]", None])
+    result = MicroBatchScorer(scorer_for(stream_registry), outputs, source="stream:unit",
+                              gx_min_rows=10_000)(batch)  # fmt: skip
+    assert outputs.predictions == {} and len(outputs.quarantine) == 3
+    assert result.malformed == 3 and result.scored == result.quarantined == 0
+    assert json.loads(next(iter(outputs.quarantine.values()))["reasons"])[0]["column"] is None
