@@ -4,7 +4,8 @@ The tree is branched by what the caller can do about an error:
 
     SluiceError
     ├── ConfigError            a config file, contract or job is wrong: fix the file
-    │   └── UnsupportedExpectation   a suite uses an expectation the compiled engine cannot run
+    │   ├── UnsupportedExpectation   a suite uses an expectation the compiled engine cannot run
+    │   └── CredentialsRefused       Cassandra refused the configured username/password
     ├── ValidationFailed       input rows broke the contract: fix the data (rows are quarantined)
     ├── ModelNotFound          no such model, version or alias in the registry
     ├── StoreUnavailable       Cassandra cannot be reached or refused the request: retry later
@@ -22,6 +23,7 @@ from typing import Any
 
 __all__ = [
     "ConfigError",
+    "CredentialsRefused",
     "LocalServiceError",
     "ModelNotFound",
     "SluiceError",
@@ -43,6 +45,10 @@ class ConfigError(SluiceError):
 
 class UnsupportedExpectation(ConfigError):
     """An expectation type the compiled validation engine cannot evaluate."""
+
+
+class CredentialsRefused(ConfigError):
+    """Cassandra refused the configured username/password (fix ``cassandra.username``)."""
 
 
 class ValidationFailed(SluiceError):

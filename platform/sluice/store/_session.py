@@ -38,7 +38,7 @@ from cassandra.policies import DCAwareRoundRobinPolicy, RetryPolicy, TokenAwareP
 from cassandra.query import named_tuple_factory, tuple_factory
 
 from sluice.config import CassandraConfig, ConsistencyLevel
-from sluice.errors import ConfigError, StoreUnavailable
+from sluice.errors import ConfigError, CredentialsRefused, StoreUnavailable
 
 __all__ = [
     "TUPLES",
@@ -54,10 +54,6 @@ log = logging.getLogger(__name__)
 
 TUPLES = "sluice_tuples"
 """Execution profile whose rows are plain tuples (bulk reads build Arrow columns from them)."""
-
-
-class CredentialsRefused(ConfigError):
-    """Cassandra refused the configured username/password (fix ``cassandra.username``)."""
 
 
 def consistency(level: ConsistencyLevel | str) -> int:
