@@ -1,0 +1,239 @@
+"""The HTTP surface without Ray: routes, auth, limits and status codes over a fake model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import pyarrow as pa
+import pytest
+from serve_testkit import json_rows
+
+from serve_apps.scoring.api import (
+    FunctionModelClient,
+    Overloaded,
+    ScoringService,
+    create_api,
+    status_for,
+)
+from serve_apps.scoring.auth import KeyRing, hash_key
+from serve_apps.scoring.prediction_log import FunctionWriter, LogOptions, PredictionLog
+from serve_apps.scoring.schemas import ErrorReply, RejectedRow, RequestParser, RowScore, ScoreReply
+from sluice.contract import load_contract
+from sluice.errors import (
+    ConfigError,
+    ModelNotFound,
+    SluiceError,
+    StoreUnavailable,
+    ValidationFailed,
+    WriteFailed,
+)
+from sluice.scoring import QUARANTINE_SCHEMA
+
+pytestmark = pytest.mark.anyio
+
+KEY = "test-key-1"
+AUTH = {"X-API-Key": KEY}
+CONTRACT = load_contract("fraud")
+
+
+class FakeModel:
+    """Scores every row 0.5 with fraud/7, or does what a test tells it to."""
+
+    def __init__(self) -> None:
+        self.behaviour = "ok"
+        self.calls = 0
+
+    async def score(self, rows):
+        self.calls += 1
+        if self.behaviour == "slow":
+            await asyncio.sleep(5)
+        if self.behaviour == "overloaded":
+            raise Overloaded("queue full")
+        if self.behaviour == "store-down":
+            return ScoreReply(error=ErrorReply(503, "StoreUnavailable", "cannot reach Cassandra"))
+        if self.behaviour == "reject-last":
+            *good, last = rows
+            q = pa.table({"key": [last["transaction_id"]], "raw": ["{}"], "reasons": ["[]"],
+                          "source": ["online:fraud"],
+                          "quarantined_at": pa.array([0], pa.timestamp("us", tz="UTC"))},
+                         schema=QUARANTINE_SCHEMA)  # fmt: skip
+            reasons = [{"expectation": "expect_column_values_to_be_between",
+                        "column": "amount", "value": "-5.0"}]  # fmt: skip
+            return ScoreReply(
+                scores=[RowScore(r["transaction_id"], 0.5, "fraud/7", (1.0, 2.0)) for r in good],
+                rejected=[RejectedRow(len(rows) - 1, last["transaction_id"], reasons)],
+                feature_names=("f1", "f2"), quarantine=q,
+            )  # fmt: skip
+        return ScoreReply(
+            scores=[RowScore(r["transaction_id"], 0.5, "fraud/7", (1.0, 2.0)) for r in rows],
+            feature_names=("f1", "f2"),
+        )
+
+    async def info(self):
+        return {"champion": "fraud/7"}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def setup():
+    written: list[tuple[str, pa.Table]] = []
+    writer = FunctionWriter(lambda t, rows: written.append((t, rows)))
+    plog = PredictionLog(CONTRACT, writer, LogOptions(8, 64, 0.02))
+    model = FakeModel()
+    service = ScoringService(
+        contract=CONTRACT, keyring=KeyRing.from_digests({"test": hash_key(KEY)}),
+        model=FunctionModelClient(model.score, model.info),
+        parser=RequestParser(CONTRACT, max_rows=4), max_body_bytes=4096,
+        request_timeout_s=0.5, overload_status=429, retry_after_s=2, prediction_log=plog,
+    )  # fmt: skip
+    yield service, model, written
+    plog.close()
+
+
+@pytest.fixture
+def client(setup):
+    service = setup[0]
+    transport = httpx.ASGITransport(app=create_api(service))
+    return httpx.AsyncClient(transport=transport, base_url="http://test")
+
+
+async def test_predict_one_row_and_many(client, setup):
+    rows = json_rows(3)
+    r = await client.post("/v1/fraud/predict", json=rows[0], headers=AUTH)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["key"] == rows[0]["transaction_id"] and body["score"] == 0.5
+    assert body["model_version"] == "fraud/7" and body["request_id"] == r.headers["x-request-id"]
+    r = await client.post("/v1/fraud/predict", json=rows, headers={**AUTH, "X-Request-ID": "abc"})
+    assert r.status_code == 200 and r.json()["request_id"] == "abc"
+    assert [p["key"] for p in r.json()["predictions"]] == [x["transaction_id"] for x in rows]
+    await asyncio.sleep(0.2)
+    logged = pa.concat_tables([t for name, t in setup[2] if name == "prediction_log"])
+    ids = logged["request_id"].to_pylist()
+    assert sorted(ids) == sorted([body["request_id"], "abc#0", "abc#1", "abc#2"])
+    assert logged["features"][0].as_py() == [("f1", 1.0), ("f2", 2.0)]
+    assert logged["latency_ms"][0].as_py() > 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "/v1/fraud/predict"), ("GET", "/v1/models"), ("GET", "/v1/stats"),
+     ("GET", "/docs"), ("GET", "/openapi.json"), ("GET", "/nope")],
+)
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer wrong"},
+     {"Authorization": f"Basic {KEY}"}, {"X-API-Key": ""}],
+)
+async def test_every_route_but_health_needs_the_key(client, setup, method, path, headers):
+    r = await client.request(method, path, headers=headers, json=json_rows(1)[0])
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"].startswith("Bearer")
+    assert setup[1].calls == 0
+
+
+async def test_health_needs_no_key_and_both_header_styles_work(client):
+    assert (await client.get("/v1/health")).status_code == 200
+    for headers in (AUTH, {"Authorization": f"Bearer {KEY}"}):
+        assert (await client.get("/v1/models", headers=headers)).status_code == 200
+    spec = (await client.get("/openapi.json", headers=AUTH)).json()
+    assert "/v1/{contract}/predict" in spec["paths"] and "FraudRow" in spec["components"]["schemas"]
+    assert (await client.get("/docs", headers=AUTH)).status_code == 200
+
+
+async def test_body_over_the_limit_is_413_declared_or_streamed(client, setup):
+    big = json.dumps(json_rows(1)[0] | {"pad": "x" * 5000})
+    r = await client.post("/v1/fraud/predict", content=big, headers=AUTH)
+    assert r.status_code == 413 and r.json()["error"] == "too_large"
+
+    async def chunks():
+        for _ in range(10):
+            yield b" " * 1000
+
+    r = await client.post("/v1/fraud/predict", content=chunks(), headers=AUTH)
+    assert r.status_code == 413
+    assert setup[1].calls == 0
+
+
+async def test_too_many_rows_is_413_and_shape_errors_are_422(client, setup):
+    r = await client.post("/v1/fraud/predict", json=json_rows(5), headers=AUTH)
+    assert r.status_code == 413
+    row = json_rows(1)[0] | {"amount": "12"}
+    r = await client.post("/v1/fraud/predict", json=row, headers=AUTH)
+    assert r.status_code == 422
+    assert r.json()["problems"][0] | {"message": None} == {
+        "loc": "row.amount", "rule": "float_type", "message": None, "value": "'12'"}  # fmt: skip
+    r = await client.post("/v1/fraud/predict", content=b'{"amount": Infinity}', headers=AUTH)
+    assert r.status_code == 422
+    assert ("row.amount", "finite_number") in {(p["loc"], p["rule"]) for p in r.json()["problems"]}
+    assert setup[1].calls == 0
+    r = await client.post("/v1/other/predict", json=json_rows(1)[0], headers=AUTH)
+    assert r.status_code == 404 and "not served here" in r.json()["message"]
+
+
+async def test_rows_failing_the_contract_are_422_and_quarantined(client, setup):
+    setup[1].behaviour = "reject-last"
+    rows = json_rows(3)
+    r = await client.post("/v1/fraud/predict", json=rows, headers=AUTH)
+    assert r.status_code == 422
+    body = r.json()
+    assert body["error"] == "rows_rejected"
+    assert body["problems"] == [{
+        "loc": "rows[2].amount", "rule": "expect_column_values_to_be_between",
+        "message": "failed the contract's expectation", "value": "-5.0",
+        "key": rows[2]["transaction_id"]}]  # fmt: skip
+    await asyncio.sleep(0.2)
+    quarantined = [t for name, t in setup[2] if name == "quarantine"]
+    assert quarantined and quarantined[0]["key"].to_pylist() == [rows[2]["transaction_id"]]
+    assert not [t for name, t in setup[2] if name == "prediction_log"]
+
+
+async def test_overload_is_answered_at_once_with_retry_after(client, setup):
+    setup[1].behaviour = "overloaded"
+    t0 = time.perf_counter()
+    r = await client.post("/v1/fraud/predict", json=json_rows(1)[0], headers=AUTH)
+    assert r.status_code == 429 and r.headers["retry-after"] == "2"
+    assert time.perf_counter() - t0 < 0.5
+
+
+async def test_a_slow_model_never_holds_a_request_past_the_timeout(client, setup):
+    setup[1].behaviour = "slow"
+    t0 = time.perf_counter()
+    r = await client.post("/v1/fraud/predict", json=json_rows(1)[0], headers=AUTH)
+    assert r.status_code == 504 and r.json()["error"] == "timeout"
+    assert 0.45 < time.perf_counter() - t0 < 2.0
+
+
+async def test_store_outage_is_503_with_retry_after(client, setup):
+    setup[1].behaviour = "store-down"
+    r = await client.post("/v1/fraud/predict", json=json_rows(1)[0], headers=AUTH)
+    assert r.status_code == 503 and r.headers["retry-after"] == "2"
+    stats = (await client.get("/v1/stats", headers=AUTH)).json()
+    assert stats["by_status"] == {"503": 1} and stats["errors"] == 1
+
+
+def test_each_sluice_error_branch_has_a_status():
+    assert status_for(ValidationFailed) == 422
+    assert status_for(StoreUnavailable) == 503 and status_for(WriteFailed) == 503
+    assert status_for(ModelNotFound) == 503
+    assert status_for(ConfigError) == 500 and status_for(SluiceError) == 500
+
+
+async def test_sluice_errors_raised_in_a_route_are_mapped(setup):
+    service = setup[0]
+
+    async def broken(rows):
+        raise WriteFailed("boom", 0, ["k"])
+
+    service.model = FunctionModelClient(broken)
+    transport = httpx.ASGITransport(app=create_api(service), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        r = await c.post("/v1/fraud/predict", json=json_rows(1)[0], headers=AUTH)
+    assert r.status_code == 503 and r.json()["error"] == "WriteFailed"

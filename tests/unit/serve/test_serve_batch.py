@@ -1,0 +1,120 @@
+"""BatchScorer: many requests in one Scorer call, canary split, rows mapped back to requests."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from serve_testkit import json_rows
+
+from serve_apps.scoring.batch import BatchScorer, canary_bucket
+from sluice.contract import load_contract
+from sluice.datagen import generate_dataset
+from sluice.errors import StoreUnavailable
+from sluice.features import InMemoryFeatureStore, to_store_events
+from sluice.scoring import Scorer
+
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+CONTRACT = load_contract("fraud")
+
+
+@pytest.fixture(scope="module")
+def store() -> InMemoryFeatureStore:
+    """History for the cards of the request rows (same seed), so aggregates are not all 0."""
+    s = InMemoryFeatureStore()
+    s.record(to_store_events(generate_dataset(400, seed=1).table, CONTRACT.features))
+    return s
+
+
+@pytest.fixture(scope="module")
+def scorers(serve_registry, store):
+    champion = Scorer(CONTRACT, serve_registry, store, record_events=False)
+    challenger = Scorer(CONTRACT, serve_registry, store, model_ref="fraud@challenger",
+                        record_events=False)  # fmt: skip
+    assert champion.model.ref != challenger.model.ref
+    return champion, challenger
+
+
+def test_batched_requests_score_like_each_request_alone(scorers):
+    champion, _ = scorers
+    rows = json_rows(40)
+    requests = [rows[0:1], rows[1:8], rows[8:9], rows[9:40]]
+    replies = BatchScorer(champion).score(requests, now=NOW)
+    for req, reply in zip(requests, replies, strict=True):
+        alone = champion.score(req, now=NOW).scored
+        assert [s.key for s in reply.scores] == [r["transaction_id"] for r in req]
+        assert [s.score for s in reply.scores] == alone["score"].to_pylist()
+        assert reply.feature_names == CONTRACT.feature_names
+        assert list(reply.scores[0].features) == [alone[n][0].as_py() for n in reply.feature_names]
+        assert not reply.rejected and reply.quarantine is None and reply.error is None
+    assert len(set(s.score for r in replies for s in r.scores)) > 1
+
+
+def test_rejected_rows_go_back_to_their_request_and_index(scorers):
+    rows = json_rows(6)
+    rows[1]["amount"] = -3.0
+    rows[4]["currency"] = "XXX"
+    replies = BatchScorer(scorers[0]).score([rows[:3], rows[3:]], now=NOW)
+    a, b = replies
+    assert [r.index for r in a.rejected] == [1] and [r.index for r in b.rejected] == [1]
+    assert a.rejected[0].key == rows[1]["transaction_id"]
+    assert a.rejected[0].reasons[0]["expectation"] == "expect_column_values_to_be_between"
+    assert b.rejected[0].reasons[0]["column"] == "currency"
+    assert [s.key for s in a.scores] == [rows[0]["transaction_id"], rows[2]["transaction_id"]]
+    assert a.quarantine["key"].to_pylist() == [rows[1]["transaction_id"]]
+    assert a.quarantine["source"].to_pylist() == ["online:fraud"]
+
+
+def test_requests_sharing_a_key_do_not_spoil_each_other(scorers):
+    row = json_rows(1)[0]
+    other = dict(row, amount=row["amount"] + 1.0)  # same key, another event
+    replies = BatchScorer(scorers[0]).score([[row], [other], [row]], now=NOW)
+    assert all(len(r.scores) == 1 and not r.rejected for r in replies)
+    assert replies[0].scores[0].score == replies[2].scores[0].score
+    # inside one request the conflict is refused, as everywhere else
+    (reply,) = BatchScorer(scorers[0]).score([[row, other]], now=NOW)
+    assert not reply.scores and len(reply.rejected) == 2
+    assert reply.rejected[0].reasons[0]["expectation"] == "expect_column_values_to_be_unique"
+
+
+def test_canary_share_is_by_key_hash_and_names_the_version(scorers):
+    champion, challenger = scorers
+    rows = json_rows(1500, seed=9)
+    core = BatchScorer(champion, challenger, 0.2)
+    requests = [rows[i : i + 100] for i in range(0, len(rows), 100)]
+    replies = core.score(requests, now=NOW)
+    versions = {s.key: s.model_version for r in replies for s in r.scores}
+    share = sum(v == challenger.model.ref for v in versions.values()) / len(versions)
+    assert 0.17 < share < 0.23, share
+    for key, version in versions.items():
+        expected = challenger.model.ref if canary_bucket(key) < 0.2 else champion.model.ref
+        assert version == expected
+    again = core.score([rows[:50]], now=NOW)[0]
+    assert all(versions[s.key] == s.model_version for s in again.scores)
+    # the challenger's scores are its own model's
+    key = next(k for k, v in versions.items() if v == challenger.model.ref)
+    row = next(r for r in rows if r["transaction_id"] == key)
+    assert again_score(core, row) == challenger.score([row], now=NOW).scored["score"][0].as_py()
+
+
+def again_score(core: BatchScorer, row: dict) -> float:
+    return core.score([[row]], now=NOW)[0].scores[0].score
+
+
+def test_no_challenger_means_no_canary(scorers):
+    core = BatchScorer(scorers[0], None, 0.5)
+    assert {s.model_version for s in core.score([json_rows(30)], now=NOW)[0].scores} == {
+        scorers[0].model.ref}  # fmt: skip
+
+
+def test_a_store_outage_is_a_503_reply_for_the_group(serve_registry):
+    class DownStore:
+        def record(self, events):
+            raise AssertionError("online scoring must not record events")
+
+        def history(self, entities, start, end):
+            raise StoreUnavailable("cannot reach Cassandra at 127.0.0.1:1")
+
+    scorer = Scorer(CONTRACT, serve_registry, DownStore(), record_events=False)
+    replies = BatchScorer(scorer).score([json_rows(2), json_rows(1, seed=3)], now=NOW)
+    assert [(r.error.status, r.error.kind) for r in replies] == [(503, "StoreUnavailable")] * 2

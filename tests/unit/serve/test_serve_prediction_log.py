@@ -1,0 +1,143 @@
+"""The prediction log: never blocks, bounded memory, drops and failures counted."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pytest
+
+from serve_apps.scoring.prediction_log import (
+    CassandraTables,
+    FunctionWriter,
+    LogEntry,
+    LogOptions,
+    PredictionLog,
+    log_table,
+)
+from sluice.config import CassandraConfig
+from sluice.contract import load_contract
+from sluice.errors import StoreUnavailable
+from sluice.scoring import QUARANTINE_SCHEMA
+from sluice.store import PREDICTION_LOG_TABLE, WriteOptions
+
+CONTRACT = load_contract("fraud")
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def entries(n: int, prefix: str = "r") -> list[LogEntry]:
+    return [LogEntry(f"{prefix}{i}", "fraud/1", (float(i), 1.0), 0.25, 3.5, NOW) for i in range(n)]
+
+
+def quarantined(keys: list[str]) -> pa.Table:
+    n = len(keys)
+    return pa.table({
+        "key": keys, "raw": ['{"amount": -1}'] * n, "reasons": ["[]"] * n,
+        "source": ["online:fraud"] * n,
+        "quarantined_at": pa.array([NOW] * n, pa.timestamp("us", tz="UTC")),
+    }, schema=QUARANTINE_SCHEMA)  # fmt: skip
+
+
+def wait_for(cond, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
+
+
+def test_log_rows_have_the_table_columns():
+    table = log_table("fraud", ("a", "b"), entries(2))
+    names = [n for n, _ in (*PREDICTION_LOG_TABLE.partition_key, *PREDICTION_LOG_TABLE.columns)]
+    assert table.column_names == names
+    assert table["features"][1].as_py() == [("a", 1.0), ("b", 1.0)]
+
+
+def test_entries_are_written_in_batches_off_the_caller():
+    writes: list[tuple[str, int]] = []
+    plog = PredictionLog(CONTRACT, FunctionWriter(lambda t, rows: writes.append((t, len(rows)))),
+                         LogOptions(queue_size=100, batch_rows=50, flush_interval_s=0.05))
+    for i in range(10):
+        plog.predictions(("a", "b"), entries(10, prefix=f"q{i}-"))
+    plog.quarantine(quarantined(["k1", "k2"]))
+    plog.close()
+    assert sum(n for t, n in writes if t == "prediction_log") == 100
+    assert max(n for t, n in writes if t == "prediction_log") <= 60  # batches, not one by one
+    assert ("quarantine", 2) in writes
+    stats = plog.stats()
+    assert stats["written"] == 100 and stats["quarantine_written"] == 2
+    assert stats["dropped"] == stats["failed"] == 0
+
+
+def test_a_full_queue_drops_and_counts_without_blocking():
+    gate = threading.Event()
+
+    def stuck(table, rows):
+        gate.wait(10)
+
+    plog = PredictionLog(CONTRACT, FunctionWriter(stuck),
+                         LogOptions(queue_size=3, batch_rows=1, flush_interval_s=0.01))
+    t0 = time.perf_counter()
+    for i in range(50):
+        plog.predictions(("a", "b"), entries(2, prefix=f"{i}-"))
+    assert time.perf_counter() - t0 < 0.5
+    stats = plog.stats()
+    assert stats["queued"] <= 3
+    assert stats["dropped"] >= 2 * (50 - 3 - 1)
+    assert stats["accepted"] + stats["dropped"] == 100
+    gate.set()
+    plog.close()
+
+
+def test_write_failures_are_counted_and_lost_quarantine_rows_are_logged(caplog):
+    def down(table, rows):
+        raise StoreUnavailable("cannot reach Cassandra at 127.0.0.1:1")
+
+    plog = PredictionLog(CONTRACT, FunctionWriter(down),
+                         LogOptions(queue_size=100, batch_rows=10, flush_interval_s=0.01))
+    with caplog.at_level(logging.ERROR, logger="serve_apps.scoring.prediction_log"):
+        plog.predictions(("a", "b"), entries(5))
+        wait_for(lambda: plog.stats()["failed"] == 5)
+        plog.quarantine(quarantined(["lost-key"]))
+        wait_for(lambda: plog.stats()["quarantine_failed"] == 1)
+    plog.close()
+    stats = plog.stats()
+    assert "StoreUnavailable" in stats["last_error"] and stats["written"] == 0
+    assert any("lost-key" in r.getMessage() for r in caplog.records)
+
+
+def test_back_off_after_a_failure():
+    calls = []
+
+    def down(table, rows):
+        calls.append(time.monotonic())
+        raise StoreUnavailable("down")
+
+    plog = PredictionLog(CONTRACT, FunctionWriter(down),
+                         LogOptions(queue_size=1000, batch_rows=1, flush_interval_s=0.005,
+                                    max_backoff_s=0.2))  # fmt: skip
+    for i in range(40):
+        plog.predictions(("a", "b"), entries(1, prefix=f"{i}-"))
+        time.sleep(0.005)
+    plog.close()
+    assert plog.stats()["failed"] == 40
+    assert len(calls) < 15  # rows arriving during a back-off are not each retried
+
+
+def test_cassandra_tables_route_each_table_to_its_cluster():
+    log_cfg = CassandraConfig(port=1, keyspace="logs")
+    main_cfg = CassandraConfig(keyspace="main")
+    seen = []
+
+    def session_for(cfg):
+        seen.append(cfg.keyspace)
+        raise StoreUnavailable(f"no {cfg.keyspace}")
+
+    tables = CassandraTables({"prediction_log": (log_cfg, WriteOptions()),
+                              "quarantine": (main_cfg, WriteOptions())}, session_for)
+    for name in ("prediction_log", "quarantine"):
+        with pytest.raises(StoreUnavailable):
+            tables.write(name, pa.table({"x": [1]}))
+    assert seen == ["logs", "main"]
