@@ -34,7 +34,8 @@ or `ConfigError` naming the expectation, the column and its Arrow type): other
 row_condition syntax or parsers; suite parameter expressions (only plain
 names); regexes whose meaning differs between Python ``re`` and RE2 (``{,n}``,
 ``[[:alpha:]]``); regex and length checks on float32, timestamp or nested
-columns; value sets and row conditions on timestamp columns; ranges on uint64.
+columns; value sets on float32 or timestamp columns; row conditions on timestamp
+columns; ranges on uint64 columns.
 """
 
 from sluice.validation._api import Engine, load_suite, parse_suite, validate
