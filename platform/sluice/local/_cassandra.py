@@ -63,6 +63,8 @@ def write_config(cfg: PlatformConfig, home: Path, auth: bool) -> Path:
     authorizer = "CassandraAuthorizer" if auth else "AllowAllAuthorizer"
     storage = cfg.local.cassandra_storage_port
     # num_tokens 1 + initial_token 0 and no allocate_tokens_* key: that key adds a ~30 s wait.
+    # Request timeouts are generous: a 2-core machine running tests beside the server can
+    # stall a scan for seconds, which would otherwise fail reads that are merely slow.
     (conf / "cassandra.yaml").write_text(
         f"""cluster_name: sluice-local
 num_tokens: 1
@@ -90,8 +92,9 @@ key_cache_size: 16MiB
 concurrent_reads: 8
 concurrent_writes: 16
 concurrent_counter_writes: 4
-write_request_timeout: 5000ms
-read_request_timeout: 5000ms
+write_request_timeout: 10000ms
+read_request_timeout: 20000ms
+range_request_timeout: 30000ms
 """
     )
     (conf / "logback.xml").write_text(LOGBACK)
