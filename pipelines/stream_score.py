@@ -115,8 +115,7 @@ def run(
                     job.name, job.consumers, job.topic, partitions, n)  # fmt: skip
     apply_schema(session_for(cfg.cassandra), cfg.cassandra, [contract])  # idempotent
 
-    if not ray.is_initialized():
-        ray.init(address=cfg.ray.address, namespace=cfg.ray.namespace, log_to_driver=False)
+    connect_ray(cfg)
     actor_cls = ray.remote(StreamConsumer).options(
         num_cpus=job.num_cpus_per_consumer, max_concurrency=2, max_restarts=0
     )
@@ -180,6 +179,13 @@ def run(
     return summary
 
 
+def connect_ray(cfg: PlatformConfig) -> None:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=cfg.ray.address, namespace=cfg.ray.namespace, log_to_driver=False)
+
+
 def _add_up(summary: StreamSummary, stats: list[LoopStats]) -> None:
     reasons: Counter[str] = Counter()
     engines: Counter[str] = Counter()
@@ -238,17 +244,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
-    restore = install_stop_signals(stop)
+    restore = None
     try:
         cfg = load_platform_config(args.config)
         job = load_stream_job(args.job)
+        connect_ray(cfg)
+        # After ray.init, which installs a SIGTERM handler of its own (it would exit at once).
+        restore = install_stop_signals(stop)
         summary = run(job, cfg, until_caught_up=args.until_caught_up,
                       max_seconds=args.max_seconds, stop=stop)  # fmt: skip
     except SluiceError as exc:
         print(f"stream job failed: {exc}", file=sys.stderr)
         return 1
     finally:
-        restore()
+        if restore is not None:
+            restore()
     print_summary(summary)
     return 0
 
