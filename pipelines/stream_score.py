@@ -91,7 +91,10 @@ def run(
     max_seconds: float | None = None,
     stop: threading.Event | None = None,
     poll_s: float = 1.0,
+    latency_after: float | None = None,
 ) -> StreamSummary:
+    """Run the job until stopped (see the module doc). ``latency_after`` (epoch seconds)
+    leaves messages produced earlier out of the latency percentiles (a warm-up)."""
     import ray
 
     from sluice.models import ModelRegistry
@@ -175,7 +178,7 @@ def run(
         finally:
             lag.close()
     summary.elapsed_s = round(time.monotonic() - started, 3)
-    _add_up(summary, list(finished.values()))
+    _add_up(summary, list(finished.values()), latency_after)
     return summary
 
 
@@ -186,7 +189,7 @@ def connect_ray(cfg: PlatformConfig) -> None:
         ray.init(address=cfg.ray.address, namespace=cfg.ray.namespace, log_to_driver=False)
 
 
-def _add_up(summary: StreamSummary, stats: list[LoopStats]) -> None:
+def _add_up(summary: StreamSummary, stats: list[LoopStats], latency_after: float | None) -> None:
     reasons: Counter[str] = Counter()
     engines: Counter[str] = Counter()
     latencies: list[float] = []
@@ -196,7 +199,8 @@ def _add_up(summary: StreamSummary, stats: list[LoopStats]) -> None:
             setattr(summary, name, getattr(summary, name) + getattr(s, name))
         reasons.update(s.reasons)
         engines.update(s.engines)
-        latencies.extend(s.latencies_s)
+        latencies.extend(lat for lat, sent in zip(s.latencies_s, s.sent_at_s, strict=True)
+                         if latency_after is None or sent >= latency_after)  # fmt: skip
     summary.quarantined_by_reason = dict(reasons.most_common())
     summary.engines = dict(engines)
     firsts = [s.first_batch_at for s in stats if s.first_batch_at]

@@ -77,8 +77,8 @@ class StreamConsumer:
         if self._loop is None:
             return None
         s = self._loop.stats
-        return replace(s, latencies_s=[], reasons=s.reasons.copy(), engines=s.engines.copy(),
-                       assigned=list(s.assigned))  # fmt: skip
+        return replace(s, latencies_s=[], sent_at_s=[], reasons=s.reasons.copy(),
+                       engines=s.engines.copy(), assigned=list(s.assigned))  # fmt: skip
 
     def pid(self) -> int:
         return os.getpid()

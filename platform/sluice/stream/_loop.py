@@ -74,7 +74,8 @@ class LoopStats:
     engines: Counter[str] = field(default_factory=Counter)
     first_batch_at: float | None = None  # wall time the first batch was polled
     last_commit_at: float | None = None
-    latencies_s: list[float] = field(default_factory=list)
+    latencies_s: list[float] = field(default_factory=list)  # producer timestamp -> written
+    sent_at_s: list[float] = field(default_factory=list)  # those producer timestamps
 
 
 def _retriable_commit_error(exc: BaseException) -> bool:
@@ -225,6 +226,7 @@ class ConsumerLoop:
         s.engines[result.engine] += 1
         room = _LATENCY_SAMPLES - len(s.latencies_s)
         s.latencies_s.extend(result.latencies_s[:room])
+        s.sent_at_s.extend(result.sent_at_s[:room])
         job = self.job
         BATCH_SECONDS.labels(job, result.engine).observe(seconds)
         for outcome, n in (("scored", result.scored), ("quarantined", result.quarantined),

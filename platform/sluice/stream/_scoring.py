@@ -111,6 +111,7 @@ class BatchResult:
     written_at: float
     reasons: Counter[str] = field(default_factory=Counter)
     latencies_s: list[float] = field(default_factory=list)  # producer timestamp -> written
+    sent_at_s: list[float] = field(default_factory=list)  # the producer timestamps (epoch s)
 
 
 class MicroBatchScorer:
@@ -143,6 +144,7 @@ class MicroBatchScorer:
             predictions = pa.table({})
         self.outputs.write(predictions, quarantine_rows(self.contract, quarantine))
         written_at = time.time()
+        sent_at = _sent_at(messages)
         return BatchResult(
             messages=len(messages),
             scored=scored_rows,
@@ -151,7 +153,8 @@ class MicroBatchScorer:
             engine=engine,
             written_at=written_at,
             reasons=_reasons(quarantine),
-            latencies_s=_latencies(messages, written_at),
+            latencies_s=[written_at - t for t in sent_at],
+            sent_at_s=sent_at,
         )
 
 
@@ -169,10 +172,11 @@ def _reasons(quarantine: pa.Table) -> Counter[str]:
     return out
 
 
-def _latencies(messages: Sequence[Message], written_at: float) -> list[float]:
+def _sent_at(messages: Sequence[Message]) -> list[float]:
+    """Producer (or log-append) timestamps in epoch seconds, of messages that carry one."""
     out = []
     for msg in messages:
         kind, ms = msg.timestamp()
         if kind and ms is not None and ms >= 0:  # 0: TIMESTAMP_NOT_AVAILABLE
-            out.append(written_at - ms / 1000)
+            out.append(ms / 1000)
     return out
