@@ -33,6 +33,7 @@ __all__ = [
     "default_config_path",
     "format_validation_error",
     "load_platform_config",
+    "read_yaml_mapping",
 ]
 
 ENV_PREFIX = "SLUICE_"
@@ -216,6 +217,25 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping (an empty file is an empty mapping).
+
+    The one reader of Sluice's YAML files (platform config, contracts, jobs): a missing
+    file, bad YAML or another top level is a ConfigError naming the file.
+    """
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    return raw
+
+
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     """Nested dict from SLUICE_SECTION__FIELD[__SUB] variables."""
     out: dict[str, Any] = {}
@@ -250,14 +270,7 @@ def load_platform_config(
     """Parse the platform config once; environment variables override the file."""
     path = Path(path) if path is not None else default_config_path()
     environ = os.environ if environ is None else environ
-    try:
-        raw = yaml.safe_load(path.read_text()) if path.exists() else {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    raw = read_yaml_mapping(path) if path.exists() else {}
     _merge(raw, _env_overrides(environ), PlatformConfig)
     try:
         return PlatformConfig.model_validate(raw)

@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sluice.config import REPO_ROOT, ConsistencyLevel
+from sluice.config import REPO_ROOT, ConsistencyLevel, read_yaml_mapping
 from sluice.errors import ConfigError
 from sluice.features import CategoryIndex, DayOfWeek, EqualityFlag, FeatureSpec, HourOfDay
 
@@ -304,12 +303,7 @@ def load_contract(name_or_path: str | Path) -> Contract:
     path = contract_path(name_or_path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such contract file")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    raw = read_yaml_mapping(path)
     try:
         contract = Contract.model_validate(raw)
     except ValidationError as exc:

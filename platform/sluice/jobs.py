@@ -11,10 +11,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal, TypeVar
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sluice.config import REPO_ROOT, format_validation_error
+from sluice.config import REPO_ROOT, format_validation_error, read_yaml_mapping
 from sluice.errors import ConfigError
 
 __all__ = [
@@ -160,12 +159,7 @@ def _parse_job(path: Path | str, model: type[_Job]) -> _Job:
         path = REPO_ROOT / path
     if not path.is_file():
         raise ConfigError(f"job file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+    raw = read_yaml_mapping(path)
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
