@@ -70,6 +70,28 @@ def predictions(n: int) -> pa.Table:
     })  # fmt: skip
 
 
+def raw_ceiling(rows: int, levels: tuple[int, ...] = (64, 128, 256)) -> tuple[float, int]:
+    """R, for any bench: the best rows/s of the raw driver (the Sluice writer's own prepared
+    statement, ready-made parameters, ``execute_concurrent_with_args``) into the fraud
+    predictions table of keyspace ``sluice_bench`` (recreated), and its concurrency."""
+    platform = load_platform_config()
+    cfg = CassandraConfig.model_validate({**platform.cassandra.model_dump(), "keyspace": KEYSPACE})
+    contract = load_contract("fraud")
+    session = session_for(cfg)
+    session.execute(f"DROP KEYSPACE IF EXISTS {KEYSPACE}", timeout=120)
+    apply_schema(session, cfg, [contract])
+    data = predictions(rows)
+    opts = WriteOptions.from_config(cfg, contract.output.consistency, contract.output.ttl_s)
+    w = CassandraWriter(session, KEYSPACE, contract.output.predictions_table,
+                        data.column_names, opts)  # fmt: skip
+    params = list(zip(*[to_python(data[c], w.cql_types[c]) for c in data.column_names],
+                      strict=True))  # fmt: skip
+    rates = {c: rows / timed(lambda c=c: execute_concurrent_with_args(
+        session, w.statement, params, concurrency=c)) for c in levels}  # fmt: skip
+    level = max(rates, key=rates.__getitem__)
+    return rates[level], level
+
+
 def timed(fn: Callable[[], object]) -> float:
     t0 = time.perf_counter()
     fn()

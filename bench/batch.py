@@ -1,0 +1,196 @@
+"""Batch scoring throughput in one run: Sluice's Ray Data job vs the raw Cassandra ceiling R
+vs a naive per-row loop, plus peak memory at several input sizes.
+
+    .venv/bin/python bench/batch.py [--rows 50000] [--memory-rows 1000000,5000000]
+        [--naive-rows 1000]
+
+- R: bench/cassandra_write.py's raw_ceiling (raw driver, best concurrency).
+- Sluice: pipelines.batch_score.run on generated Parquet (3% invalid), end to end (key check,
+  record pass, score pass, both sinks), Ray started beforehand so its start is not counted.
+- Naive: what a simple microservice does: a pandas loop, the Scorer called per row, and a
+  synchronous INSERT per prediction.
+- Peak memory: the summed RSS of this process and all its children (Ray's workers),
+  sampled every 0.5 s while the job runs, for each --memory-rows size (flat is the target).
+Prints a table, then, as its last line, one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "platform"), str(REPO / "bench")]
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+from cassandra_write import raw_ceiling  # noqa: E402
+
+from pipelines.batch_score import run  # noqa: E402
+from pipelines.train import TrainConfig, train  # noqa: E402
+from sluice.config import load_platform_config  # noqa: E402
+from sluice.contract import load_contract  # noqa: E402
+from sluice.datagen import generate_dataset, write_parquet  # noqa: E402
+from sluice.jobs import ActorPool, BatchJob, InputSpec  # noqa: E402
+from sluice.models import ModelRegistry  # noqa: E402
+from sluice.scoring import Scorer  # noqa: E402
+from sluice.store import CassandraFeatureStore, prediction_rows, session_for  # noqa: E402
+
+TARGETS = {"vs_raw_cassandra": 0.7, "vs_naive": 10.0, "peak_memory_largest_vs_smallest": 1.0}
+KEYSPACE = "sluice_bench_batch"
+CHUNK = 250_000  # rows per generated Parquet file
+
+
+def tree_rss(root: int) -> int:
+    """Bytes resident in `root` and all its descendants, read from /proc."""
+    parent: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    page = os.sysconf("SC_PAGE_SIZE")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            rss[int(entry.name)] = int((entry / "statm").read_text().split()[1]) * page
+        except (OSError, IndexError, ValueError):
+            continue
+        parent[int(entry.name)] = int(stat[1])
+    tree, frontier = {root}, [root]
+    while frontier:
+        kids = [pid for pid, ppid in parent.items() if ppid in frontier and pid not in tree]
+        tree.update(kids)
+        frontier = kids
+    return sum(rss.get(pid, 0) for pid in tree)
+
+
+class PeakRSS:
+    """Summed RSS of this process tree, sampled in a thread."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, tree_rss(os.getpid()))
+            time.sleep(0.5)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def make_input(rows: int, folder: Path, seed: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, start in enumerate(range(0, rows, CHUNK)):
+        n = min(CHUNK, rows - start)
+        data = generate_dataset(n, seed=seed + i, invalid_fraction=0.03)
+        write_parquet(data.table, folder / f"part-{i:04d}.parquet")
+    return folder
+
+
+def sluice_job(cfg, folder: Path, name: str) -> tuple[float, int, float]:
+    job = BatchJob(name=name, contract="fraud", input=InputSpec(paths=(str(folder),)),
+                   batch_rows=8192, actors=ActorPool(min_actors=1, max_actors=2),
+                   validation_engine="gx", summary_path=str(folder / "summary.json"))  # fmt: skip
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        summary = run(job, cfg)
+        seconds = time.perf_counter() - t0
+    return summary.rows_read / seconds, summary.rows_read, mem.peak / 2**20
+
+
+def naive(cfg, registry, rows: int) -> float:
+    """Per row: the Scorer on one record, then a synchronous INSERT (no batching)."""
+    contract = load_contract("fraud")
+    scorer = Scorer(contract, registry, CassandraFeatureStore.for_contract(cfg.cassandra, contract))
+    session = session_for(cfg.cassandra)
+    table = contract.output.predictions_table
+    insert = session.prepare(
+        f"INSERT INTO {cfg.cassandra.keyspace}.{table} (transaction_id, card_id, event_time, "
+        "score, model_version, features, scored_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    )
+    df = generate_dataset(rows, seed=99, invalid_fraction=0.03).table.to_pandas()
+    t0 = time.perf_counter()
+    for _, row in df.iterrows():
+        result = scorer.score([row.to_dict()])
+        for r in prediction_rows(contract, result.scored, scored_at=datetime.now(UTC)).to_pylist():
+            session.execute(insert, (r["transaction_id"], r["card_id"], r["event_time"],
+                                     r["score"], r["model_version"], dict(r["features"]),
+                                     r["scored_at"]))  # fmt: skip
+    return rows / (time.perf_counter() - t0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=50_000, help="rows for the throughput run")
+    ap.add_argument("--memory-rows", default="", help="comma-separated sizes for peak memory")
+    ap.add_argument("--naive-rows", type=int, default=1_000)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    import ray
+
+    base = load_platform_config()
+    tmp = Path(tempfile.mkdtemp(prefix="sluice-bench-batch-"))
+    cfg = base.model_copy(update={
+        "cassandra": base.cassandra.model_copy(update={"keyspace": KEYSPACE}),
+        "registry": base.registry.model_copy(update={"root_uri": str(tmp / "registry")}),
+    })  # fmt: skip
+    session_for(cfg.cassandra).execute(f"DROP KEYSPACE IF EXISTS {KEYSPACE}", timeout=120)
+    registry = ModelRegistry.from_config(cfg)
+    train(TrainConfig(rows=20_000, epochs=2), registry)
+
+    print("measuring R (raw driver ceiling) ...", flush=True)
+    r_rate, r_level = raw_ceiling(min(args.rows, 100_000))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+
+    print(f"Sluice batch job on {args.rows:,} rows ...", flush=True)
+    s_rate, _, s_mem = sluice_job(cfg, make_input(args.rows, tmp / "in", 1), "bench")
+    print(f"naive loop on {args.naive_rows:,} rows ...", flush=True)
+    n_rate = naive(cfg, registry, args.naive_rows)
+
+    memory: dict[int, float] = {}
+    for size in [int(x) for x in args.memory_rows.split(",") if x]:
+        print(f"peak memory at {size:,} rows ...", flush=True)
+        _, _, memory[size] = sluice_job(cfg, make_input(size, tmp / f"in{size}", 7), f"m{size}")
+
+    figures = {"raw_R_rows_per_s": round(r_rate), "raw_R_concurrency": r_level,
+               "sluice_rows_per_s": round(s_rate), "naive_rows_per_s": round(n_rate, 1),
+               "sluice_peak_rss_mb": round(s_mem)}  # fmt: skip
+    figures |= {f"peak_rss_mb_{k}": round(v) for k, v in memory.items()}
+    ratios = {"vs_raw_cassandra": round(s_rate / r_rate, 3), "vs_naive": round(s_rate / n_rate, 1)}
+    if len(memory) >= 2:
+        sizes = sorted(memory)
+        ratios["peak_memory_largest_vs_smallest"] = round(memory[sizes[-1]] / memory[sizes[0]], 2)
+
+    print(f"\nBatch scoring, {args.rows:,} rows (3% invalid)")
+    print(f"{'run':<34} {'rows/s':>10}")
+    print(f"{'raw Cassandra ceiling R':<34} {r_rate:>10,.0f}")
+    print(f"{'Sluice batch job (end to end)':<34} {s_rate:>10,.0f}")
+    print(f"{'naive pandas loop + sync inserts':<34} {n_rate:>10,.1f}")
+    for size, mb in sorted(memory.items()):
+        print(f"peak RSS at {size:>10,} rows: {mb:,.0f} MiB")
+    for name, value in ratios.items():
+        print(f"{name:<34} {value:>10} (target {TARGETS[name]})")
+    print(json.dumps({"bench": "batch", "figures": figures, "ratios": ratios,
+                      "targets": TARGETS}))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
