@@ -31,11 +31,15 @@ def local_services(platform_config: PlatformConfig):
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """One small local Ray for the whole test session (2 cores on this machine)."""
+    """One small local Ray for the whole test session (2 cores on this machine).
+
+    It advertises one logical GPU (none is there): a `num_gpus=1` Serve replica schedules
+    and must fall back to the CPU, which the serve tests check.
+    """
     import ray
 
     ctx = ray.init(
-        num_cpus=2, include_dashboard=False, log_to_driver=False,
+        num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False,
         object_store_memory=300 * 1024 * 1024, namespace="sluice-tests",
     )  # fmt: skip
     yield ctx

@@ -168,11 +168,17 @@ class ScoringService:
         return b"".join(chunks)
 
     async def score(self, rows: list[dict[str, Any]]) -> ScoreReply:
+        return await self._bounded(self.model.score(rows), "scoring")
+
+    async def info(self) -> dict[str, Any]:
+        return await self._bounded(self.model.info(), "asking the model")
+
+    async def _bounded(self, call: Awaitable[Any], what: str) -> Any:
         try:
-            return await asyncio.wait_for(self.model.score(rows), self.request_timeout_s)
+            return await asyncio.wait_for(call, self.request_timeout_s)
         except TimeoutError:
             raise ScoringTimeout(
-                f"scoring took longer than {self.request_timeout_s:g} s; retry later"
+                f"{what} took longer than {self.request_timeout_s:g} s; retry later"
             ) from None
 
 
@@ -183,10 +189,18 @@ def _request_id(request: Request) -> str:
 
 def _json(status: int, body: dict[str, Any], request_id: str | None = None,
           headers: dict[str, str] | None = None) -> JSONResponse:  # fmt: skip
+    # `request_id` is passed only when we made it: Serve's proxy puts its own id on the
+    # request (which we adopt) and echoes it on the response; a second header would clash.
     extra = dict(headers or {})
     if request_id:
         extra["X-Request-ID"] = request_id
     return JSONResponse(body, status_code=status, headers=extra)
+
+
+def _ours(request: Request) -> str | None:
+    """The request id to put on the response: only one this app made up."""
+    rid = getattr(request.state, "request_id", None)
+    return rid if rid and request.headers.get("x-request-id") != rid else None
 
 
 def create_api(service: ScoringService) -> FastAPI:
@@ -209,14 +223,14 @@ def create_api(service: ScoringService) -> FastAPI:
         kind = {413: "too_large", 400: "bad_request"}.get(exc.status, "invalid_request")
         body = {"error": kind, "message": exc.message,
                 "problems": [p.as_dict() for p in exc.problems]}  # fmt: skip
-        return _json(exc.status, body, getattr(request.state, "request_id", None))
+        return _json(exc.status, body, _ours(request))
 
     @api.exception_handler(Overloaded)
     async def _overloaded(request: Request, exc: Overloaded) -> Response:
         counters.overloaded += 1
         count(service.overload_status)
         body = {"error": "overloaded", "message": str(exc)}
-        return _json(service.overload_status, body, getattr(request.state, "request_id", None),
+        return _json(service.overload_status, body, _ours(request),
                      service.retry_headers)  # fmt: skip
 
     @api.exception_handler(ScoringTimeout)
@@ -224,7 +238,7 @@ def create_api(service: ScoringService) -> FastAPI:
         counters.timeouts += 1
         count(504)
         body = {"error": "timeout", "message": str(exc)}
-        return _json(504, body, getattr(request.state, "request_id", None), service.retry_headers)
+        return _json(504, body, _ours(request), service.retry_headers)
 
     @api.exception_handler(SluiceError)
     async def _sluice(request: Request, exc: SluiceError) -> Response:
@@ -234,7 +248,7 @@ def create_api(service: ScoringService) -> FastAPI:
         headers = service.retry_headers if status == 503 else None
         log.warning("%s answered %d: %s", request.url.path, status, exc)
         body = {"error": type(exc).__name__, "message": str(exc)}
-        return _json(status, body, getattr(request.state, "request_id", None), headers)
+        return _json(status, body, _ours(request), headers)
 
     @api.get(HEALTH_PATH, tags=["ops"], summary="Liveness (no API key needed)",
              openapi_extra={"security": []})
@@ -257,12 +271,13 @@ def create_api(service: ScoringService) -> FastAPI:
     async def predict(contract: str, request: Request) -> Response:
         t0 = time.perf_counter()
         request_id = request.state.request_id = _request_id(request)
+        ours = request_id if request.headers.get("x-request-id") != request_id else None
         counters.requests += 1
         if contract != c.name:
             count(404)
             return _json(404, {"error": "unknown_contract",
                                "message": f"contract {contract!r} is not served here; "
-                                          f"served: {c.name}"}, request_id)  # fmt: skip
+                                          f"served: {c.name}"}, ours)  # fmt: skip
         rows, many = service.parser.parse(await service.read_body(request))
         reply = await service.score(rows)
         if reply.error is not None:
@@ -271,13 +286,13 @@ def create_api(service: ScoringService) -> FastAPI:
             headers = service.retry_headers if reply.error.status == 503 else None
             return _json(reply.error.status, {"error": reply.error.kind,
                                               "message": reply.error.message},
-                         request_id, headers)  # fmt: skip
+                         ours, headers)  # fmt: skip
         if reply.quarantine is not None and service.prediction_log is not None:
             service.prediction_log.quarantine(reply.quarantine)
         if reply.rejected:
             count(422)
             counters.rejected_requests += 1
-            return _json(422, rejected_body(request_id, reply.rejected, many), request_id)
+            return _json(422, rejected_body(request_id, reply.rejected, many), ours)
         body = predict_response(request_id, c.name, reply.scores, many)
         latency_ms = (time.perf_counter() - t0) * 1000.0
         if service.prediction_log is not None:
@@ -290,11 +305,11 @@ def create_api(service: ScoringService) -> FastAPI:
             service.prediction_log.predictions(reply.feature_names, entries)
         counters.predictions += len(reply.scores)
         count(200)
-        return _json(200, body, request_id)
+        return _json(200, body, ours)
 
     @api.get("/v1/models", tags=["models"], summary="Versions, aliases and what is served")
     async def models() -> dict[str, Any]:
-        serving = await service.model.info()
+        serving = await service.info()
         body: dict[str, Any] = {"contract": c.name, "model": str(c.model), "serving": serving}
         if service.registry is not None:
             manifest = await asyncio.to_thread(service.registry.manifest, c.model.name)

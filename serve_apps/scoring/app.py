@@ -17,7 +17,7 @@ resolves in the registry. A problem fails the deploy with a message naming the f
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from ray.serve import Application
@@ -45,6 +45,7 @@ __all__ = [
     "PredictionLogArgs",
     "ResourcesArgs",
     "ScoringAppArgs",
+    "assemble_app",
     "build_app",
     "load_key_digests",
 ]
@@ -148,6 +149,23 @@ def load_key_digests(keys: ApiKeysArgs, environ: dict[str, str] | None = None) -
 
 def build_app(args: ScoringAppArgs) -> Application:
     """The scoring application for one contract: ScoringIngress -> ScoringModel."""
+    return assemble_app(args)
+
+
+def assemble_app(
+    args: ScoringAppArgs | dict,
+    model: Application | None = None,
+    *,
+    ingress_options: dict[str, Any] | None = None,
+    model_options: dict[str, Any] | None = None,
+) -> Application:
+    """``build_app`` for Python callers (``serve.run``), who have no YAML ``deployments``.
+
+    ``ingress_options`` / ``model_options`` are Serve's own deployment options
+    (``max_ongoing_requests``, ``autoscaling_config``...). ``model`` binds another model
+    deployment in place of ScoringModel: the ingress only calls ``score(rows)`` and
+    ``info()`` on its handle, so tests (a deliberately slow model) can bind their own.
+    """
     if not isinstance(args, ScoringAppArgs):
         args = ScoringAppArgs.model_validate(args)
     platform = load_platform_config(_repo_path(args.platform_config)) if args.platform_config \
@@ -169,9 +187,11 @@ def build_app(args: ScoringAppArgs) -> Application:
     if contract.device == Device.CUDA:
         model_actor["num_gpus"] = res.model_num_gpus
     feature_cfg = platform.cassandra.model_copy(update={"write_retries": args.feature_read_retries})
-    model = ScoringModel.options(
-        ray_actor_options=model_actor, user_config=ModelUserConfig().model_dump()
-    ).bind(ModelSettings(contract, platform, feature_cfg, res.torch_threads))
+    if model is None:
+        model = ScoringModel.options(
+            ray_actor_options=model_actor, user_config=ModelUserConfig().model_dump(),
+            **(model_options or {}),
+        ).bind(ModelSettings(contract, platform, feature_cfg, res.torch_threads))
 
     plog = args.prediction_log
     log_cfg = plog.cassandra or platform.cassandra
@@ -196,5 +216,6 @@ def build_app(args: ScoringAppArgs) -> Application:
     backpressure = BackpressureConfig(status_code=over.status_code,
                                       retry_after_s=over.retry_after_s or None)  # fmt: skip
     return ScoringIngress.options(
-        ray_actor_options={"num_cpus": res.ingress_num_cpus}, backpressure_config=backpressure
+        ray_actor_options={"num_cpus": res.ingress_num_cpus}, backpressure_config=backpressure,
+        **(ingress_options or {}),
     ).bind(settings, model)

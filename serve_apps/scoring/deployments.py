@@ -160,19 +160,23 @@ class HandleModelClient:
         self.handle = handle
 
     async def score(self, rows: list[dict[str, Any]]) -> ScoreReply:
+        return await self._call(self.handle.score.remote(rows))
+
+    async def info(self) -> dict[str, Any]:
+        return await self._call(self.handle.info.remote())
+
+    @staticmethod
+    async def _call(response: Any) -> Any:
         from ray.exceptions import ActorDiedError, ActorUnavailableError
         from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
         try:
-            return await self.handle.score.remote(rows)
+            return await response
         except BackPressureError as exc:
             raise Overloaded("the model's request queue is full; retry later") from exc
         except (DeploymentUnavailableError, ActorDiedError, ActorUnavailableError) as exc:
             raise Overloaded(f"the model is unavailable right now ({type(exc).__name__})") \
                 from exc
-
-    async def info(self) -> dict[str, Any]:
-        return await self.handle.info.remote()
 
 
 @dataclass(frozen=True)

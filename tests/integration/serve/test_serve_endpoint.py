@@ -1,0 +1,232 @@
+"""The scoring endpoint live: real Ray Serve (configs/serve.yaml), real Cassandra, real models.
+
+Auth, every bad-input class, features from the Cassandra online table (never recorded
+by requests), the prediction log and quarantine rows in Cassandra, the GPU replica on a
+logical GPU, the canary split, and a model hot swap under load with zero failures.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime
+
+import pytest
+from serve_live import AUTH, TEST_KEY, client, json_rows, table_rows, wait_until
+
+from serve_apps.scoring.batch import canary_bucket
+from sluice.contract import load_contract
+from sluice.datagen import generate_dataset
+from sluice.features import to_store_events
+from sluice.scoring import Scorer
+from sluice.store import CassandraFeatureStore
+
+pytestmark = pytest.mark.integration
+
+PREDICT = "/v1/fraud/predict"
+CONTRACT = load_contract("fraud")
+
+
+HISTORY = generate_dataset(300, seed=1).table
+
+
+@pytest.fixture(scope="module")
+def world(serve_world):
+    # Card history in the online feature table, as the stream would have recorded it.
+    store = CassandraFeatureStore.for_contract(serve_world.cfg.cassandra, CONTRACT)
+    store.record(to_store_events(HISTORY, CONTRACT.features))
+    return serve_world
+
+
+@pytest.fixture(scope="module")
+def http(world):
+    with client(world.base) as c:
+        yield c
+
+
+def test_auth_missing_wrong_and_both_header_styles(http):
+    row = json_rows(1)[0]
+    assert http.get("/v1/health").status_code == 200
+    for headers in ({}, {"X-API-Key": "nope"}, {"Authorization": "Bearer nope"},
+                    {"Authorization": TEST_KEY}):  # fmt: skip
+        for method, path in (("POST", PREDICT), ("GET", "/v1/models"), ("GET", "/docs")):
+            r = http.request(method, path, json=row, headers=headers)
+            assert r.status_code == 401, (method, path, headers, r.text)
+    assert http.post(PREDICT, json=row, headers={"X-API-Key": TEST_KEY}).status_code == 200
+    assert http.post(PREDICT, json=row, headers=AUTH).status_code == 200
+
+
+def test_one_row_and_a_list_are_scored_with_features_from_cassandra(world, http):
+    rows = table_rows(HISTORY.slice(200, 12))  # events whose cards have earlier events
+    count_events = "SELECT count(*) FROM sluice_test_serve.fraud_feature_events"
+    before = world.session.execute(count_events).one()[0]
+    r = http.post(PREDICT, json=rows[0], headers=AUTH)
+    assert r.status_code == 200, r.text
+    one = r.json()
+    many = http.post(PREDICT, json=rows, headers=AUTH).json()
+    assert [p["key"] for p in many["predictions"]] == [x["transaction_id"] for x in rows]
+    assert one["model_version"] == "fraud/1" and one["request_id"] == r.headers["x-request-id"]
+
+    # The same rows through the contract's Scorer here, reading the same Cassandra table.
+    store = CassandraFeatureStore.for_contract(world.cfg.cassandra, CONTRACT)
+    local = Scorer(CONTRACT, world.registry, store, record_events=False).score(rows).scored
+    assert [p["score"] for p in many["predictions"]] == local["score"].to_pylist()
+    assert one["score"] == local["score"][0].as_py()
+    assert local["card_count_24h"].to_numpy().max() > 0  # the history did count
+    assert world.session.execute(count_events).one()[0] == before  # nothing recorded
+
+
+def _problems(r) -> set[tuple[str, str]]:
+    return {(p["loc"], p["rule"]) for p in r.json()["problems"]}
+
+
+def test_bad_inputs_get_4xx_naming_the_field_and_the_rule(http):
+    row = json_rows(1)[0]
+    cases = [
+        (row | {"colour": "red"}, 422, ("row.colour", "extra_forbidden")),
+        (row | {"amount": "12"}, 422, ("row.amount", "float_type")),
+        ({k: v for k, v in row.items() if k != "card_id"}, 422, ("row.card_id", "missing")),
+        (row | {"event_time": "2024-01-01T00:00:00"}, 422, ("row.event_time", "timezone_aware")),
+    ]
+    for body, status, problem in cases:
+        r = http.post(PREDICT, json=body, headers=AUTH)
+        assert r.status_code == status and problem in _problems(r), r.text
+    text = json.dumps(row).replace(json.dumps(row["amount"]), "NaN", 1)
+    r = http.post(PREDICT, content=text, headers=AUTH)
+    assert r.status_code == 422 and ("row.amount", "finite_number") in _problems(r)
+    r = http.post(PREDICT, json=json_rows(17), headers=AUTH)  # max_rows is 16
+    assert r.status_code == 413
+    r = http.post(PREDICT, content=b"[" + b" " * 20000 + b"]", headers=AUTH)  # over 16 KiB
+    assert r.status_code == 413
+    r = http.post(PREDICT, content=b"{oops", headers=AUTH)
+    assert r.status_code == 422
+    r = http.post("/v1/nope/predict", json=row, headers=AUTH)
+    assert r.status_code == 404
+
+
+def test_rows_failing_expectations_are_422_and_quarantined(world, http):
+    rows = json_rows(3, seed=4)
+    rows[1]["amount"] = -7.5
+    rows[2]["currency"] = "XXX"
+    r = http.post(PREDICT, json=rows, headers=AUTH)
+    assert r.status_code == 422, r.text
+    assert _problems(r) == {("rows[1].amount", "expect_column_values_to_be_between"),
+                            ("rows[2].currency", "expect_column_values_to_be_in_set")}
+    keys = {rows[1]["transaction_id"], rows[2]["transaction_id"]}
+    day = datetime.now(UTC).date()
+
+    def stored():
+        found = world.session.execute(
+            "SELECT key, reasons FROM sluice_test_serve.quarantine "
+            "WHERE source = 'online:fraud' AND day = %s", (day,))
+        return {x.key: json.loads(x.reasons) for x in found if x.key in keys}
+
+    got = wait_until(lambda: len(stored()) == 2 and stored(), 20, "quarantine rows")
+    assert got[rows[1]["transaction_id"]][0]["column"] == "amount"
+
+
+def test_predictions_are_logged_to_cassandra(world, http):
+    ids = {}
+    for row in json_rows(5, seed=7):
+        r = http.post(PREDICT, json=row, headers=AUTH)
+        assert r.status_code == 200
+        ids[r.json()["request_id"]] = r.json()["score"]
+
+    def logged():
+        rows = {}
+        for rid in ids:
+            x = world.session.execute(
+                "SELECT request_id, contract, model_version, score, latency_ms, features "
+                "FROM sluice_test_serve.prediction_log WHERE request_id = %s", (rid,)).one()
+            if x is not None:
+                rows[rid] = x
+        return rows if len(rows) == len(ids) else None
+
+    rows = wait_until(logged, 20, "prediction log rows")
+    for rid, x in rows.items():
+        assert x.score == ids[rid] and x.contract == "fraud" and x.model_version == "fraud/1"
+        assert x.latency_ms > 0 and set(x.features) == set(CONTRACT.feature_names)
+    stats = http.get("/v1/stats", headers=AUTH).json()["prediction_log"]
+    assert stats["failed"] == 0 and stats["dropped"] == 0
+
+
+def test_model_replica_holds_the_logical_gpu_and_scores_on_cpu(http):
+    import ray
+
+    serving = http.get("/v1/models", headers=AUTH).json()["serving"]
+    assert serving["gpu_ids"] == ["0"]  # scheduled with num_gpus=1
+    assert serving["device"] == "cpu"  # no CUDA here: the CPU fallback
+    assert ray.available_resources().get("GPU", 0) == 0
+
+
+def test_models_route_lists_versions_and_aliases(http):
+    body = http.get("/v1/models", headers=AUTH).json()
+    assert body["registry"]["aliases"] == {"champion": 1, "challenger": 2}
+    assert [v["version"] for v in body["registry"]["versions"]] == [1, 2]
+    assert body["serving"]["champion"] == "fraud/1"
+
+
+def test_canary_share_by_key_hash(world, http):
+    world.model_user_config()["challenger_share"] = 0.3
+    world.redeploy()
+    wait_until(lambda: http.get("/v1/models", headers=AUTH).json()["serving"]["challenger"],
+               30, "the challenger to load")  # fmt: skip
+    rows = json_rows(320, seed=21)
+    versions = {}
+    for i in range(0, len(rows), 16):
+        r = http.post(PREDICT, json=rows[i : i + 16], headers=AUTH)
+        assert r.status_code == 200, r.text
+        versions |= {p["key"]: p["model_version"] for p in r.json()["predictions"]}
+    share = sum(v == "fraud/2" for v in versions.values()) / len(versions)
+    assert 0.22 < share < 0.38, share
+    assert all(v == ("fraud/2" if canary_bucket(k) < 0.3 else "fraud/1")
+               for k, v in versions.items())  # fmt: skip
+
+
+def test_promote_and_reconfigure_swaps_the_model_with_no_failed_request(world, http):
+    rows = json_rows(200, seed=33)
+    statuses: Counter[int] = Counter()
+    versions: list[tuple[float, str]] = []
+    stop = threading.Event()
+    errors: list[str] = []
+
+    def load(worker: int) -> None:
+        with client(world.base) as c:
+            i = worker
+            while not stop.is_set():
+                try:
+                    r = c.post(PREDICT, json=rows[i % len(rows)], headers=AUTH)
+                except Exception as exc:  # noqa: BLE001 - a transport failure is a failure
+                    errors.append(repr(exc))
+                    continue
+                statuses[r.status_code] += 1
+                if r.status_code == 200:
+                    versions.append((time.monotonic(), r.json()["model_version"]))
+                i += 4
+
+    threads = [threading.Thread(target=load, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(2)
+        world.registry.promote("fraud")  # the challenger (fraud/2) becomes champion
+        uc = world.model_user_config()
+        uc["model_generation"] += 1
+        uc["challenger_share"] = 0.0
+        world.redeploy()
+        swapped = time.monotonic()
+        wait_until(lambda: versions and versions[-1][1] == "fraud/2"
+                   and all(v == "fraud/2" for _, v in versions[-20:]), 60, "the swap")
+        time.sleep(1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert not errors, errors[:3]
+    assert set(statuses) == {200}, statuses
+    seen = [v for _, v in versions]
+    assert "fraud/1" in seen and "fraud/2" in seen
+    assert all(v == "fraud/2" for t, v in versions if t > swapped + 15)
+    assert http.get("/v1/models", headers=AUTH).json()["serving"]["model_generation"] == 2

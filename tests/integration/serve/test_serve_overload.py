@@ -1,0 +1,110 @@
+"""Overload: full queues answer 429 (configured) with Retry-After at once; nothing hangs.
+
+The real ingress (build_app's, via assemble_app) is bound to a deliberately slow model
+with room for one request in flight and one queued; the ingress itself takes four and
+queues two at the proxy. Twenty concurrent requests must all be answered: rejections at
+once (by the ingress for the model's queue, by Serve's proxy for the ingress's), the
+admitted ones with 504 at the request timeout — none later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import ray.cloudpickle
+from ray import serve
+from serve_live import AUTH, client, json_rows, wait_running
+
+from serve_apps.scoring.app import ScoringAppArgs, assemble_app
+from serve_apps.scoring.auth import hash_key
+from serve_apps.scoring.schemas import RowScore, ScoreReply
+
+pytestmark = pytest.mark.integration
+
+TIMEOUT_S = 4.0
+APP = "sluice-overload"
+
+# The slow model below lives in this test file: ship it to the replica by value.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+@serve.deployment(max_ongoing_requests=1, max_queued_requests=1, graceful_shutdown_timeout_s=1,
+                  graceful_shutdown_wait_loop_s=0.5, ray_actor_options={"num_cpus": 0})  # fmt: skip
+class SlowModel:
+    async def score(self, rows):
+        await asyncio.sleep(30)  # far past the request timeout
+        return ScoreReply(scores=[RowScore(r["transaction_id"], 0.5, "slow/1", ()) for r in rows])
+
+    async def info(self):
+        return {"champion": "slow/1"}
+
+
+@pytest.fixture(scope="module")
+def base(serve_world):
+    from serve_live import TEST_KEY
+
+    args = ScoringAppArgs.model_validate({
+        "platform_config": str(serve_world.root / "platform.yaml"),
+        "api_keys": {"sha256": {"test": hash_key(TEST_KEY)}},
+        "limits": {"request_timeout_s": TIMEOUT_S},
+        "overload": {"status_code": 429, "retry_after_s": 3},
+        "resources": {"ingress_num_cpus": 0, "model_num_cpus": 0},
+        "prediction_log": {"enabled": False},
+    })  # fmt: skip
+    app = assemble_app(args, SlowModel.bind(),
+                       ingress_options={"max_ongoing_requests": 4, "max_queued_requests": 2})
+    serve.run(app, name=APP, route_prefix="/overload")
+    wait_running([APP])
+    yield f"{serve_world.base}/overload"
+    serve.delete(APP)
+
+
+def post(url: str, row: int = 0) -> tuple[int, float, dict, dict]:
+    t0 = time.perf_counter()
+    with client(url, timeout_s=60) as c:
+        r = c.post("/v1/fraud/predict", json=json_rows(1, seed=row)[0], headers=AUTH)
+    json_body = r.headers.get("content-type", "").startswith("application/json")
+    return r.status_code, time.perf_counter() - t0, dict(r.headers), (
+        r.json() if json_body else {"text": r.text})  # Serve's proxy answers in plain text
+
+
+def stats(url: str) -> dict:
+    with client(url) as c:
+        return c.get("/v1/stats", headers=AUTH).json()
+
+
+def test_a_full_model_queue_is_refused_by_the_ingress_at_once(base):
+    # One after the other (Serve's router may refuse the second of two simultaneous
+    # arrivals, see ray/serve/_private/router.py): one runs in the model, one waits.
+    with ThreadPoolExecutor(3) as pool:
+        held = [pool.submit(post, base, 1)]
+        time.sleep(1.0)
+        held.append(pool.submit(post, base, 2))
+        time.sleep(1.0)
+        status, seconds, headers, body = post(base, 3)
+        assert (status, body["error"]) == (429, "overloaded"), body
+        assert headers["retry-after"] == "3" and seconds < 1.0, seconds
+        finished = [f.result() for f in held]
+    assert [s for s, *_ in finished] == [504, 504]
+    assert all(TIMEOUT_S - 0.2 < t < TIMEOUT_S + 2.0 for _, t, *_ in finished), finished
+    after = stats(base)
+    assert after["overloaded"] == 1 and after["timeouts"] == 2
+    time.sleep(1.0)  # let the cancelled model calls wind down before the next test
+
+
+def test_a_flood_is_answered_fast_and_nothing_hangs(base):
+    with ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(lambda i: post(base, i), range(20)))
+    statuses = sorted(s for s, *_ in results)
+    assert set(statuses) <= {429, 504}, statuses
+    rejected = [(t, h) for s, t, h, _ in results if s == 429]
+    assert len(rejected) >= 14, statuses  # at most 4 admitted + 2 queued at the ingress
+    assert all(h.get("retry-after") == "3" for _, h in rejected)
+    fast = sorted(t for t, _ in rejected)
+    assert fast[len(fast) // 2] < 1.0, fast  # refused at once, not after a wait
+    slowest = max(t for _, t, *_ in results)
+    assert slowest < TIMEOUT_S + 3.0, slowest  # admitted ones end at the timeout (504)
