@@ -184,7 +184,7 @@ class ScoreStage(_Stage):
         return prediction_rows(self.contract, result.scored, scored_at=self.now)
 
 
-def conflicting_keys(ds, key_column: str) -> frozenset[str]:
+def conflicting_keys(ds, key_column: str, rows: int) -> frozenset[str]:
     """Keys that carry different rows anywhere in the data set (identical copies are a
     replay, scored once by the upsert). A hash-grouped shuffle of (key, row hash) only;
     the result is the conflicting keys, few by nature."""
@@ -195,7 +195,11 @@ def conflicting_keys(ds, key_column: str) -> frozenset[str]:
         h = pd.util.hash_pandas_object(batch.astype(str), index=False).astype("int64")
         return pd.DataFrame({"k": batch[key_column].astype(str), "h": h})
 
-    grouped = ds.map_batches(key_and_hash, batch_format="pandas").groupby("k").aggregate(
+    # Few shuffle partitions (~1M small rows each): Ray's default count costs seconds of
+    # fixed overhead on inputs this size (measured: 11.3 s -> 7.7 s on 60k rows).
+    partitions = max(2, rows // 1_000_000 + 1)
+    hashed = ds.map_batches(key_and_hash, batch_format="pandas")
+    grouped = hashed.groupby("k", num_partitions=partitions).aggregate(
         Min("h", alias_name="lo"), Max("h", alias_name="hi")
     )
     found = grouped.filter(lambda r: r["lo"] != r["hi"])
@@ -242,9 +246,10 @@ def run(job: BatchJob, cfg: PlatformConfig) -> JobSummary:
             return ray.data.read_parquet(files, filesystem=fs)
         return ray.data.read_csv(files, filesystem=fs)
 
-    phase: dict[str, float] = {"checks": time.monotonic() - started}
+    phase: dict[str, float] = {"setup": time.monotonic() - started}  # checks, schema, Ray
     t = time.monotonic()
-    conflicts = conflicting_keys(read(), contract.key_column)
+    rows_read = count_rows(job, files, fs, read)
+    conflicts = conflicting_keys(read(), contract.key_column, rows_read)
     phase["key_check"] = time.monotonic() - t
     stage_args = dict(cfg=cfg, contract_name=job.contract, engine=job.validation_engine,
                       batch_rows=job.batch_rows, source=f"batch:{job.name}", now=now,
@@ -283,7 +288,6 @@ def run(job: BatchJob, cfg: PlatformConfig) -> JobSummary:
     elapsed = time.monotonic() - started
     # Every input row ends in exactly one table (Scorer.split); the sinks count distinct
     # rows upserted, which is fewer when one batch carries a key twice.
-    rows_read = count_rows(job, files, fs, read)
     rows_quarantined = quarantined.count()
     return JobSummary(
         job=job.name, contract=contract.name, model_version=model_version,
