@@ -152,3 +152,25 @@ def test_signal_handlers_are_restored():
     assert signal.getsignal(signal.SIGTERM) is not before
     restore()
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_metrics_follow_the_batches():
+    from prometheus_client import REGISTRY
+
+    def value(name: str, **labels) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = value("sluice_stream_events_total", job="unit", outcome="scored")
+    consumer = FakeConsumer(batches=[messages([b"{}"] * 4)], high_watermark=10)
+    run_batches(consumer, 1)
+    assert value("sluice_stream_events_total", job="unit", outcome="scored") == before + 4
+    assert value("sluice_stream_batch_seconds_count", job="unit", engine="compiled") >= 1
+    # Lag per partition: high watermark (10) - committed (2); cleared when the partition goes.
+    loop = loop_for(consumer, Process(consumer))
+    loop.on_assign(consumer, [TopicPartition(TOPIC, 0)])
+    loop._committed[(TOPIC, 0)] = 2
+    loop._report_lag()
+    assert value("sluice_stream_consumer_lag", job="unit", topic=TOPIC, partition="0") == 8
+    loop.on_revoke(consumer, [TopicPartition(TOPIC, 0)])
+    assert REGISTRY.get_sample_value("sluice_stream_consumer_lag",
+                                     {"job": "unit", "topic": TOPIC, "partition": "0"}) is None
