@@ -1,6 +1,6 @@
 """Stream job throughput and latency in one run, against the raw Cassandra write ceiling.
 
-    .venv/bin/python bench/stream.py [--events 30000] [--consumers 2] [--latency-s 20]
+    .venv/bin/python bench/stream.py [--events 60000] [--consumers 2] [--latency-s 20]
 
 Against the Kafka and Cassandra of configs/platform.yaml, on a local Ray (2 CPUs), it
 measures:
@@ -51,7 +51,7 @@ from sluice.stream import GroupLag, ensure_topic, event_messages, produce_messag
 
 TARGETS = {"sustained_vs_raw": 0.5, "p99_latency_s": 1.0}
 KEYSPACE = "sluice_bench_stream"
-_WARMUP_S = 45.0  # from the latency job's start: consumers join, then >= 5 s of events
+_WARMUP_S = 30.0  # from the latency job's start: consumers join, then >= 5 s of events
 
 
 def raw_ceiling(rows: int) -> float:
@@ -125,10 +125,12 @@ def latency(cfg: PlatformConfig, rate: float, seconds: float, consumers: int) ->
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--events", type=int, default=30_000, help="backlog for the sustained rate")
+    ap.add_argument("--events", type=int, default=60_000, help="backlog for the sustained rate")
     ap.add_argument("--consumers", type=int, default=2, help="consumer actors (4 partitions)")
     ap.add_argument("--latency-s", type=float, default=20.0, help="measured seconds at half rate")
     ap.add_argument("--raw-rows", type=int, default=60_000, help="rows for the raw ceiling R")
+    ap.add_argument("--latency-rate", type=float, default=None,
+                    help="events/s of the latency phase (default: half the sustained rate)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"sustained: draining a backlog of {args.events:,} events ...", flush=True)
     s = sustained(cfg, args.events, args.consumers)
-    rate = s.events_per_s / 2
+    rate = args.latency_rate or s.events_per_s / 2
     print(f"latency: {rate:,.0f} events/s for {args.latency_s:.0f} s ...", flush=True)
     lat = latency(cfg, rate, args.latency_s, args.consumers)
     ray.shutdown()
