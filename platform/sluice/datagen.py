@@ -12,15 +12,18 @@ Everything is vectorized numpy/Arrow (1M rows in about a second); only the
 JSON encoder loops over rows. Invalid rows of every kind the expectation suite
 catches can be injected (``InvalidKind``); their keys come back in
 ``GeneratedData.invalid_keys``. Wrong *types* exist only in raw outputs (JSON
-messages, CSV), never in an Arrow table.
+messages, CSV), never in an Arrow table. ``DriftShift`` changes the world after
+training (dearer amounts, another country mix, night-time activity) for drift
+tests and demos; without it the rows are exactly those of the same seed.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -38,6 +41,7 @@ __all__ = [
     "CURRENCIES",
     "DEFAULT_START",
     "MALFORMED_PAYLOADS",
+    "DriftShift",
     "TRANSACTION_SCHEMA",
     "GeneratedData",
     "InvalidKind",
@@ -147,6 +151,56 @@ _BAD_VALUES = {
 
 
 @dataclass(frozen=True)
+class DriftShift:
+    """How the world has moved since training: a distribution shift for drift tests.
+
+    - ``amount_scale``: every amount is multiplied by it (clipped to the valid range).
+      The label is drawn first, so the fraud mechanism is unchanged: only what the
+      model sees moves (prices rose, or another currency mix).
+    - ``country_weights``: relative weights of card home and merchant countries;
+      countries left out keep their training weight.
+    - ``active_hours``: ``(start, end)`` UTC hours; each event's time of day is squeezed
+      into ``[start, end)`` on its own day (training activity spans the whole day).
+    """
+
+    amount_scale: float = 1.0
+    country_weights: Mapping[str, float] = field(default_factory=dict)
+    active_hours: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if not (self.amount_scale > 0 and math.isfinite(self.amount_scale)):
+            raise ValueError(f"amount_scale must be a positive number, got {self.amount_scale}")
+        unknown = sorted(set(self.country_weights) - set(COUNTRIES))
+        if unknown:
+            raise ValueError(f"country_weights: unknown countries {unknown}; use {COUNTRIES}")
+        if any(not (w >= 0 and math.isfinite(w)) for w in self.country_weights.values()):
+            raise ValueError(f"country_weights must be >= 0, got {dict(self.country_weights)}")
+        if self.active_hours is not None:
+            start, end = self.active_hours
+            if not 0 <= start < end <= 24:
+                raise ValueError(f"active_hours must satisfy 0 <= start < end <= 24, got "
+                                 f"{self.active_hours}")  # fmt: skip
+
+    def country_p(self) -> np.ndarray:
+        """Probabilities of ``COUNTRIES`` (the training mix overridden by the weights)."""
+        weights = _COUNTRY_P.copy()
+        for country, w in self.country_weights.items():
+            weights[COUNTRIES.index(country)] = w
+        if weights.sum() <= 0:
+            raise ValueError("country_weights leave every country at weight 0")
+        return weights / weights.sum()
+
+    def squeeze_hours(self, micros: np.ndarray) -> np.ndarray:
+        """Event times with their time of day moved into ``active_hours`` (same UTC day)."""
+        if self.active_hours is None:
+            return micros
+        start, end = self.active_hours
+        day = 86_400 * _US
+        of_day = micros % day
+        return micros - of_day + start * 3600 * _US + of_day * (end - start) // 24
+
+
+@dataclass(frozen=True)
 class GeneratedData:
     """A generated table and what was made invalid on purpose.
 
@@ -227,6 +281,7 @@ def generate_transactions(
     n_cards: int | None = None,
     n_merchants: int | None = None,
     burst_fraction: float = 0.03,
+    shift: DriftShift | None = None,
 ) -> pa.Table:
     """``generate_dataset(...).table``: the same rows, without the invalid-row record."""
     return generate_dataset(
@@ -239,6 +294,7 @@ def generate_transactions(
         n_cards=n_cards,
         n_merchants=n_merchants,
         burst_fraction=burst_fraction,
+        shift=shift,
     ).table
 
 
@@ -253,6 +309,7 @@ def generate_dataset(
     n_cards: int | None = None,
     n_merchants: int | None = None,
     burst_fraction: float = 0.03,
+    shift: DriftShift | None = None,
 ) -> GeneratedData:
     """``n`` transactions (``TRANSACTION_SCHEMA``), sorted by event time.
 
@@ -261,7 +318,8 @@ def generate_dataset(
     events per card) and ``burst_fraction`` of the rows are fraud-burst events.
     ``invalid_fraction`` of the rows (rounded) are made invalid, cycling through
     ``invalid_kinds`` (default: every ``InvalidKind``) so that each kind appears
-    once there are at least as many invalid rows as kinds.
+    once there are at least as many invalid rows as kinds. ``shift`` (a ``DriftShift``)
+    moves amounts, countries and hours; ``None`` is the training world.
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
@@ -273,15 +331,16 @@ def generate_dataset(
     n_cards = n_cards or int(np.clip(n // 20, 1, 999_999))
     n_merchants = n_merchants or int(np.clip(n // 50, len(COUNTRIES), 99_999))
     t0, span = _to_micros(start), duration_s * _US
+    country_p = _COUNTRY_P / _COUNTRY_P.sum() if shift is None else shift.country_p()
 
     # Cards: number, home country, activity (a few cards are very busy).
     card_no = rng.choice(1_000_000, size=n_cards, replace=False)
-    card_home = rng.choice(len(COUNTRIES), size=n_cards, p=_COUNTRY_P / _COUNTRY_P.sum())
+    card_home = rng.choice(len(COUNTRIES), size=n_cards, p=country_p)
     activity = rng.gamma(0.8, size=n_cards)
     # Merchants: number, category, country; at least one merchant per country.
     m_no = rng.choice(100_000, size=n_merchants, replace=False)
     m_cat = rng.choice(len(CATEGORIES), size=n_merchants, p=_CATEGORY_P / _CATEGORY_P.sum())
-    m_country = rng.choice(len(COUNTRIES), size=n_merchants, p=_COUNTRY_P / _COUNTRY_P.sum())
+    m_country = rng.choice(len(COUNTRIES), size=n_merchants, p=country_p)
     m_country[: len(COUNTRIES)] = np.arange(len(COUNTRIES))
     by_country = np.argsort(m_country, kind="stable")
     first = np.searchsorted(m_country[by_country], np.arange(len(COUNTRIES)))
@@ -330,6 +389,9 @@ def generate_dataset(
         + 0.6 * np.isin(channel, (0, 3))
     )
     is_fraud = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int8)
+    if shift is not None:  # after the label: the fraud mechanism itself does not move
+        amount = np.round(np.clip(amount * shift.amount_scale, 0.5, _MAX_VALID_AMOUNT), 2)
+        time = np.clip(shift.squeeze_hours(time), t0, t0 + span - 1)
 
     order = np.argsort(time, kind="stable")
     cols: dict[str, object] = {
