@@ -3,7 +3,8 @@
 ``load_contract("fraud")`` parses ``configs/contracts/fraud.yaml`` once into a
 frozen ``Contract``: the input schema (column -> Arrow type string), the key,
 entity, event-time and label columns, the expectation suite, the features, the
-model reference (``fraud@champion``), the outputs and the device. Everything a
+model reference (``fraud@champion``), the outputs, the device and the drift
+thresholds (``sluice drift``). Everything a
 contract names is checked at load — columns, feature kinds, the suite file — and
 a problem fails with ``ConfigError`` naming the file, the field and the bad name.
 """
@@ -26,6 +27,7 @@ __all__ = [
     "CONTRACTS_DIR",
     "Contract",
     "Device",
+    "DriftSpec",
     "ModelRef",
     "OutputSpec",
     "contract_path",
@@ -122,6 +124,22 @@ class OutputSpec(_Frozen):
     consistency: ConsistencyLevel = Field(description="Write consistency level.")
 
 
+class DriftSpec(_Frozen):
+    """When ``sluice drift`` calls the recent inputs drifted from the model's training data."""
+
+    psi_threshold: float = Field(
+        0.2, gt=0, description="A feature whose PSI is above this has drifted (exit status 3)."
+    )
+    ks_threshold: float | None = Field(
+        0.1, gt=0, le=1,
+        description="A feature whose binned KS is above this is flagged 'warn' (not judged: "
+        "PSI decides); null shows KS without flagging.",
+    )  # fmt: skip
+    min_rows: int = Field(
+        500, ge=1, description="Fewer recent rows than this give no verdict (too noisy)."
+    )
+
+
 class Contract(_Frozen):
     """A parsed scoring contract. Build it with ``load_contract``.
 
@@ -141,6 +159,7 @@ class Contract(_Frozen):
     model: ModelRef
     output: OutputSpec
     device: Device = Device.AUTO
+    drift: DriftSpec = DriftSpec()
 
     @field_validator("input_schema")
     @classmethod
