@@ -5,6 +5,10 @@ InMemoryFeatureStore, then computed point-in-time) -> MLP -> holdout AUC ->
 register a new version -> `champion` if it beats the current champion on the
 same holdout, else `challenger`.
 
+`train_on(table, ...)` (`--labels PATH`: a Parquet file of the contract's input
+columns and label) does the same on given labelled rows instead of generated
+ones: the retraining step of `sluice drift --retrain`, with the same gate.
+
 The holdout is the last `holdout_fraction` of the rows in event time, as in
 production: the model is judged on transactions later than any it saw. Given
 the same arguments the run is deterministic (seeded data, weights and batch
@@ -27,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sluice.contract import Contract, load_contract
 from sluice.datagen import generate_dataset
-from sluice.errors import ConfigError, ModelNotFound
+from sluice.errors import ConfigError, ModelNotFound, SluiceError, ValidationFailed
 from sluice.features import (
     InMemoryFeatureStore,
     compute_features,
@@ -46,7 +50,7 @@ from sluice.models import (
     table_fingerprint,
 )
 
-__all__ = ["TrainConfig", "TrainResult", "main", "train"]
+__all__ = ["TrainConfig", "TrainResult", "main", "train", "train_on"]
 
 
 class TrainConfig(BaseModel):
@@ -150,14 +154,58 @@ def _champion_auc(
 
 
 def train(config: TrainConfig, registry: ModelRegistry) -> TrainResult:
+    """Train on `config.rows` generated transactions (seeded) and register the model."""
+    started = time.perf_counter()
+    table = generate_dataset(config.rows, config.seed).table
+    return _fit_and_register(table, load_contract(config.contract), config, registry, started, {})
+
+
+def train_on(
+    table: pa.Table, config: TrainConfig, registry: ModelRegistry, *, source: str = "table"
+) -> TrainResult:
+    """Train on given labelled rows (the contract's input columns, label included).
+
+    The rows are e.g. recent events whose labels arrived after they were scored. The
+    gate is `train`'s: the holdout is the latest `holdout_fraction` of these rows in
+    event time, and the new version becomes `champion` only if its AUC there beats the
+    current champion's on the same rows; otherwise it waits as `challenger` for a
+    human (`sluice models promote`). `config.rows` is not used; `source` (the file the
+    rows came from) is kept in the version's train_params.
+    """
     started = time.perf_counter()
     contract = load_contract(config.contract)
+    missing = [c for c in contract.arrow_schema.names if c not in table.column_names]
+    if missing:
+        raise ConfigError(f"{source}: missing column(s) {missing} of contract {contract.name!r}")
+    cut = int(round(table.num_rows * (1 - config.holdout_fraction)))
+    if cut < 100 or table.num_rows - cut < 50:
+        raise ValidationFailed(
+            f"{source}: {table.num_rows} labelled rows are too few to train and judge a model "
+            f"(need 100 to train and 50 to hold out at holdout_fraction "
+            f"{config.holdout_fraction})"
+        )
+    extra = {"rows": table.num_rows, "labels": source}
+    return _fit_and_register(table, contract, config, registry, started, extra)
+
+
+def _fit_and_register(
+    table: pa.Table,
+    contract: Contract,
+    config: TrainConfig,
+    registry: ModelRegistry,
+    started: float,
+    extra_params: dict[str, str | int],
+) -> TrainResult:
     spec, name = contract.features, contract.model.name
-    data = generate_dataset(config.rows, config.seed)
-    table = data.table.sort_by([(contract.event_time_column, "ascending")])
+    table = table.sort_by([(contract.event_time_column, "ascending")])
     cut = int(round(table.num_rows * (1 - config.holdout_fraction)))
     train_table, holdout = table.slice(0, cut), table.slice(cut)
     y_train, y_holdout = _labels(train_table, contract), _labels(holdout, contract)
+    for part, y in (("training", y_train), ("holdout", y_holdout)):
+        if y.min() == y.max():
+            raise ValidationFailed(
+                f"the {part} rows all have label {int(y[0])}: an AUC needs both classes"
+            )
 
     # Record every event, then compute: aggregates only look strictly back in
     # time, so holdout features never see later events (no leakage).
@@ -185,12 +233,15 @@ def train(config: TrainConfig, registry: ModelRegistry) -> TrainResult:
             "holdout_auc": auc,
             "train_loss": last_loss,
             "holdout_fraud_rate": float(y_holdout.mean()),
+            # The gate's evidence: the champion it was judged against, on the same rows.
+            **({} if champion_auc is None else {"champion_holdout_auc": champion_auc}),
         },
         data_fingerprint=table_fingerprint(table),
         train_params={
             **{k: str(v) if isinstance(v, tuple) else v for k, v in config},
             "train_rows": train_table.num_rows,
             "holdout_rows": holdout.num_rows,
+            **extra_params,
         },
     )
     version = registry.register(name, net, meta)
@@ -221,6 +272,13 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--registry", default=None, help="registry root URI (default: config)")
     parser.add_argument(
+        "--labels",
+        default=None,
+        metavar="PATH",
+        help="train on this labelled Parquet file (contract input columns + label) "
+        "instead of generated data; invalid rows are left out",
+    )
+    parser.add_argument(
         "--save-artifact",
         default=None,
         metavar="DIR",
@@ -235,7 +293,18 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
         threads=args.threads,
     )
     registry = ModelRegistry(args.registry) if args.registry else ModelRegistry.from_config()
-    result = train(config, registry)
+    if args.labels:
+        from sluice.drift import read_labels
+
+        try:
+            labelled = read_labels(args.labels, load_contract(config.contract))
+            print(f"labels         {args.labels}: {labelled.table.num_rows} rows "
+                  f"({labelled.dropped} invalid left out)")  # fmt: skip
+            result = train_on(labelled.table, config, registry, source=str(args.labels))
+        except SluiceError as exc:  # a bad labels file is one line, not a traceback
+            parser.exit(1, f"error: {exc}\n")
+    else:
+        result = train(config, registry)
     if args.save_artifact:
         artifact = registry.load_artifact(f"{result.name}/{result.version}")
         saved = save_artifact(args.save_artifact, artifact.state_dict, artifact.meta)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from sluice.cli import local, models, schema, stream
+from sluice.cli import drift, local, models, schema, stream
 from sluice.cli import serve as serve_cli
 
 app = typer.Typer(
@@ -18,6 +18,7 @@ app.add_typer(models.app, name="models")
 app.add_typer(schema.app, name="schema")
 app.add_typer(serve_cli.app, name="serve")
 stream.register(app)  # `sluice stream`, `sluice produce`
+drift.register(app)  # `sluice drift`
 
 
 @app.command()
