@@ -4,9 +4,8 @@
 
 Against the Kafka and Cassandra of configs/platform.yaml, on a local Ray (2 CPUs), it
 measures:
-- R, the raw Cassandra ceiling: bench/cassandra_write.py's own measurement (its ``main``
-  with ``--no-ray``: the driver's ``execute_concurrent_with_args`` into the predictions
-  table, best concurrency), in rows/s;
+- R, the raw Cassandra ceiling: bench/cassandra_write.py's ``raw_ceiling`` (the driver's
+  ``execute_concurrent_with_args`` into the predictions table, best concurrency), rows/s;
 - the maximum sustained rate of the stream job: a backlog of --events generated events
   (1% invalid) drained by ``pipelines.stream_score.run`` with --consumers actors, events/s
   from its first poll to its last commit (each event is two upserts — its feature event
@@ -21,8 +20,6 @@ trained into a temporary registry. Prints a table, then, as its last line, one J
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import logging
 import os
@@ -39,7 +36,7 @@ sys.path.insert(0, str(REPO / "platform"))
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-import cassandra_write  # noqa: E402  (bench/ is this script's directory)
+from cassandra_write import raw_ceiling  # noqa: E402  (bench/ is this script's directory)
 
 from pipelines.stream_score import StreamSummary  # noqa: E402
 from pipelines.stream_score import run as stream_run  # noqa: E402
@@ -52,15 +49,6 @@ from sluice.stream import GroupLag, ensure_topic, event_messages, produce_messag
 TARGETS = {"sustained_vs_raw": 0.5, "p99_latency_s": 1.0}
 KEYSPACE = "sluice_bench_stream"
 _WARMUP_S = 30.0  # from the latency job's start: consumers join, then >= 5 s of events
-
-
-def raw_ceiling(rows: int) -> float:
-    """R in rows/s, measured by bench/cassandra_write.py (its last line is its JSON)."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        cassandra_write.main(["--rows", str(rows), "--no-ray", "--concurrency", "64,128,256"])
-    close_sessions()  # it closed its session; ours reconnects on next use
-    return float(json.loads(out.getvalue().strip().splitlines()[-1])["figures"]["raw_best_R"])
 
 
 def job_for(name: str, topic: str, consumers: int) -> StreamJob:
@@ -141,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
 
     base = load_platform_config()
     print("measuring R (bench/cassandra_write.py, raw driver) ...", flush=True)
-    r = raw_ceiling(args.raw_rows)
+    r, r_level = raw_ceiling(args.raw_rows)
+    close_sessions()  # the ceiling's session (keyspace sluice_bench) is not needed again
 
     registry_dir = tempfile.mkdtemp(prefix="sluice-bench-stream-")
     cfg = base.model_copy(update={
@@ -178,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nStream job on {os.cpu_count()} CPUs (Kafka, Cassandra and Ray on the same machine), "
           f"{s.consumers} consumer actors, 4 partitions")  # fmt: skip
     rows = [
-        ("raw Cassandra ceiling R", f"{r:,.0f} rows/s"),
+        ("raw Cassandra ceiling R", f"{r:,.0f} rows/s (raw driver, concurrency {r_level})"),
         ("stream sustained", f"{s.events_per_s:,.0f} events/s ({s.messages:,} events in "
                              f"{s.busy_s:.1f} s, {s.batches} batches)"),
         ("  rows written", f"{2 * s.events_per_s:,.0f} rows/s (prediction + feature event)"),
