@@ -3,7 +3,10 @@
 1. smoke: one row through Cassandra, one message through Kafka, one tiny Ray Data job;
 2. model: train the fraud model if the registry has no champion;
 3. batch: generate transactions (3% invalid), run configs/jobs/fraud_batch.yaml on Ray
-   Data, and read scored rows and quarantine reasons back from Cassandra.
+   Data, and read scored rows and quarantine reasons back from Cassandra;
+4. stream: produce a burst of events to Kafka (2% invalid, 1% malformed), run
+   configs/jobs/fraud_stream.yaml until the consumer lag is zero, and count the rows
+   read back from Cassandra.
 """
 
 from __future__ import annotations
@@ -116,6 +119,27 @@ def batch_stage(cfg: PlatformConfig) -> None:
         print(f"  {row.key}: {reasons}")
 
 
+def stream_stage(cfg: PlatformConfig) -> None:
+    from pipelines.stream_score import print_summary
+    from pipelines.stream_score import run as stream_run
+    from sluice.jobs import load_stream_job
+    from sluice.store import session_for
+    from sluice.stream import ensure_topic, event_messages, produce_messages
+
+    job = load_stream_job("configs/jobs/fraud_stream.yaml")
+    ensure_topic(cfg.kafka, job.topic, partitions=4)
+    payloads, keys, _ = event_messages(5_000, seed=7, invalid=0.02, malformed=0.01)
+    produce_messages(cfg.kafka, job.topic, payloads, keys, rate=2_000)
+    print(f"\nProduced {len(payloads)} events to Kafka topic {job.topic}")
+    summary = stream_run(job, cfg, until_caught_up=True)
+    print_summary(summary)
+    ks = cfg.cassandra.keyspace
+    rows = session_for(cfg.cassandra).execute(f"SELECT source FROM {ks}.quarantine")
+    quarantined = sum(1 for r in rows if r.source == f"stream:{job.name}")
+    print(f"stream: {summary.scored} scored, {quarantined} quarantine rows in {ks}.quarantine, "
+          f"final lag {summary.final_lag}")
+
+
 def main() -> None:
     import ray
 
@@ -129,6 +153,7 @@ def main() -> None:
         print(f"Ray Data job:         {ray_data_job()}")
         print(f"Model:                {ensure_model(cfg)}")
         batch_stage(cfg)
+        stream_stage(cfg)
     finally:
         ray.shutdown()
     print(f"Results are in Cassandra at {cfg.cassandra.contact_points[0]}:{cfg.cassandra.port}, "
