@@ -7,6 +7,8 @@ prepare/bind/execute calls.
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import typing
 from datetime import UTC, datetime, timedelta
 
@@ -370,6 +372,13 @@ def test_cli_refuses_bad_arguments_before_any_io(args, message):
     result = runner.invoke(app, ["drift", *args])
     assert result.exit_code == 2
     assert message in " ".join(result.output.replace("│", " ").split())
+
+
+def test_cli_runs_as_a_module_for_ray_job_entrypoints():
+    done = subprocess.run([sys.executable, "-m", "sluice.cli.drift", "--retrain"],
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 2
+    assert "--retrain needs --labels" in " ".join(done.stderr.replace("│", " ").split())
 
 
 def test_cli_without_a_model_is_one_error_line(tmp_path):

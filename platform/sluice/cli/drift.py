@@ -7,11 +7,13 @@ Exit status: 0 no drift, or too few rows for a verdict; 3 drift (a feature's PSI
 above the contract's ``drift.psi_threshold``), with or without a retrain; 1 an error
 (store, registry, contract, or a failed retrain); 2 bad arguments.
 
-Scheduled as a Ray job (the drift check and the retrain run on the cluster; the labels
-file is any path or URI pyarrow reads)::
+Scheduled as a Ray job, e.g. hourly from cron (the check and the retrain run on the
+cluster's head; ``python -m sluice.cli.drift`` is this command without relying on the
+``sluice`` script being on the job's PATH; the labels file is any path or URI pyarrow
+reads; the metrics file must be in the textfile directory of the head's node_exporter)::
 
-    ray job submit --working-dir . -- sluice drift --contract fraud --window 1h \\
-        --metrics-file /var/lib/node_exporter/textfile/sluice_drift.prom \\
+    ray job submit --working-dir . -- python -m sluice.cli.drift --contract fraud \\
+        --window 1h --metrics-file /var/lib/node_exporter/textfile/sluice_drift.prom \\
         --retrain --labels s3://bucket/labels/fraud-latest.parquet
 """
 
@@ -206,3 +208,7 @@ def drift(
             typer.echo("error: the retrain failed (see above); nothing was promoted", err=True)
             raise typer.Exit(1)
     raise typer.Exit(EXIT_DRIFT)
+
+
+if __name__ == "__main__":  # `python -m sluice.cli.drift ...` (a Ray job's entrypoint)
+    typer.run(drift)
