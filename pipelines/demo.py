@@ -4,7 +4,8 @@
 2. model: train the fraud model if the registry has no champion;
 3. batch: generate transactions (3% invalid), run configs/jobs/fraud_batch.yaml on Ray
    Data, and read scored rows and quarantine reasons back from Cassandra;
-4. stream: produce a burst of events to Kafka (2% invalid, 1% malformed), run
+4. drift: `sluice drift` on the batch (no drift), then on a shifted batch (drift, exit 3);
+5. stream: produce a burst of events to Kafka (2% invalid, 1% malformed), run
    configs/jobs/fraud_stream.yaml until the consumer lag is zero, and count the rows
    read back from Cassandra.
 """
@@ -119,6 +120,33 @@ def batch_stage(cfg: PlatformConfig) -> None:
         print(f"  {row.key}: {reasons}")
 
 
+def drift_stage(cfg: PlatformConfig) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pipelines.batch_score import print_summary, run
+    from sluice.datagen import DriftShift, generate_dataset, write_parquet
+    from sluice.jobs import BatchJob, InputSpec
+
+    metrics = cfg.resolve(".state/metrics/sluice_drift.prom")
+    check = [str(Path(sys.executable).with_name("sluice")), "drift", "--window", "10m",
+             "--source", "predictions", "--metrics-file", str(metrics)]  # fmt: skip
+    print("\n$ sluice drift --window 10m   # the batch above: the training world")
+    print(f"exit status {subprocess.run(check, check=False).returncode}")
+    out = cfg.resolve(".state/data/shifted")
+    out.mkdir(parents=True, exist_ok=True)
+    shift = DriftShift(amount_scale=2.5, country_weights={"BR": 30, "IN": 30}, active_hours=(0, 6))
+    write_parquet(generate_dataset(20_000, seed=2027, shift=shift).table, out / "part-0.parquet")
+    job = BatchJob(name="fraud_batch_shifted", contract="fraud",
+                   input=InputSpec(paths=(str(out / "*.parquet"),)),
+                   summary_path=str(out / "summary.json"))  # fmt: skip
+    print_summary(run(job, cfg))
+    print("\n$ sluice drift --window 10m   # half the window is now shifted")
+    code = subprocess.run(check, check=False).returncode
+    print(f"exit status {code} (3 means drift); metrics for Prometheus in {metrics}")
+
+
 def stream_stage(cfg: PlatformConfig) -> None:
     from pipelines.stream_score import print_summary
     from pipelines.stream_score import run as stream_run
@@ -153,6 +181,7 @@ def main() -> None:
         print(f"Ray Data job:         {ray_data_job()}")
         print(f"Model:                {ensure_model(cfg)}")
         batch_stage(cfg)
+        drift_stage(cfg)
         stream_stage(cfg)
     finally:
         ray.shutdown()
