@@ -89,7 +89,25 @@ def serve(
         env["RAY_SERVE_ENABLE_HA_PROXY"] = "1" if ingress == "haproxy" else "0"
     prefix = f"RAY_SERVE_ENABLE_HA_PROXY={env['RAY_SERVE_ENABLE_HA_PROXY']} " if not deploy else ""
     typer.echo("$ " + prefix + " ".join(cmd))
-    raise typer.Exit(subprocess.run(cmd, cwd=REPO_ROOT, env=env, check=False).returncode)
+    raise typer.Exit(_run_to_end(cmd, env))
+
+
+def _run_to_end(cmd: list[str], env: dict[str, str]) -> int:
+    """Run ``cmd``; on Ctrl-C (SIGINT reaches the whole process group) let it shut down.
+
+    ``subprocess.run`` would kill the child 0.25 s after an interrupt, leaving the Ray
+    it started behind; `serve run` needs a few seconds to stop its apps and Ray.
+    """
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env)
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            try:
+                return proc.wait(timeout=120)
+            except (KeyboardInterrupt, subprocess.TimeoutExpired):
+                proc.terminate()
+                return proc.wait()
 
 
 @app.command("hash-key")
