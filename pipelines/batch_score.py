@@ -256,7 +256,8 @@ def run(job: BatchJob, cfg: PlatformConfig) -> JobSummary:
                       conflicting_keys=conflicts)  # fmt: skip
     map_args = dict(
         batch_size=job.batch_rows, batch_format="pyarrow", fn_constructor_kwargs=stage_args,
-        concurrency=(job.actors.min_actors, job.actors.max_actors),
+        compute=ray.data.ActorPoolStrategy(min_size=job.actors.min_actors,
+                                           max_size=job.actors.max_actors),
         num_gpus=job.num_gpus_per_actor or None,
     )  # fmt: skip
 

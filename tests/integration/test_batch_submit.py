@@ -40,15 +40,38 @@ def head():
     rec = _jvm.spawn("ray-head", cmd, tmp / "head.log", cwd=tmp)
     address = f"http://127.0.0.1:{DASHBOARD}"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 180
         while not _jvm.port_open(DASHBOARD):
             assert rec.alive(), _jvm.log_tail(tmp / "head.log")
-            assert time.monotonic() < deadline, "ray head did not open its dashboard in 120 s"
+            assert time.monotonic() < deadline, "ray head did not open its dashboard in 180 s"
             time.sleep(1)
+        _wait_until_jobs_run(address, deadline)
         yield address
     finally:
         _jvm.stop(rec, timeout_s=30)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _wait_until_jobs_run(address: str, deadline: float) -> None:
+    """The dashboard answers before the node's job agent registers ("No available agent to
+    submit job"): ready means a trivial job was accepted and succeeded."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client = JobSubmissionClient(address)
+    while True:
+        try:
+            job_id = client.submit_job(entrypoint="true")
+            break
+        except RuntimeError as exc:
+            assert "No available agent" in str(exc), exc
+            assert time.monotonic() < deadline, "the head's job agent never registered"
+            time.sleep(1)
+    while (status := client.get_job_status(job_id)) not in (
+        JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED,
+    ):  # fmt: skip
+        assert time.monotonic() < deadline, "the readiness job did not finish"
+        time.sleep(0.5)
+    assert status == JobStatus.SUCCEEDED, client.get_job_logs(job_id)
 
 
 @pytest.fixture(scope="module")
