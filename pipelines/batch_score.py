@@ -202,7 +202,7 @@ def conflicting_keys(ds, key_column: str, rows: int) -> frozenset[str]:
     grouped = hashed.groupby("k", num_partitions=partitions).aggregate(
         Min("h", alias_name="lo"), Max("h", alias_name="hi")
     )
-    found = grouped.filter(lambda r: r["lo"] != r["hi"])
+    found = grouped.filter(expr="lo != hi")
     return frozenset(r["k"] for r in found.take_all())
 
 

@@ -5,7 +5,9 @@
 3. batch: generate transactions (3% invalid), run configs/jobs/fraud_batch.yaml on Ray
    Data, and read scored rows and quarantine reasons back from Cassandra;
 4. drift: `sluice drift` on the batch (no drift), then on a shifted batch (drift, exit 3);
-5. stream: produce a burst of events to Kafka (2% invalid, 1% malformed), run
+5. online: `sluice serve` (Ray Serve, HAProxy ingress), a few authenticated requests, one
+   rejected input and one call without a key;
+6. stream: produce a burst of events to Kafka (2% invalid, 1% malformed), run
    configs/jobs/fraud_stream.yaml until the consumer lag is zero, and count the rows
    read back from Cassandra.
 """
@@ -101,6 +103,8 @@ def batch_stage(cfg: PlatformConfig) -> None:
     job = load_job("configs/jobs/fraud_batch.yaml")
     out = cfg.resolve(".state/data/transactions")
     out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.parquet"):  # the job reads every file here
+        old.unlink()
     data = generate_dataset(20_000, seed=2026, invalid_fraction=0.03)
     for i in range(2):
         write_parquet(data.table.slice(i * 10_000, 10_000), out / f"part-{i}.parquet")
@@ -136,6 +140,8 @@ def drift_stage(cfg: PlatformConfig) -> None:
     print(f"exit status {subprocess.run(check, check=False).returncode}")
     out = cfg.resolve(".state/data/shifted")
     out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.parquet"):
+        old.unlink()
     shift = DriftShift(amount_scale=2.5, country_weights={"BR": 30, "IN": 30}, active_hours=(0, 6))
     write_parquet(generate_dataset(20_000, seed=2027, shift=shift).table, out / "part-0.parquet")
     job = BatchJob(name="fraud_batch_shifted", contract="fraud",
@@ -145,6 +151,57 @@ def drift_stage(cfg: PlatformConfig) -> None:
     print("\n$ sluice drift --window 10m   # half the window is now shifted")
     code = subprocess.run(check, check=False).returncode
     print(f"exit status {code} (3 means drift); metrics for Prometheus in {metrics}")
+
+
+def online_stage(cfg: PlatformConfig) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import httpx
+
+    from sluice.config import REPO_ROOT
+    from sluice.datagen import generate_dataset
+
+    base = f"http://{cfg.serve.host}:{cfg.serve.port}"
+    key = {"Authorization": "Bearer sluice-demo-key"}  # the demo key of configs/api_keys
+    print(f"\n$ sluice serve   # Ray Serve app of configs/serve.yaml on {base}")
+    # Serve runs on a Ray of its own (started with the HAProxy ingress), so this process's
+    # Ray is not needed meanwhile.
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("sluice")), "serve"],
+                            cwd=REPO_ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        for _ in range(120):
+            try:
+                if httpx.get(f"{base}/v1/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(2)
+        rows = [{k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in r.items()}
+                for r in generate_dataset(3, seed=42).table.drop(["is_fraud"]).to_pylist()]
+
+        def call(label: str, **kw) -> None:
+            r = httpx.post(f"{base}/v1/fraud/predict", timeout=10, **kw)
+            print(f"$ curl -X POST {base}/v1/fraud/predict {label}\n  HTTP {r.status_code} "
+                  f"{r.text[:200]}")  # fmt: skip
+
+        for row in rows:
+            call(f"-H 'Authorization: Bearer ...' -d '<{row['transaction_id']}>'",
+                 json=row, headers=key)  # fmt: skip
+        call("-d '{..., \"currency\": \"XXX\"}'   # 422, quarantined",
+             json=dict(rows[0], currency="XXX"), headers=key)  # fmt: skip
+        call("(no API key)   # 401", json=rows[0])
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(90)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(30)
 
 
 def stream_stage(cfg: PlatformConfig) -> None:
@@ -185,6 +242,7 @@ def main() -> None:
         stream_stage(cfg)
     finally:
         ray.shutdown()
+    online_stage(cfg)
     print(f"Results are in Cassandra at {cfg.cassandra.contact_points[0]}:{cfg.cassandra.port}, "
           f"keyspace {cfg.cassandra.keyspace}.")
 

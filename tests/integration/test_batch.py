@@ -177,3 +177,13 @@ def test_main_exits_non_zero_with_the_cause(tmp_path, capsys):
     job.write_text("name: j\ncontract: fraud\ninput: {paths: [/nonexistent/*.parquet]}\n")
     assert batch_main(["--job", str(job)]) == 1
     assert "matches no file" in capsys.readouterr().err
+
+
+def test_conflicting_keys_are_found_across_blocks_and_copies_are_not(ray_session):
+    import ray
+
+    from pipelines.batch_score import conflicting_keys
+
+    table = pa.table({"transaction_id": ["a", "b", "a", "c", "c"], "v": [1, 2, 3, 4, 4]})
+    ds = ray.data.from_arrow(table).repartition(5)  # every row in its own block
+    assert conflicting_keys(ds, "transaction_id", table.num_rows) == frozenset({"a"})
