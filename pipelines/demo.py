@@ -124,7 +124,8 @@ def batch_stage(cfg: PlatformConfig) -> None:
         print(f"  {row.key}: {reasons}")
 
 
-def drift_stage(cfg: PlatformConfig) -> None:
+def drift_stage(cfg: PlatformConfig, since: float) -> None:
+    """`since`: when the batch stage began; the drift window covers the demo's rows only."""
     import subprocess
     import sys
     from pathlib import Path
@@ -134,10 +135,15 @@ def drift_stage(cfg: PlatformConfig) -> None:
     from sluice.jobs import BatchJob, InputSpec
 
     metrics = cfg.resolve(".state/metrics/sluice_drift.prom")
-    check = [str(Path(sys.executable).with_name("sluice")), "drift", "--window", "10m",
-             "--source", "predictions", "--metrics-file", str(metrics)]  # fmt: skip
-    print("\n$ sluice drift --window 10m   # the batch above: the training world")
-    print(f"exit status {subprocess.run(check, check=False).returncode}")
+
+    def check(label: str) -> int:
+        window = f"{int(time.time() - since) + 5}s"
+        print(f"\n$ sluice drift --window {window}   # {label}")
+        cmd = [str(Path(sys.executable).with_name("sluice")), "drift", "--window", window,
+               "--source", "predictions", "--metrics-file", str(metrics)]  # fmt: skip
+        return subprocess.run(cmd, check=False).returncode
+
+    print(f"exit status {check('the batch above: the training world')}")
     out = cfg.resolve(".state/data/shifted")
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.parquet"):
@@ -148,8 +154,7 @@ def drift_stage(cfg: PlatformConfig) -> None:
                    input=InputSpec(paths=(str(out / "*.parquet"),)),
                    summary_path=str(out / "summary.json"))  # fmt: skip
     print_summary(run(job, cfg))
-    print("\n$ sluice drift --window 10m   # half the window is now shifted")
-    code = subprocess.run(check, check=False).returncode
+    code = check("half the window is now shifted")
     print(f"exit status {code} (3 means drift); metrics for Prometheus in {metrics}")
 
 
@@ -237,8 +242,9 @@ def main() -> None:
     try:
         print(f"Ray Data job:         {ray_data_job()}")
         print(f"Model:                {ensure_model(cfg)}")
+        since = time.time()
         batch_stage(cfg)
-        drift_stage(cfg)
+        drift_stage(cfg, since)
         stream_stage(cfg)
     finally:
         ray.shutdown()

@@ -78,6 +78,51 @@ def test_one_row_and_a_list_are_scored_with_features_from_cassandra(world, http)
     assert world.session.execute(count_events).one()[0] == before  # nothing recorded
 
 
+def test_online_equals_batch_on_the_same_events(world, http, tmp_path):
+    """The online leg of the three-path parity (issue 7): the batch job and the live
+    endpoint give the same features and scores for the same events. The stream leg
+    (stream == batch) is tests/integration/stream/test_stream_parity.py."""
+    from pipelines.batch_score import run
+    from sluice.datagen import write_parquet
+    from sluice.jobs import ActorPool, BatchJob, InputSpec
+
+    events = generate_dataset(120, seed=505).table
+    write_parquet(events, tmp_path / "in" / "part-0.parquet")
+    job = BatchJob(name="online_parity", contract="fraud",
+                   input=InputSpec(paths=(str(tmp_path / "in" / "*.parquet"),)),
+                   actors=ActorPool(min_actors=1, max_actors=1),
+                   summary_path=str(tmp_path / "summary.json"))  # fmt: skip
+    summary = run(job, world.cfg)  # records the events in the feature table, then scores
+    assert summary.rows_quarantined == 0 and summary.rows_scored == events.num_rows
+    select = world.session.prepare(
+        "SELECT score, model_version, features FROM sluice_test_serve.predictions "
+        "WHERE transaction_id = ?"
+    )
+    log = world.session.prepare(
+        "SELECT score, features FROM sluice_test_serve.prediction_log WHERE request_id = ?"
+    )
+    online: dict[str, tuple[str, float]] = {}
+    for row in table_rows(events):
+        r = http.post(PREDICT, json=row, headers=AUTH)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        if body["model_version"] == summary.model_version:  # the canary share goes elsewhere
+            online[row["transaction_id"]] = (body["request_id"], body["score"])
+    assert len(online) >= events.num_rows // 2
+
+    def logged():
+        rows = {k: world.session.execute(log, (rid,)).one() for k, (rid, _) in online.items()}
+        return rows if all(rows.values()) else None
+
+    logged_rows = wait_until(logged, 30, "prediction log rows")
+    for key, (_, score) in online.items():
+        batch = world.session.execute(select, (key,)).one()
+        assert batch.score == score, key
+        assert dict(batch.features) == dict(logged_rows[key].features), key
+    assert any(dict(world.session.execute(select, (k,)).one().features)["card_count_24h"] > 0
+               for k in online), "no event had earlier events of its card: parity is vacuous"
+
+
 def _problems(r) -> set[tuple[str, str]]:
     return {(p["loc"], p["rule"]) for p in r.json()["problems"]}
 
