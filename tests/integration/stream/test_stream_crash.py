@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import threading
 from collections import defaultdict
 
 import numpy as np
@@ -65,20 +66,31 @@ def python_aggregates(valid: pa.Table, agg: AggregateSpec) -> dict[str, list[flo
     return out
 
 
+def produce_in_slices(cfg, produced, size: int = 500, rate: float = 600.0) -> None:
+    for start in range(0, len(produced.payloads), size):
+        produce(cfg, produced, start, min(start + size, len(produced.payloads)), rate=rate)
+
+
 def test_sigkilled_stream_job_loses_and_duplicates_nothing(stream_env):
     """20k events (1% malformed messages, 2% invalid events: 1.5% breaking the suite, 0.5%
     of the wrong JSON type) on 4 partitions, consumed by two consumer actors. The driver and
     its actors are SIGKILLed three times, each time while a batch's rows are written but not
     yet committed whenever the race allows (at least one such crash is required), and
-    restarted; the last run goes until the lag is 0."""
+    restarted; the last run goes until the lag is 0.
+
+    Events are produced while the job runs (slices at a bounded rate), as a live stream
+    would be: with the whole backlog produced up front, a fast consumer can drain it
+    before any moment with a batch in flight is seen, and the kills could not land
+    mid-batch."""
     ks = "sluice_test_stream_crash"
     cfg = stream_env.cfg(ks)
     topic = new_topic(cfg)
     produced = make_messages(EVENTS, seed=41, invalid=0.015, wrong_types=0.005, malformed=0.01,
                              topic=topic)  # fmt: skip
-    produce(cfg, produced)
     total = len(produced.payloads)
-    offset_of = produced.offset_of()
+    produced.positions[:] = [(-1, -1)] * total  # filled slice by slice as they are sent
+    producer = threading.Thread(target=produce_in_slices, args=(cfg, produced), daemon=True)
+    producer.start()
     job = write_job(stream_env.root, "test_crash", topic, consumers=2)
     env, log = stream_env.env(ks), stream_env.root / "test_crash.log"
     group = GroupLag(cfg.kafka, "sluice-test_crash", topic)
@@ -86,8 +98,10 @@ def test_sigkilled_stream_job_loses_and_duplicates_nothing(stream_env):
     def progress() -> tuple[int, int]:
         """(messages committed, events written to predictions but not yet committed)."""
         committed = {p: max(o, 0) for p, o in group.committed().items()}
+        offset_of = produced.offset_of()  # (-1, -1): a slice still being sent
         beyond = sum(1 for k in prediction_keys(cfg)
-                     if offset_of[k][1] >= committed.get(offset_of[k][0], 0))  # fmt: skip
+                     if offset_of[k][0] >= 0
+                     and offset_of[k][1] >= committed.get(offset_of[k][0], 0))  # fmt: skip
         return sum(committed.values()), beyond
 
     kills: list[tuple[int, int]] = []
@@ -108,6 +122,8 @@ def test_sigkilled_stream_job_loses_and_duplicates_nothing(stream_env):
             wait_for(lambda: not consumer_actor_pids(), 60, "the consumer actors to die")
             kills.append(progress())
         assert kills[-1][0] < total, "the stream finished before the last kill"
+        producer.join(timeout=120)
+        assert not producer.is_alive(), "producing the events took over 2 minutes"
         final = Driver(job, env, log, "--until-caught-up", "--max-seconds", "400")
         assert final.wait(timeout=420) == 0, final.tail()
         lag, committed = group.lag(), group.committed()
