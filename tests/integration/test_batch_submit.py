@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +27,12 @@ KEYSPACE = "sluice_test_submit"
 DASHBOARD = 8266  # the session's own local Ray has no dashboard; this head is separate
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def head():
     """`ray start --head` in its own process group, stopped by that group (never `ray stop`,
@@ -33,10 +40,17 @@ def head():
     # Short: Ray's unix sockets live under the temp dir (107-byte path limit).
     tmp = Path(tempfile.mkdtemp(prefix="rh", dir="/tmp"))
     ray = Path(sys.executable).parent / "ray"
+    # Every port of its own: the test session's Ray (ray_session) already holds Ray's
+    # defaults, and a head whose dashboard agent cannot bind never accepts a job.
+    agent, agent_grpc, metrics, runtime_env = (free_port() for _ in range(4))
     cmd = [str(ray), "start", "--head", "--block", "--port=6390",
            f"--dashboard-port={DASHBOARD}", "--include-dashboard=true", "--num-cpus=2",
            "--ray-client-server-port=10011", "--min-worker-port=12000",
-           "--max-worker-port=12999", f"--temp-dir={tmp}"]  # fmt: skip
+           "--max-worker-port=12999", f"--temp-dir={tmp}",
+           f"--dashboard-agent-listen-port={agent}",
+           f"--dashboard-agent-grpc-port={agent_grpc}",
+           f"--metrics-export-port={metrics}",
+           f"--runtime-env-agent-port={runtime_env}"]  # fmt: skip
     rec = _jvm.spawn("ray-head", cmd, tmp / "head.log", cwd=tmp)
     address = f"http://127.0.0.1:{DASHBOARD}"
     try:

@@ -98,6 +98,18 @@ def ensure_topic(kafka: KafkaConfig, topic: str, partitions: int = 4, replicatio
     raise StreamError(f"topic {topic} was created but its metadata did not appear")
 
 
+def _transient(exc: Exception) -> bool:
+    """A Kafka error worth retrying: flagged retriable, or the group coordinator moving."""
+    from confluent_kafka import KafkaError
+
+    error = exc.args[0] if exc.args else None
+    if not isinstance(error, KafkaError):
+        return False
+    coordinator = (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                   KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError._TIMED_OUT)  # fmt: skip
+    return error.retriable() or error.code() in coordinator
+
+
 class GroupLag:
     """Per-partition lag of a consumer group on a topic, read without joining the group."""
 
@@ -115,11 +127,19 @@ class GroupLag:
 
         n = topic_partitions(self.kafka, self.topic) or 0
         tps = [TopicPartition(self.topic, p) for p in range(n)]
-        try:
-            got = self._consumer.committed(tps, timeout=self.kafka.request_timeout_s) if tps else []
-        except KafkaException as exc:
-            raise StreamError(f"reading offsets of group {self.group}: {exc}") from exc
-        return {tp.partition: tp.offset for tp in got}
+        if not tps:
+            return {}
+        # Retriable errors (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS while the group
+        # coordinator moves or loads) are retried within the request timeout.
+        deadline = time.monotonic() + self.kafka.request_timeout_s
+        while True:
+            try:
+                got = self._consumer.committed(tps, timeout=self.kafka.request_timeout_s)
+                return {tp.partition: tp.offset for tp in got}
+            except KafkaException as exc:
+                if not _transient(exc) or time.monotonic() >= deadline:
+                    raise StreamError(f"reading offsets of group {self.group}: {exc}") from exc
+                time.sleep(0.2)
 
     def end_offsets(self, partitions: Sequence[int]) -> dict[int, tuple[int, int]]:
         from confluent_kafka import TopicPartition
