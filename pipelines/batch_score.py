@@ -125,17 +125,19 @@ def count_rows(job: BatchJob, files: list[str], fs: pafs.FileSystem, read) -> in
 
 
 def _castable(got: pa.DataType, want: pa.DataType) -> bool:
-    if got == want or pa.types.is_null(got):
-        return True
-    kinds = (pa.types.is_integer, pa.types.is_floating, pa.types.is_timestamp,
-             pa.types.is_string, pa.types.is_large_string, pa.types.is_date)  # fmt: skip
-    if (pa.types.is_integer(got) or pa.types.is_floating(got)) and (
-        pa.types.is_integer(want) or pa.types.is_floating(want)
-    ):
-        return True
-    if pa.types.is_string(want) and pa.types.is_large_string(got):
-        return True
-    return any(k(got) and k(want) for k in kinds)
+    """Whether a Parquet column of type `got` can feed a contract column of type `want`:
+    the same type, an all-null column, number to number, (large) string to string, or two
+    timestamps, dates or large strings."""
+    t = pa.types
+
+    def number(x: pa.DataType) -> bool:
+        return t.is_integer(x) or t.is_floating(x)
+
+    return (
+        got == want or t.is_null(got) or (number(got) and number(want))
+        or (t.is_string(want) and (t.is_string(got) or t.is_large_string(got)))
+        or any(k(got) and k(want) for k in (t.is_timestamp, t.is_large_string, t.is_date))
+    )  # fmt: skip
 
 
 # -- the two stages, run in Ray Data actors ---------------------------------------------------

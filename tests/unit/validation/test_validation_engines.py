@@ -14,6 +14,7 @@ import pyarrow as pa
 import pytest
 from validation_testkit import all_paths, assert_paths_agree, rows_failing, suite_of
 
+from sluice.contract import load_contract
 from sluice.errors import ConfigError
 from sluice.validation import MISSING_COLUMN, Reason, load_suite, validate
 
@@ -302,21 +303,7 @@ def test_reasons_name_expectation_column_and_value():
         "currency": "XXX",
         "event_time": datetime(2099, 1, 1, tzinfo=UTC),
     }
-    schema = pa.schema(
-        [
-            ("transaction_id", pa.string()),
-            ("card_id", pa.string()),
-            ("merchant_id", pa.string()),
-            ("merchant_category", pa.string()),
-            ("country", pa.string()),
-            ("card_country", pa.string()),
-            ("currency", pa.string()),
-            ("amount", pa.float64()),
-            ("event_time", pa.timestamp("us", tz="UTC")),
-            ("channel", pa.string()),
-            ("is_fraud", pa.int8()),
-        ]
-    )
+    schema = load_contract("fraud").arrow_schema  # the one definition of the input
     table = pa.Table.from_pylist([good, bad, good | {"amount": -math.inf}], schema=schema)
     results = all_paths(table, suite, {"now": T0 + timedelta(days=1)})
     assert_paths_agree(results)
