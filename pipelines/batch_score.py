@@ -161,11 +161,15 @@ class RecordStage(_Stage):
     """Pass 1: validate, record valid events, return the quarantined rows."""
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        from sluice import metrics
+        from sluice.scoring import reason_counts
         from sluice.store import quarantine_rows
 
         valid, quarantined = self.scorer.split(batch, source=self.source, now=self.now,
                                                conflicting_keys=self.conflicting_keys)  # fmt: skip
         self.scorer.record(valid)
+        reasons = reason_counts(quarantined.column("reasons").to_pylist())
+        metrics.record_rows(self.source, self.contract.name, self.scorer.model.ref, 0, reasons)
         return quarantine_rows(self.contract, quarantined)
 
 
@@ -179,10 +183,16 @@ class ScoreStage(_Stage):
     """
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        from sluice import metrics
         from sluice.store import prediction_rows
 
+        t0 = time.perf_counter()
         result = self.scorer.score(batch, "compiled", source=self.source, now=self.now,
                                    conflicting_keys=self.conflicting_keys)  # fmt: skip
+        name = self.contract.name
+        metrics.SCORE_BATCH_SECONDS.observe(time.perf_counter() - t0, path="batch", contract=name)
+        # Counted here, before the sink writes them: a write failure fails the job.
+        metrics.record_rows(self.source, name, self.scorer.model.ref, result.scored.num_rows, {})
         return prediction_rows(self.contract, result.scored, scored_at=self.now)
 
 
@@ -229,6 +239,7 @@ def run(job: BatchJob, cfg: PlatformConfig) -> JobSummary:
     import ray
 
     from sluice.models import ModelRegistry
+    from sluice.scoring import reason_counts
     from sluice.store import CassandraDatasink, apply_schema, session_for
 
     started = time.monotonic()
@@ -272,8 +283,7 @@ def run(job: BatchJob, cfg: PlatformConfig) -> JobSummary:
     quarantined.write_datasink(qsink)
     reasons: Counter[str] = Counter()
     for batch in quarantined.iter_batches(batch_format="pyarrow", batch_size=65536):
-        for text in batch.column("reasons").to_pylist():
-            reasons.update({f"{r['expectation']}:{r['column']}" for r in json.loads(text)})
+        reasons.update(reason_counts(batch.column("reasons").to_pylist()))
 
     phase["record_pass"] = time.monotonic() - t
 

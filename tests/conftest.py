@@ -41,6 +41,8 @@ def ray_session():
     ctx = ray.init(
         num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False,
         object_store_memory=300 * 1024 * 1024, namespace="sluice-tests",
+        # Metrics reach Ray's Prometheus export within a second (default 10 s).
+        _system_config={"metrics_report_interval_ms": 1000},
     )  # fmt: skip
     yield ctx
     ray.shutdown()

@@ -24,7 +24,8 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -39,7 +40,15 @@ from sluice.features import FeatureStore, compute_features, to_store_events
 from sluice.models import LoadedModel, ModelRegistry, select_device
 from sluice.validation import Reason, conform, load_suite, validate
 
-__all__ = ["QUARANTINE_SCHEMA", "Engine", "ScoreResult", "Scorer", "scored_schema"]
+__all__ = [
+    "MALFORMED_EXPECTATION",
+    "QUARANTINE_SCHEMA",
+    "Engine",
+    "ScoreResult",
+    "Scorer",
+    "reason_counts",
+    "scored_schema",
+]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +66,26 @@ QUARANTINE_SCHEMA = pa.schema(
     ]
 )
 """Quarantined rows. ``key`` is the row's key, or ``raw:<sha256 of raw>`` when it has none."""
+
+MALFORMED_EXPECTATION = "malformed_message"
+"""The ``expectation`` of a malformed message's quarantine reason (the stream's)."""
+
+
+def reason_counts(reasons: Iterable[str]) -> Counter[str]:
+    """Quarantined rows by reason, from their ``reasons`` JSON: ``<expectation>:<column>``,
+    or ``malformed:<kind>`` for a message that was no record at all. A row counts once per
+    distinct reason (a row failing two rules counts under both)."""
+    out: Counter[str] = Counter()
+    for text in reasons:
+        found = set()
+        for r in json.loads(text):
+            if r["expectation"] == MALFORMED_EXPECTATION:
+                found.add("malformed:" + str(r["value"]).split(":", 1)[0])
+            else:
+                found.add(f"{r['expectation']}:{r['column']}")
+        out.update(found)
+    return out
+
 
 _SCORED_FIXED = [
     pa.field("key", pa.string(), nullable=False),

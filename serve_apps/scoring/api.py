@@ -5,7 +5,7 @@ Routes (all but ``/v1/health`` need an API key; see ``auth``)::
     POST /v1/{contract}/predict   one row (object) or up to max_rows rows (array)
     GET  /v1/health               liveness, no key
     GET  /v1/models               versions and aliases, and what this endpoint serves
-    GET  /v1/stats                this replica's counters (prediction log included)
+    GET  /v1/stats                this replica process's metrics (prediction log included)
     GET  /docs, /openapi.json     OpenAPI
 
 Status codes: 401 wrong or missing key; 404 unknown contract; 413 body over
@@ -25,8 +25,9 @@ import logging
 import re
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -44,6 +45,7 @@ from serve_apps.scoring.schemas import (
     predict_response,
     rejected_body,
 )
+from sluice import metrics
 from sluice.contract import Contract
 from sluice.errors import (
     ConfigError,
@@ -53,6 +55,7 @@ from sluice.errors import (
     ValidationFailed,
 )
 from sluice.models import ModelRegistry
+from sluice.scoring import reason_counts
 
 __all__ = [
     "HEALTH_PATH",
@@ -119,17 +122,6 @@ class FunctionModelClient:
 
 
 @dataclass
-class Counters:
-    requests: int = 0
-    predictions: int = 0
-    rejected_requests: int = 0
-    overloaded: int = 0
-    timeouts: int = 0
-    errors: int = 0
-    by_status: dict[int, int] = field(default_factory=dict)
-
-
-@dataclass
 class ScoringService:
     """Everything one ingress replica needs; ``create_api`` turns it into routes."""
 
@@ -144,7 +136,6 @@ class ScoringService:
     prediction_log: PredictionLog | None = None
     registry: ModelRegistry | None = None
     docs_public: bool = False
-    counters: Counters = field(default_factory=Counters)
 
     @property
     def retry_headers(self) -> dict[str, str]:
@@ -206,20 +197,14 @@ def _ours(request: Request) -> str | None:
 def create_api(service: ScoringService) -> FastAPI:
     """The FastAPI app of one ingress replica (routes close over ``service``)."""
     c = service.contract
+    source = f"online:{c.name}"  # as on its quarantine rows
     api = FastAPI(
         title=f"Sluice scoring: {c.name}",
         description=c.description or f"Scores rows of contract {c.name}.",
         version="1",
     )
-    counters = service.counters
-
-    def count(status: int) -> None:
-        counters.by_status[status] = counters.by_status.get(status, 0) + 1
-
     @api.exception_handler(RequestRejected)
     async def _rejected(request: Request, exc: RequestRejected) -> Response:
-        count(exc.status)
-        counters.rejected_requests += 1
         kind = {413: "too_large", 400: "bad_request"}.get(exc.status, "invalid_request")
         body = {"error": kind, "message": exc.message,
                 "problems": [p.as_dict() for p in exc.problems]}  # fmt: skip
@@ -227,24 +212,18 @@ def create_api(service: ScoringService) -> FastAPI:
 
     @api.exception_handler(Overloaded)
     async def _overloaded(request: Request, exc: Overloaded) -> Response:
-        counters.overloaded += 1
-        count(service.overload_status)
         body = {"error": "overloaded", "message": str(exc)}
         return _json(service.overload_status, body, _ours(request),
                      service.retry_headers)  # fmt: skip
 
     @api.exception_handler(ScoringTimeout)
     async def _timeout(request: Request, exc: ScoringTimeout) -> Response:
-        counters.timeouts += 1
-        count(504)
         body = {"error": "timeout", "message": str(exc)}
         return _json(504, body, _ours(request), service.retry_headers)
 
     @api.exception_handler(SluiceError)
     async def _sluice(request: Request, exc: SluiceError) -> Response:
         status = status_for(type(exc))
-        count(status)
-        counters.errors += 1
         headers = service.retry_headers if status == 503 else None
         log.warning("%s answered %d: %s", request.url.path, status, exc)
         body = {"error": type(exc).__name__, "message": str(exc)}
@@ -272,26 +251,25 @@ def create_api(service: ScoringService) -> FastAPI:
         t0 = time.perf_counter()
         request_id = request.state.request_id = _request_id(request)
         ours = request_id if request.headers.get("x-request-id") != request_id else None
-        counters.requests += 1
         if contract != c.name:
-            count(404)
             return _json(404, {"error": "unknown_contract",
                                "message": f"contract {contract!r} is not served here; "
                                           f"served: {c.name}"}, ours)  # fmt: skip
         rows, many = service.parser.parse(await service.read_body(request))
         reply = await service.score(rows)
         if reply.error is not None:
-            count(reply.error.status)
-            counters.errors += 1
             headers = service.retry_headers if reply.error.status == 503 else None
             return _json(reply.error.status, {"error": reply.error.kind,
                                               "message": reply.error.message},
                          ours, headers)  # fmt: skip
-        if reply.quarantine is not None and service.prediction_log is not None:
-            service.prediction_log.quarantine(reply.quarantine)
+        if reply.quarantine is not None:
+            reasons = reason_counts(reply.quarantine.column("reasons").to_pylist())
+            for reason, n in reasons.items():
+                metrics.ROWS_QUARANTINED.inc(n, path="online", source=source, contract=c.name,
+                                             reason=reason)  # fmt: skip
+            if service.prediction_log is not None:
+                service.prediction_log.quarantine(reply.quarantine)
         if reply.rejected:
-            count(422)
-            counters.rejected_requests += 1
             return _json(422, rejected_body(request_id, reply.rejected, many), ours)
         body = predict_response(request_id, c.name, reply.scores, many)
         latency_ms = (time.perf_counter() - t0) * 1000.0
@@ -303,8 +281,8 @@ def create_api(service: ScoringService) -> FastAPI:
                 for i, s in enumerate(reply.scores)
             ]  # fmt: skip
             service.prediction_log.predictions(reply.feature_names, entries)
-        counters.predictions += len(reply.scores)
-        count(200)
+        for version, n in Counter(s.model_version for s in reply.scores).items():
+            metrics.record_rows(source, c.name, version, n, {})
         return _json(200, body, ours)
 
     @api.get("/v1/models", tags=["models"], summary="Versions, aliases and what is served")
@@ -327,12 +305,15 @@ def create_api(service: ScoringService) -> FastAPI:
 
     @api.get("/v1/stats", tags=["ops"], summary="This replica's counters")
     async def stats() -> dict[str, Any]:
+        """This replica process's share of the metrics (Prometheus has every replica's)."""
+        by_status = {k[1]: int(v) for k, v in sorted(metrics.ONLINE_REQUESTS.series().items())
+                     if k[0] == c.name}  # fmt: skip
+        errors = {k[1]: int(v) for k, v in sorted(metrics.ONLINE_ERRORS.series().items())
+                  if k[0] == c.name}  # fmt: skip
         body: dict[str, Any] = {
-            "requests": counters.requests, "predictions": counters.predictions,
-            "rejected_requests": counters.rejected_requests,
-            "overloaded": counters.overloaded, "timeouts": counters.timeouts,
-            "errors": counters.errors,
-            "by_status": {str(k): v for k, v in sorted(counters.by_status.items())},
+            "requests": sum(by_status.values()), "by_status": by_status, "errors": errors,
+            "predictions": int(metrics.ROWS_SCORED.value(path="online", contract=c.name)),
+            "quarantined": int(metrics.ROWS_QUARANTINED.value(path="online", contract=c.name)),
         }  # fmt: skip
         if service.prediction_log is not None:
             body["prediction_log"] = service.prediction_log.stats()
@@ -356,4 +337,37 @@ def create_api(service: ScoringService) -> FastAPI:
     public = {HEALTH_PATH} | ({"/docs", "/openapi.json", "/docs/oauth2-redirect"}
                               if service.docs_public else set())  # fmt: skip
     api.add_middleware(AuthMiddleware, keyring=service.keyring, public_paths=public)
+    api.add_middleware(MetricsMiddleware, contract=c.name)  # outermost: sees the 401s too
     return api
+
+
+class MetricsMiddleware:
+    """ASGI middleware: every answer but the health check counted by status code and error
+    class, and its latency observed (``sluice.metrics``, ``sluice_online_*``)."""
+
+    def __init__(self, app: Any, contract: str) -> None:
+        self.app = app
+        self.contract = contract
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("path", "").endswith(HEALTH_PATH):
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = 500  # an exception that escapes every handler becomes a 500
+
+        async def sending(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            metrics.ONLINE_REQUEST_SECONDS.observe(time.perf_counter() - t0,
+                                                   contract=self.contract)  # fmt: skip
+            metrics.ONLINE_REQUESTS.inc(contract=self.contract, code=str(status))
+            kind = metrics.error_class(status)
+            if kind is not None:
+                metrics.ONLINE_ERRORS.inc(contract=self.contract, error_class=kind)

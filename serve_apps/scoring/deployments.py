@@ -16,6 +16,7 @@ Serve's backpressure into ``Overloaded`` (503/429 with Retry-After, at once).
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,7 @@ from serve_apps.scoring.prediction_log import (
     PredictionLog,
 )
 from serve_apps.scoring.schemas import RequestParser, ScoreReply
+from sluice import metrics
 from sluice.config import CassandraConfig, PlatformConfig
 from sluice.contract import Contract
 from sluice.errors import ModelNotFound, StoreUnavailable
@@ -138,7 +140,11 @@ class ScoringModel:
         core = self.core  # the model of this batch, whatever reconfigure does meanwhile
         self.batches += 1
         self.batched_requests += len(requests)
-        return core.score(requests)
+        t0 = time.perf_counter()
+        replies = core.score(requests)
+        metrics.SCORE_BATCH_SECONDS.observe(time.perf_counter() - t0, path="online",
+                                            contract=self.contract.name)  # fmt: skip
+        return replies
 
     async def info(self) -> dict[str, Any]:
         import ray

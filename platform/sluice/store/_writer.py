@@ -43,6 +43,7 @@ from cassandra.protocol import (
     UnavailableErrorMessage,
 )
 
+from sluice import metrics
 from sluice.config import CassandraConfig, ConsistencyLevel
 from sluice.errors import ConfigError, WriteFailed
 from sluice.store._session import consistency as driver_consistency
@@ -331,11 +332,16 @@ class CassandraWriter:
         opts = self.options
         for start in range(0, table.num_rows, opts.chunk_rows):
             params = self._params(table.slice(start, opts.chunk_rows))
+            t0 = time.perf_counter()
             _, failed = run_with_retries(
                 self.session, self.statement, params,
                 concurrency=opts.concurrency, retries=opts.retries, backoff_s=opts.backoff_s,
                 sleep=self._sleep, what=f"{self.keyspace}.{self.table}",
             )  # fmt: skip
+            metrics.CASSANDRA_WRITE_SECONDS.observe(time.perf_counter() - t0, table=self.table)
+            metrics.CASSANDRA_ROWS_WRITTEN.inc(len(params) - len(failed), table=self.table)
+            for exc in failed.values():
+                metrics.CASSANDRA_WRITE_FAILURES.inc(table=self.table, error=type(exc).__name__)
             written += len(params) - len(failed)
             if failed:
                 rest = table.slice(start + opts.chunk_rows)

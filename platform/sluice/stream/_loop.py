@@ -29,16 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sluice.errors import StreamError
+from sluice.metrics import CONSUMER_LAG, EVENT_LATENCY_SECONDS
 from sluice.stream._messages import BatchSource, Message, collect_batch, next_offsets
-from sluice.stream._metrics import (
-    BATCH_SECONDS,
-    CONSUMER_LAG,
-    EVENT_LATENCY_SECONDS,
-    EVENTS,
-    EVENTS_PER_SECOND,
-    QUARANTINED,
-    RateWindow,
-)
 from sluice.stream._scoring import BatchResult
 
 __all__ = ["ConsumerLoop", "KafkaConsumer", "LoopStats", "install_stop_signals"]
@@ -117,7 +109,6 @@ class ConsumerLoop:
         self._pending: dict[tuple[str, int], int] = {}  # done, not yet committed
         self._committed: dict[tuple[str, int], int] = {}
         self._assigned: set[tuple[str, int]] = set()
-        self._rate = RateWindow()
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> LoopStats:
@@ -134,14 +125,13 @@ class ConsumerLoop:
         return self.stats
 
     def _run_batch(self, batch: list[Message]) -> None:
-        started = time.monotonic()
         if self.stats.first_batch_at is None:
             self.stats.first_batch_at = time.time()
         result = self.process(batch)  # returns once every row is written; raises otherwise
         for tp, offset in next_offsets(batch).items():
             self._pending[tp] = max(offset, self._pending.get(tp, -1))
         self._commit(set(self._pending))
-        self._count(result, time.monotonic() - started)
+        self._count(result)
 
     def _commit(self, partitions: Iterable[tuple[str, int]]) -> None:
         from confluent_kafka import KafkaException, TopicPartition
@@ -207,15 +197,13 @@ class ConsumerLoop:
         for tp in partitions:
             self._pending.pop(tp, None)
             self._committed.pop(tp, None)
-            try:
-                CONSUMER_LAG.remove(self.job, tp[0], str(tp[1]))
-            except KeyError:  # no lag was reported for it yet
-                pass
+            # Its new owner reports its lag from now on (a Ray gauge cannot be removed).
+            CONSUMER_LAG.set(0, job=self.job, topic=tp[0], partition=str(tp[1]))
         self._assigned -= partitions
         self.stats.assigned = sorted(p for _, p in self._assigned)
 
     # -- metrics ----------------------------------------------------------------------------
-    def _count(self, result: BatchResult, seconds: float) -> None:
+    def _count(self, result: BatchResult) -> None:
         s = self.stats
         s.batches += 1
         s.messages += result.messages
@@ -227,18 +215,9 @@ class ConsumerLoop:
         room = _LATENCY_SAMPLES - len(s.latencies_s)
         s.latencies_s.extend(result.latencies_s[:room])
         s.sent_at_s.extend(result.sent_at_s[:room])
-        job = self.job
-        BATCH_SECONDS.labels(job, result.engine).observe(seconds)
-        for outcome, n in (("scored", result.scored), ("quarantined", result.quarantined),
-                           ("malformed", result.malformed)):  # fmt: skip
-            if n:
-                EVENTS.labels(job, outcome).inc(n)
-        for reason, n in result.reasons.items():
-            QUARANTINED.labels(job, reason).inc(n)
-        latency = EVENT_LATENCY_SECONDS.labels(job)
+        # Rows scored and quarantined are counted where they are written (MicroBatchScorer).
         for value in result.latencies_s:
-            latency.observe(value)
-        EVENTS_PER_SECOND.labels(job).set(self._rate.add(result.messages))
+            EVENT_LATENCY_SECONDS.observe(value, job=self.job)
 
     def _report_lag(self) -> None:
         from confluent_kafka import TopicPartition
@@ -254,7 +233,8 @@ class ConsumerLoop:
             except Exception:  # noqa: BLE001 - a metric must never stop the stream
                 continue
             if high is not None and high >= 0:
-                CONSUMER_LAG.labels(self.job, topic, str(partition)).set(max(high - committed, 0))
+                CONSUMER_LAG.set(max(high - committed, 0), job=self.job, topic=topic,
+                                 partition=str(partition))  # fmt: skip
 
 
 def install_stop_signals(

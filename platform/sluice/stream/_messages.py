@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from sluice.errors import StreamError
-from sluice.scoring import QUARANTINE_SCHEMA
+from sluice.scoring import MALFORMED_EXPECTATION, QUARANTINE_SCHEMA
 
 __all__ = [
     "MALFORMED_EXPECTATION",
@@ -48,9 +48,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-MALFORMED_EXPECTATION = "malformed_message"
-"""The ``expectation`` of a malformed message's quarantine reason."""
 
 POSITION_FIELD = "__sluice_message__"
 """Field added to each record before scoring: its message's index in the batch. The

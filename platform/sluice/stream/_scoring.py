@@ -20,7 +20,6 @@ verdict per row (the validation parity property test).
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -30,9 +29,10 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
+from sluice import metrics
 from sluice.config import CassandraConfig
 from sluice.contract import Contract
-from sluice.scoring import Engine, Scorer
+from sluice.scoring import Engine, Scorer, reason_counts
 from sluice.store import (
     CassandraWriter,
     WriteOptions,
@@ -41,7 +41,6 @@ from sluice.store import (
     session_for,
 )
 from sluice.stream._messages import (
-    MALFORMED_EXPECTATION,
     Message,
     decode_messages,
     malformed_quarantine,
@@ -133,8 +132,12 @@ class MicroBatchScorer:
         quarantined = [malformed_quarantine(decoded, self.source, now)]
         scored_rows = 0
         predictions = None
+        model_version = self.scorer.model.ref
         if decoded.records:
+            t0 = time.perf_counter()
             result = self.scorer.score(decoded.records, engine, source=self.source, now=now)
+            metrics.SCORE_BATCH_SECONDS.observe(time.perf_counter() - t0, path="stream",
+                                                contract=self.contract.name)  # fmt: skip
             scored_rows = result.scored.num_rows
             predictions = prediction_rows(self.contract, result.scored, scored_at=now)
             key_column = self.contract.key_column
@@ -145,6 +148,8 @@ class MicroBatchScorer:
         self.outputs.write(predictions, quarantine_rows(self.contract, quarantine))
         written_at = time.time()
         sent_at = _sent_at(messages)
+        reasons = _reasons(quarantine)
+        metrics.record_rows(self.source, self.contract.name, model_version, scored_rows, reasons)
         return BatchResult(
             messages=len(messages),
             scored=scored_rows,
@@ -152,7 +157,7 @@ class MicroBatchScorer:
             malformed=len(decoded.malformed),
             engine=engine,
             written_at=written_at,
-            reasons=_reasons(quarantine),
+            reasons=reasons,
             latencies_s=[written_at - t for t in sent_at],
             sent_at_s=sent_at,
         )
@@ -160,16 +165,7 @@ class MicroBatchScorer:
 
 def _reasons(quarantine: pa.Table) -> Counter[str]:
     """Quarantined messages by reason: ``malformed:<kind>`` or ``<expectation>:<column>``."""
-    out: Counter[str] = Counter()
-    for text in quarantine.column("reasons").to_pylist():
-        found = set()
-        for r in json.loads(text):
-            if r["expectation"] == MALFORMED_EXPECTATION:
-                found.add("malformed:" + r["value"].split(":", 1)[0])
-            else:
-                found.add(f"{r['expectation']}:{r['column']}")
-        out.update(found)
-    return out
+    return reason_counts(quarantine.column("reasons").to_pylist())
 
 
 def _sent_at(messages: Sequence[Message]) -> list[float]:

@@ -91,8 +91,9 @@ def test_a_full_model_queue_is_refused_by_the_ingress_at_once(base):
         finished = [f.result() for f in held]
     assert [s for s, *_ in finished] == [504, 504]
     assert all(TIMEOUT_S - 0.2 < t < TIMEOUT_S + 2.0 for _, t, *_ in finished), finished
-    after = stats(base)
-    assert after["overloaded"] == 1 and after["timeouts"] == 2
+    after = stats(base)  # the ingress replica's metrics (sluice_online_*)
+    assert after["errors"].get("overload") == 1 and after["errors"].get("timeout") == 2, after
+    assert after["by_status"].get("429") == 1 and after["by_status"].get("504") == 2, after
     time.sleep(1.0)  # let the cancelled model calls wind down before the next test
 
 

@@ -56,12 +56,12 @@ class FakeModel:
             return ScoreReply(error=ErrorReply(503, "StoreUnavailable", "cannot reach Cassandra"))
         if self.behaviour == "reject-last":
             *good, last = rows
-            q = pa.table({"key": [last["transaction_id"]], "raw": ["{}"], "reasons": ["[]"],
-                          "source": ["online:fraud"],
-                          "quarantined_at": pa.array([0], pa.timestamp("us", tz="UTC"))},
-                         schema=QUARANTINE_SCHEMA)  # fmt: skip
             reasons = [{"expectation": "expect_column_values_to_be_between",
                         "column": "amount", "value": "-5.0"}]  # fmt: skip
+            q = pa.table({"key": [last["transaction_id"]], "raw": ["{}"],
+                          "reasons": [json.dumps(reasons)], "source": ["online:fraud"],
+                          "quarantined_at": pa.array([0], pa.timestamp("us", tz="UTC"))},
+                         schema=QUARANTINE_SCHEMA)  # fmt: skip
             return ScoreReply(
                 scores=[RowScore(r["transaction_id"], 0.5, "fraud/7", (1.0, 2.0)) for r in good],
                 rejected=[RejectedRow(len(rows) - 1, last["transaction_id"], reasons)],
@@ -213,10 +213,14 @@ async def test_a_slow_model_never_holds_a_request_past_the_timeout(client, setup
 
 async def test_store_outage_is_503_with_retry_after(client, setup):
     setup[1].behaviour = "store-down"
+    before = (await client.get("/v1/stats", headers=AUTH)).json()
     r = await client.post("/v1/fraud/predict", json=json_rows(1)[0], headers=AUTH)
     assert r.status_code == 503 and r.headers["retry-after"] == "2"
-    stats = (await client.get("/v1/stats", headers=AUTH)).json()
-    assert stats["by_status"] == {"503": 1} and stats["errors"] == 1
+    after = (await client.get("/v1/stats", headers=AUTH)).json()
+    # The stats are this process's metrics: compare with what earlier tests left there.
+    assert after["by_status"].get("503", 0) == before["by_status"].get("503", 0) + 1
+    assert after["errors"].get("overload", 0) == before["errors"].get("overload", 0) + 1
+    assert after["requests"] == before["requests"] + 2  # the first /v1/stats call, the post
 
 
 def test_each_sluice_error_branch_has_a_status():
@@ -237,3 +241,37 @@ async def test_sluice_errors_raised_in_a_route_are_mapped(setup):
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
         r = await c.post("/v1/fraud/predict", json=json_rows(1)[0], headers=AUTH)
     assert r.status_code == 503 and r.json()["error"] == "WriteFailed"
+
+
+async def test_every_answer_is_counted_by_status_class_and_rows(client, setup):
+    """sluice.metrics families of the online path (this process's copy of them)."""
+    from sluice import metrics
+
+    def snapshot() -> dict[str, float]:
+        return {
+            "auth": metrics.ONLINE_ERRORS.value(contract="fraud", error_class="auth"),
+            "validation": metrics.ONLINE_ERRORS.value(contract="fraud", error_class="validation"),
+            "overload": metrics.ONLINE_ERRORS.value(contract="fraud", error_class="overload"),
+            "200": metrics.ONLINE_REQUESTS.value(contract="fraud", code="200"),
+            "latency": metrics.ONLINE_REQUEST_SECONDS.value(contract="fraud"),
+            "scored": metrics.ROWS_SCORED.value(source="online:fraud", model_version="fraud/7"),
+            "quarantined": metrics.ROWS_QUARANTINED.value(
+                source="online:fraud", reason="expect_column_values_to_be_between:amount"),
+        }  # fmt: skip
+
+    before = snapshot()
+    rows = json_rows(3)
+    assert (await client.post("/v1/fraud/predict", json=rows[0])).status_code == 401
+    assert (await client.post("/v1/fraud/predict", json=rows, headers=AUTH)).status_code == 200
+    setup[1].behaviour = "reject-last"
+    r = await client.post("/v1/fraud/predict", json=rows, headers=AUTH)
+    assert r.status_code == 422
+    setup[1].behaviour = "overloaded"
+    assert (await client.post("/v1/fraud/predict", json=rows[0], headers=AUTH)).status_code == 429
+    assert (await client.get("/v1/health")).status_code == 200  # not counted
+    after = snapshot()
+    delta = {k: after[k] - before[k] for k in before}
+    # A request with a rejected row is refused whole (422): its good rows are neither
+    # answered nor logged, so only the 200's three rows count as scored.
+    assert delta == {"auth": 1, "validation": 1, "overload": 1, "200": 1, "latency": 4,
+                     "scored": 3, "quarantined": 1}, delta  # fmt: skip

@@ -143,10 +143,21 @@ def test_transient_failures_retry_just_the_failed_rows_with_backoff() -> None:
 
 
 def test_gives_up_after_the_last_retry_naming_the_failed_keys() -> None:
+    from sluice import metrics
+
+    def counts() -> tuple[float, float, float]:
+        return (metrics.CASSANDRA_WRITE_FAILURES.value(table="t", error="Unavailable"),
+                metrics.CASSANDRA_ROWS_WRITTEN.value(table="t"),
+                metrics.CASSANDRA_WRITE_SECONDS.value(table="t"))  # fmt: skip
+
+    before = counts()
     s = FakeSession(lambda k, a: Unavailable("down") if k in ("k1", "k4") else None)
     w = writer(s)
     with pytest.raises(WriteFailed) as info:
         w.write(rows(10))
+    after = counts()
+    # Two rows given up on, eight written, one chunk timed (retries inside it).
+    assert [a - b for a, b in zip(after, before, strict=True)] == [2, 8, 1]
     assert info.value.written == 8
     assert info.value.failed_keys == ["k1", "k4"]
     assert s.attempts["k1"] == 4  # first try + 3 retries

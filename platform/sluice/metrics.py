@@ -1,0 +1,233 @@
+"""Sluice's Prometheus metrics: every family of every path, defined here once.
+
+Recorded with ``ray.util.metrics``, so Ray's own metrics export serves them: each node's
+metrics agent answers ``http://<node>:<metrics_export_port>/metrics`` (``ray start
+--metrics-export-port``; Prometheus finds the nodes through Ray's file service discovery,
+``/tmp/ray/prom_metrics_service_discovery.json``). Ray prefixes each name with ``ray_`` and
+adds ``NodeAddress``, ``WorkerId`` and ``SessionName`` labels, so one series comes per
+worker process: sum over ``WorkerId`` in queries (configs/monitoring/ does).
+
+Each family also keeps this process's values in memory (``value()``), which is what
+``/v1/stats`` answers and what unit tests read; outside a Ray worker only that copy is kept.
+
+Families (exported names are ``ray_`` + these)::
+
+    sluice_rows_scored_total{path,source,contract,model_version}   rows scored
+    sluice_rows_quarantined_total{path,source,contract,reason}     rows quarantined
+    sluice_model_in_use{path,contract,model_version}           1 per model version in use
+    sluice_score_batch_seconds{path,contract}                  validate+featurize+predict
+                                                               of one batch (histogram)
+    sluice_online_requests_total{contract,code}                HTTP answers by status code
+    sluice_online_request_seconds{contract}                    request latency (histogram)
+    sluice_online_errors_total{contract,error_class}           auth, validation, overload,
+                                                               timeout, internal
+    sluice_stream_consumer_lag{job,topic,partition}            high watermark - committed
+    sluice_stream_event_latency_seconds{job}                   producer time -> written
+    sluice_cassandra_write_seconds{table}                      one chunk of upserts
+    sluice_cassandra_rows_written_total{table}
+    sluice_cassandra_write_failures_total{table,error}         rows given up on, by error
+
+``path`` is ``batch``, ``stream`` or ``online``; ``source`` names the job (``batch:<job>``,
+``stream:<job>``, ``online:<contract>``), as in the quarantine table. Drift figures are written by
+``sluice drift`` (a command, not a Ray worker) for node_exporter's textfile collector:
+see ``sluice.drift`` (``sluice_drift_psi`` and friends).
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+__all__ = [
+    "CASSANDRA_ROWS_WRITTEN",
+    "CASSANDRA_WRITE_FAILURES",
+    "CASSANDRA_WRITE_SECONDS",
+    "CONSUMER_LAG",
+    "EVENT_LATENCY_SECONDS",
+    "FAMILIES",
+    "MODEL_IN_USE",
+    "ONLINE_ERRORS",
+    "ONLINE_REQUESTS",
+    "ONLINE_REQUEST_SECONDS",
+    "ROWS_QUARANTINED",
+    "ROWS_SCORED",
+    "SCORE_BATCH_SECONDS",
+    "Family",
+    "error_class",
+    "record_rows",
+]
+
+Kind = Literal["counter", "gauge", "histogram"]
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                   10.0, 30.0)  # fmt: skip
+
+
+class Family:
+    """One metric family: a Ray metric (in a Ray worker) plus this process's values."""
+
+    def __init__(self, kind: Kind, name: str, doc: str, tags: Iterable[str],
+                 buckets: Iterable[float] = LATENCY_BUCKETS) -> None:  # fmt: skip
+        self.kind, self.name, self.doc = kind, name, doc
+        self.tags = tuple(tags)
+        self.buckets = tuple(buckets)
+        self._lock = threading.Lock()
+        self._values: dict[tuple[str, ...], list[float]] = {}  # counter/gauge [v]; hist counts
+        self._ray: Any = None
+
+    @property
+    def exported_name(self) -> str:
+        """The name Prometheus sees through Ray's export."""
+        return "ray_" + self.name
+
+    def inc(self, value: float = 1.0, **tags: Any) -> None:
+        assert self.kind == "counter", self.name
+        if value <= 0:
+            return
+        key = self._key(tags)
+        with self._lock:
+            self._values.setdefault(key, [0.0])[0] += value
+        self._record(value, key)
+
+    def set(self, value: float, **tags: Any) -> None:
+        assert self.kind == "gauge", self.name
+        key = self._key(tags)
+        with self._lock:
+            self._values[key] = [float(value)]
+        self._record(value, key)
+
+    def observe(self, value: float, **tags: Any) -> None:
+        assert self.kind == "histogram", self.name
+        key = self._key(tags)
+        with self._lock:
+            # [count, sum, per-bucket counts...]
+            slot = self._values.setdefault(key, [0.0, 0.0] + [0.0] * (len(self.buckets) + 1))
+            slot[0] += 1
+            slot[1] += value
+            slot[2 + bisect.bisect_left(self.buckets, value)] += 1
+        self._record(value, key)
+
+    def value(self, **tags: Any) -> float:
+        """This process's value (a histogram's count) summed over the labels not given."""
+        want = {k: str(v) for k, v in tags.items()}
+        unknown = set(want) - set(self.tags)
+        if unknown:
+            raise ValueError(f"{self.name} has no label(s) {sorted(unknown)}")
+        with self._lock:
+            return sum(
+                v[0] for key, v in self._values.items()
+                if all(key[self.tags.index(k)] == x for k, x in want.items())
+            )  # fmt: skip
+
+    def series(self) -> dict[tuple[str, ...], float]:
+        """This process's series: label values (in ``tags`` order) -> value or count."""
+        with self._lock:
+            return {k: v[0] for k, v in self._values.items()}
+
+    def _key(self, tags: Mapping[str, Any]) -> tuple[str, ...]:
+        if set(tags) != set(self.tags):
+            raise ValueError(f"{self.name} takes labels {list(self.tags)}, got {sorted(tags)}")
+        return tuple(str(tags[t]) for t in self.tags)
+
+    def _record(self, value: float, key: tuple[str, ...]) -> None:
+        metric = self._ray_metric()
+        if metric is None:
+            return
+        tags = dict(zip(self.tags, key, strict=True))
+        if self.kind == "counter":
+            metric.inc(value, tags=tags)
+        elif self.kind == "gauge":
+            metric.set(value, tags=tags)
+        else:
+            metric.observe(value, tags=tags)
+
+    def _ray_metric(self) -> Any:
+        if self._ray is None:
+            import ray
+
+            if not ray.is_initialized():
+                return None
+            from ray.util import metrics
+
+            if self.kind == "histogram":
+                self._ray = metrics.Histogram(self.name, self.doc, boundaries=list(self.buckets),
+                                              tag_keys=self.tags)  # fmt: skip
+            else:
+                cls = metrics.Counter if self.kind == "counter" else metrics.Gauge
+                self._ray = cls(self.name, self.doc, tag_keys=self.tags)
+        return self._ray
+
+
+ROWS_SCORED = Family("counter", "sluice_rows_scored_total",
+                     "Rows scored and written, by path (batch, stream, online).",
+                     ["path", "source", "contract", "model_version"])  # fmt: skip
+ROWS_QUARANTINED = Family("counter", "sluice_rows_quarantined_total",
+                          "Rows quarantined, by path and reason (<expectation>:<column>, "
+                          "malformed:<kind>).",
+                          ["path", "source", "contract", "reason"])  # fmt: skip
+MODEL_IN_USE = Family("gauge", "sluice_model_in_use",
+                      "1 for each model version a worker scores with.",
+                      ["path", "contract", "model_version"])  # fmt: skip
+SCORE_BATCH_SECONDS = Family("histogram", "sluice_score_batch_seconds",
+                             "Validate, featurize and predict one batch (a Ray Data batch, a "
+                             "micro-batch, one @serve.batch call).",
+                             ["path", "contract"])  # fmt: skip
+ONLINE_REQUESTS = Family("counter", "sluice_online_requests_total",
+                         "HTTP requests answered by the scoring endpoint, by status code.",
+                         ["contract", "code"])  # fmt: skip
+ONLINE_REQUEST_SECONDS = Family("histogram", "sluice_online_request_seconds",
+                                "Latency of the scoring endpoint, request in to answer out.",
+                                ["contract"])  # fmt: skip
+ONLINE_ERRORS = Family("counter", "sluice_online_errors_total",
+                       "Requests answered with an error, by class (auth, validation, "
+                       "overload, timeout, internal).", ["contract", "error_class"])  # fmt: skip
+CONSUMER_LAG = Family("gauge", "sluice_stream_consumer_lag",
+                      "Messages not yet committed per partition (high watermark - committed "
+                      "offset); 0 once another consumer owns the partition.",
+                      ["job", "topic", "partition"])  # fmt: skip
+EVENT_LATENCY_SECONDS = Family("histogram", "sluice_stream_event_latency_seconds",
+                               "A message's producer timestamp to its rows written.",
+                               ["job"])  # fmt: skip
+CASSANDRA_WRITE_SECONDS = Family("histogram", "sluice_cassandra_write_seconds",
+                                 "One chunk of concurrent upserts (retries included).",
+                                 ["table"])  # fmt: skip
+CASSANDRA_ROWS_WRITTEN = Family("counter", "sluice_cassandra_rows_written_total",
+                                "Rows upserted into Cassandra.", ["table"])  # fmt: skip
+CASSANDRA_WRITE_FAILURES = Family("counter", "sluice_cassandra_write_failures_total",
+                                  "Rows whose upsert failed for good, by the last error's type.",
+                                  ["table", "error"])  # fmt: skip
+
+FAMILIES: tuple[Family, ...] = (
+    ROWS_SCORED, ROWS_QUARANTINED, MODEL_IN_USE, SCORE_BATCH_SECONDS, ONLINE_REQUESTS,
+    ONLINE_REQUEST_SECONDS, ONLINE_ERRORS, CONSUMER_LAG, EVENT_LATENCY_SECONDS,
+    CASSANDRA_WRITE_SECONDS, CASSANDRA_ROWS_WRITTEN, CASSANDRA_WRITE_FAILURES,
+)  # fmt: skip
+
+
+def record_rows(source: str, contract: str, model_version: str, scored: int,
+                reasons: Mapping[str, int]) -> None:  # fmt: skip
+    """One batch's outcome on any path: rows scored with a version, quarantined by reason.
+    ``source`` is ``<path>:<name>`` (``batch:fraud_batch``)."""
+    path = source.split(":", 1)[0]
+    if scored:
+        MODEL_IN_USE.set(1, path=path, contract=contract, model_version=model_version)
+        ROWS_SCORED.inc(scored, path=path, source=source, contract=contract,
+                        model_version=model_version)  # fmt: skip
+    for reason, n in reasons.items():
+        ROWS_QUARANTINED.inc(n, path=path, source=source, contract=contract, reason=reason)
+
+
+def error_class(status: int) -> str | None:
+    """The class of an HTTP answer's status: None for a success. ``overload`` covers every
+    "retry later" answer (429 and 503: a full queue, or the feature store unreachable)."""
+    if status < 400:
+        return None
+    if status == 401 or status == 403:
+        return "auth"
+    if status in (429, 503):
+        return "overload"
+    if status == 504:
+        return "timeout"
+    return "validation" if status < 500 else "internal"

@@ -1,0 +1,213 @@
+"""Every path's metrics, scraped from Ray's metrics export and checked by promtool.
+
+One small run of each path on the session's Ray — a batch job (pipelines.batch_score.run),
+a stream job (pipelines.stream_score.run, until caught up) and requests to the live Serve
+app — then the node's Prometheus endpoint (``MetricsExportPort``) is scraped until the
+figures of those runs show up: names, labels and values (summed over Ray's worker
+processes) must match what each run reported of itself. ``promtool check metrics``
+(Debian's prometheus package) must accept the Sluice families of the scrape.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from serve_live import AUTH, client, json_rows
+
+from pipelines.batch_score import run as batch_run
+from pipelines.stream_score import run as stream_run
+from sluice.contract import load_contract
+from sluice.datagen import generate_dataset, to_json_messages, write_parquet
+from sluice.jobs import ActorPool, BatchJob, InputSpec, StreamJob
+from sluice.metrics import FAMILIES
+from sluice.store import apply_schema, session_for
+from sluice.stream import ensure_topic, produce_messages
+
+pytestmark = pytest.mark.integration
+
+KEYSPACE = "sluice_test_metrics"
+Samples = list[tuple[str, dict[str, str], float]]
+
+
+def scrape() -> tuple[str, Samples]:
+    import ray
+
+    port = next(n["MetricsExportPort"] for n in ray.nodes() if n["Alive"])
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    samples = [(s.name, s.labels, s.value) for fam in text_string_to_metric_families(text)
+               for s in fam.samples]  # fmt: skip
+    return text, samples
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """A series summed over Ray's per-worker copies (and over the labels not given)."""
+    return sum(v for n, lab, v in samples
+               if n == name and all(lab.get(k) == x for k, x in labels.items()))  # fmt: skip
+
+
+def wait_for(check: Callable[[Samples], list[str]], timeout_s: float = 60.0) -> Samples:
+    """Scrape until ``check`` finds nothing wrong (Ray exports every second in tests)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        _, samples = scrape()
+        wrong = check(samples)
+        if not wrong:
+            return samples
+        if time.monotonic() > deadline:
+            raise AssertionError("metrics never matched: " + "; ".join(wrong))
+        time.sleep(1.0)
+
+
+def expect(samples: Samples, name: str, want: float, **labels: str) -> list[str]:
+    got = total(samples, name, **labels)
+    return [] if got == want else [f"{name}{labels} = {got}, want {want}"]
+
+
+@pytest.fixture(scope="module")
+def cfg(serve_world):
+    cfg = serve_world.cfg.model_copy(update={
+        "cassandra": serve_world.cfg.cassandra.model_copy(update={"keyspace": KEYSPACE})})
+    session = session_for(cfg.cassandra)
+    session.execute(f"DROP KEYSPACE IF EXISTS {KEYSPACE}", timeout=120)
+    apply_schema(session, cfg.cassandra, [load_contract("fraud")])
+    return cfg
+
+
+def test_batch_job_metrics(cfg, tmp_path):
+    data = generate_dataset(600, seed=71, invalid_fraction=0.05)
+    write_parquet(data.table, tmp_path / "in" / "part.parquet")
+    job = BatchJob(name="metrics_batch", contract="fraud",
+                   input=InputSpec(paths=(str(tmp_path / "in"),)), batch_rows=256,
+                   actors=ActorPool(min_actors=1, max_actors=1),
+                   summary_path=str(tmp_path / "summary.json"))  # fmt: skip
+    summary = batch_run(job, cfg)
+    assert summary.rows_quarantined > 0
+    src = {"source": "batch:metrics_batch"}
+
+    def check(s: Samples) -> list[str]:
+        wrong = expect(s, "ray_sluice_rows_scored_total", summary.rows_scored, **src,
+                       path="batch", contract="fraud", model_version=summary.model_version)
+        for reason, n in summary.quarantined_by_reason.items():
+            wrong += expect(s, "ray_sluice_rows_quarantined_total", n, **src, reason=reason)
+        if total(s, "ray_sluice_score_batch_seconds_count", path="batch") < 3:  # 600/256 rows
+            wrong.append("no batch scoring latency")
+        if not total(s, "ray_sluice_model_in_use", path="batch",
+                     model_version=summary.model_version):  # fmt: skip
+            wrong.append("no model_in_use for batch")
+        return wrong
+
+    wait_for(check)
+
+
+def test_stream_job_metrics(cfg):
+    topic = f"sluice-test-metrics-{time.time_ns()}"
+    ensure_topic(cfg.kafka, topic, 2)
+    data = generate_dataset(400, seed=72, invalid_fraction=0.05)
+    msgs = to_json_messages(data.table, malformed_fraction=0.02, seed=72)
+    produce_messages(cfg.kafka, topic, msgs.payloads, msgs.partition_keys)
+    job = StreamJob(name="metrics_stream", contract="fraud", topic=topic, consumers=1,
+                    max_batch_messages=200, max_batch_wait_ms=300, session_timeout_ms=6000,
+                    num_cpus_per_consumer=0.5)  # fmt: skip
+    summary = stream_run(job, cfg, until_caught_up=True, max_seconds=180)
+    assert summary.stopped_by == "caught up" and summary.malformed > 0, summary
+    src = {"source": "stream:metrics_stream"}
+
+    def check(s: Samples) -> list[str]:
+        wrong = expect(s, "ray_sluice_rows_scored_total", summary.scored, **src,
+                       path="stream", model_version=summary.model_version)
+        for reason, n in summary.quarantined_by_reason.items():
+            wrong += expect(s, "ray_sluice_rows_quarantined_total", n, **src, reason=reason)
+        wrong += expect(s, "ray_sluice_stream_event_latency_seconds_count", summary.messages,
+                        job="metrics_stream")  # fmt: skip
+        for partition in ("0", "1"):
+            lag = [v for n, lab, v in s if n == "ray_sluice_stream_consumer_lag"
+                   and lab.get("job") == "metrics_stream" and lab.get("partition") == partition]
+            if lag != [0.0]:
+                wrong.append(f"lag of partition {partition}: {lag}")
+        return wrong
+
+    wait_for(check)
+
+
+def test_online_metrics(serve_world):
+    rows = json_rows(3, seed=73)
+    bad = dict(rows[0], transaction_id="metrics-bad", amount=-5.0)
+    _, before = scrape()
+    fraud = {"contract": "fraud"}
+    with client(serve_world.base) as http:
+        assert http.post("/v1/fraud/predict", json=rows).status_code == 401
+        r = http.post("/v1/fraud/predict", json=rows, headers=AUTH)
+        assert r.status_code == 200, r.text
+        version = r.json()["predictions"][0]["model_version"]
+        assert http.post("/v1/fraud/predict", json=bad, headers=AUTH).status_code == 422
+
+    def delta(s: Samples, name: str, **labels: str) -> float:
+        return total(s, name, **labels) - total(before, name, **labels)
+
+    def check(s: Samples) -> list[str]:
+        got = {
+            "401": delta(s, "ray_sluice_online_requests_total", **fraud, code="401"),
+            "200": delta(s, "ray_sluice_online_requests_total", **fraud, code="200"),
+            "422": delta(s, "ray_sluice_online_requests_total", **fraud, code="422"),
+            "auth": delta(s, "ray_sluice_online_errors_total", **fraud, error_class="auth"),
+            "validation": delta(s, "ray_sluice_online_errors_total", **fraud,
+                                error_class="validation"),
+            "latency": delta(s, "ray_sluice_online_request_seconds_count", **fraud),
+            "scored": delta(s, "ray_sluice_rows_scored_total", path="online",
+                            model_version=version),
+            "quarantined": delta(s, "ray_sluice_rows_quarantined_total", path="online",
+                                 reason="expect_column_values_to_be_between:amount"),
+        }  # fmt: skip
+        want = {"401": 1, "200": 1, "422": 1, "auth": 1, "validation": 1, "latency": 3,
+                "scored": 3, "quarantined": 1}  # fmt: skip
+        return [] if got == want else [f"online deltas {got}, want {want}"]
+
+    samples = wait_for(check)
+    assert total(samples, "ray_sluice_score_batch_seconds_count", path="online") > 0
+    assert total(samples, "ray_sluice_model_in_use", path="online", model_version=version) > 0
+
+
+def test_scrape_has_every_family_with_its_labels_and_passes_promtool(cfg):
+    """Runs after the three paths above (file order): every family is there."""
+    text, samples = scrape()
+    for fam in FAMILIES:
+        suffix = "_count" if fam.kind == "histogram" else ""
+        found = [lab for n, lab, _ in samples if n == fam.exported_name + suffix]
+        if fam.name == "sluice_cassandra_write_failures_total":
+            continue  # only after a failure: the store fault tests cover the counter
+        assert found, f"{fam.exported_name} is not exported"
+        assert all(set(fam.tags) <= set(lab) for lab in found), (fam.name, found[0])
+    for table in ("predictions", "quarantine"):
+        assert total(samples, "ray_sluice_cassandra_write_seconds_count", table=table) > 0
+        assert total(samples, "ray_sluice_cassandra_rows_written_total", table=table) > 0
+
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: apt-get install prometheus (.ci/run does)"
+    ours = "\n".join(line for line in text.splitlines()
+                     if line.startswith(("ray_sluice_", "# HELP ray_sluice_",
+                                         "# TYPE ray_sluice_"))) + "\n"  # fmt: skip
+    assert "# TYPE ray_sluice_rows_scored_total counter" in ours
+
+    def check(exposition: str) -> tuple[int, list[str]]:
+        result = subprocess.run([promtool, "check", "metrics"], input=exposition, text=True,
+                                capture_output=True, timeout=60)  # fmt: skip
+        return result.returncode, (result.stdout + result.stderr).splitlines()
+
+    # As scraped: no parse error; the one lint complaint is about the labels Ray adds to
+    # every metric it exports, its own included (NodeAddress, WorkerId, ...: camelCase).
+    rc, problems = check(ours)
+    assert rc in (0, 3), problems  # 1: unparsable; 3: lint problems
+    assert all("label names should be written in 'snake_case'" in p for p in problems), problems
+    # Without Ray's labels, Sluice's own names, types, help and labels pass the lint.
+    rc, problems = check(RAY_LABELS.sub("", ours))
+    assert rc == 0, problems
+
+
+RAY_LABELS = re.compile(r'\b(?:Component|NodeAddress|SessionName|Version|WorkerId)="[^"]*",?')

@@ -1,0 +1,62 @@
+"""sluice.metrics: the one definition of every family, its labels and its local copy."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from sluice import metrics
+from sluice.metrics import FAMILIES, Family, error_class, record_rows
+
+
+def test_family_names_labels_and_kinds_follow_prometheus_conventions():
+    names = [f.name for f in FAMILIES]
+    assert len(names) == len(set(names))
+    for f in FAMILIES:
+        assert re.fullmatch(r"sluice_[a-z_]+", f.name), f.name
+        assert f.name.endswith("_total") == (f.kind == "counter"), f.name
+        assert f.doc and all(re.fullmatch(r"[a-z_]+", t) for t in f.tags), f.name
+        assert "le" not in f.tags and "quantile" not in f.tags
+
+
+def test_labels_must_be_exactly_the_familys():
+    fam = Family("counter", "sluice_unit_total", "unit", ["path", "contract"])
+    with pytest.raises(ValueError, match="sluice_unit_total takes labels"):
+        fam.inc(path="batch")
+    with pytest.raises(ValueError, match="has no label"):
+        fam.value(nope="x")
+    fam.inc(2, path="batch", contract="fraud")
+    fam.inc(3, path="stream", contract="fraud")
+    fam.inc(0, path="stream", contract="fraud")  # a no-op, as in Ray (which refuses <= 0)
+    assert fam.value(contract="fraud") == 5 and fam.value(path="stream") == 3
+    assert fam.series() == {("batch", "fraud"): 2, ("stream", "fraud"): 3}
+
+
+def test_histogram_counts_observations_into_buckets():
+    fam = Family("histogram", "sluice_unit_seconds", "unit", ["path"], buckets=(0.1, 1.0))
+    for v in (0.05, 0.1, 0.5, 7.0):
+        fam.observe(v, path="batch")
+    slot = fam._values[("batch",)]
+    assert slot[:2] == [4, pytest.approx(7.65)] and slot[2:] == [2, 1, 1]  # le 0.1, 1, +Inf
+    assert fam.value(path="batch") == 4
+
+
+def test_record_rows_labels_by_path_and_source():
+    before = metrics.ROWS_SCORED.value(source="batch:unit_metrics")
+    record_rows("batch:unit_metrics", "fraud", "fraud/9", 10, {"expect_x:amount": 2})
+    record_rows("batch:unit_metrics", "fraud", "fraud/9", 0, {"expect_x:amount": 1})
+    assert metrics.ROWS_SCORED.value(path="batch", source="batch:unit_metrics",
+                                     model_version="fraud/9") == before + 10  # fmt: skip
+    assert metrics.ROWS_QUARANTINED.value(source="batch:unit_metrics",
+                                          reason="expect_x:amount") == 3  # fmt: skip
+    assert metrics.MODEL_IN_USE.value(path="batch", model_version="fraud/9") == 1
+
+
+@pytest.mark.parametrize(("status", "kind"), [
+    (200, None), (304, None), (400, "validation"), (401, "auth"), (403, "auth"),
+    (404, "validation"), (413, "validation"), (422, "validation"), (429, "overload"),
+    (503, "overload"), (504, "timeout"), (500, "internal"), (502, "internal"),
+])  # fmt: skip
+def test_error_class_of_each_status(status, kind):
+    assert error_class(status) == kind
