@@ -28,9 +28,14 @@ Families (exported names are ``ray_`` + these)::
     sluice_cassandra_write_failures_total{table,error}         rows given up on, by error
 
 ``path`` is ``batch``, ``stream`` or ``online``; ``source`` names the job (``batch:<job>``,
-``stream:<job>``, ``online:<contract>``), as in the quarantine table. Drift figures are written by
-``sluice drift`` (a command, not a Ray worker) for node_exporter's textfile collector:
-see ``sluice.drift`` (``sluice_drift_psi`` and friends).
+``stream:<job>``, ``online:<contract>``), as in the quarantine table.
+
+Drift gauges (``DRIFT_GAUGES``, no prefix) are written by ``sluice drift``, a command rather
+than a Ray worker, for node_exporter's textfile collector (``sluice.drift.write_metrics``)::
+
+    sluice_drift_psi{contract,feature}, sluice_drift_ks{contract,feature},
+    sluice_drift_rows{contract}, sluice_drift_detected{contract},
+    sluice_drift_last_run_timestamp_seconds{contract}
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ __all__ = [
     "CASSANDRA_WRITE_FAILURES",
     "CASSANDRA_WRITE_SECONDS",
     "CONSUMER_LAG",
+    "DRIFT_GAUGES",
     "EVENT_LATENCY_SECONDS",
     "FAMILIES",
     "MODEL_IN_USE",
@@ -204,6 +210,17 @@ FAMILIES: tuple[Family, ...] = (
     ONLINE_REQUEST_SECONDS, ONLINE_ERRORS, CONSUMER_LAG, EVENT_LATENCY_SECONDS,
     CASSANDRA_WRITE_SECONDS, CASSANDRA_ROWS_WRITTEN, CASSANDRA_WRITE_FAILURES,
 )  # fmt: skip
+
+DRIFT_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {  # name -> (help, labels)
+    "sluice_drift_psi": ("PSI of recent inputs against the training reference",
+                         ("contract", "feature")),
+    "sluice_drift_ks": ("Binned KS statistic (largest CDF gap at the training bin edges)",
+                        ("contract", "feature")),
+    "sluice_drift_rows": ("Recent rows compared with the training reference", ("contract",)),
+    "sluice_drift_detected": ("1 when a feature's PSI is above the contract's threshold, "
+                              "else 0", ("contract",)),
+    "sluice_drift_last_run_timestamp_seconds": ("When the drift check last ran", ("contract",)),
+}  # fmt: skip
 
 
 def record_rows(source: str, contract: str, model_version: str, scored: int,

@@ -6,7 +6,8 @@ writes it with ``prometheus_client.write_to_textfile``, which writes a temporary
 and renames it over ``path``: the collector never reads half a file. Each run replaces
 the whole file, so a feature or a verdict from an earlier run cannot linger.
 
-Gauges (``contract`` label on all, ``feature`` on the per-feature ones)::
+Gauges (defined in ``sluice.metrics.DRIFT_GAUGES``; ``contract`` label on all, ``feature``
+on the per-feature ones)::
 
     sluice_drift_psi{contract,feature}        PSI against the training reference
     sluice_drift_ks{contract,feature}         binned KS (absent where KS does not fit)
@@ -23,6 +24,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
 from sluice.drift._stats import DriftReport
+from sluice.metrics import DRIFT_GAUGES
 
 __all__ = ["drift_registry", "write_metrics"]
 
@@ -30,16 +32,10 @@ __all__ = ["drift_registry", "write_metrics"]
 def drift_registry(report: DriftReport, now_s: float | None = None) -> CollectorRegistry:
     """A fresh registry holding the report's gauges."""
     registry = CollectorRegistry()
-    psi = Gauge("sluice_drift_psi", "PSI of recent inputs against the training reference",
-                ["contract", "feature"], registry=registry)  # fmt: skip
-    ks = Gauge("sluice_drift_ks", "Binned KS statistic (largest CDF gap at the training "
-               "bin edges)", ["contract", "feature"], registry=registry)  # fmt: skip
-    rows = Gauge("sluice_drift_rows", "Recent rows compared with the training reference",
-                 ["contract"], registry=registry)  # fmt: skip
-    detected = Gauge("sluice_drift_detected", "1 when a feature's PSI is above the "
-                     "contract's threshold, else 0", ["contract"], registry=registry)  # fmt: skip
-    last = Gauge("sluice_drift_last_run_timestamp_seconds", "When the drift check last ran",
-                 ["contract"], registry=registry)  # fmt: skip
+    psi, ks, rows, detected, last = (
+        Gauge(name, doc, list(labels), registry=registry)
+        for name, (doc, labels) in DRIFT_GAUGES.items()
+    )
     c = report.contract
     rows.labels(c).set(report.rows)
     last.labels(c).set(time.time() if now_s is None else now_s)

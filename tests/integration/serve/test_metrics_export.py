@@ -10,6 +10,7 @@ processes) must match what each run reported of itself. ``promtool check metrics
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -23,6 +24,7 @@ from serve_live import AUTH, client, json_rows
 
 from pipelines.batch_score import run as batch_run
 from pipelines.stream_score import run as stream_run
+from sluice.config import REPO_ROOT
 from sluice.contract import load_contract
 from sluice.datagen import generate_dataset, to_json_messages, write_parquet
 from sluice.jobs import ActorPool, BatchJob, InputSpec, StreamJob
@@ -184,6 +186,13 @@ def test_scrape_has_every_family_with_its_labels_and_passes_promtool(cfg):
             continue  # only after a failure: the store fault tests cover the counter
         assert found, f"{fam.exported_name} is not exported"
         assert all(set(fam.tags) <= set(lab) for lab in found), (fam.name, found[0])
+    # The dashboard's queries find these series in a real scrape.
+    dashboard = json.loads((REPO_ROOT / "configs/monitoring/sluice-dashboard.json").read_text())
+    queried = {m for p in dashboard["panels"] for t in p.get("targets", ())
+               for m in re.findall(r"\bray_sluice_[a-z_]+", t["expr"])}  # fmt: skip
+    scraped = {n for n, _, _ in samples}
+    missing = queried - scraped - {"ray_sluice_cassandra_write_failures_total"}
+    assert not missing, f"dashboard queries series the scrape lacks: {sorted(missing)}"
     for table in ("predictions", "quarantine"):
         assert total(samples, "ray_sluice_cassandra_write_seconds_count", table=table) > 0
         assert total(samples, "ray_sluice_cassandra_rows_written_total", table=table) > 0
