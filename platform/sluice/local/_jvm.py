@@ -135,13 +135,14 @@ def process_start_ticks(pid: int) -> int | None:
     return int(fields[19])
 
 
-def spawn(name: str, cmd: list[str], log: Path, cwd: Path, mode: str = "") -> ProcessRecord:
+def spawn(name: str, cmd: list[str], log: Path, cwd: Path, mode: str = "",
+          env: dict[str, str] | None = None) -> ProcessRecord:  # fmt: skip
     """Start a server in its own session (it outlives this process), output to its log."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         proc = subprocess.Popen(
             cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=cwd, start_new_session=True,
+            cwd=cwd, start_new_session=True, env=env,
         )  # fmt: skip
     # A process that already exited has no start time: the record is then never alive,
     # and the readiness wait reports the exit with the server's log.
