@@ -230,6 +230,28 @@ def stream_stage(cfg: PlatformConfig) -> None:
           f"final lag {summary.final_lag}")
 
 
+def metrics_stage() -> None:
+    """What Prometheus would scrape from this Ray node (sluice.metrics via Ray's export)."""
+    import urllib.request
+
+    import ray
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port = next(n["MetricsExportPort"] for n in ray.nodes() if n["Alive"])
+    url = f"http://127.0.0.1:{port}/metrics"
+    time.sleep(3)  # one export interval
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    totals: dict[tuple[str, str], float] = {}
+    for fam in text_string_to_metric_families(text):
+        for sample in fam.samples:
+            if sample.name in ("ray_sluice_rows_scored_total", "ray_sluice_rows_quarantined_total"):
+                key = (sample.labels["path"], sample.name.split("_")[-2])
+                totals[key] = totals.get(key, 0) + sample.value
+    print(f"\n$ curl {url}   # Ray's metrics export (Prometheus), sluice families:")
+    for (path, what), value in sorted(totals.items()):
+        print(f"  ray_sluice_rows_{what}_total{{path={path!r}}}  {value:,.0f}")
+
+
 def main() -> None:
     import ray
 
@@ -238,7 +260,8 @@ def main() -> None:
     print(f"Cassandra round trip: {cassandra_round_trip(cfg)}")
     print(f"Kafka round trip:     {kafka_round_trip(cfg)}")
     ray.init(address=cfg.ray.address, num_cpus=2, include_dashboard=False,
-             log_to_driver=False, namespace=cfg.ray.namespace)  # fmt: skip
+             log_to_driver=False, namespace=cfg.ray.namespace,
+             _system_config={"metrics_report_interval_ms": 2000})  # fmt: skip
     try:
         print(f"Ray Data job:         {ray_data_job()}")
         print(f"Model:                {ensure_model(cfg)}")
@@ -246,6 +269,7 @@ def main() -> None:
         batch_stage(cfg)
         drift_stage(cfg, since)
         stream_stage(cfg)
+        metrics_stage()
     finally:
         ray.shutdown()
     online_stage(cfg)

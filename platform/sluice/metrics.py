@@ -150,6 +150,7 @@ class Family:
             metric.observe(value, tags=tags)
 
     def _ray_metric(self) -> Any:
+        """The Ray metric, made on first use in a process connected to Ray (else None)."""
         if self._ray is None:
             import ray
 
@@ -157,12 +158,15 @@ class Family:
                 return None
             from ray.util import metrics
 
-            if self.kind == "histogram":
-                self._ray = metrics.Histogram(self.name, self.doc, boundaries=list(self.buckets),
-                                              tag_keys=self.tags)  # fmt: skip
-            else:
-                cls = metrics.Counter if self.kind == "counter" else metrics.Gauge
-                self._ray = cls(self.name, self.doc, tag_keys=self.tags)
+            with self._lock:
+                if self._ray is None:
+                    if self.kind == "histogram":
+                        self._ray = metrics.Histogram(self.name, self.doc,
+                                                      boundaries=list(self.buckets),
+                                                      tag_keys=self.tags)  # fmt: skip
+                    else:
+                        cls = metrics.Counter if self.kind == "counter" else metrics.Gauge
+                        self._ray = cls(self.name, self.doc, tag_keys=self.tags)
         return self._ray
 
 
