@@ -110,6 +110,8 @@ def sluice_job(cfg, folder: Path, name: str) -> tuple[float, int, float]:
         t0 = time.perf_counter()
         summary = run(job, cfg)
         seconds = time.perf_counter() - t0
+    print(f"  {name}: {summary.rows_read:,} rows in {seconds:,.1f} s; seconds per phase "
+          + ", ".join(f"{k} {v}" for k, v in summary.phase_s.items()), flush=True)
     return summary.rows_read / seconds, summary.rows_read, mem.peak / 2**20
 
 
@@ -167,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     memory: dict[int, float] = {}
     for size in [int(x) for x in args.memory_rows.split(",") if x]:
         print(f"peak memory at {size:,} rows ...", flush=True)
-        _, _, memory[size] = sluice_job(cfg, make_input(size, tmp / f"in{size}", 7), f"m{size}")
+        rate, _, memory[size] = sluice_job(cfg, make_input(size, tmp / f"in{size}", 7),
+                                           f"m{size}")  # fmt: skip
+        print(f"  {size:,} rows: {rate:,.0f} rows/s, peak RSS {memory[size]:,.0f} MiB", flush=True)
 
     figures = {"raw_R_rows_per_s": round(r_rate), "raw_R_concurrency": r_level,
                "sluice_rows_per_s": round(s_rate), "naive_rows_per_s": round(n_rate, 1),
