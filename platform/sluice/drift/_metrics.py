@@ -32,10 +32,10 @@ __all__ = ["drift_registry", "write_metrics"]
 def drift_registry(report: DriftReport, now_s: float | None = None) -> CollectorRegistry:
     """A fresh registry holding the report's gauges."""
     registry = CollectorRegistry()
-    psi, ks, rows, detected, last = (
-        Gauge(name, doc, list(labels), registry=registry)
-        for name, (doc, labels) in DRIFT_GAUGES.items()
-    )
+    g = {name: Gauge(name, doc, list(labels), registry=registry)
+         for name, (doc, labels) in DRIFT_GAUGES.items()}  # fmt: skip
+    psi, ks, rows = g["sluice_drift_psi"], g["sluice_drift_ks"], g["sluice_drift_rows"]
+    detected, last = g["sluice_drift_detected"], g["sluice_drift_last_run_timestamp_seconds"]
     c = report.contract
     rows.labels(c).set(report.rows)
     last.labels(c).set(time.time() if now_s is None else now_s)
