@@ -4,7 +4,8 @@
     ray job submit --working-dir . -- python -m pipelines.batch_score --job ...
 
 A key check and two streaming passes over the input, so memory stays bounded:
-  0. keys:   (key, row hash) grouped by key -> keys carrying different rows (refused).
+  0. keys:   (key, row hash) bucketed by key on local disk, grouped a bucket at a time ->
+     keys carrying different rows (refused).
   1. record: read -> Scorer.split (conform + validate) -> valid events recorded in the
      online feature table; quarantined rows -> quarantine table (CassandraDatasink).
   2. score:  read -> Scorer.score (features, model) -> predictions table (CassandraDatasink).
@@ -27,7 +28,9 @@ from datetime import UTC, datetime
 from fnmatch import fnmatch
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -196,26 +199,68 @@ class ScoreStage(_Stage):
         return prediction_rows(self.contract, result.scored, scored_at=self.now)
 
 
-def conflicting_keys(ds, key_column: str, rows: int) -> frozenset[str]:
+def conflicting_keys(ds, key_column: str, rows: int,
+                     rows_per_bucket: int = 500_000) -> frozenset[str]:  # fmt: skip
     """Keys that carry different rows anywhere in the data set (identical copies are a
-    replay, scored once by the upsert). A hash-grouped shuffle of (key, row hash) only;
-    the result is the conflicting keys, few by nature."""
+    replay, scored once by the upsert).
+
+    Memory stays flat whatever the input size: Ray Data tasks reduce each row to (key,
+    row hash, bucket of the key); the driver appends them to one spill file per bucket on
+    its local disk (~`rows_per_bucket` rows, ~50 bytes a row), then groups one bucket at a
+    time by key. A key lands in one bucket, so a bucket holds all of its rows. (Ray
+    Data's groupby held every key in memory at once: its peak grew from 2.2 to 4.6 GiB
+    of private memory between 1M and 5M rows.)
+    """
+    import tempfile
+
+    buckets = max(1, -(-rows // rows_per_bucket))
+    hashed = ds.map_batches(_key_hash_bucket, batch_format="pyarrow", batch_size=32_768,
+                            fn_kwargs=dict(key_column=key_column, buckets=buckets))  # fmt: skip
+    found: set[str] = set()
+    with tempfile.TemporaryDirectory(prefix="sluice-key-check-") as tmp:
+        paths = [Path(tmp) / f"bucket-{b}.arrow" for b in range(buckets)]
+        writers: dict[int, pa.RecordBatchStreamWriter] = {}
+        try:
+            for table in hashed.iter_batches(batch_format="pyarrow", batch_size=None):
+                table = table.sort_by("bucket")
+                bounds = np.searchsorted(table.column("bucket").to_numpy(), np.arange(buckets + 1))
+                for b in range(buckets):
+                    part = table.slice(bounds[b], bounds[b + 1] - bounds[b]).drop_columns("bucket")
+                    if part.num_rows:
+                        if b not in writers:
+                            writers[b] = pa.ipc.new_stream(str(paths[b]), part.schema)
+                        writers[b].write_table(part)
+        finally:
+            for w in writers.values():
+                w.close()
+        for b in sorted(writers):
+            with pa.memory_map(str(paths[b])) as source:
+                grouped = pa.ipc.open_stream(source).read_all().group_by("key").aggregate(
+                    [("row_hash", "count_distinct")])  # fmt: skip
+            differs = pc.greater(grouped.column("row_hash_count_distinct"), 1)
+            found.update(grouped.column("key").filter(differs).to_pylist())
+    return frozenset(found)
+
+
+def _key_hash_bucket(batch: pa.Table, key_column: str, buckets: int) -> pa.Table:
+    """(key, row hash, bucket) of each row with a key. The row hash is over each value's
+    text, so 5 read as an integer in one file and as 5.0 in another are the same row."""
     import pandas as pd
-    from ray.data.aggregate import Max, Min
 
-    def key_and_hash(batch: pd.DataFrame) -> pd.DataFrame:
-        h = pd.util.hash_pandas_object(batch.astype(str), index=False).astype("int64")
-        return pd.DataFrame({"k": batch[key_column].astype(str), "h": h})
+    batch = batch.filter(pc.is_valid(batch.column(key_column)))
+    text = pd.DataFrame({name: _text(batch.column(name)) for name in batch.column_names})
+    row_hash = pd.util.hash_pandas_object(text, index=False).to_numpy()
+    bucket = pd.util.hash_array(text[key_column].to_numpy()) % np.uint64(buckets)
+    return pa.table({"key": pa.array(text[key_column].to_numpy(), pa.string()),
+                     "row_hash": pa.array(row_hash, pa.uint64()),
+                     "bucket": pa.array(bucket.astype(np.int64), pa.int64())})  # fmt: skip
 
-    # Few shuffle partitions (~1M small rows each): Ray's default count costs seconds of
-    # fixed overhead on inputs this size (measured: 11.3 s -> 7.7 s on 60k rows).
-    partitions = max(2, rows // 1_000_000 + 1)
-    hashed = ds.map_batches(key_and_hash, batch_format="pandas")
-    grouped = hashed.groupby("k", num_partitions=partitions).aggregate(
-        Min("h", alias_name="lo"), Max("h", alias_name="hi")
-    )
-    found = grouped.filter(expr="lo != hi")
-    return frozenset(r["k"] for r in found.take_all())
+
+def _text(column: pa.ChunkedArray):
+    try:
+        return column.cast(pa.string()).to_pandas()
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):  # nested types: Python's str
+        return column.to_pandas().map(lambda v: None if v is None else str(v))
 
 
 # -- the job ------------------------------------------------------------------------------------

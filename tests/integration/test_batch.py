@@ -179,11 +179,27 @@ def test_main_exits_non_zero_with_the_cause(tmp_path, capsys):
     assert "matches no file" in capsys.readouterr().err
 
 
-def test_conflicting_keys_are_found_across_blocks_and_copies_are_not(ray_session):
+@pytest.mark.parametrize("rows_per_bucket", [1_000_000, 2, 1])  # one bucket, 3, 6
+def test_conflicting_keys_are_found_across_blocks_and_copies_are_not(ray_session,
+                                                                     rows_per_bucket):  # fmt: skip
     import ray
 
     from pipelines.batch_score import conflicting_keys
 
     table = pa.table({"transaction_id": ["a", "b", "a", "c", "c"], "v": [1, 2, 3, 4, 4]})
     ds = ray.data.from_arrow(table).repartition(5)  # every row in its own block
-    assert conflicting_keys(ds, "transaction_id", table.num_rows) == frozenset({"a"})
+    found = conflicting_keys(ds, "transaction_id", table.num_rows, rows_per_bucket)
+    assert found == frozenset({"a"})
+
+
+def test_key_check_reads_values_not_types_and_skips_null_keys(ray_session):
+    import ray
+
+    from pipelines.batch_score import conflicting_keys
+
+    # the same row read as an integer from one file and as a double from another is a
+    # copy; null keys are the not-null rule's to quarantine, not a conflict
+    ints = pa.table({"transaction_id": ["a", None, "b"], "v": pa.array([5, 1, 7], pa.int64())})
+    floats = pa.table({"transaction_id": ["a", None, "b"], "v": [5.0, 2.0, 7.5]})
+    ds = ray.data.from_arrow([ints, floats])
+    assert conflicting_keys(ds, "transaction_id", 6, rows_per_bucket=2) == frozenset({"b"})
