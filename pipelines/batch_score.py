@@ -206,10 +206,10 @@ def conflicting_keys(ds, key_column: str, rows: int,
 
     Memory stays flat whatever the input size: Ray Data tasks reduce each row to (key,
     row hash, bucket of the key); the driver appends them to one spill file per bucket on
-    its local disk (~`rows_per_bucket` rows, ~50 bytes a row), then groups one bucket at a
-    time by key. A key lands in one bucket, so a bucket holds all of its rows. (Ray
-    Data's groupby held every key in memory at once: its peak grew from 2.2 to 4.6 GiB
-    of private memory between 1M and 5M rows.)
+    its local disk (~`rows_per_bucket` rows; the key and 8 bytes a row), then groups one
+    bucket at a time by key. A key lands in one bucket, so a bucket holds all of its rows.
+    (Ray Data's groupby held every key in memory at once: its peak grew from 2.2 to 4.6
+    GiB of private memory between 1M and 5M rows.)
     """
     import tempfile
 
