@@ -179,7 +179,7 @@ def test_main_exits_non_zero_with_the_cause(tmp_path, capsys):
     assert "matches no file" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("rows_per_bucket", [1_000_000, 2, 1])  # one bucket, 3, 6
+@pytest.mark.parametrize("rows_per_bucket", [1_000_000, 2, 1])  # one bucket, 3, 5
 def test_conflicting_keys_are_found_across_blocks_and_copies_are_not(ray_session,
                                                                      rows_per_bucket):  # fmt: skip
     import ray
