@@ -10,7 +10,23 @@ STAMP := $(VENV)/.installed-stamp
 export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install up down status demo test lint bench clean
+.PHONY: system install up down status demo test lint bench clean
+
+# System tools from Debian's packages, installed when missing: OpenJDK 17 (never a JDK >= 24:
+# Cassandra calls System.setSecurityManager), Maven (fetches the servers' jars), promtool (the
+# monitoring tests lint Prometheus configs and scrapes with it). Root, or sudo, is needed only
+# when something is missing.
+system:
+	@need=""; \
+	ls /usr/lib/jvm/*-17-*/bin/java >/dev/null 2>&1 || need="$$need openjdk-17-jre-headless"; \
+	command -v mvn >/dev/null 2>&1 || need="$$need maven"; \
+	command -v promtool >/dev/null 2>&1 || need="$$need prometheus"; \
+	if [ -n "$$need" ]; then \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo"; \
+	  echo "make system: installing$$need"; \
+	  $$sudo apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$need; \
+	fi
 
 install: $(STAMP)
 
@@ -20,7 +36,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
 	@touch $(STAMP)
 
-up: install
+up: system install
 	$(SLUICE) local up
 
 down:

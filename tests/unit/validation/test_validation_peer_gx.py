@@ -1,7 +1,8 @@
 """Great Expectations' own conformance cases, run against the compiled engine.
 
-The cases live in ``shared/peer-tests/great_expectations/`` beside the repo
-(GX's ``tests/test_definitions/column_map_expectations``, release 1.2.0). Rules
+The cases live in ``tests/peer/great_expectations/``, carried in the repository
+unchanged with their Apache-2.0 license (GX's
+``tests/test_definitions/column_map_expectations``, release 1.2.0). Rules
 (its README): a test applies when GX's pandas backend would run it
 (``only_for`` / ``suppress_test_for``), the dataset is built with its
 ``pandas`` schema, and with ``exact_match_out: false`` only the listed keys of
@@ -31,17 +32,9 @@ import pytest
 from sluice.errors import ConfigError
 from sluice.validation import parse_suite, validate
 
-PEER_DIR = (
-    Path(__file__).resolve().parents[3] / ".." / "shared" / "peer-tests" / "great_expectations"
-).resolve()
+PEER_DIR = Path(__file__).resolve().parents[2] / "peer" / "great_expectations"
 
-pytestmark = [
-    pytest.mark.skipif(
-        not PEER_DIR.is_dir(),
-        reason=f"GX peer cases not found at {PEER_DIR}: shared/ must sit beside the repo",
-    ),
-    pytest.mark.filterwarnings("ignore"),
-]
+pytestmark = pytest.mark.filterwarnings("ignore")
 
 _STRING_DTYPE = (
     "pandas 3 gives an Arrow string column StringDtype, not object: GX 1.24.1 judges the "
@@ -94,8 +87,6 @@ def _applies_to_pandas(test: dict) -> bool:
 
 
 def _cases() -> list[Any]:
-    if not PEER_DIR.is_dir():
-        return []
     out = []
     for path in sorted(PEER_DIR.glob("*.json")):
         document = json.loads(path.read_text())
