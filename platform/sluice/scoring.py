@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 from sluice.contract import Contract
 from sluice.errors import ConfigError
 from sluice.features import FeatureStore, compute_features, to_store_events
-from sluice.models import LoadedModel, ModelRegistry, select_device
+from sluice.models import LoadedModel, ModelRegistry, check_feature_spec, select_device
 from sluice.validation import Reason, conform, load_suite, validate
 
 __all__ = [
@@ -154,13 +154,7 @@ class Scorer:
 
     def _load(self) -> LoadedModel:
         model = self.registry.load(self.model_ref, device=self.device)
-        expected = self.contract.features.spec_hash()
-        if model.meta.feature_spec_hash != expected:
-            raise ConfigError(
-                f"model {model.ref} was trained on feature spec {model.meta.feature_spec_hash}, "
-                f"but contract {self.contract.name!r} declares spec {expected}; retrain the model "
-                "or point the contract at a matching version"
-            )
+        check_feature_spec(model.ref, model.meta.feature_spec_hash, self.contract)
         return model
 
     def score(

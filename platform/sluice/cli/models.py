@@ -12,7 +12,8 @@ from sluice.config import load_platform_config
 from sluice.errors import SluiceError
 
 if TYPE_CHECKING:
-    from sluice.models import ModelRegistry
+    from sluice.contract import Contract
+    from sluice.models import Manifest, ModelRegistry
 
 app = typer.Typer(
     help="Register, inspect, promote and roll back model versions.", no_args_is_help=True
@@ -27,6 +28,12 @@ RegistryOption = typer.Option(
     None, "--registry", help="Registry root URI or path (default: the config's registry.root_uri)."
 )
 AliasOption = typer.Option("champion", "--alias", help="Alias to move (champion or challenger).")
+ContractOption = typer.Option(
+    None,
+    "--contract",
+    help="Contract (name or YAML path) whose feature spec the version must match "
+    "(default: the contract the version was registered for).",
+)
 
 
 def _registry(config: Path | None, registry: str | None) -> ModelRegistry:
@@ -36,6 +43,20 @@ def _registry(config: Path | None, registry: str | None) -> ModelRegistry:
     return ModelRegistry(registry) if registry else ModelRegistry.from_config(
         load_platform_config(config)
     )  # fmt: skip
+
+
+def _contract_of(manifest: Manifest, version: int | None, contract: str | None) -> Contract | None:
+    """The contract a version that an alias is about to point at must match.
+
+    None when there is no such version: the registry then refuses the move itself.
+    """
+    from sluice.contract import load_contract
+
+    if contract is None:
+        if version is None:
+            return None
+        contract = _run(lambda: manifest.record(version)).contract
+    return _run(lambda: load_contract(contract))
 
 
 def _run(action: Callable[[], T]) -> T:
@@ -119,13 +140,20 @@ def promote(
     name: str = typer.Argument(..., help="Model name."),
     version: int | None = typer.Argument(None, help="Version (default: the challenger)."),
     alias: str = AliasOption,
+    contract: str | None = ContractOption,
     config: Path | None = ConfigOption,
     registry: str | None = RegistryOption,
 ) -> None:
-    """Point an alias (default champion) at a version; the old one is kept for rollback."""
+    """Point an alias (default champion) at a version; the old one is kept for rollback.
+
+    A version trained on another feature spec than its contract declares is refused.
+    """
     reg = _registry(config, registry)
-    before = _run(lambda: reg.manifest(name)).aliases.get(alias)
-    after = _run(lambda: reg.promote(name, version, alias=alias))
+    manifest = _run(lambda: reg.manifest(name))
+    before = manifest.aliases.get(alias)
+    target = version if version is not None else manifest.aliases.get("challenger")
+    spec = _contract_of(manifest, target, contract)
+    after = _run(lambda: reg.promote(name, version, alias=alias, contract=spec))
     typer.echo(f"{name}@{alias}: {before if before is not None else '-'} -> {after}")
 
 
@@ -133,13 +161,17 @@ def promote(
 def rollback(
     name: str = typer.Argument(..., help="Model name."),
     alias: str = AliasOption,
+    contract: str | None = ContractOption,
     config: Path | None = ConfigOption,
     registry: str | None = RegistryOption,
 ) -> None:
     """Move an alias (default champion) back to the version it held before."""
     reg = _registry(config, registry)
-    before = _run(lambda: reg.manifest(name)).aliases.get(alias)
-    after = _run(lambda: reg.rollback(name, alias=alias))
+    manifest = _run(lambda: reg.manifest(name))
+    before = manifest.aliases.get(alias)
+    history = manifest.alias_history.get(alias) or [None]
+    spec = _contract_of(manifest, history[-1], contract)
+    after = _run(lambda: reg.rollback(name, alias=alias, contract=spec))
     typer.echo(f"{name}@{alias}: {before} -> {after}")
 
 

@@ -19,9 +19,16 @@ from sluice.models._artifact import ModelArtifact, load_artifact, save_artifact
 from sluice.models._manifest import AliasEvent, Manifest, ModelRef, VersionRecord, parse_model_ref
 from sluice.models._meta import ModelMeta, roc_auc, table_fingerprint
 from sluice.models._net import MLP, MLPConfig, exact_logits, predict_scores, select_device
-from sluice.models._registry import LoadedModel, ModelRegistry, ModelSummary, VersionInfo
+from sluice.models._registry import (
+    LoadedModel,
+    ModelRegistry,
+    ModelSummary,
+    VersionInfo,
+    check_feature_spec,
+)
 
 __all__ = [
+    "check_feature_spec",
     "MLP",
     "AliasEvent",
     "LoadedModel",

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow.fs as pafs
@@ -32,7 +33,7 @@ import torch
 from pydantic import ValidationError
 
 from sluice.config import PlatformConfig, load_platform_config
-from sluice.errors import ModelNotFound, StoreUnavailable
+from sluice.errors import ConfigError, ModelNotFound, StoreUnavailable
 from sluice.models import _artifact as art
 from sluice.models._manifest import (
     CHALLENGER,
@@ -47,7 +48,10 @@ from sluice.models._manifest import (
 from sluice.models._meta import ModelMeta
 from sluice.models._net import MLP, predict_scores, select_device
 
-__all__ = ["LoadedModel", "ModelRegistry", "ModelSummary", "VersionInfo"]
+if TYPE_CHECKING:
+    from sluice.contract import Contract
+
+__all__ = ["LoadedModel", "ModelRegistry", "ModelSummary", "VersionInfo", "check_feature_spec"]
 
 MANIFEST_FILE = "manifest.json"
 REGISTRATION_FILE = "registration.json"
@@ -98,6 +102,17 @@ class ModelSummary:
     versions: int
     latest: int
     aliases: dict[str, int]
+
+
+def check_feature_spec(where: str, trained_spec_hash: str, contract: Contract) -> None:
+    """Refuse a model version trained on another feature spec than `contract` declares."""
+    expected = contract.features.spec_hash()
+    if trained_spec_hash != expected:
+        raise ConfigError(
+            f"model {where} was trained on feature spec {trained_spec_hash}, but contract "
+            f"{contract.name!r} declares spec {expected}; retrain the model for this contract "
+            "or use a version trained on its spec"
+        )
 
 
 class ModelRegistry:
@@ -227,11 +242,20 @@ class ModelRegistry:
         artifact = art.load_artifact(uri)
         return self.register(name, artifact.state_dict, artifact.meta)
 
-    def promote(self, name: str, version: int | None = None, alias: str = CHAMPION) -> int:
+    def promote(
+        self,
+        name: str,
+        version: int | None = None,
+        alias: str = CHAMPION,
+        *,
+        contract: Contract | None = None,
+    ) -> int:
         """Point `alias` (default champion) at `version` (default: the challenger).
 
         The previous holder is pushed on the alias history for `rollback`. When
-        the challenger becomes champion, the challenger alias is cleared.
+        the challenger becomes champion, the challenger alias is cleared. With a
+        `contract`, a version trained on another feature spec is refused
+        (``ConfigError``) before the alias moves, so no scorer fails on it later.
         """
         check_name(alias, "alias")
         self.manifest(name)  # checks the name and that the model exists before locking
@@ -243,7 +267,9 @@ class ModelRegistry:
                         f"{name}@{CHALLENGER}: no challenger to promote; name a version"
                     )
                 version = manifest.aliases[CHALLENGER]
-            manifest.record(version)
+            record = manifest.record(version)
+            if contract is not None:
+                check_feature_spec(f"{name}/{version}", record.feature_spec_hash, contract)
             previous = manifest.aliases.get(alias)
             if previous != version:
                 if previous is not None:
@@ -256,8 +282,14 @@ class ModelRegistry:
             self._write_manifest(manifest)
         return version
 
-    def rollback(self, name: str, alias: str = CHAMPION) -> int:
-        """Move `alias` back to the version it held before; returns that version."""
+    def rollback(
+        self, name: str, alias: str = CHAMPION, *, contract: Contract | None = None
+    ) -> int:
+        """Move `alias` back to the version it held before; returns that version.
+
+        With a `contract`, a target trained on another feature spec is refused as in
+        `promote`, and the alias and its history stay as they were.
+        """
         check_name(alias, "alias")
         self.manifest(name)  # checks the name and that the model exists before locking
         with self._writer(name):
@@ -265,7 +297,11 @@ class ModelRegistry:
             history = manifest.alias_history.get(alias) or []
             if not history:
                 raise ModelNotFound(f"{name}@{alias}: no previous version to roll back to")
-            target = history.pop()
+            target = history[-1]
+            if contract is not None:
+                record = manifest.record(target)
+                check_feature_spec(f"{name}/{target}", record.feature_spec_hash, contract)
+            history.pop()
             previous = manifest.aliases.get(alias)
             manifest.aliases[alias] = target
             manifest.events.append(self._event("rollback", alias, target, previous))

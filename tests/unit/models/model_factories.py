@@ -12,14 +12,16 @@ FEATURES = ("amount_z", "foreign", "count_1h")
 SMALL_TRAIN = {"rows": 6000, "seed": 3, "epochs": 4}  # the shared `trained` fixture
 
 
-def make_meta(auc: float = 0.8, contract: str = "fraud") -> ModelMeta:
+def make_meta(
+    auc: float = 0.8, contract: str = "fraud", spec_hash: str = "0123456789abcdef"
+) -> ModelMeta:
     matrix = np.random.default_rng(0).normal(size=(200, len(FEATURES))).astype(np.float32)
     return ModelMeta(
         contract=contract,
         architecture=MLPConfig(input_dim=len(FEATURES), hidden_dims=(8,)),
         feature_names=FEATURES,
-        feature_spec_hash="0123456789abcdef",
-        feature_stats=FeatureStats(spec_hash="0123456789abcdef"),
+        feature_spec_hash=spec_hash,
+        feature_stats=FeatureStats(spec_hash=spec_hash),
         reference=reference_statistics(FeatureMatrix(matrix, FEATURES)),
         metrics={"holdout_auc": auc},
         data_fingerprint="sha256:data",

@@ -5,9 +5,19 @@ from model_factories import make_meta, make_net
 from typer.testing import CliRunner
 
 from sluice.cli import app
+from sluice.contract import load_contract
 from sluice.models import ModelRegistry, save_artifact
 
 runner = CliRunner()
+FRAUD_SPEC = load_contract("fraud").features.spec_hash()
+
+
+def _register(tmp_path, root: str, i: int, spec_hash: str = FRAUD_SPEC) -> None:
+    meta = make_meta(auc=0.8 + i / 10, spec_hash=spec_hash)
+    path = save_artifact(tmp_path / f"artifact{i}", make_net(i), meta)
+    result = runner.invoke(app, ["models", "register", "fraud", path, "--registry", root])
+    assert result.exit_code == 0, result.output
+    assert f"registered fraud/{i + 1}" in result.output
 
 
 @pytest.mark.parametrize(
@@ -23,10 +33,7 @@ def test_register_list_promote_rollback_round_trip(tmp_path):
     root = str(tmp_path / "registry")
     opts = ["--registry", root]
     for i in range(2):
-        path = save_artifact(tmp_path / f"artifact{i}", make_net(i), make_meta(auc=0.8 + i / 10))
-        result = runner.invoke(app, ["models", "register", "fraud", path, *opts])
-        assert result.exit_code == 0, result.output
-        assert f"registered fraud/{i + 1}" in result.output
+        _register(tmp_path, root, i)
 
     result = runner.invoke(app, ["models", "promote", "fraud", "1", *opts])
     assert result.exit_code == 0, result.output
@@ -67,3 +74,32 @@ def test_errors_are_one_line_and_exit_1(tmp_path):
     assert result.exit_code == 1 and "no model.pt" in result.output
     result = runner.invoke(app, ["models", "list", *opts])
     assert result.exit_code == 0 and "no models" in result.output
+
+
+def test_promote_and_rollback_refuse_a_version_of_another_feature_spec(tmp_path):
+    root = str(tmp_path / "registry")
+    opts = ["--registry", root]
+    _register(tmp_path, root, 0, spec_hash="ffffffffffffffff")  # trained on another spec
+    _register(tmp_path, root, 1)
+    result = runner.invoke(app, ["models", "promote", "fraud", "1", *opts])
+    assert result.exit_code == 1
+    assert (f"error: model fraud/1 was trained on feature spec ffffffffffffffff, but contract "
+            f"'fraud' declares spec {FRAUD_SPEC}") in result.output  # fmt: skip
+    assert "champion" not in ModelRegistry(root).manifest("fraud").aliases
+
+    # the challenger path (no version named) is checked the same way
+    ModelRegistry(root).promote("fraud", 1, alias="challenger")
+    result = runner.invoke(app, ["models", "promote", "fraud", *opts])
+    assert result.exit_code == 1 and "fraud/1 was trained on feature spec ffff" in result.output
+
+    # a rollback onto it is refused too, and the alias and its history stay
+    ModelRegistry(root).promote("fraud", 1)  # the registry alone does not know the contract
+    assert runner.invoke(app, ["models", "promote", "fraud", "2", *opts]).exit_code == 0
+    result = runner.invoke(app, ["models", "rollback", "fraud", *opts])
+    assert result.exit_code == 1 and "fraud/1 was trained on feature spec ffff" in result.output
+    manifest = ModelRegistry(root).manifest("fraud")
+    assert manifest.aliases["champion"] == 2 and manifest.alias_history["champion"] == [1]
+
+    # --contract names the contract to check against instead of the registered one
+    result = runner.invoke(app, ["models", "promote", "fraud", "2", "--contract", "nope", *opts])
+    assert result.exit_code == 1 and "nope" in result.output
