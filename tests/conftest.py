@@ -6,8 +6,9 @@ import os
 
 import pytest
 
-# Ray: an explicit auth mode for every step (README "Ray and authentication": a stray ~/.ray/auth_token turns
-# token auth on for `ray start` otherwise). Set before Ray is imported anywhere.
+# Ray: an explicit auth mode for every step (README "Ray and authentication": a stray
+# ~/.ray/auth_token turns token auth on for `ray start` otherwise). Set before Ray is
+# imported anywhere.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
