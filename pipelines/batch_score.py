@@ -147,16 +147,20 @@ def _castable(got: pa.DataType, want: pa.DataType) -> bool:
 class _Stage:
     """Builds the contract's Scorer once per actor: model, suite and sessions load once."""
 
-    def __init__(self, cfg: PlatformConfig, contract_name: str, engine: str, batch_rows: int,
-                 source: str, now: datetime, conflicting_keys: frozenset[str]) -> None:  # fmt: skip
+    def __init__(self, cfg: PlatformConfig, contract_name: str, model_ref: str, engine: str,
+                 batch_rows: int, source: str, now: datetime,
+                 conflicting_keys: frozenset[str]) -> None:  # fmt: skip
         from sluice.models import ModelRegistry
         from sluice.scoring import Scorer
         from sluice.store import CassandraFeatureStore
 
         self.contract = load_contract(contract_name)
         store = CassandraFeatureStore.for_contract(cfg.cassandra, self.contract)
+        # model_ref is the version the driver resolved the alias to once for the whole job:
+        # an actor started (or restarted) after a promotion still scores with it.
         self.scorer = Scorer(self.contract, ModelRegistry.from_config(cfg), store, engine,
-                             batch_rows=batch_rows, record_events=False)  # fmt: skip
+                             model_ref=model_ref, batch_rows=batch_rows,
+                             record_events=False)  # fmt: skip
         self.source, self.now, self.conflicting_keys = source, now, conflicting_keys
 
 
@@ -309,7 +313,8 @@ def run(job: BatchJob, cfg: PlatformConfig) -> JobSummary:
     rows_read = count_rows(job, files, fs, read)
     conflicts = conflicting_keys(read(), contract.key_column, rows_read)
     phase["key_check"] = time.monotonic() - t
-    stage_args = dict(cfg=cfg, contract_name=job.contract, engine=job.validation_engine,
+    stage_args = dict(cfg=cfg, contract_name=job.contract, model_ref=model_version,
+                      engine=job.validation_engine,
                       batch_rows=job.batch_rows, source=f"batch:{job.name}", now=now,
                       conflicting_keys=conflicts)  # fmt: skip
     map_args = dict(
