@@ -9,8 +9,9 @@ Routes (all but ``/v1/health`` need an API key; see ``auth``)::
     GET  /docs, /openapi.json     OpenAPI
 
 Status codes: 401 wrong or missing key; 404 unknown contract; 413 body over
-``max_body_bytes`` or more than ``max_rows`` rows; 422 malformed rows (field and rule)
-or rows that broke the contract's expectations (quarantined, with the reasons);
+``max_body_bytes`` or more than ``max_rows`` rows; 415 a ``Content-Type`` that is not JSON;
+422 malformed rows (field and rule) or rows that broke the contract's expectations
+(quarantined, with the reasons);
 503 (or 429) with ``Retry-After`` when the model's queue is full or the store is down;
 504 when scoring takes longer than ``request_timeout_s``. A client mistake is never a 500.
 
@@ -65,6 +66,7 @@ __all__ = [
     "ScoringService",
     "ScoringTimeout",
     "create_api",
+    "is_json_media_type",
     "status_for",
 ]
 
@@ -72,6 +74,14 @@ log = logging.getLogger(__name__)
 
 HEALTH_PATH = "/v1/health"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+# application/json, or a structured-syntax JSON type (application/problem+json), any params.
+_JSON_MEDIA_TYPE = re.compile(r"^application/([a-z0-9.!#$&^_-]+\+)?json$")
+
+
+def is_json_media_type(content_type: str | None) -> bool:
+    """Whether a ``Content-Type`` header declares JSON (parameters such as charset aside)."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return bool(_JSON_MEDIA_TYPE.match(media))
 
 # SluiceError branch -> status. The most specific class in an error's MRO wins.
 STATUS_BY_ERROR: dict[type[SluiceError], int] = {
@@ -205,7 +215,8 @@ def create_api(service: ScoringService) -> FastAPI:
     )
     @api.exception_handler(RequestRejected)
     async def _rejected(request: Request, exc: RequestRejected) -> Response:
-        kind = {413: "too_large", 400: "bad_request"}.get(exc.status, "invalid_request")
+        kind = {413: "too_large", 400: "bad_request",
+                415: "unsupported_media_type"}.get(exc.status, "invalid_request")  # fmt: skip
         body = {"error": kind, "message": exc.message,
                 "problems": [p.as_dict() for p in exc.problems]}  # fmt: skip
         return _json(exc.status, body, _ours(request))
@@ -241,6 +252,7 @@ def create_api(service: ScoringService) -> FastAPI:
         response_model=PredictResponse,
         responses={401: {"description": "missing or wrong API key"},
                    413: {"description": "body or row count over the limit"},
+                   415: {"description": "Content-Type is not JSON"},
                    422: {"description": "malformed rows, or rows failing the contract"},
                    503: {"description": "overloaded or store unavailable; see Retry-After"},
                    504: {"description": "scoring took longer than the request timeout"}},
@@ -255,6 +267,10 @@ def create_api(service: ScoringService) -> FastAPI:
             return _json(404, {"error": "unknown_contract",
                                "message": f"contract {contract!r} is not served here; "
                                           f"served: {c.name}"}, ours)  # fmt: skip
+        declared = request.headers.get("content-type")
+        if not is_json_media_type(declared):
+            raise RequestRejected(415, f"Content-Type {declared!r} is not JSON: send the rows "
+                                       "as 'Content-Type: application/json'")  # fmt: skip
         rows, many = service.parser.parse(await service.read_body(request))
         reply = await service.score(rows)
         if reply.error is not None:

@@ -139,14 +139,17 @@ def test_bad_inputs_get_4xx_naming_the_field_and_the_rule(http):
         r = http.post(PREDICT, json=body, headers=AUTH)
         assert r.status_code == status and problem in _problems(r), r.text
     text = json.dumps(row).replace(json.dumps(row["amount"]), "NaN", 1)
-    r = http.post(PREDICT, content=text, headers=AUTH)
+    raw = {**AUTH, "Content-Type": "application/json"}  # raw bytes: declare them JSON
+    r = http.post(PREDICT, content=text, headers=raw)
     assert r.status_code == 422 and ("row.amount", "finite_number") in _problems(r)
     r = http.post(PREDICT, json=json_rows(17), headers=AUTH)  # max_rows is 16
     assert r.status_code == 413
-    r = http.post(PREDICT, content=b"[" + b" " * 20000 + b"]", headers=AUTH)  # over 16 KiB
+    r = http.post(PREDICT, content=b"[" + b" " * 20000 + b"]", headers=raw)  # over 16 KiB
     assert r.status_code == 413
-    r = http.post(PREDICT, content=b"{oops", headers=AUTH)
+    r = http.post(PREDICT, content=b"{oops", headers=raw)
     assert r.status_code == 422
+    r = http.post(PREDICT, content=json.dumps(row), headers={**AUTH, "Content-Type": "text/plain"})
+    assert r.status_code == 415 and r.json()["error"] == "unsupported_media_type"
     r = http.post("/v1/nope/predict", json=row, headers=AUTH)
     assert r.status_code == 404
 

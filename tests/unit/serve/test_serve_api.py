@@ -36,6 +36,7 @@ pytestmark = pytest.mark.anyio
 
 KEY = "test-key-1"
 AUTH = {"X-API-Key": KEY}
+JSON = {**AUTH, "Content-Type": "application/json"}  # for bodies sent as raw bytes
 CONTRACT = load_contract("fraud")
 
 
@@ -150,16 +151,42 @@ async def test_health_needs_no_key_and_both_header_styles_work(client):
 
 async def test_body_over_the_limit_is_413_declared_or_streamed(client, setup):
     big = json.dumps(json_rows(1)[0] | {"pad": "x" * 5000})
-    r = await client.post("/v1/fraud/predict", content=big, headers=AUTH)
+    r = await client.post("/v1/fraud/predict", content=big, headers=JSON)
     assert r.status_code == 413 and r.json()["error"] == "too_large"
 
     async def chunks():
         for _ in range(10):
             yield b" " * 1000
 
-    r = await client.post("/v1/fraud/predict", content=chunks(), headers=AUTH)
+    r = await client.post("/v1/fraud/predict", content=chunks(), headers=JSON)
     assert r.status_code == 413
     assert setup[1].calls == 0
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; b=x",
+     "application/jsonx", "text/json", ""],
+)
+async def test_a_body_not_declared_json_is_415(client, setup, content_type):
+    body = json.dumps(json_rows(1)[0]).encode()
+    headers = AUTH if content_type is None else {**AUTH, "Content-Type": content_type}
+    r = await client.post("/v1/fraud/predict", content=body, headers=headers)
+    assert r.status_code == 415, r.text
+    assert r.json()["error"] == "unsupported_media_type" and "application/json" in r.text
+    assert setup[1].calls == 0
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json", "application/json; charset=utf-8", "Application/JSON",
+     "application/problem+json"],
+)
+async def test_json_content_types_are_accepted(client, content_type):
+    body = json.dumps(json_rows(1)[0]).encode()
+    r = await client.post("/v1/fraud/predict", content=body,
+                          headers={**AUTH, "Content-Type": content_type})  # fmt: skip
+    assert r.status_code == 200, r.text
 
 
 async def test_too_many_rows_is_413_and_shape_errors_are_422(client, setup):
@@ -170,7 +197,7 @@ async def test_too_many_rows_is_413_and_shape_errors_are_422(client, setup):
     assert r.status_code == 422
     assert r.json()["problems"][0] | {"message": None} == {
         "loc": "row.amount", "rule": "float_type", "message": None, "value": "'12'"}  # fmt: skip
-    r = await client.post("/v1/fraud/predict", content=b'{"amount": Infinity}', headers=AUTH)
+    r = await client.post("/v1/fraud/predict", content=b'{"amount": Infinity}', headers=JSON)
     assert r.status_code == 422
     assert ("row.amount", "finite_number") in {(p["loc"], p["rule"]) for p in r.json()["problems"]}
     assert setup[1].calls == 0
