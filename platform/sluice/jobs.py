@@ -131,7 +131,28 @@ class StreamJob(Frozen):
     )  # fmt: skip
     max_consumer_restarts: int = Field(
         10, ge=0, le=10_000,
-        description="Consumer actors the driver replaces after a crash before it gives up.",
+        description="Consumer actors the driver replaces after a crash within any "
+        "restart_window_s before it gives up (older restarts no longer count).",
+    )  # fmt: skip
+    restart_window_s: float = Field(
+        600.0, gt=0, le=86_400,
+        description="The sliding window max_consumer_restarts is counted over.",
+    )  # fmt: skip
+    store_outage_max_s: float = Field(
+        180.0, gt=0, le=3600,
+        description="How long a consumer waits for Cassandra to come back, retrying the batch "
+        "in flight with backoff (nothing is committed meanwhile), before it fails. It does "
+        "not poll Kafka while it waits, so it must stay below max_poll_interval_ms.",
+    )  # fmt: skip
+    max_message_bytes: int = Field(
+        65_536, ge=64, le=1_048_576,
+        description="Largest message value decoded; a larger one is quarantined unparsed. "
+        "Also the most bytes of a message's key and value a quarantine row keeps.",
+    )  # fmt: skip
+    max_unknown_fields: int = Field(
+        64, ge=0, le=10_000,
+        description="Fields outside the contract a message may carry (they are dropped); a "
+        "message with more is quarantined as too wide.",
     )  # fmt: skip
 
     @property
@@ -139,11 +160,17 @@ class StreamJob(Frozen):
         return self.group_id or f"sluice-{self.name}"
 
     @model_validator(mode="after")
-    def _poll_interval_over_session(self) -> StreamJob:
+    def _poll_interval_over_waits(self) -> StreamJob:
         if self.max_poll_interval_ms < self.session_timeout_ms:
             raise ValueError(
                 f"max_poll_interval_ms ({self.max_poll_interval_ms}) must not be below "
                 f"session_timeout_ms ({self.session_timeout_ms})"
+            )
+        if self.store_outage_max_s * 1000 >= self.max_poll_interval_ms:
+            raise ValueError(
+                f"store_outage_max_s ({self.store_outage_max_s:g}) must stay below "
+                f"max_poll_interval_ms ({self.max_poll_interval_ms} ms): a consumer waiting "
+                "for Cassandra does not poll, and the group would evict it"
             )
         return self
 

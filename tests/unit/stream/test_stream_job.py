@@ -42,6 +42,11 @@ def test_defaults_and_group_name(tmp_path):
     ("name: s\ncontract: fraud\ntopic: t\nbatch_size: 5\n", "batch_size: unknown key"),
     ("name: s\ncontract: fraud\ntopic: t\nsession_timeout_ms: 60000\nmax_poll_interval_ms: 30000\n",
      "must not be below session_timeout_ms"),
+    ("name: s\ncontract: fraud\ntopic: t\nmax_poll_interval_ms: 60000\nstore_outage_max_s: 60\n",
+     r"store_outage_max_s \(60\) must stay below max_poll_interval_ms \(60000 ms\)"),
+    ("name: s\ncontract: fraud\ntopic: t\nrestart_window_s: 0\n", "restart_window_s: got 0"),
+    ("name: s\ncontract: fraud\ntopic: t\nmax_message_bytes: 10\n", "max_message_bytes: got 10"),
+    ("name: s\ncontract: fraud\ntopic: t\nmax_unknown_fields: -1\n", "max_unknown_fields: got -1"),
 ])  # fmt: skip
 def test_bad_stream_jobs_name_the_field(tmp_path, text, expected):
     with pytest.raises(ConfigError, match=expected):
