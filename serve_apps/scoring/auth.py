@@ -4,7 +4,8 @@ A key reaches the endpoint as ``Authorization: Bearer <key>`` or ``X-API-Key: <k
 Its SHA-256 digest is compared with *every* stored digest through
 ``hmac.compare_digest`` (no early exit), so neither the comparison nor the number of
 keys tried reveals how close a guess came. Keys never appear in config, logs or memory
-beyond the request: ``sluice serve hash-key`` prints the digest to store.
+beyond the request: ``sluice serve hash-key`` prints the digest to store (it reads the
+key from stdin or a hidden prompt, never from its command line; ``--new`` makes one).
 
 Key file (``configs/api_keys``; the env var in ``api_keys.file_env`` overrides its
 path): one key per line, ``<name> <sha256 hex>``; ``#`` starts a comment.

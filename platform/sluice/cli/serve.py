@@ -4,8 +4,8 @@
                                           # HAProxy ingress (--ingress proxy: Serve's own)
     sluice serve --deploy [--address URL] # check, then `serve deploy` to a running cluster
     sluice serve --check                  # check only
-    sluice serve hash-key                 # a new API key and the digest line to store
-    echo -n "$KEY" | sluice serve hash-key -   # the digest of an existing key
+    sluice serve hash-key --new           # a new API key and the digest line to store
+    sluice serve hash-key                 # the line of an existing key: stdin, else a prompt
 
 The check catches what Serve itself would silently ignore (misspelled deployment or
 autoscaling keys) and validates the app's typed args; see serve_apps/scoring/config_check.py.
@@ -110,28 +110,36 @@ def _run_to_end(cmd: list[str], env: dict[str, str]) -> int:
                 return proc.wait()
 
 
+def _stdin_is_terminal() -> bool:
+    return sys.stdin.isatty()
+
+
 @app.command("hash-key")
 def hash_key(
-    key: str | None = typer.Argument(
-        None, help="The key to hash; '-' reads it from stdin; omitted: make a new one."
-    ),
+    new: bool = typer.Option(False, "--new", help="Make a new random key (shown once)."),
     name: str = typer.Option("client", "--name", help="Name of the key in the key file."),
 ) -> None:
-    """Print the SHA-256 line to add to the key file (configs/api_keys)."""
+    """Print the SHA-256 line to add to the key file (configs/api_keys).
+
+    The key is never an argument (a command line lands in shell history and in `ps`): it is
+    read from stdin when piped, else from a hidden prompt; `--new` makes one instead.
+    """
     _repo_on_path()
     from serve_apps.scoring.auth import hash_key as digest_of
     from serve_apps.scoring.auth import new_key
 
-    if key == "-":
-        key = sys.stdin.read().strip()
-    made = key is None
-    key = new_key() if key is None else key
-    if not key:
-        typer.echo("error: empty key", err=True)
-        raise typer.Exit(1)
-    if made:
+    if new:
+        key = new_key()
         typer.echo(f"key (shown once, give it to the client): {key}")
         typer.echo("line for the key file:")
+    elif _stdin_is_terminal():
+        key = typer.prompt("API key", hide_input=True, confirmation_prompt=True).strip()
+    else:
+        key = sys.stdin.read().strip()
+    if not key:
+        typer.echo("error: empty key (pipe it on stdin, type it at the prompt, or use --new)",
+                   err=True)  # fmt: skip
+        raise typer.Exit(1)
     typer.echo(f"{name} {digest_of(key)}")
 
 
