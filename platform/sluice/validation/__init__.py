@@ -23,7 +23,10 @@ Semantics (identical in both engines, proven by a property test against GX):
   ±Inf fail ``be_between``. A column missing from the table fails
   ``expect_column_to_exist`` and every expectation on it, for every row.
 - when GX cannot evaluate an expectation on a column (numeric bounds on a
-  string column), both engines raise `ConfigError`.
+  string column), both engines raise `ConfigError`; a regex GX raises on for
+  some column (one RE2 refuses: inline flags other than ``i m s U``,
+  conditionals, atomic groups, possessive quantifiers, counts over 1000) is
+  refused when the suite loads.
 
 - ``row_condition`` (``condition_parser="pandas"``) is supported for a column
   compared with literals (``== != < <= > >=``, ``in``), combined with
@@ -33,9 +36,9 @@ Limits of the compiled engine, all explicit (`UnsupportedExpectation` at load
 or `ConfigError` naming the expectation, the column and its Arrow type): other
 row_condition syntax or parsers; suite parameter expressions (only plain
 names); regexes whose meaning differs between Python ``re`` and RE2 (``{,n}``,
-``[[:alpha:]]``); regex and length checks on float32, timestamp or nested
-columns; value sets on float32 or timestamp columns; row conditions on timestamp
-columns; ranges on uint64 columns.
+``[[:alpha:]]``) or that only RE2 compiles (``\\pL``); regex and length checks
+on float32, timestamp or nested columns; value sets on float32 or timestamp
+columns; row conditions on timestamp columns; ranges on uint64 columns.
 """
 
 from sluice.validation._api import Engine, load_suite, parse_suite, validate

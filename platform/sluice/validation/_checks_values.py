@@ -13,12 +13,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sluice.errors import ConfigError
 from sluice.validation._bytes import short_key, short_keys
 from sluice.validation._columns import ColumnView
 from sluice.validation._outcomes import EMPTY as _EMPTY
 from sluice.validation._outcomes import Check, Incompatible, map_outcome, masked
-from sluice.validation._regex import RegexMatcher, portability_problem
+from sluice.validation._regex import RegexMatcher
 from sluice.validation._report import ExpectationOutcome
 from sluice.validation._suite import Expectation
 from sluice.validation._types import NO_SAMPLE, type_verdict
@@ -102,11 +101,12 @@ _TEXT_KINDS = ("string", "int", "uint64", "float", "bool", "null")
 def _regex(matching_is_unexpected: bool) -> Builder:
     def builder(exp: Expectation, source: str) -> Check:
         static = exp.kwargs["regex"]
-        matcher = None if isinstance(static, dict) else _matcher(static, exp, source)
+        # patterns are checked by the suite loader (resolve_params, for a parameter)
+        matcher = None if isinstance(static, dict) else RegexMatcher(static)
         clean = ExpectationOutcome(exp, True, _EMPTY)
 
         def check(view: ColumnView, kw: Mapping[str, Any], n: int) -> ExpectationOutcome:
-            m = matcher or _matcher(kw["regex"], exp, source)
+            m = matcher or RegexMatcher(kw["regex"])
             if view.kind not in _TEXT_KINDS:
                 raise Incompatible("regex checks are supported on string, number and bool columns")
             if view.kind == "string" and view.small:
@@ -124,13 +124,6 @@ def _regex(matching_is_unexpected: bool) -> Builder:
         return check
 
     return builder
-
-
-def _matcher(pattern: str, exp: Expectation, source: str) -> RegexMatcher:
-    problem = portability_problem(pattern)
-    if problem:
-        raise ConfigError(f"suite {source}: {exp.describe()}: regex {pattern!r}: {problem}")
-    return RegexMatcher(pattern)
 
 
 def _lengths(view: ColumnView) -> np.ndarray:

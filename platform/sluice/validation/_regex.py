@@ -9,21 +9,27 @@ rather than per column: RE2 answers the rows where it provably agrees with
 rows containing a newline for ``$``), so one odd row does not slow a batch down.
 Small inputs skip Arrow entirely: a precompiled ``re`` is faster than one RE2
 call (which compiles the pattern each time).
+
+Which patterns are accepted is decided once, at suite load, for both engines
+(`check_pattern`): one that GX raises on for some column (RE2 refuses it) is
+refused, so no suite answers online and fails in batch.
 """
 
 from __future__ import annotations
 
 import re
 import warnings
+from functools import lru_cache
 from re import _parser  # type: ignore[attr-defined]  # the parser pandas also relies on
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sluice.errors import ConfigError, UnsupportedExpectation
 from sluice.validation._bytes import FixedWidthPattern, StringBuffers
 
-__all__ = ["RegexMatcher", "portability_problem"]
+__all__ = ["RegexMatcher", "check_pattern", "gx_refusal", "portability_problem"]
 
 _PYTHON_ONLY_OPS = {
     _parser.ASSERT,
@@ -71,6 +77,59 @@ def portability_problem(pattern: str) -> str | None:
             _parser.parse(pattern)
         except FutureWarning as exc:
             return f"{exc} (RE2 reads '[[:name:]]' as a POSIX class); escape the bracket"
+    return None
+
+
+def check_pattern(pattern: str, where: str) -> None:
+    """Refuse, for both engines, a pattern one of them cannot run as the other does.
+
+    `ConfigError` when GX raises on it (`gx_refusal`) or when its meaning depends
+    on the regex engine (`portability_problem`); `UnsupportedExpectation` for RE2
+    syntax that Python ``re`` cannot compile (GX runs it, the compiled engine not).
+    """
+    refusal = gx_refusal(pattern)
+    if refusal is not None:
+        raise ConfigError(
+            f"{where}: invalid regex {pattern!r}: Great Expectations raises on it ({refusal})"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # "possible nested set": below
+            re.compile(pattern)
+    except re.error as exc:
+        raise UnsupportedExpectation(
+            f"{where}: regex {pattern!r} is RE2 syntax that Python re rejects ({exc}): Great "
+            "Expectations runs it with RE2, the compiled engine does not support it"
+        ) from None
+    problem = portability_problem(pattern)
+    if problem:
+        raise ConfigError(f"{where}: regex {pattern!r}: {problem}")
+
+
+@lru_cache(maxsize=256)
+def gx_refusal(pattern: str) -> str | None:
+    """Why Great Expectations 1.24 raises on ``pattern`` for some column, or None.
+
+    GX's pandas metric is ``column.astype(str).str.contains(regex)``. pandas hands
+    the pattern to pyarrow's RE2 kernel unless it needs Python ``re`` (lookarounds,
+    backreferences, ``\\s``, ``\\u``; ``\\w \\d \\b`` only for non-ASCII data, ``$``
+    only for data holding a newline), and RE2 refuses what it does not know:
+    inline flags other than ``i m s U``, conditionals, atomic groups, possessive
+    quantifiers, comments, counts over 1000. An empty or all-null column never
+    reaches the kernel, so GX fails on some tables and answers on others. We run
+    GX's own call on two one-value columns, ASCII text (the RE2 route wherever
+    pandas may take it) and non-ASCII text with a newline (the ``re`` route), and
+    return the first error.
+    """
+    import pandas as pd  # GX's own dependency; only suites with a regex pay for it
+
+    for probe in ("a", "\u00e9\n"):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                pd.Series([probe], dtype=object).astype(str).str.contains(pattern)
+        except Exception as exc:  # whatever GX would report as the metric's exception
+            return f"{type(exc).__name__}: {exc}"
     return None
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -35,6 +34,7 @@ from pydantic.v1 import (
 
 from sluice.errors import ConfigError, UnsupportedExpectation
 from sluice.validation._conditions import RowCondition, UnsupportedCondition
+from sluice.validation._regex import check_pattern
 
 __all__ = [
     "SUPPORTED_EXPECTATIONS",
@@ -265,15 +265,7 @@ def _parse_expectation(index: int, item: Any, source: str) -> Expectation:
     coerced = _coerce(model, kwargs, f"{where} ({type_})")
     condition = _condition(coerced, f"{where} ({type_})")
     if type_.endswith("match_regex") and isinstance(coerced.get("regex"), str):
-        try:
-            with warnings.catch_warnings():
-                # "possible nested set": reported by the compiled engine's portability check
-                warnings.simplefilter("ignore", FutureWarning)
-                re.compile(coerced["regex"])
-        except re.error as exc:
-            raise ConfigError(
-                f"{where} ({type_}): invalid regex {coerced['regex']!r}: {exc}"
-            ) from None
+        check_pattern(coerced["regex"], f"{where} ({type_})")
     if type_.endswith("_in_set") and isinstance(coerced.get("value_set"), list):
         for value in coerced["value_set"]:
             if not isinstance(value, str | int | float | bool | None):
@@ -397,6 +389,8 @@ def resolve_params(
         resolved = _coerce(model, raw, f"suite {suite_source}: {expectation.describe()}")
     if expectation.type == "expect_column_values_to_be_between":
         check_bound_order_if_any(resolved, f"suite {suite_source}: {expectation.describe()}")
+    if isinstance(expectation.kwargs.get("regex"), dict):
+        check_pattern(resolved["regex"], f"suite {suite_source}: {expectation.describe()}")
     return resolved
 
 
