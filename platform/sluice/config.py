@@ -10,19 +10,28 @@ expected form.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from sluice.errors import ConfigError
 
 __all__ = [
+    "CQL_NAME_PATTERN",
     "CassandraConfig",
     "ConsistencyLevel",
+    "CqlName",
     "KafkaConfig",
     "LocalServicesConfig",
     "PlatformConfig",
@@ -30,7 +39,7 @@ __all__ = [
     "RegistryConfig",
     "ServeConfig",
     "TLSConfig",
-    "default_config_path",
+    "DEFAULT_CONFIG_PATH",
     "format_validation_error",
     "load_platform_config",
     "read_yaml_mapping",
@@ -38,6 +47,30 @@ __all__ = [
 
 ENV_PREFIX = "SLUICE_"
 REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG_PATH = REPO_ROOT / "configs" / "platform.yaml"
+"""The one config path that may be absent (then every field takes its default)."""
+
+CQL_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,47}$"
+"""A keyspace, table or column name Sluice writes into CQL unquoted: lower case (CQL folds
+an unquoted name to lower case), at most 48 characters (Cassandra's limit for keyspace and
+table names)."""
+
+
+def _not_reserved(name: str) -> str:
+    # The driver's list of reserved words: the names it would have to quote.
+    from cassandra.metadata import cql_keywords_reserved
+
+    if name in cql_keywords_reserved:
+        raise ValueError(f"{name!r} is a reserved CQL keyword; pick another name")
+    return name
+
+
+CqlName = Annotated[str, Field(pattern=CQL_NAME_PATTERN), AfterValidator(_not_reserved)]
+"""A name that reaches CQL text unquoted: ``CQL_NAME_PATTERN`` and not a reserved word."""
+
+DatacenterName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+"""A Cassandra datacenter name (``datacenter1``, ``us-east-1``): CQL quotes it as a string
+literal in the replication map, so quotes and spaces are refused."""
 
 
 class Frozen(BaseModel):
@@ -55,6 +88,23 @@ class ConsistencyLevel(StrEnum):
     LOCAL_QUORUM = "LOCAL_QUORUM"
     EACH_QUORUM = "EACH_QUORUM"
     LOCAL_ONE = "LOCAL_ONE"
+
+    def replicas(self, local_rf: int, factors: Sequence[int]) -> tuple[int, int]:
+        """(replicas in the local DC, replicas in all DCs) a request at this level is sure
+        to reach, for a local factor ``local_rf`` and every DC's ``factors``."""
+        total, local_quorum = sum(factors), local_rf // 2 + 1
+        level = ConsistencyLevel
+        overall = {
+            level.ONE: 1, level.TWO: 2, level.THREE: 3, level.LOCAL_ONE: 1,
+            level.QUORUM: total // 2 + 1, level.ALL: total, level.LOCAL_QUORUM: local_quorum,
+            level.EACH_QUORUM: sum(f // 2 + 1 for f in factors),
+        }[self]  # fmt: skip
+        # A level that does not name the local DC may be served by remote replicas only.
+        local = {
+            level.LOCAL_ONE: 1, level.LOCAL_QUORUM: local_quorum,
+            level.EACH_QUORUM: local_quorum, level.ALL: local_rf,
+        }.get(self, max(0, overall - (total - local_rf)))  # fmt: skip
+        return local, overall
 
 
 class TLSConfig(Frozen):
@@ -78,7 +128,7 @@ class ReplicationConfig(Frozen):
         description="Cassandra replication class.",
     )
     replication_factor: int = Field(1, ge=1, le=9, description="For SimpleStrategy.")
-    datacenters: dict[str, int] = Field(
+    datacenters: dict[DatacenterName, Annotated[int, Field(ge=1, le=9)]] = Field(
         default_factory=dict, description="For NetworkTopologyStrategy: DC name -> factor."
     )
 
@@ -92,12 +142,21 @@ class ReplicationConfig(Frozen):
 class CassandraConfig(Frozen):
     contact_points: tuple[str, ...] = Field(("127.0.0.1",), min_length=1)
     port: int = Field(9042, gt=0, lt=65536)
-    local_datacenter: str = Field("datacenter1", description="DC for token-aware DC-aware LB.")
-    keyspace: str = Field("sluice", pattern=r"^[a-z][a-z0-9_]{0,47}$")
+    local_datacenter: DatacenterName = Field(
+        "datacenter1", description="DC for token-aware DC-aware LB."
+    )
+    keyspace: CqlName = Field("sluice", description="Keyspace of every Sluice table.")
     replication: ReplicationConfig = ReplicationConfig()
     protocol_version: int = Field(5, ge=4, le=5)
-    read_consistency: ConsistencyLevel = ConsistencyLevel.LOCAL_ONE
-    write_consistency: ConsistencyLevel = ConsistencyLevel.LOCAL_QUORUM
+    read_consistency: ConsistencyLevel = Field(
+        ConsistencyLevel.LOCAL_QUORUM,
+        description="Level of every read, the online feature reads included.",
+    )
+    write_consistency: ConsistencyLevel = Field(
+        ConsistencyLevel.LOCAL_QUORUM,
+        description="Level of the platform's writes (feature events, checkpoints); with "
+        "read_consistency it must satisfy R + W > RF.",
+    )
     username: str | None = None
     password: str | None = None
     tls: TLSConfig = TLSConfig()
@@ -111,6 +170,41 @@ class CassandraConfig(Frozen):
     def _user_and_password_together(self) -> CassandraConfig:
         if (self.username is None) != (self.password is None):
             raise ValueError("username and password must be given together")
+        return self
+
+    @model_validator(mode="after")
+    def _reads_see_writes(self) -> CassandraConfig:
+        # Feature reads (read_consistency) must see the feature events just written
+        # (write_consistency): a read and a write replica set overlap when R + W > RF.
+        r, where = self.replication, f"replication_factor {self.replication.replication_factor}"
+        local_rf, factors = r.replication_factor, [r.replication_factor]
+        if r.strategy == "NetworkTopologyStrategy":
+            if self.local_datacenter not in r.datacenters:
+                raise ValueError(
+                    f"local_datacenter {self.local_datacenter!r} is not one of "
+                    f"replication.datacenters ({', '.join(r.datacenters)}); the keyspace must "
+                    "keep replicas where Sluice reads"
+                )
+            local_rf, factors = r.datacenters[self.local_datacenter], list(r.datacenters.values())
+            where = f"replication factor {local_rf} in {self.local_datacenter}"
+        for name in ("read_consistency", "write_consistency"):
+            need = getattr(self, name).replicas(local_rf, factors)[1]
+            if need > sum(factors):
+                raise ValueError(
+                    f"{name} {getattr(self, name)} needs {need} replicas; the keyspace keeps "
+                    f"{sum(factors)} (replication); every request at it would fail"
+                )
+        (r_local, r_all), (w_local, w_all) = (
+            level.replicas(local_rf, factors)
+            for level in (self.read_consistency, self.write_consistency)
+        )
+        if r_local + w_local <= local_rf and r_all + w_all <= sum(factors):
+            raise ValueError(
+                f"read_consistency {self.read_consistency} (R = {r_local}) and "
+                f"write_consistency {self.write_consistency} (W = {w_local}) break R + W > RF "
+                f"({r_local} + {w_local} <= RF {local_rf}, {where}): reads that feed features "
+                "could miss the latest writes; use LOCAL_QUORUM for both"
+            )
         return self
 
 
@@ -199,10 +293,6 @@ class PlatformConfig(Frozen):
         return p if p.is_absolute() else REPO_ROOT / p
 
 
-def default_config_path() -> Path:
-    return Path(os.environ.get("SLUICE_CONFIG", REPO_ROOT / "configs" / "platform.yaml"))
-
-
 def format_validation_error(exc: ValidationError, source: str) -> str:
     """One line per problem: the YAML path, the bad value and the expected form."""
     lines = [f"{source}: invalid configuration"]
@@ -212,6 +302,8 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
             lines.append(
                 f"  {path}: unknown key (value {err['input']!r}); remove it or fix its name"
             )
+        elif err["type"] == "value_error":  # a rule of ours: the message names the values
+            lines.append(f"  {path}: {err['msg'].removeprefix('Value error, ')}")
         else:
             lines.append(f"  {path}: got {err.get('input')!r}; expected {err['msg']}")
     return "\n".join(lines)
@@ -267,10 +359,16 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any], model: type[BaseMo
 def load_platform_config(
     path: Path | str | None = None, environ: Mapping[str, str] | None = None
 ) -> PlatformConfig:
-    """Parse the platform config once; environment variables override the file."""
-    path = Path(path) if path is not None else default_config_path()
+    """Parse the platform config once; environment variables override the file.
+
+    The file is ``path``, else ``$SLUICE_CONFIG``, else ``DEFAULT_CONFIG_PATH``. A path that
+    was given must exist (``ConfigError`` naming it); only the default may be absent, and
+    then every field takes its default. A relative path is relative to the working directory.
+    """
     environ = os.environ if environ is None else environ
-    raw = read_yaml_mapping(path) if path.exists() else {}
+    given = path if path is not None else environ.get("SLUICE_CONFIG") or None
+    path = Path(given) if given is not None else DEFAULT_CONFIG_PATH
+    raw = read_yaml_mapping(path) if given is not None or path.exists() else {}
     _merge(raw, _env_overrides(environ), PlatformConfig)
     try:
         return PlatformConfig.model_validate(raw)

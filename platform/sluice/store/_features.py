@@ -86,12 +86,9 @@ class CassandraFeatureStore:
         agg = contract.features.aggregates
         if agg is None:
             raise ConfigError(f"contract {contract.name} declares no aggregates: no feature store")
-        return cls(
-            cfg,
-            feature_events_table(contract).name,
-            ttl_s=feature_ttl_s(agg),
-            consistency=contract.output.consistency,
-        )
+        # Written at the platform's write_consistency, not the contract's output level:
+        # config load checks it against read_consistency (R + W > RF).
+        return cls(cfg, feature_events_table(contract).name, ttl_s=feature_ttl_s(agg))
 
     def __getstate__(self) -> dict[str, Any]:
         # Sessions and prepared statements belong to one process: never pickle them.
