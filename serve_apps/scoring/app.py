@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray.serve import Application
 from ray.serve.config import BackpressureConfig
 
-from serve_apps.scoring.auth import KeyRing, parse_key_file
+from serve_apps.scoring.auth import KeyRing, parse_key_file, refuse_published_keys
 from serve_apps.scoring.deployments import (
     IngressSettings,
     ModelSettings,
@@ -48,6 +48,7 @@ __all__ = [
     "assemble_app",
     "build_app",
     "load_key_digests",
+    "serve_http_host",
 ]
 
 
@@ -133,8 +134,34 @@ def _repo_path(path: str) -> Path:
     return p if p.is_absolute() else REPO_ROOT / p
 
 
-def load_key_digests(keys: ApiKeysArgs, environ: dict[str, str] | None = None) -> dict[str, str]:
-    """name -> digest from the config and the key file (the env var wins over `file`)."""
+def serve_http_host() -> str | None:
+    """The host Serve's HTTP ingress binds: the running controller's ``http_options``.
+
+    The builder runs inside Serve (``serve deploy``/``serve run`` build the app in a task of
+    the cluster, after the controller started with the file's ``http_options``), so this is
+    where the endpoint really listens. Without a controller: the host ``serve.run`` would
+    start one with. None: Serve has no HTTP ingress.
+    """
+    import ray
+    from ray.serve.config import HTTPOptions
+
+    if ray.is_initialized():
+        from ray.serve.context import _get_global_client  # private; pinned with Ray 2.60
+
+        client = _get_global_client(raise_if_no_controller_running=False)
+        if client is not None:
+            return client.http_config.host
+    return HTTPOptions().host
+
+
+def load_key_digests(
+    keys: ApiKeysArgs, bind_host: str | None, environ: dict[str, str] | None = None
+) -> dict[str, str]:
+    """name -> digest from the config and the key file (the env var wins over `file`).
+
+    A key published in this repository (the demo key) is refused unless ``bind_host`` is
+    loopback: `make demo` works on 127.0.0.1, a deploy reachable by others does not start.
+    """
     env = os.environ if environ is None else environ
     path = env.get(keys.file_env) or keys.file
     digests = dict(keys.sha256)
@@ -144,6 +171,7 @@ def load_key_digests(keys: ApiKeysArgs, environ: dict[str, str] | None = None) -
                 raise ConfigError(f"API key {name!r} is in both api_keys.sha256 and {path}")
             digests[name] = digest
     KeyRing.from_digests(digests)  # checks every digest, and that there is at least one
+    refuse_published_keys(digests, bind_host)
     return digests
 
 
@@ -172,7 +200,7 @@ def assemble_app(
         else load_platform_config()  # fmt: skip
     contract = load_contract(args.contract if "/" not in args.contract
                              else _repo_path(args.contract))  # fmt: skip
-    digests = load_key_digests(args.api_keys)
+    digests = load_key_digests(args.api_keys, serve_http_host())
     try:
         ModelRegistry.from_config(platform).resolve(str(contract.model))
     except ModelNotFound as exc:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import re
 import secrets
@@ -26,11 +27,14 @@ from typing import Any
 from sluice.errors import ConfigError
 
 __all__ = [
+    "PUBLISHED_KEY_DIGESTS",
     "AuthMiddleware",
     "KeyRing",
     "hash_key",
+    "is_loopback",
     "new_key",
     "parse_key_file",
+    "refuse_published_keys",
 ]
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -45,6 +49,41 @@ def hash_key(key: str) -> str:
 def new_key() -> str:
     """A fresh random key (256 bits, URL-safe)."""
     return "sk_" + secrets.token_urlsafe(32)
+
+
+# Keys printed in this repository (README, `make demo`): anyone can read them, so they are
+# accepted only by an endpoint that nobody else can reach.
+PUBLISHED_KEY_DIGESTS = frozenset({hash_key("sluice-demo-key")})
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` (a bind address) is reachable from this machine only."""
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
+
+
+def refuse_published_keys(digests: Mapping[str, str], bind_host: str | None) -> None:
+    """``ConfigError`` when an endpoint bound beyond loopback would accept a published key."""
+    if is_loopback(bind_host):
+        return
+    published = sorted(
+        name for name, d in digests.items()
+        if _check_digest(d, f"api key {name!r}") in PUBLISHED_KEY_DIGESTS
+    )  # fmt: skip
+    if published:
+        raise ConfigError(
+            f"API key {', '.join(map(repr, published))} is the demo key published in the Sluice "
+            f"repository, and the endpoint binds {bind_host!r}, which is not loopback: anyone "
+            "could use it. Make a key with `sluice serve hash-key --new --name <client>`, put "
+            "the line it prints in a key file outside the repository and point "
+            "SLUICE_API_KEYS_FILE at it (or bind 127.0.0.1: serve.host in the platform config)"
+        )
 
 
 def _check_digest(digest: str, where: str) -> str:

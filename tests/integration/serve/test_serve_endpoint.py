@@ -58,6 +58,13 @@ def test_auth_missing_wrong_and_both_header_styles(http):
     assert http.post(PREDICT, json=row, headers=AUTH).status_code == 200
 
 
+def test_the_builder_reads_the_host_serve_binds(world):
+    """What the demo-key rule of build_app is decided on: the live controller's host."""
+    from serve_apps.scoring.app import serve_http_host
+
+    assert serve_http_host() == "127.0.0.1"  # the session's Serve (conftest: serve_base)
+
+
 def test_one_row_and_a_list_are_scored_with_features_from_cassandra(world, http):
     rows = table_rows(HISTORY.slice(200, 12))  # events whose cards have earlier events
     count_events = "SELECT count(*) FROM sluice_test_serve.fraud_feature_events"

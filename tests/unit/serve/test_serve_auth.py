@@ -70,9 +70,9 @@ def test_key_file_and_env_override(tmp_path):
     other = tmp_path / "other"
     other.write_text(f"svc {hash_key('s')}\n")
     args = ApiKeysArgs(file=str(good), sha256={"inline": hash_key("i")})
-    assert set(load_key_digests(args, environ={})) == {"ops", "app", "inline"}
+    assert set(load_key_digests(args, "127.0.0.1", environ={})) == {"ops", "app", "inline"}
     env = {"SLUICE_API_KEYS_FILE": str(other)}
-    assert set(load_key_digests(args, environ=env)) == {"svc", "inline"}
+    assert set(load_key_digests(args, "127.0.0.1", environ=env)) == {"svc", "inline"}
 
 
 @pytest.mark.parametrize(
@@ -97,3 +97,47 @@ def test_the_demo_key_file_holds_digests_only():
     keys = parse_key_file(REPO_ROOT / "configs" / "api_keys")
     assert keys and all(len(d) == 64 for d in keys.values())
     assert keys["demo"] == hashlib.sha256(b"sluice-demo-key").hexdigest()
+
+
+DEMO = hashlib.sha256(b"sluice-demo-key").hexdigest()
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.0.0.5", "scoring.example.com", "", None])
+def test_the_published_demo_key_is_refused_beyond_loopback(host, tmp_path):
+    keys = tmp_path / "keys"
+    keys.write_text(f"demo {DEMO}\nops {hash_key('o')}\n")
+    for args in (ApiKeysArgs(file=str(keys)), ApiKeysArgs(sha256={"d": f"sha256:{DEMO.upper()}"})):
+        with pytest.raises(ConfigError, match="sluice serve hash-key --new") as info:
+            load_key_digests(args, host, environ={})
+        assert "SLUICE_API_KEYS_FILE" in str(info.value) and repr(host) in str(info.value)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "localhost", "::1", "[::1]"])
+def test_the_demo_key_works_on_loopback(host):
+    demo = ApiKeysArgs(file="configs/api_keys")
+    assert load_key_digests(demo, host, environ={}) == {"demo": DEMO}
+
+
+def test_a_key_of_ones_own_works_beyond_loopback(tmp_path):
+    keys = tmp_path / "keys"
+    keys.write_text(f"svc {hash_key(new_key())}\n")
+    env = {"SLUICE_API_KEYS_FILE": str(keys)}  # in place of configs/api_keys, as documented
+    assert set(load_key_digests(ApiKeysArgs(file="configs/api_keys"), "0.0.0.0", env)) == {"svc"}
+
+
+def test_serve_deploy_of_the_shipped_files_refuses_to_start(monkeypatch):
+    """`serve deploy configs/serve.yaml` as shipped: Serve binds what the file says (or its
+    default), and the builder, run by Serve, refuses the demo key there."""
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from serve_apps.scoring import app as scoring_app
+    from sluice.config import REPO_ROOT
+
+    raw = yaml.safe_load((REPO_ROOT / "configs" / "serve.yaml").read_text())
+    bind = ServeDeploySchema.model_validate(raw).http_options.host
+    monkeypatch.setattr(scoring_app, "serve_http_host", lambda: bind)
+    monkeypatch.delenv("SLUICE_API_KEYS_FILE", raising=False)
+    with pytest.raises(ConfigError, match="demo key published") as info:
+        scoring_app.build_app(scoring_app.ScoringAppArgs.model_validate(raw["applications"][0]["args"]))
+    assert "sluice serve hash-key --new" in str(info.value)
