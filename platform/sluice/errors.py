@@ -7,6 +7,7 @@ The tree is branched by what the caller can do about an error:
     │   ├── UnsupportedExpectation   a suite uses an expectation the compiled engine cannot run
     │   └── CredentialsRefused       Cassandra refused the configured username/password
     ├── ValidationFailed       input rows broke the contract: fix the data (rows are quarantined)
+    ├── RowsUnaccounted        a job could not place every input row in exactly one output: a bug
     ├── ModelNotFound          no such model, version or alias in the registry
     ├── StoreUnavailable       Cassandra cannot be reached or refused the request: retry later
     │   └── WriteFailed        some rows were not written; carries the keys that failed
@@ -26,6 +27,7 @@ __all__ = [
     "CredentialsRefused",
     "LocalServiceError",
     "ModelNotFound",
+    "RowsUnaccounted",
     "SluiceError",
     "StoreUnavailable",
     "StreamError",
@@ -72,12 +74,26 @@ class StoreUnavailable(SluiceError):
 
 
 class WriteFailed(StoreUnavailable):
-    """A write gave up after its retries; nothing was dropped silently."""
+    """A write gave up after its retries; nothing was dropped silently.
 
-    def __init__(self, message: str, written: int, failed_keys: Sequence[Any]) -> None:
+    Failures are per row: ``retry_rows`` holds the rows a later try may still write
+    (transient failures, and rows not attempted yet), ``refused_rows`` the rows the store
+    refused for good (a retry cannot fix them), both as the table given to ``write``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        written: int,
+        failed_keys: Sequence[Any],
+        retry_rows: Any = None,
+        refused_rows: Any = None,
+    ) -> None:
         super().__init__(message)
         self.written = written
         self.failed_keys = list(failed_keys)
+        self.retry_rows = retry_rows
+        self.refused_rows = refused_rows
 
 
 class StreamError(SluiceError):
@@ -86,3 +102,9 @@ class StreamError(SluiceError):
 
 class LocalServiceError(SluiceError):
     """`sluice local` could not fetch, start, check or stop a local server."""
+
+
+class RowsUnaccounted(SluiceError):
+    """A job could not place every input row in exactly one of its outputs (predictions or
+    quarantine): its passes disagreed on a row, or its counts do not add up. A bug to
+    report with the message; the job stops rather than lose or double-count a row."""

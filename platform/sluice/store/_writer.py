@@ -8,8 +8,9 @@ level and TTL the caller (the contract) chose: no counters, no list appends, no
 that fail with a transient error (timeouts, unavailable, overloaded, lost connections)
 are retried — just those rows — with exponential backoff. When rows still fail after
 the last retry, or fail with an error a retry cannot fix, ``WriteFailed`` says how many
-rows were written and lists the keys of every row that was not. Nothing is dropped
-silently.
+rows were written and lists the keys of every row that was not, and carries those rows
+split by what a caller can do: ``retry_rows`` (a later try may write them, rows not yet
+attempted included) and ``refused_rows`` (refused for good). Nothing is dropped silently.
 
 Within one ``write`` call the last row of each primary key wins (the batch is reduced to
 one row per key first), so a retried earlier row can never overwrite a later one.
@@ -344,14 +345,22 @@ class CassandraWriter:
                 metrics.CASSANDRA_WRITE_FAILURES.inc(table=self.table, error=type(exc).__name__)
             written += len(params) - len(failed)
             if failed:
+                chunk = table.slice(start, opts.chunk_rows)
                 rest = table.slice(start + opts.chunk_rows)
-                raise self._failure(params, failed, written, rest)
+                raise self._failure(params, failed, written, chunk, rest)
         return written
 
     def _failure(
-        self, params: list[tuple], failed: dict[int, BaseException], written: int, rest: pa.Table
+        self,
+        params: list[tuple],
+        failed: dict[int, BaseException],
+        written: int,
+        chunk: pa.Table,
+        rest: pa.Table,
     ) -> WriteFailed:
         keys = [self._key(params[i]) for i in sorted(failed)]
+        transient = pa.array([i for i in sorted(failed) if is_transient(failed[i])], pa.int64())
+        refused = pa.array([i for i in sorted(failed) if not is_transient(failed[i])], pa.int64())
         not_tried: list[Any] = []
         if rest.num_rows:
             key_cols = [
@@ -371,7 +380,11 @@ class CassandraWriter:
             + (f", {len(not_tried)} not attempted" if not_tried else "")
             + "; the failed keys are in WriteFailed.failed_keys"
         )
-        return WriteFailed(msg, written=written, failed_keys=keys + not_tried)
+        return WriteFailed(
+            msg, written=written, failed_keys=keys + not_tried,
+            retry_rows=pa.concat_tables([chunk.take(transient), rest]),
+            refused_rows=chunk.take(refused),
+        )  # fmt: skip
 
 
 def _table_metadata(session: Any, keyspace: str, table: str) -> Any:

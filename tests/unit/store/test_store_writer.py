@@ -182,6 +182,20 @@ def test_rows_after_a_failed_chunk_are_reported_not_attempted() -> None:
     assert set(s.rows) == {"k1", "k2", "k3", "k4"}
 
 
+def test_failed_rows_come_back_split_into_retry_and_refused() -> None:
+    # Per-row outcomes: a caller can keep what a later try may write (transient failures
+    # and rows never attempted) and set aside what the store refused for good.
+    def fail(k: str, a: int) -> BaseException | None:
+        return {"k1": InvalidRequest("too large"), "k3": Unavailable("down")}.get(k)
+
+    with pytest.raises(WriteFailed) as info:
+        writer(FakeSession(fail), chunk_rows=5, retries=1).write(rows(8))
+    assert info.value.written == 3
+    assert info.value.refused_rows.to_pydict() == {"k": ["k1"], "v": [1]}
+    assert info.value.retry_rows.to_pydict() == {"k": ["k3", "k5", "k6", "k7"],
+                                                 "v": [3, 5, 6, 7]}  # fmt: skip
+
+
 @pytest.mark.parametrize("at_once", ["raise", "callback"])
 def test_every_host_down_fails_each_row_without_recursing(at_once: str) -> None:
     # The driver's own executor recurses once per row here and loses every outcome.
