@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sluice.config import REPO_ROOT, ConsistencyLevel, read_yaml_mapping
+from sluice.config import CQL_NAME_PATTERN, REPO_ROOT, ConsistencyLevel, CqlName, read_yaml_mapping
 from sluice.errors import ConfigError
 from sluice.features import CategoryIndex, DayOfWeek, EqualityFlag, FeatureSpec, HourOfDay
 
@@ -52,7 +52,9 @@ _SIMPLE_TYPES: dict[str, pa.DataType] = {
     "halffloat": pa.float16(),
 }
 _TIMESTAMP = re.compile(r"^timestamp\[(s|ms|us|ns)(?:, tz=([A-Za-z0-9_/+:-]+))?\]$")
-_NAME = r"^[a-z][a-z0-9_]{0,47}$"
+_NAME = CQL_NAME_PATTERN
+FEATURE_EVENTS_SUFFIX = "_feature_events"
+"""The store keeps a contract's entity events in table ``<name>_feature_events``."""
 
 
 def parse_arrow_type(text: str) -> pa.DataType:
@@ -118,10 +120,13 @@ class ModelRef(_Frozen):
 class OutputSpec(_Frozen):
     """Where scored rows go. The row key is the contract's ``key_column``."""
 
-    predictions_table: str = Field(pattern=_NAME, description="Cassandra predictions table.")
-    quarantine_table: str = Field("quarantine", pattern=_NAME, description="Rejected rows.")
+    predictions_table: CqlName = Field(description="Cassandra predictions table.")
+    quarantine_table: CqlName = Field("quarantine", description="Rejected rows.")
     ttl_s: int = Field(ge=0, le=630_720_000, description="Row TTL in seconds; 0 keeps rows.")
-    consistency: ConsistencyLevel = Field(description="Write consistency level.")
+    consistency: ConsistencyLevel = Field(
+        description="Write level of the predictions and quarantine rows (feature events use "
+        "the platform's write_consistency, checked against its read_consistency)."
+    )
 
 
 class DriftSpec(_Frozen):
@@ -147,9 +152,15 @@ class Contract(_Frozen):
     ``scoring_schema`` leaves the label out (what a scoring request must carry).
     """
 
-    name: str = Field(pattern=_NAME)
+    name: str = Field(
+        pattern=rf"^[a-z][a-z0-9_]{{0,{47 - len(FEATURE_EVENTS_SUFFIX)}}}$",
+        description="Contract name; with the suffix it names the feature events table, which "
+        "must fit Cassandra's 48 characters.",
+    )
     description: str = ""
-    input_schema: dict[str, str] = Field(min_length=1, description="Column -> Arrow type.")
+    input_schema: dict[CqlName, str] = Field(
+        min_length=1, description="Column -> Arrow type; the names become Cassandra columns."
+    )
     key_column: str
     entity_column: str
     event_time_column: str

@@ -276,3 +276,44 @@ def test_contract_validated_directly_fills_aggregate_columns(raw, suite):
     contract = Contract.model_validate({**raw, "suite_path": str(suite)})
     assert contract.features.aggregates is not None
     assert contract.features.aggregates.key_column == "transaction_id"
+
+
+# -- names that reach CQL: checked at load, the message names the field ----------------------
+def _rename_column(raw: dict[str, Any], old: str, new: str) -> None:
+    raw["input_schema"] = {new if k == old else k: v for k, v in raw["input_schema"].items()}
+    for field in ("key_column", "entity_column", "event_time_column", "label_column"):
+        if raw.get(field) == old:
+            raw[field] = new
+
+
+@pytest.mark.parametrize(
+    ("column", "rule"),
+    [("Amount", "should match pattern"), ("order", "reserved CQL keyword"),
+     ("transaction-id", "should match pattern"), ("x" * 49, "should match pattern")],
+    ids=["upper-case", "reserved", "dash", "too-long"],
+)  # fmt: skip
+def test_column_names_that_cql_cannot_take_are_refused(write, raw, column, rule):
+    _rename_column(raw, "merchant_id", column)
+    message = _error(write(raw))
+    assert f"input_schema.{column}" in message and rule in message
+
+
+def test_key_column_that_cql_cannot_take_is_refused(write, raw):
+    _rename_column(raw, "transaction_id", "primary")
+    message = _error(write(raw))
+    assert "input_schema.primary" in message and "reserved CQL keyword" in message
+
+
+@pytest.mark.parametrize("table", ["Predictions", "select", "scores-v2"])
+@pytest.mark.parametrize("field", ["predictions_table", "quarantine_table"])
+def test_output_tables_that_cql_cannot_take_are_refused(write, raw, field, table):
+    raw["output"][field] = table
+    message = _error(write(raw))
+    assert f"output.{field}" in message and repr(table) in message
+
+
+def test_contract_name_leaves_room_for_the_feature_events_table(write, raw):
+    raw["name"] = "c" * 33  # + "_feature_events" = 48 characters, Cassandra's limit
+    assert load_contract(write(raw)).name == raw["name"]
+    raw["name"] = "c" * 34
+    assert "name: got" in _error(write(raw))
