@@ -2,8 +2,9 @@
 
 At-least-once delivery, exactly-once results (DESIGN.md "Stream")::
 
-    poll a micro-batch (collect_batch)  ->  decode (decode_messages: JSON objects; malformed
-    messages -> quarantine with their raw bytes)  ->  Scorer.score (records valid events in
+    poll a micro-batch (collect_batch)  ->  decode (decode_messages: the contract's fields of
+    JSON objects; malformed, too large or too wide messages -> quarantine with their raw
+    bytes, bounded)  ->  Scorer.score (records valid events in
     the feature store, computes features, predicts)  ->  upsert predictions + quarantine
     rows and wait  ->  commit the batch's offsets (ConsumerLoop)
 
@@ -40,6 +41,7 @@ from sluice.stream._messages import (
     Decoded,
     MalformedKind,
     Message,
+    MessageLimits,
     collect_batch,
     decode_messages,
     malformed_quarantine,
@@ -65,6 +67,7 @@ __all__ = [
     "LoopStats",
     "MalformedKind",
     "Message",
+    "MessageLimits",
     "MicroBatchScorer",
     "OutputWriter",
     "ProduceReport",

@@ -50,7 +50,9 @@ class StreamConsumer:
                         batch_rows=min(job.max_batch_messages, 8192))  # fmt: skip
         outputs = CassandraOutputs(cfg.cassandra, contract)
         process = MicroBatchScorer(scorer, outputs, source=f"stream:{job.name}",
-                                   gx_min_rows=job.gx_min_rows)  # fmt: skip
+                                   gx_min_rows=job.gx_min_rows,
+                                   max_message_bytes=job.max_message_bytes,
+                                   max_unknown_fields=job.max_unknown_fields)  # fmt: skip
         checkpoints = CheckpointStore(cfg.cassandra)
 
         def mirror(offsets: dict[tuple[str, int], int]) -> None:

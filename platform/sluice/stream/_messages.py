@@ -4,12 +4,17 @@ A micro-batch is what one ``consume`` call gathers: up to ``max_messages`` messa
 whatever arrived within ``max_wait_s`` (``collect_batch``). Its commit point is, per
 partition, the last offset it holds plus one (``next_offsets``).
 
-Decoding (``decode_messages``) splits a batch into JSON objects (event records, handed
-to the Scorer) and malformed messages, which never stop the stream: an empty value, bytes
-that are not UTF-8, text that is not JSON, or JSON that is not an object (a list, a
-number, a string, null). Each malformed message becomes one quarantine row keyed by its
+Decoding (``decode_messages``) splits a batch into event records, handed to the Scorer,
+and malformed messages, which never stop the stream: an empty value, a value over the
+job's ``max_message_bytes`` (never parsed), bytes that are not UTF-8, text that is not
+JSON, JSON that is not an object (a list, a number, a string, null), or an object with
+more than ``max_unknown_fields`` fields outside the contract. A record keeps only the
+contract's input fields (``MessageLimits.fields``): unknown fields are dropped as each
+message is parsed, so a wide message never becomes columns and a batch's memory is
+bounded by its bytes. Each malformed message becomes one quarantine row keyed by its
 position ``topic:partition:offset`` and carrying the raw bytes (as text when they are
-UTF-8, always as base64), the Kafka key, the position and the reason.
+UTF-8, always as base64; at most ``max_message_bytes`` of them, with the original length
+and SHA-256 beside), the Kafka key, the position and the reason.
 
 Quarantine rows of a stream are stamped with the *message's* timestamp, not the wall
 clock, so a replay after a crash rewrites the same row in the same ``(source, day)``
@@ -19,6 +24,7 @@ partition (see ``sluice.store.quarantine_table``).
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import time
@@ -39,6 +45,7 @@ __all__ = [
     "Decoded",
     "MalformedKind",
     "Message",
+    "MessageLimits",
     "collect_batch",
     "decode_messages",
     "malformed_quarantine",
@@ -80,6 +87,23 @@ class MalformedKind(StrEnum):
     NOT_UTF8 = "not_utf8"
     NOT_JSON = "not_json"
     NOT_AN_OBJECT = "not_an_object"  # valid JSON, but a list, number, string, bool or null
+    TOO_LARGE = "too_large"  # over max_message_bytes: not parsed at all
+    TOO_WIDE = "too_wide"  # more fields outside the contract than max_unknown_fields
+
+
+@dataclass(frozen=True)
+class MessageLimits:
+    """What decoding keeps of a message, and how big or wide a message may be.
+
+    ``fields``: the contract's input fields, the only ones a record keeps;
+    ``max_bytes`` / ``max_unknown_fields``: the job's ``max_message_bytes`` and
+    ``max_unknown_fields`` (a message over either is quarantined). ``max_bytes`` also
+    bounds the raw bytes a quarantine row stores.
+    """
+
+    fields: frozenset[str]
+    max_bytes: int
+    max_unknown_fields: int
 
 
 def position_key(msg: Message) -> str:
@@ -158,10 +182,17 @@ _JSON_TYPES = {list: "an array", str: "a string", bool: "a boolean", int: "a num
                float: "a number", type(None): "null"}  # fmt: skip
 
 
-def classify(value: bytes | None) -> dict[str, Any] | tuple[MalformedKind, str]:
-    """A message value as an event record (a JSON object), or why it is not one."""
+def classify(
+    value: bytes | None, limits: MessageLimits
+) -> dict[str, Any] | tuple[MalformedKind, str]:
+    """A message value as an event record (the contract's fields of a JSON object), or why
+    it is not one. The full object lives only inside this call (at most ``max_bytes``)."""
     if not value:
         return MalformedKind.EMPTY, "the message has no value"
+    if len(value) > limits.max_bytes:
+        return MalformedKind.TOO_LARGE, (
+            f"{len(value)} bytes, over max_message_bytes ({limits.max_bytes})"
+        )
     try:
         text = bytes(value).decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -172,14 +203,21 @@ def classify(value: bytes | None) -> dict[str, Any] | tuple[MalformedKind, str]:
         return MalformedKind.NOT_JSON, str(exc)[:200]
     if not isinstance(obj, dict):
         return MalformedKind.NOT_AN_OBJECT, f"JSON {_JSON_TYPES.get(type(obj), 'value')}"
-    return obj
+    record = {name: obj[name] for name in limits.fields if name in obj}
+    unknown = len(obj) - len(record)
+    if unknown > limits.max_unknown_fields:
+        return MalformedKind.TOO_WIDE, (
+            f"{unknown} fields outside the contract, over max_unknown_fields "
+            f"({limits.max_unknown_fields})"
+        )
+    return record
 
 
-def decode_messages(messages: Sequence[Message]) -> Decoded:
+def decode_messages(messages: Sequence[Message], limits: MessageLimits) -> Decoded:
     records: list[dict[str, Any]] = []
     malformed: list[tuple[int, MalformedKind, str]] = []
     for i, msg in enumerate(messages):
-        got = classify(msg.value())
+        got = classify(msg.value(), limits)
         if isinstance(got, dict):
             got[POSITION_FIELD] = i
             records.append(got)
@@ -188,34 +226,44 @@ def decode_messages(messages: Sequence[Message]) -> Decoded:
     return Decoded(messages=messages, records=records, malformed=malformed)
 
 
-def _text(raw: bytes | None) -> str | None:
+def _bounded(name: str, raw: bytes | None, max_bytes: int) -> dict[str, Any]:
+    """``raw`` as JSON-safe fields: its first ``max_bytes`` bytes as text (when UTF-8) and
+    base64, its length, SHA-256 and whether it was truncated (None: no such part)."""
     if raw is None:
-        return None
+        return {name: None, f"{name}_base64": None}
+    raw = bytes(raw)
+    kept = raw[:max_bytes]
     try:
-        return bytes(raw).decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-
-
-def raw_message(msg: Message) -> dict[str, Any]:
-    """A message as JSON-safe fields: position, timestamp, key, value (text and base64)."""
-    value, key = msg.value(), msg.key()
+        text: str | None = kept.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # A cut through the last character of a longer UTF-8 value: keep the whole ones.
+        cut = len(kept) < len(raw) and exc.reason == "unexpected end of data"
+        text = kept[: exc.start].decode("utf-8") if cut else None
     return {
-        "topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset(),
-        "timestamp_ms": msg.timestamp()[1] if msg.timestamp()[0] else None,
-        "key": _text(key), "key_base64": base64.b64encode(key).decode() if key else None,
-        "value": _text(value),
-        "value_base64": base64.b64encode(value).decode() if value is not None else None,
+        name: text, f"{name}_base64": base64.b64encode(kept).decode(),
+        f"{name}_bytes": len(raw), f"{name}_sha256": hashlib.sha256(raw).hexdigest(),
+        f"{name}_truncated": len(kept) < len(raw),
     }  # fmt: skip
 
 
-def malformed_quarantine(decoded: Decoded, source: str, now: datetime) -> pa.Table:
-    """Quarantine rows (``QUARANTINE_SCHEMA``) of the batch's malformed messages."""
+def raw_message(msg: Message, max_bytes: int) -> dict[str, Any]:
+    """A message as JSON-safe fields: position, timestamp, key and value (each bounded by
+    ``_bounded``), so a quarantine row stays storable whatever arrived."""
+    return {
+        "topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset(),
+        "timestamp_ms": msg.timestamp()[1] if msg.timestamp()[0] else None,
+        **_bounded("key", msg.key(), max_bytes), **_bounded("value", msg.value(), max_bytes),
+    }  # fmt: skip
+
+
+def malformed_quarantine(decoded: Decoded, source: str, now: datetime, max_bytes: int) -> pa.Table:
+    """Quarantine rows (``QUARANTINE_SCHEMA``) of the batch's malformed messages; each keeps
+    at most ``max_bytes`` of the message's key and value."""
     keys, raws, reasons, times = [], [], [], []
     for i, kind, detail in decoded.malformed:
         msg = decoded.messages[i]
         keys.append(position_key(msg))
-        raws.append(json.dumps(raw_message(msg), sort_keys=True))
+        raws.append(json.dumps(raw_message(msg, max_bytes), sort_keys=True))
         reasons.append(json.dumps([{"expectation": MALFORMED_EXPECTATION, "column": None,
                                     "value": f"{kind.value}: {detail}"}]))  # fmt: skip
         times.append(message_time(msg) or now)

@@ -34,6 +34,7 @@ from sluice.config import CassandraConfig
 from sluice.contract import Contract
 from sluice.scoring import Engine, Scorer, reason_counts
 from sluice.store import (
+    QUARANTINE_COLUMNS,
     CassandraWriter,
     WriteOptions,
     prediction_rows,
@@ -42,6 +43,7 @@ from sluice.store import (
 )
 from sluice.stream._messages import (
     Message,
+    MessageLimits,
     decode_messages,
     malformed_quarantine,
     restamp_quarantine,
@@ -82,7 +84,7 @@ class CassandraOutputs:
             pred_cols = [self.contract.key_column, self.contract.entity_column,
                          self.contract.event_time_column, "score", "model_version",
                          "features", "scored_at"]  # fmt: skip
-            quar_cols = ["source", "day", "key", "contract", "raw", "reasons", "quarantined_at"]
+            quar_cols = list(QUARANTINE_COLUMNS)
             self._writers = (
                 session,
                 CassandraWriter(session, ks, out.predictions_table, pred_cols, opts),
@@ -114,22 +116,35 @@ class BatchResult:
 
 
 class MicroBatchScorer:
-    """Scores and writes micro-batches of one stream job (``source`` e.g. ``stream:<job>``)."""
+    """Scores and writes micro-batches of one stream job (``source`` e.g. ``stream:<job>``).
+
+    ``max_message_bytes`` / ``max_unknown_fields``: the job's limits on one message
+    (``MessageLimits``); records keep only the contract's input fields.
+    """
 
     def __init__(
-        self, scorer: Scorer, outputs: OutputWriter, *, source: str, gx_min_rows: int
+        self,
+        scorer: Scorer,
+        outputs: OutputWriter,
+        *,
+        source: str,
+        gx_min_rows: int,
+        max_message_bytes: int,
+        max_unknown_fields: int,
     ) -> None:
         self.scorer = scorer
         self.contract: Contract = scorer.contract
         self.outputs = outputs
         self.source = source
         self.gx_min_rows = gx_min_rows
+        fields = frozenset(self.contract.scoring_schema.names)
+        self.limits = MessageLimits(fields, max_message_bytes, max_unknown_fields)
 
     def __call__(self, messages: Sequence[Message]) -> BatchResult:
         now = datetime.now(UTC)
-        decoded = decode_messages(messages)
+        decoded = decode_messages(messages, self.limits)
         engine = pick_engine(len(decoded.records), self.gx_min_rows)
-        quarantined = [malformed_quarantine(decoded, self.source, now)]
+        quarantined = [malformed_quarantine(decoded, self.source, now, self.limits.max_bytes)]
         scored_rows = 0
         predictions = None
         model_version = self.scorer.model.ref

@@ -48,11 +48,15 @@ def scorer_for(registry) -> Scorer:
     return Scorer(load_contract("fraud"), registry, InMemoryFeatureStore(), "compiled")
 
 
+def processor(scorer: Scorer, outputs: Outputs, **limits) -> MicroBatchScorer:
+    limits = {"max_message_bytes": 65_536, "max_unknown_fields": 64, **limits}
+    return MicroBatchScorer(scorer, outputs, source="stream:unit", gx_min_rows=10_000, **limits)
+
+
 def test_batch_rows_land_in_exactly_one_table(stream_registry, batch):
     data, msgs, batch = batch
     outputs = Outputs()
-    result = MicroBatchScorer(scorer_for(stream_registry), outputs, source="stream:unit",
-                              gx_min_rows=10_000)(batch)  # fmt: skip
+    result = processor(scorer_for(stream_registry), outputs)(batch)
 
     invalid = data.invalid_keys | msgs.wrong_type_keys
     valid = set(data.table["transaction_id"].to_pylist()) - invalid
@@ -89,8 +93,8 @@ def test_a_replayed_batch_writes_the_same_rows(stream_registry, batch):
     _, _, batch = batch
     scorer = scorer_for(stream_registry)  # one feature store: the replay re-records events
     first, again = Outputs(), Outputs()
-    MicroBatchScorer(scorer, first, source="stream:unit", gx_min_rows=10_000)(batch)
-    MicroBatchScorer(scorer, again, source="stream:unit", gx_min_rows=10_000)(batch[100:])
+    processor(scorer, first)(batch)
+    processor(scorer, again)(batch[100:])
 
     def without_time(rows: dict) -> dict:
         return {k: {c: v for c, v in r.items() if c != "scored_at"} for k, r in rows.items()}
@@ -104,8 +108,47 @@ def test_a_replayed_batch_writes_the_same_rows(stream_registry, batch):
 def test_an_all_malformed_batch_writes_only_quarantine(stream_registry):
     outputs = Outputs()
     batch = messages([b"nope", b"[1]", None])
-    result = MicroBatchScorer(scorer_for(stream_registry), outputs, source="stream:unit",
-                              gx_min_rows=10_000)(batch)  # fmt: skip
+    result = processor(scorer_for(stream_registry), outputs)(batch)
     assert outputs.predictions == {} and len(outputs.quarantine) == 3
     assert result.malformed == 3 and result.scored == result.quarantined == 0
     assert json.loads(next(iter(outputs.quarantine.values()))["reasons"])[0]["column"] is None
+
+
+def test_wide_and_oversized_messages_are_quarantined_and_never_reach_the_scorer(
+    stream_registry, batch
+):
+    """Beside ordinary events: one message with 3000 unknown fields, one over the byte
+    limit, one valid event carrying a few unknown fields (dropped, scored). The Scorer is
+    handed records of the contract's fields only."""
+    data, msgs, _ = batch
+    invalid = data.invalid_keys | msgs.wrong_type_keys
+    event = next(e for i, p in enumerate(msgs.payloads) if i not in msgs.malformed_positions
+                 and (e := json.loads(p))["transaction_id"] not in invalid)  # fmt: skip
+    extra = dict(event, transaction_id="tx_00000000000e0001", note="x", tag=[1])
+    wide = dict(extra, transaction_id="tx_00000000000e0002", **{f"f{i}": i for i in range(3000)})
+    large = dict(extra, transaction_id="tx_00000000000e0003", pad="y" * 70_000)
+    payloads = [json.dumps(extra).encode(), json.dumps(wide).encode(), json.dumps(large).encode()]
+    batch = messages([*payloads, *msgs.payloads], partitions=3)
+    scorer = scorer_for(stream_registry)
+    seen: list[set[str]] = []
+    score = scorer.score
+
+    def spy(records, *args, **kw):
+        seen.extend(set(r) for r in records)
+        return score(records, *args, **kw)
+
+    scorer.score = spy
+    outputs = Outputs()
+    result = processor(scorer, outputs)(batch)
+    allowed = set(load_contract("fraud").scoring_schema.names) | {POSITION_FIELD}
+    assert seen and all(fields <= allowed for fields in seen)
+    assert "tx_00000000000e0001" in outputs.predictions  # its unknown fields dropped, it is scored
+    rows = {k: r for (_, _, k), r in outputs.quarantine.items()}
+    wide_key, large_key = f"{TOPIC}:1:0", f"{TOPIC}:2:0"
+    reason = {k: json.loads(rows[k]["reasons"])[0]["value"] for k in (wide_key, large_key)}
+    assert reason[wide_key].startswith("too_wide: 3003 fields")  # 3000 + note, tag, the label
+    assert reason[large_key].startswith("too_large: ")
+    raw = json.loads(rows[large_key]["raw"])
+    assert raw["value_truncated"] is True and raw["value_bytes"] == len(payloads[2])
+    assert len(rows[large_key]["raw"]) < 3 * 65_536
+    assert result.malformed == len(msgs.malformed_positions) + 2
