@@ -7,9 +7,13 @@ log rows but never memory or latency. The thread drains the queue in batches (up
 ``batch_rows`` rows or ``flush_interval_s``), writes prediction-log rows
 (``PREDICTION_LOG_TABLE``) and quarantine rows (the contract's quarantine table) with
 idempotent upserts, and counts what it wrote and what failed. After a failure it backs
-off (doubling up to ``max_backoff_s``) and counts the rows that arrive meanwhile as
-failed instead of piling them up. Quarantine rows that cannot be written are logged
-(raw row and reasons, as JSON) so they are never lost silently.
+off (doubling up to ``max_backoff_s``); prediction-log rows that arrive meanwhile are
+counted as failed instead of piling up. Quarantine rows are not given up so easily: rows
+a later try may write (a brief outage, rows not attempted yet) wait in a bounded retry
+buffer (``quarantine_buffer_rows``) and go out with the next try; failures are per row,
+so a row Cassandra refuses for good is counted (``quarantine_failed``) without taking
+others with it. Rows past the buffer's bound are dropped and counted
+(``quarantine_dropped``). Every row given up on is logged by key (never its raw values).
 
 Writes go through a tiny ``TableWriter`` interface (``write(table, rows)``);
 ``CassandraTables`` is the real one, and tests can pass a plain function.
@@ -17,7 +21,6 @@ Writes go through a tiny ``TableWriter`` interface (``write(table, rows)``);
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -31,6 +34,7 @@ import pyarrow as pa
 
 from sluice.config import CassandraConfig
 from sluice.contract import Contract
+from sluice.errors import WriteFailed
 from sluice.store import PREDICTION_LOG_TABLE, CassandraWriter, WriteOptions, quarantine_rows
 from sluice.store import session_for as _session_for
 
@@ -67,6 +71,7 @@ class LogOptions:
     batch_rows: int = 256
     flush_interval_s: float = 0.2
     max_backoff_s: float = 5.0
+    quarantine_buffer_rows: int = 10_000  # quarantine rows kept for the next try
 
 
 class TableWriter(Protocol):
@@ -145,6 +150,7 @@ class _Counts:
     failed: int = 0
     quarantine_written: int = 0
     quarantine_failed: int = 0
+    quarantine_dropped: int = 0
     last_error: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -174,6 +180,8 @@ class PredictionLog:
         self._stop = threading.Event()
         self._backoff_s = 0.0
         self._retry_at = 0.0
+        self._quarantine_retry: pa.Table | None = None  # the table's rows; writer thread only
+        self._retry_rows = 0
         self._thread = threading.Thread(target=self._run, name="sluice-prediction-log",
                                         daemon=True)  # fmt: skip
         self._thread.start()
@@ -203,7 +211,9 @@ class PredictionLog:
             return {
                 "accepted": c.accepted, "written": c.written, "dropped": c.dropped,
                 "failed": c.failed, "quarantine_written": c.quarantine_written,
-                "quarantine_failed": c.quarantine_failed, "queued": self._queue.qsize(),
+                "quarantine_failed": c.quarantine_failed,
+                "quarantine_dropped": c.quarantine_dropped,
+                "quarantine_retrying": self._retry_rows, "queued": self._queue.qsize(),
                 "queue_size": self.options.queue_size, "last_error": c.last_error,
             }  # fmt: skip
 
@@ -236,8 +246,12 @@ class PredictionLog:
                     rows += a.num_rows
             if logs:
                 self._write_log(logs)
-            if quarantined:
-                self._write_quarantine(pa.concat_tables(quarantined))
+            if quarantined or self._quarantine_retry is not None:
+                self._write_quarantine(pa.concat_tables(quarantined) if quarantined else None)
+        if self._quarantine_retry is not None:  # closing: one last try, then give up
+            self._retry_at = 0.0
+            self._write_quarantine(None)
+            self._give_up(self._take_retry(), "the store is unavailable at close")
 
     def _write_log(self, logs: list[tuple[tuple[str, ...], list[LogEntry]]]) -> None:
         n = sum(len(e) for _, e in logs)
@@ -258,20 +272,48 @@ class PredictionLog:
             self._ok()
             self.counts.add(written=n)
 
-    def _write_quarantine(self, quarantined: pa.Table) -> None:
-        n = quarantined.num_rows
-        if self._may_try():
-            try:
-                rows = quarantine_rows(self.contract, quarantined)
-                self.writer.write(self.contract.output.quarantine_table, rows)
-            except Exception as exc:  # noqa: BLE001 - counted; the rows go to the log below
-                self._failed(exc)
-            else:
-                self._ok()
-                self.counts.add(quarantine_written=n)
-                return
-        self.counts.add(quarantine_failed=n)
-        self._report_lost(quarantined, self.counts.last_error or "the store is unavailable")
+    def _write_quarantine(self, quarantined: pa.Table | None) -> None:
+        """New quarantine rows plus those waiting for a retry, written per row."""
+        pending = [] if quarantined is None else [quarantine_rows(self.contract, quarantined)]
+        retry = self._take_retry()
+        rows = pa.concat_tables(([retry] if retry is not None else []) + pending)
+        if not self._may_try():
+            self._keep(rows)
+            return
+        try:
+            self.writer.write(self.contract.output.quarantine_table, rows)
+        except WriteFailed as exc:  # some rows written; the rest split by what may help
+            self._failed(exc)
+            self.counts.add(quarantine_written=exc.written)
+            self._give_up(exc.refused_rows, "refused by the store")
+            self._keep(exc.retry_rows)
+        except Exception as exc:  # noqa: BLE001 - nothing written: every row waits
+            self._failed(exc)
+            self._keep(rows)
+        else:
+            self._ok()
+            self.counts.add(quarantine_written=rows.num_rows)
+
+    def _take_retry(self) -> pa.Table | None:
+        rows, self._quarantine_retry, self._retry_rows = self._quarantine_retry, None, 0
+        return rows
+
+    def _keep(self, rows: pa.Table | None) -> None:
+        """Hold rows for the next try, up to the buffer's bound; count what falls off."""
+        if rows is None or rows.num_rows == 0:
+            return
+        bound = self.options.quarantine_buffer_rows
+        if rows.num_rows > bound:
+            over = rows.slice(bound)
+            self.counts.add(quarantine_dropped=over.num_rows)
+            self._report_lost(over, "the retry buffer is full")
+            rows = rows.slice(0, bound)
+        self._quarantine_retry, self._retry_rows = rows, rows.num_rows
+
+    def _give_up(self, rows: pa.Table | None, why: str) -> None:
+        if rows is not None and rows.num_rows:
+            self.counts.add(quarantine_failed=rows.num_rows)
+            self._report_lost(rows, self.counts.last_error or why)
 
     def _may_try(self) -> bool:
         return time.monotonic() >= self._retry_at
@@ -288,5 +330,7 @@ class PredictionLog:
                     self.counts.last_error)  # fmt: skip
 
     def _report_lost(self, quarantined: pa.Table, why: str) -> None:
-        for row in quarantined.select(["key", "raw", "reasons", "source"]).to_pylist():
-            log.error("quarantine row not written (%s): %s", why, json.dumps(row))
+        # Keys and counts only: a row's raw values may be personal data and stay out of logs.
+        keys = quarantined.column("key").to_pylist()
+        shown = ", ".join(repr(k)[:80] for k in keys[:20]) + (" ..." if len(keys) > 20 else "")
+        log.error("quarantine: %d row(s) not written (%s); keys: %s", len(keys), why, shown)

@@ -20,7 +20,7 @@ from serve_apps.scoring.prediction_log import (
 )
 from sluice.config import CassandraConfig
 from sluice.contract import load_contract
-from sluice.errors import StoreUnavailable
+from sluice.errors import StoreUnavailable, WriteFailed
 from sluice.scoring import QUARANTINE_SCHEMA
 from sluice.store import PREDICTION_LOG_TABLE, WriteOptions
 
@@ -91,7 +91,7 @@ def test_a_full_queue_drops_and_counts_without_blocking():
     plog.close()
 
 
-def test_write_failures_are_counted_and_lost_quarantine_rows_are_logged(caplog):
+def test_write_failures_are_counted_and_lost_quarantine_rows_are_logged_by_key(caplog):
     def down(table, rows):
         raise StoreUnavailable("cannot reach Cassandra at 127.0.0.1:1")
 
@@ -101,11 +101,78 @@ def test_write_failures_are_counted_and_lost_quarantine_rows_are_logged(caplog):
         plog.predictions(("a", "b"), entries(5))
         wait_for(lambda: plog.stats()["failed"] == 5)
         plog.quarantine(quarantined(["lost-key"]))
-        wait_for(lambda: plog.stats()["quarantine_failed"] == 1)
-    plog.close()
+        wait_for(lambda: plog.stats()["quarantine_retrying"] == 1)  # kept for the next try
+        assert plog.stats()["quarantine_failed"] == 0
+        plog.close()  # the store never came back: given up at close, and said so
     stats = plog.stats()
     assert "StoreUnavailable" in stats["last_error"] and stats["written"] == 0
-    assert any("lost-key" in r.getMessage() for r in caplog.records)
+    assert stats["quarantine_failed"] == 1 and stats["quarantine_retrying"] == 0
+    messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("lost-key" in m and "1 row(s) not written" in m for m in messages)
+    assert not any("amount" in m for m in messages)  # keys only, never the raw row
+
+
+def test_quarantine_rows_survive_a_brief_outage():
+    # Down for the first 3 tries; rows that arrive during the back-off are not dropped.
+    tries, stored = [], []
+
+    def flaky(table, rows):
+        tries.append(rows.num_rows)
+        if len(tries) <= 3:
+            raise StoreUnavailable("down for a moment")
+        stored.extend(rows.column("key").to_pylist())
+
+    plog = PredictionLog(CONTRACT, FunctionWriter(flaky),
+                         LogOptions(queue_size=100, batch_rows=10, flush_interval_s=0.01,
+                                    max_backoff_s=0.05))  # fmt: skip
+    for i in range(6):
+        plog.quarantine(quarantined([f"q{i}"]))
+    wait_for(lambda: plog.stats()["quarantine_written"] == 6)
+    plog.close()
+    assert sorted(stored) == [f"q{i}" for i in range(6)]
+    stats = plog.stats()
+    assert stats["quarantine_failed"] == stats["quarantine_dropped"] == 0
+
+
+def test_one_refused_quarantine_row_fails_alone():
+    # The store refuses one row for good; every other row of the same write is stored,
+    # and rows not yet attempted go out with the next try.
+    stored: list[str] = []
+
+    def refuse_one(table, rows):
+        keys = rows.column("key").to_pylist()
+        ok = [k for k in keys if k != "huge"]
+        if "huge" in keys:
+            at = keys.index("huge")
+            stored.extend(ok[:at])
+            raise WriteFailed("refused", written=at, failed_keys=["huge", *ok[at:]],
+                              refused_rows=rows.slice(at, 1), retry_rows=rows.slice(at + 1))
+        stored.extend(ok)
+
+    plog = PredictionLog(CONTRACT, FunctionWriter(refuse_one),
+                         LogOptions(queue_size=100, batch_rows=100, flush_interval_s=0.05,
+                                    max_backoff_s=0.01))  # fmt: skip
+    plog.quarantine(quarantined(["a", "huge", "b"]))
+    plog.quarantine(quarantined(["c"]))
+    wait_for(lambda: plog.stats()["quarantine_written"] == 3)
+    plog.close()
+    assert sorted(stored) == ["a", "b", "c"]
+    stats = plog.stats()
+    assert stats["quarantine_failed"] == 1 and stats["quarantine_dropped"] == 0
+
+
+def test_the_retry_buffer_is_bounded_and_what_falls_off_is_counted():
+    def down(table, rows):
+        raise StoreUnavailable("down")
+
+    plog = PredictionLog(CONTRACT, FunctionWriter(down),
+                         LogOptions(queue_size=100, batch_rows=100, flush_interval_s=0.01,
+                                    quarantine_buffer_rows=5))  # fmt: skip
+    plog.quarantine(quarantined([f"k{i}" for i in range(8)]))
+    wait_for(lambda: plog.stats()["quarantine_dropped"] == 3)
+    assert plog.stats()["quarantine_retrying"] == 5
+    plog.close()
+    assert plog.stats()["quarantine_failed"] == 5
 
 
 def test_back_off_after_a_failure():
