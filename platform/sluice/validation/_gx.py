@@ -2,9 +2,12 @@
 
 One ephemeral GX context per process, built on first use (importing GX and
 building a context costs seconds; a validation call about 45 ms). Each suite
-is turned into a GX ``ExpectationSuite`` once and cached on the `Suite`; every
-expectation carries ``meta.sluice_index`` so results map back to the suite
-whatever order GX returns them in. Row verdicts come from
+is turned into a GX ``ExpectationSuite`` from the arguments the suite loader
+parsed — and suite parameters from `resolve_params`, the compiled engine's
+parse — so GX never parses the file or a parameter on its own: both engines
+compare with the same values. It is cached on the `Suite` when it has no
+parameters. Every expectation carries ``meta.sluice_index`` so results map back
+to the suite whatever order GX returns them in. Row verdicts come from
 ``unexpected_index_list`` (``result_format="COMPLETE"``).
 
 GX answers some expectations for the column as a whole (a type check on a
@@ -24,7 +27,7 @@ import pyarrow as pa
 
 from sluice.errors import ConfigError
 from sluice.validation._report import ExpectationOutcome, ValidationReport, build_report
-from sluice.validation._suite import Suite
+from sluice.validation._suite import Suite, resolve_params
 
 __all__ = ["validate_gx"]
 
@@ -50,22 +53,25 @@ class _GXRuntime:
         asset = context.data_sources.add_pandas("sluice").add_dataframe_asset("table")
         self.batch_definition = asset.add_batch_definition_whole_dataframe("whole_table")
 
-    def suite_for(self, suite: Suite) -> Any:
+    def suite_for(self, suite: Suite, params: Mapping[str, Any]) -> Any:
+        """The GX suite, built from the arguments the suite loader parsed (never from the
+        file's raw text): both engines see the same values. A suite without parameters
+        is built once; one with parameters rebuilds, per call, the expectations that use
+        them, from `resolve_params` (the compiled engine's parse)."""
         cached = suite._cache.get("gx")
-        if cached is None:
-            documents = suite.document["expectations"]
-            expectations = []
-            for exp in suite.expectations:
-                doc = documents[exp.index]
-                config = self._configuration(
-                    type=exp.type,
-                    kwargs=dict(doc.get("kwargs", {})),
-                    meta={**exp.meta, _INDEX_KEY: exp.index},
-                )
-                expectations.append(config.to_domain_obj())
-            cached = self._gx.ExpectationSuite(name=suite.name, expectations=expectations)
-            suite._cache["gx"] = cached
-        return cached
+        if cached is not None:
+            return cached
+        expectations = []
+        for exp in suite.expectations:
+            kwargs = resolve_params(exp, params, suite.source) if exp.parameters else exp.kwargs
+            config = self._configuration(
+                type=exp.type, kwargs=dict(kwargs), meta={**exp.meta, _INDEX_KEY: exp.index}
+            )
+            expectations.append(config.to_domain_obj())
+        built = self._gx.ExpectationSuite(name=suite.name, expectations=expectations)
+        if not suite.parameters:
+            suite._cache["gx"] = built
+        return built
 
 
 def _get_runtime() -> _GXRuntime:
@@ -79,13 +85,9 @@ def validate_gx(table: pa.Table, suite: Suite, params: Mapping[str, Any]) -> Val
     frame = table.to_pandas()
     with _lock:
         runtime = _get_runtime()
-        gx_suite = runtime.suite_for(suite)
+        gx_suite = runtime.suite_for(suite, params)
         batch = runtime.batch_definition.get_batch(batch_parameters={"dataframe": frame})
-        result = batch.validate(
-            gx_suite,
-            result_format={"result_format": "COMPLETE"},
-            expectation_parameters=dict(params),
-        )
+        result = batch.validate(gx_suite, result_format={"result_format": "COMPLETE"})
     by_index = {r.expectation_config.meta[_INDEX_KEY]: r for r in result.results}
     n = table.num_rows
     present = set(table.schema.names)

@@ -188,6 +188,47 @@ def test_missing_parameter_is_a_config_error():
     assert validate(table, suite, "compiled", {"cutoff": T0}).valid.tolist() == [True]
 
 
+@pytest.mark.parametrize(
+    "type_, kwargs, value, verdicts",
+    [
+        ("expect_column_values_to_be_between", {"column": "t"}, "2024-01-01T00:00:00Z", [1, 0]),
+        ("expect_column_values_to_be_between", {"column": "t"}, "Jan 2 2024", None),
+        ("expect_column_values_to_be_between", {"column": "x"}, "5", [0, 1]),
+        ("expect_column_values_to_be_between", {"column": "x"}, "five", None),
+        ("expect_column_values_to_be_in_set", {"column": "x"}, [1.0], [1, 0]),
+        ("expect_column_values_to_be_in_set", {"column": "x"}, "1", None),
+        ("expect_column_values_to_not_be_null", {"column": "x"}, 2, None),
+    ],
+)
+def test_parameters_are_parsed_once_the_same_way_for_both_engines(type_, kwargs, value, verdicts):
+    """A parameter value goes through the suite loader's parse for both engines: the
+    same verdicts, or the same ConfigError naming the argument — never GX's own parse
+    (which raised a bare pydantic error) against ours."""
+    key = {
+        "expect_column_values_to_be_between": "max_value"
+        if kwargs["column"] == "t"
+        else "min_value",
+        "expect_column_values_to_be_in_set": "value_set",
+        "expect_column_values_to_not_be_null": "mostly",
+    }[type_]
+    suite = suite_of((type_, {**kwargs, key: {"$PARAMETER": "p"}}))
+    table = pa.table(
+        {
+            "t": pa.array([T0, T0 + timedelta(hours=1)], pa.timestamp("us", tz="UTC")),
+            "x": [1.0, 7.0],
+        }
+    )
+    results = all_paths(table, suite, {"p": value})
+    if verdicts is None:
+        messages = {message for kind, message in results.values()}
+        assert {kind for kind, _ in results.values()} == {"error"}, results
+        assert len(messages) == 1, messages  # one parse, one message
+        assert f"{key}:" in messages.pop()
+        return
+    assert_paths_agree(results, f"{type_} {value!r}")
+    assert results["gx"][1].verdicts[:, 0].tolist() == [bool(v) for v in verdicts]
+
+
 def test_uniqueness_is_batch_level():
     table = pa.table({"k": ["a", "b", "a", None, None, "c"]})
     expect_rows(table, "expect_column_values_to_be_unique", {"column": "k"}, [0, 2], False)

@@ -97,3 +97,15 @@ def test_re2_syntax_that_python_rejects_is_named_as_a_compiled_engine_limit():
     assert not gx_raises(r"\pL")
     with pytest.raises(UnsupportedExpectation, match=r"RE2 syntax that Python re rejects"):
         suite_of(("expect_column_values_to_match_regex", {"column": "s", "regex": r"\pL"}))
+
+
+def test_a_parameter_regex_gx_cannot_run_is_refused_by_both_engines_on_any_table():
+    suite = suite_of(
+        ("expect_column_values_to_match_regex", {"column": "s", "regex": {"$PARAMETER": "rx"}})
+    )
+    for values in (["a"], [None], []):  # GX alone would answer the last two
+        table = pa.table({"s": pa.array(values, pa.string())})
+        results = all_paths(table, suite, {"rx": "(?>a)"})
+        for path, (kind, message) in results.items():
+            assert kind == "error", (path, values, message)
+            assert "Great Expectations raises on it" in message, (path, message)
