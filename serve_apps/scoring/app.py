@@ -32,7 +32,13 @@ from serve_apps.scoring.deployments import (
     ScoringModel,
 )
 from serve_apps.scoring.prediction_log import LogOptions
-from sluice.config import REPO_ROOT, CassandraConfig, ConsistencyLevel, load_platform_config
+from sluice.config import (
+    REPO_ROOT,
+    CassandraConfig,
+    ConsistencyLevel,
+    PlatformConfig,
+    load_platform_config,
+)
 from sluice.contract import Device, load_contract
 from sluice.errors import ConfigError, ModelNotFound
 from sluice.models import ModelRegistry
@@ -47,7 +53,9 @@ __all__ = [
     "ScoringAppArgs",
     "assemble_app",
     "build_app",
+    "check_bind_host",
     "load_key_digests",
+    "platform_config_of",
     "serve_http_host",
 ]
 
@@ -134,6 +142,31 @@ def _repo_path(path: str) -> Path:
     return p if p.is_absolute() else REPO_ROOT / p
 
 
+def platform_config_of(args: ScoringAppArgs) -> PlatformConfig:
+    """The platform config the app runs with (`sluice serve` reads the bind address here)."""
+    if args.platform_config:
+        return load_platform_config(_repo_path(args.platform_config))
+    return load_platform_config()
+
+
+def check_bind_host(bound: str | None, platform: PlatformConfig) -> None:
+    """``ConfigError`` unless Serve binds the host the platform config names.
+
+    ``serve.host`` of the platform config is the one source of the bind address:
+    ``configs/serve.yaml`` may not name one, and `sluice serve` writes this one into the
+    document it hands Serve. A plain ``serve deploy configs/serve.yaml`` binds Serve's
+    default (all interfaces), so it starts only where the platform config says so too.
+    (The port is not compared: tests and benchmarks run Serve on a free port.)
+    """
+    if bound != platform.serve.host:
+        raise ConfigError(
+            f"Serve binds {bound!r} but the platform config says serve.host "
+            f"{platform.serve.host!r}: deploy with `sluice serve --deploy`, which writes the "
+            "platform config's serve.host/serve.port into Serve's http_options, or change "
+            "serve.host in the platform config (SLUICE_SERVE__HOST overrides it)"
+        )
+
+
 def serve_http_host() -> str | None:
     """The host Serve's HTTP ingress binds: the running controller's ``http_options``.
 
@@ -196,11 +229,12 @@ def assemble_app(
     """
     if not isinstance(args, ScoringAppArgs):
         args = ScoringAppArgs.model_validate(args)
-    platform = load_platform_config(_repo_path(args.platform_config)) if args.platform_config \
-        else load_platform_config()  # fmt: skip
+    platform = platform_config_of(args)
     contract = load_contract(args.contract if "/" not in args.contract
                              else _repo_path(args.contract))  # fmt: skip
-    digests = load_key_digests(args.api_keys, serve_http_host())
+    bound = serve_http_host()
+    digests = load_key_digests(args.api_keys, bound)
+    check_bind_host(bound, platform)
     try:
         ModelRegistry.from_config(platform).resolve(str(contract.model))
     except ModelNotFound as exc:

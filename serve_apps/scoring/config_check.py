@@ -9,14 +9,19 @@ every key that is not a field of the model that reads it — ``ServeDeploySchema
 closest valid name; then validates the scoring app's ``args`` (``ScoringAppArgs``) and
 the model's ``user_config`` (``ModelUserConfig``), and finally the whole document with
 ``ServeDeploySchema`` itself. ``sluice serve`` runs it before deploying.
+
+The bind address is not in this file: ``http_options.host``/``port`` are refused here, and
+``with_bind_address`` writes the platform config's ``serve.host``/``serve.port`` into the
+document `sluice serve` hands Serve (one source; see ``app.check_bind_host``).
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -32,10 +37,21 @@ from ray.serve.schema import (
 
 from sluice.errors import ConfigError
 
-__all__ = ["SCORING_IMPORT_PATH", "check_serve_config", "load_serve_config", "model_keys"]
+if TYPE_CHECKING:
+    from serve_apps.scoring.app import ScoringAppArgs
+
+__all__ = [
+    "SCORING_IMPORT_PATH",
+    "check_serve_config",
+    "load_serve_config",
+    "model_keys",
+    "with_bind_address",
+]
 
 SCORING_IMPORT_PATH = "serve_apps.scoring.app:build_app"
 SCORING_DEPLOYMENTS = ("ScoringIngress", "ScoringModel")
+# Owned by the platform config (serve.host / serve.port), never by the Serve config.
+BIND_KEYS = ("host", "port")
 
 
 def model_keys(model: type[BaseModel]) -> set[str]:
@@ -87,6 +103,14 @@ def check_serve_config(raw: Any) -> list[str]:
         return [f"<root>: expected a mapping, got {type(raw).__name__}"]
     _unknown(raw, ServeDeploySchema, "<root>", problems)
     _unknown(raw.get("http_options"), HTTPOptionsSchema, "http_options", problems)
+    http = raw.get("http_options")
+    for key in BIND_KEYS if isinstance(http, Mapping) else ():
+        if key in http:
+            problems.append(
+                f"http_options.{key}: {http[key]!r} here would be a second source of the bind "
+                f"address; set serve.{key} in the platform config (configs/platform.yaml, "
+                f"SLUICE_SERVE__{key.upper()}) and `sluice serve` writes it for Serve"
+            )
     _unknown(raw.get("grpc_options"), gRPCOptionsSchema, "grpc_options", problems)
     apps = raw.get("applications") or []
     for i, app in enumerate(apps if isinstance(apps, list) else []):
@@ -123,6 +147,34 @@ def check_serve_config(raw: Any) -> list[str]:
     if not problems:
         _pydantic(ServeDeploySchema, raw, "<root>", problems)
     return problems
+
+
+def scoring_args(raw: Mapping[str, Any]) -> ScoringAppArgs | None:
+    """The scoring app's ``ScoringAppArgs`` in a checked document (None: no scoring app)."""
+    from serve_apps.scoring.app import ScoringAppArgs
+
+    for app in raw.get("applications") or []:
+        if app.get("import_path") == SCORING_IMPORT_PATH:
+            return ScoringAppArgs.model_validate(app.get("args") or {})
+    return None
+
+
+def with_bind_address(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A checked document with ``http_options.host``/``port`` from the platform config.
+
+    The platform config is the one the scoring app names (``args.platform_config``): the
+    builder reads the same file and refuses to start when Serve binds another host.
+    """
+    from serve_apps.scoring.app import platform_config_of
+    from sluice.config import load_platform_config
+
+    args = scoring_args(raw)
+    platform = platform_config_of(args) if args is not None else load_platform_config()
+    doc = copy.deepcopy(dict(raw))
+    http = dict(doc.get("http_options") or {})
+    http.update(host=platform.serve.host, port=platform.serve.port)
+    doc["http_options"] = http
+    return doc
 
 
 def load_serve_config(path: Path | str) -> dict[str, Any]:

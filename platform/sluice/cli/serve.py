@@ -9,6 +9,8 @@
 
 The check catches what Serve itself would silently ignore (misspelled deployment or
 autoscaling keys) and validates the app's typed args; see serve_apps/scoring/config_check.py.
+Serve then gets the checked document with the bind address of the platform config
+(serve.host / serve.port, 127.0.0.1:8000 by default): its one source.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import typer
+import yaml
 
 from sluice.config import REPO_ROOT
 from sluice.errors import SluiceError
@@ -64,32 +69,56 @@ def serve(
     if ctx.invoked_subcommand is not None:
         return
     _repo_on_path()
-    from serve_apps.scoring.config_check import load_serve_config
+    from serve_apps.scoring.config_check import load_serve_config, with_bind_address
 
     path = config if config.is_absolute() else REPO_ROOT / config
     try:
-        raw = load_serve_config(path)
+        doc = with_bind_address(load_serve_config(path))
     except SluiceError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
-    names = ", ".join(a.get("name", "default") for a in raw.get("applications", []))
-    typer.echo(f"{path}: config OK (applications: {names})")
+    names = ", ".join(a.get("name", "default") for a in doc.get("applications", []))
+    http = doc["http_options"]
+    typer.echo(f"{path}: config OK (applications: {names}; binds {http['host']}:{http['port']}, "
+               "serve.host/serve.port of the platform config)")  # fmt: skip
     if check:
         return
     if ingress not in ("haproxy", "proxy"):
         typer.echo(f"error: --ingress must be haproxy or proxy, got {ingress!r}", err=True)
         raise typer.Exit(2)
-    env = dict(os.environ)
-    if deploy:
-        cmd = [_serve_cli(), "deploy", str(path)] + (["--address", address] if address else [])
-    else:
-        cmd = [_serve_cli(), "run", str(path)]
+    env = serve_env(os.environ, deploy=deploy, ingress=ingress)
+    with tempfile.TemporaryDirectory(prefix="sluice-serve-") as tmp:
+        # Serve reads the file once, at start: the document with the bind address filled in.
+        rendered = Path(tmp) / path.name
+        rendered.write_text(yaml.safe_dump(doc, sort_keys=False))
+        if deploy:
+            cmd = [_serve_cli(), "deploy", str(rendered)] + (
+                ["--address", address] if address else [])  # fmt: skip
+        else:
+            cmd = [_serve_cli(), "run", str(rendered)]
+        shown = ("RAY_AUTH_MODE", "RAY_SERVE_ENABLE_HA_PROXY")
+        prefix = "".join(f"{k}={env[k]} " for k in shown if k in env)
+        typer.echo(f"$ {prefix}{' '.join(cmd)}   # {path.name} + the bind address")
+        code = _run_to_end(cmd, env)
+    raise typer.Exit(code)
+
+
+def serve_env(environ: Mapping[str, str], *, deploy: bool, ingress: str) -> dict[str, str]:
+    """The environment of the `serve run` / `serve deploy` that `sluice serve` starts.
+
+    RAY_AUTH_MODE is always explicit (README "Ray and authentication"): the caller's value,
+    else ``disabled``. Left unset, Ray decides by whether ``~/.ray/auth_token`` exists: a
+    `serve run` would start its local Ray with token auth on, and a client would send no
+    token. Against a token-auth cluster, export RAY_AUTH_MODE=token (and the token) first.
+    """
+    env = dict(environ)
+    env.setdefault("RAY_AUTH_MODE", "disabled")
+    if not deploy:
         # Read when Ray starts: HAProxy in front of the replicas (bench/serve.py: about 2x
         # the throughput of the Python proxy, and lower latency, on the same machine).
+        # A cluster sets it on its nodes before Ray starts (cluster.yaml).
         env["RAY_SERVE_ENABLE_HA_PROXY"] = "1" if ingress == "haproxy" else "0"
-    prefix = f"RAY_SERVE_ENABLE_HA_PROXY={env['RAY_SERVE_ENABLE_HA_PROXY']} " if not deploy else ""
-    typer.echo("$ " + prefix + " ".join(cmd))
-    raise typer.Exit(_run_to_end(cmd, env))
+    return env
 
 
 def _run_to_end(cmd: list[str], env: dict[str, str]) -> int:
@@ -143,4 +172,4 @@ def hash_key(
     typer.echo(f"{name} {digest_of(key)}")
 
 
-__all__ = ["app"]
+__all__ = ["app", "serve_env"]

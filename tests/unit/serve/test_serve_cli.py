@@ -44,3 +44,53 @@ def test_hash_key_new_prints_a_fresh_key_once_and_its_line():
 def test_an_empty_key_is_an_error(text):
     result = runner.invoke(serve_cli.app, ["hash-key"], input=text)
     assert result.exit_code == 1 and "empty key" in result.output
+
+
+class Recorded:
+    """`sluice serve`'s child process, recorded instead of run."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[str], dict[str, str], dict]] = []
+
+    def __call__(self, cmd: list[str], env: dict[str, str]) -> int:
+        import yaml
+
+        self.calls.append((cmd, env, yaml.safe_load(open(cmd[2]).read())))
+        return 0
+
+
+@pytest.fixture
+def recorded(monkeypatch) -> Recorded:
+    rec = Recorded()
+    monkeypatch.setattr(serve_cli, "_run_to_end", rec)
+    monkeypatch.delenv("SLUICE_SERVE__HOST", raising=False)
+    monkeypatch.delenv("SLUICE_SERVE__PORT", raising=False)
+    return rec
+
+
+@pytest.mark.parametrize("args", [[], ["--deploy", "--address", "http://head:8265"]])
+def test_serve_hands_serve_the_bind_address_of_the_platform_config(recorded, monkeypatch, args):
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    result = runner.invoke(serve_cli.app, args)
+    assert result.exit_code == 0, result.output
+    (cmd, env, doc), = recorded.calls
+    assert cmd[1] == ("deploy" if args else "run") and cmd[3:] == args[1:]
+    assert (doc["http_options"]["host"], doc["http_options"]["port"]) == ("127.0.0.1", 8000)
+    assert "binds 127.0.0.1:8000" in result.output
+    assert env["RAY_AUTH_MODE"] == "disabled"  # explicit, whatever ~/.ray holds
+
+
+def test_the_bind_address_follows_the_platform_config_override(recorded, monkeypatch):
+    monkeypatch.setenv("SLUICE_SERVE__HOST", "10.0.0.7")
+    assert runner.invoke(serve_cli.app, ["--deploy"]).exit_code == 0
+    assert recorded.calls[0][2]["http_options"]["host"] == "10.0.0.7"
+
+
+def test_serve_env_keeps_an_explicit_auth_mode_and_sets_the_ingress_for_run_only():
+    base = {"PATH": "/bin"}
+    assert serve_cli.serve_env(base, deploy=False, ingress="haproxy") == {
+        "PATH": "/bin", "RAY_AUTH_MODE": "disabled", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
+    token = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": "/t"}
+    assert serve_cli.serve_env(token, deploy=True, ingress="haproxy") == token
+    proxy = serve_cli.serve_env({}, deploy=False, ingress="proxy")
+    assert proxy["RAY_SERVE_ENABLE_HA_PROXY"] == "0"

@@ -107,3 +107,51 @@ def test_typed_args_and_user_config_are_checked(raw, tmp_path):
 def test_model_keys_include_aliases():
     assert "name" in model_keys(DeploymentSchema)
     assert "target_ongoing_requests" in model_keys(AutoscalingConfig)
+
+
+def test_the_bind_address_has_one_source_the_platform_config(raw, tmp_path):
+    """configs/serve.yaml cannot name a host or port; `sluice serve` writes the platform's."""
+    from serve_apps.scoring.config_check import with_bind_address
+    from sluice.config import load_platform_config
+
+    assert not {"host", "port"} & set(raw["http_options"])
+    for key, value in (("host", "0.0.0.0"), ("port", 8001)):
+        doc = copy.deepcopy(raw)
+        doc["http_options"][key] = value
+        problems = check_serve_config(doc)
+        assert len(problems) == 1 and f"http_options.{key}" in problems[0], problems
+        assert f"serve.{key} in the platform config" in problems[0]
+
+    shipped = load_platform_config(REPO_ROOT / "configs" / "platform.yaml").serve
+    assert (shipped.host, shipped.port) == ("127.0.0.1", 8000)
+    doc = with_bind_address(raw)
+    assert doc["http_options"] == {**raw["http_options"], "host": "127.0.0.1", "port": 8000}
+    assert check_serve_config(raw) == [] and "host" not in raw["http_options"]  # not mutated
+
+    platform = tmp_path / "platform.yaml"
+    platform.write_text("serve:\n  host: 10.1.2.3\n  port: 8123\n")
+    other = copy.deepcopy(raw)
+    other["applications"][0]["args"]["platform_config"] = str(platform)
+    http = with_bind_address(other)["http_options"]
+    assert (http["host"], http["port"]) == ("10.1.2.3", 8123)  # the file the builder reads
+
+
+def test_the_app_refuses_to_start_where_serve_binds_another_host(raw, tmp_path, monkeypatch):
+    """A plain `serve deploy configs/serve.yaml` binds Serve's default host: refused unless
+    the platform config names that host too."""
+    from serve_apps.scoring import app as scoring_app
+    from serve_apps.scoring.auth import hash_key, new_key
+
+    keys = tmp_path / "keys"
+    keys.write_text(f"svc {hash_key(new_key())}\n")
+    monkeypatch.setenv("SLUICE_API_KEYS_FILE", str(keys))
+    bind = ServeDeploySchema.model_validate(raw).http_options.host
+    assert bind == "0.0.0.0"
+    monkeypatch.setattr(scoring_app, "serve_http_host", lambda: bind)
+    args = ScoringAppArgs.model_validate(raw["applications"][0]["args"])
+    with pytest.raises(ConfigError, match="Serve binds '0.0.0.0' but the platform config says"):
+        scoring_app.build_app(args)
+    platform = scoring_app.platform_config_of(args)
+    scoring_app.check_bind_host("127.0.0.1", platform)  # where `sluice serve` binds it
+    with pytest.raises(ConfigError, match="sluice serve --deploy"):
+        scoring_app.check_bind_host(None, platform)
