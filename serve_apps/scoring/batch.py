@@ -11,6 +11,10 @@ requests (each a list of validated rows) and answers one ``ScoreReply`` per requ
   rows of one call, so requests that share a key go to separate calls.
 - every input row ends scored or rejected; rejected rows come back with their reasons
   and their quarantine rows (the ingress writes them).
+- a failure fails only the requests it belongs to: when scoring requests together fails
+  for any reason but a store outage (which every request shares: 503 for all), each is
+  scored again alone, and only those that fail alone get an error (500 ``internal_error``
+  for an unexpected exception, its text kept in the replica's log, not the answer).
 
 The Scorer keeps row order in both of its outputs, and every row sharing a key gets one
 verdict (identical rows are a replay, different ones a conflict), so a row is scored iff
@@ -89,17 +93,27 @@ class BatchScorer:
         now = now or datetime.now(UTC)
         replies: list[ScoreReply | None] = [None] * len(requests)
         for group in _groups(requests, self.contract.key_column):
-            try:
-                for index, reply in self._score_group(requests, group, now).items():
-                    replies[index] = reply
-            except SluiceError as exc:
-                log.warning("scoring %d request(s) failed: %s", len(group), exc)
-                err = ErrorReply(error_status(exc), type(exc).__name__, str(exc))
-                for index in group:
-                    replies[index] = ScoreReply(error=err)
+            for index, reply in self._score_isolated(requests, group, now).items():
+                replies[index] = reply
         return [r if r is not None else ScoreReply() for r in replies]
 
     # -- internals ---------------------------------------------------------------------
+    def _score_isolated(
+        self, requests: Sequence[Sequence[dict[str, Any]]], group: list[int], now: datetime
+    ) -> dict[int, ScoreReply]:
+        """The group scored together; if that fails (not a store outage), each request alone."""
+        try:
+            return self._score_group(requests, group, now)
+        except Exception as exc:  # noqa: BLE001 - turned into the failing requests' answers
+            if len(group) > 1 and not isinstance(exc, StoreUnavailable):
+                log.warning("scoring %d requests together failed (%s): scoring each alone",
+                            len(group), type(exc).__name__)  # fmt: skip
+                out: dict[int, ScoreReply] = {}
+                for index in group:
+                    out |= self._score_isolated(requests, [index], now)
+                return out
+            return {index: ScoreReply(error=_error_reply(exc, len(group))) for index in group}
+
     def _score_group(
         self, requests: Sequence[Sequence[dict[str, Any]]], group: list[int], now: datetime
     ) -> dict[int, ScoreReply]:
@@ -183,6 +197,15 @@ class BatchScorer:
                     bad += 1
                 pos += 1
         return names
+
+
+def _error_reply(exc: Exception, requests: int) -> ErrorReply:
+    if isinstance(exc, SluiceError):
+        log.warning("scoring %d request(s) failed: %s", requests, exc)
+        return ErrorReply(error_status(exc), type(exc).__name__, str(exc))
+    log.exception("scoring a request failed with an unexpected %s", type(exc).__name__)
+    return ErrorReply(500, "internal_error", f"scoring failed with an unexpected "
+                      f"{type(exc).__name__}; the replica's log has the details")  # fmt: skip
 
 
 def _groups(requests: Sequence[Sequence[dict[str, Any]]], key_col: str) -> list[list[int]]:

@@ -118,3 +118,29 @@ def test_a_store_outage_is_a_503_reply_for_the_group(serve_registry):
     scorer = Scorer(CONTRACT, serve_registry, DownStore(), record_events=False)
     replies = BatchScorer(scorer).score([json_rows(2), json_rows(1, seed=3)], now=NOW)
     assert [(r.error.status, r.error.kind) for r in replies] == [(503, "StoreUnavailable")] * 2
+
+
+class _Poisoned:
+    """The real Scorer, except that any call holding the poison key raises unexpectedly."""
+
+    def __init__(self, real: Scorer, poison: str) -> None:
+        self.real, self.poison, self.contract = real, poison, real.contract
+
+    def score(self, rows, **kw):
+        if any(r["transaction_id"] == self.poison for r in rows):
+            raise ValueError("an unexpected bug")
+        return self.real.score(rows, **kw)
+
+
+def test_an_unexpected_error_fails_only_its_own_request(scorers):
+    champion, _ = scorers
+    rows = json_rows(9)
+    requests = [rows[0:3], rows[3:6], rows[6:9]]
+    replies = BatchScorer(_Poisoned(champion, rows[4]["transaction_id"])).score(requests, now=NOW)
+    bad = replies[1]
+    assert bad.error is not None and (bad.error.status, bad.error.kind) == (500, "internal_error")
+    assert "ValueError" in bad.error.message and "unexpected bug" not in bad.error.message
+    for req, reply in zip(requests[::2], replies[::2], strict=True):
+        assert reply.error is None
+        assert [s.score for s in reply.scores] == champion.score(req, now=NOW).scored[
+            "score"].to_pylist()  # fmt: skip
