@@ -315,8 +315,10 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
     The one reader of Sluice's YAML files (platform config, contracts, jobs): a missing
     file, bad YAML or another top level is a ConfigError naming the file.
     """
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"{path}: no such file")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a YAML file")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:

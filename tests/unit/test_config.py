@@ -241,3 +241,12 @@ def test_feature_events_are_written_at_the_checked_level():
     cfg = PlatformConfig().cassandra
     store = CassandraFeatureStore.for_contract(cfg, contract)
     assert store.consistency is cfg.write_consistency
+
+
+def test_dev_null_is_an_empty_config():
+    assert load_platform_config("/dev/null", environ={}) == PlatformConfig()
+
+
+def test_a_directory_is_not_a_config(tmp_path):
+    with pytest.raises(ConfigError, match=f"{tmp_path}: is a directory"):
+        load_platform_config(tmp_path, environ={})

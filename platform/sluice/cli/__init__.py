@@ -26,15 +26,20 @@ def batch(
     job: str = typer.Option(..., "--job", help="Job file, e.g. configs/jobs/fraud_batch.yaml"),
     config: str | None = typer.Option(None, "--config", help="Platform config file."),
 ) -> None:
-    """Run a batch scoring job on the local (or configured) Ray: `pipelines.batch_score`."""
+    """Run a batch scoring job on the local (or configured) Ray: `pipelines.batch_score`.
+
+    Relative paths are relative to the working directory; the job runs at the repo root.
+    """
     import subprocess
     import sys
 
+    from sluice.cli._paths import child_env, user_path
     from sluice.config import REPO_ROOT
 
-    cmd = [sys.executable, "-m", "pipelines.batch_score", "--job", job]
-    cmd += ["--config", config] if config else []
-    raise typer.Exit(subprocess.run(cmd, cwd=REPO_ROOT, check=False).returncode)
+    cmd = [sys.executable, "-m", "pipelines.batch_score", "--job", user_path(job)]
+    cmd += ["--config", user_path(config)] if config else []
+    done = subprocess.run(cmd, cwd=REPO_ROOT, env=child_env(), check=False)
+    raise typer.Exit(done.returncode)
 
 
 __all__ = ["app"]

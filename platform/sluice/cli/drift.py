@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Literal
 
 import typer
 
+from sluice.cli._paths import child_env, user_path
 from sluice.config import REPO_ROOT, load_platform_config
 from sluice.errors import SluiceError
 
@@ -91,21 +92,18 @@ def format_report(report: DriftReport) -> str:
     return "\n".join(out)
 
 
-def _abs(path_or_uri: str) -> str:
-    return path_or_uri if "://" in path_or_uri else str(Path(path_or_uri).resolve())
-
-
 def _retrain(contract: str, labels: str, registry_uri: str, epochs: int) -> int:
     """`python -m pipelines.train --labels ...` at the repository root, as `sluice batch`
     runs its job: the pipelines are Ray job code beside the library, not part of it."""
     from sluice.contract import contract_path
 
     cmd = [sys.executable, "-m", "pipelines.train",
-           "--contract", str(contract_path(contract).resolve()), "--labels", _abs(labels),
-           "--registry", _abs(registry_uri), "--epochs", str(epochs)]  # fmt: skip
+           "--contract", user_path(contract_path(contract)), "--labels", user_path(labels),
+           "--registry", user_path(registry_uri), "--epochs", str(epochs)]  # fmt: skip
     typer.echo(f"\nretrain: training on {labels} (the new version is champion only if it "
                "beats the champion on the same holdout)")  # fmt: skip
-    done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+    done = subprocess.run(cmd, cwd=REPO_ROOT, env=child_env(), capture_output=True, text=True,
+                          check=False)  # fmt: skip
     for text, err in ((done.stdout, False), (done.stderr, True)):
         if text.strip():
             typer.echo(text.rstrip(), err=err)

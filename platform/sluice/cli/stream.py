@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 import typer
 
+from sluice.cli._paths import child_env, user_path
 from sluice.config import REPO_ROOT
 from sluice.errors import SluiceError
 
@@ -26,13 +26,14 @@ def stream(
 
     SIGTERM or Ctrl-C finishes the batch in flight, commits it and exits.
     """
-    cmd = [sys.executable, "-m", "pipelines.stream_score", "--job", _absolute(job)]
-    cmd += ["--config", _absolute(config)] if config else []
+    cmd = [sys.executable, "-m", "pipelines.stream_score", "--job", user_path(job)]
+    cmd += ["--config", user_path(config)] if config else []
     cmd += ["--until-caught-up"] if until_caught_up else []
     cmd += ["--max-seconds", str(max_seconds)] if max_seconds is not None else []
+    env = child_env()  # before the chdir: a relative SLUICE_CONFIG is the user's
     os.chdir(REPO_ROOT)
     # Replace this process: signals (SIGTERM from a supervisor, Ctrl-C) reach the driver.
-    os.execv(sys.executable, cmd)
+    os.execve(sys.executable, cmd, env)
 
 
 def produce(
@@ -74,11 +75,6 @@ def produce(
         raise typer.Exit(1) from exc
     typer.echo(f"delivered {report.delivered:,} in {report.elapsed_s:.1f} s "
                f"({report.rate:,.0f} msg/s)")  # fmt: skip
-
-
-def _absolute(path: str) -> str:
-    p = Path(path)
-    return str(p.resolve()) if p.exists() else path
 
 
 def register(app: typer.Typer) -> None:
