@@ -13,7 +13,7 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sluice.config import REPO_ROOT, format_validation_error, read_yaml_mapping
+from sluice.config import format_validation_error, read_yaml_mapping
 from sluice.errors import ConfigError
 
 __all__ = [
@@ -181,9 +181,9 @@ def load_stream_job(path: Path | str) -> StreamJob:
 
 
 def _parse_job(path: Path | str, model: type[_Job]) -> _Job:
-    path = Path(path)
-    if not path.is_absolute() and not path.exists():
-        path = REPO_ROOT / path
+    # A job path is the user's: relative to the working directory, like any command-line
+    # path (the CLI makes it absolute before it starts the pipeline at the repo root).
+    path = Path(path).absolute()
     if not path.is_file():
         raise ConfigError(f"job file {path} does not exist")
     raw = read_yaml_mapping(path)

@@ -22,9 +22,19 @@ def test_repo_batch_job_loads():
     assert job.num_gpus_per_actor == 0
 
 
-def test_relative_job_path_resolves_against_repo(monkeypatch, tmp_path):
+def test_relative_job_path_is_relative_to_the_working_directory(monkeypatch, tmp_path):
+    (tmp_path / "mine.yaml").write_text((REPO / "configs/jobs/fraud_batch.yaml").read_text())
     monkeypatch.chdir(tmp_path)
-    assert load_job("configs/jobs/fraud_batch.yaml").name == "fraud_batch"
+    assert load_job("mine.yaml").name == "fraud_batch"
+
+
+def test_relative_job_path_is_not_looked_up_in_the_repo(monkeypatch, tmp_path):
+    # The repo has configs/jobs/fraud_batch.yaml, but this user's directory has not: an
+    # error naming the path looked at, not the repo's file in its place.
+    monkeypatch.chdir(tmp_path)
+    expected = f"job file {tmp_path / 'configs/jobs/fraud_batch.yaml'} does not exist"
+    with pytest.raises(ConfigError, match=expected):
+        load_job("configs/jobs/fraud_batch.yaml")
 
 
 def test_missing_job_file():
