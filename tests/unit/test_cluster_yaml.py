@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import shlex
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,16 @@ def test_local_fake_cluster_mirrors_the_real_node_types(cluster):
     assert local["available_node_types"]["gpu_worker"]["resources"]["GPU"] == 1
     for spec in local["available_node_types"].values():
         assert all(isinstance(v, int) for v in spec["resources"].values())
+
+
+def test_dashboard_and_job_submission_stay_on_the_heads_loopback(cluster):
+    # Users reach 8265 through `ray dashboard cluster.yaml` (SSH port-forward); a dashboard
+    # on every interface would expose job submission (code execution) to the network.
+    starts = [c for c in cluster["head_start_ray_commands"] if "ray start" in c]
+    assert starts
+    for command in starts:
+        args = shlex.split(command)
+        hosts = [a.split("=", 1)[1] for a in args if a.startswith("--dashboard-host=")]
+        hosts += [args[i + 1] for i, a in enumerate(args) if a == "--dashboard-host"]
+        assert hosts and all(h in ("127.0.0.1", "localhost") for h in hosts), command
+        assert "RAY_AUTH_MODE=token" in args, command
