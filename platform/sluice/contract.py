@@ -25,6 +25,8 @@ from sluice.features import CategoryIndex, DayOfWeek, EqualityFlag, FeatureSpec,
 
 __all__ = [
     "CONTRACTS_DIR",
+    "FEATURE_EVENTS_SUFFIX",
+    "PREDICTION_COLUMNS",
     "Contract",
     "Device",
     "DriftSpec",
@@ -55,6 +57,9 @@ _TIMESTAMP = re.compile(r"^timestamp\[(s|ms|us|ns)(?:, tz=([A-Za-z0-9_/+:-]+))?\
 _NAME = CQL_NAME_PATTERN
 FEATURE_EVENTS_SUFFIX = "_feature_events"
 """The store keeps a contract's entity events in table ``<name>_feature_events``."""
+PREDICTION_COLUMNS = ("score", "model_version", "features", "scored_at")
+"""The predictions table's own columns beside the contract's key, entity and event time
+(``sluice.store.predictions_table``): those three must not take one of these names."""
 
 
 def parse_arrow_type(text: str) -> pa.DataType:
@@ -211,6 +216,16 @@ class Contract(_Frozen):
             )
             if col is not None and col not in types.names
         ]
+        problems.extend(
+            f"{field}: {col!r} is a column the predictions table adds itself "
+            f"({', '.join(PREDICTION_COLUMNS)}); rename the input column"
+            for field, col in (
+                ("key_column", self.key_column),
+                ("entity_column", self.entity_column),
+                ("event_time_column", self.event_time_column),
+            )
+            if col in PREDICTION_COLUMNS
+        )
         if self.event_time_column in types.names and not pa.types.is_timestamp(
             types.field(self.event_time_column).type
         ):

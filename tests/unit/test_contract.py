@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from sluice.config import REPO_ROOT, ConsistencyLevel
 from sluice.contract import (
+    PREDICTION_COLUMNS,
     Contract,
     Device,
     ModelRef,
@@ -317,3 +318,18 @@ def test_contract_name_leaves_room_for_the_feature_events_table(write, raw):
     assert load_contract(write(raw)).name == raw["name"]
     raw["name"] = "c" * 34
     assert "name: got" in _error(write(raw))
+
+
+def test_prediction_columns_are_the_predictions_tables_own():
+    from sluice.store import predictions_table
+
+    fraud = load_contract("fraud")
+    own = {n for n, _ in predictions_table(fraud).columns}
+    assert own - {fraud.entity_column, fraud.event_time_column} == set(PREDICTION_COLUMNS)
+
+
+@pytest.mark.parametrize("field", ["key_column", "entity_column"])
+def test_contract_column_must_not_take_a_predictions_column_name(write, raw, field):
+    _rename_column(raw, raw[field], "score")
+    message = _error(write(raw))
+    assert f"{field}: 'score' is a column the predictions table adds itself" in message
