@@ -7,7 +7,10 @@
 A long-lived driver: it checks the job (contract, model, topic), applies the schema,
 starts ``consumers`` StreamConsumer actors (at most one per partition) in the job's
 consumer group, and supervises them — a consumer that dies is replaced (up to
-``max_consumer_restarts``) and the new one resumes from the group's committed offsets.
+``max_consumer_restarts`` within any ``restart_window_s``) and the new one resumes from
+the group's committed offsets. A Cassandra outage does not end the job: each consumer
+retries its batch in flight with backoff, committing nothing, for up to
+``store_outage_max_s``.
 Each actor polls micro-batches, scores them, writes every output, waits for the writes,
 then commits (sluice.stream.ConsumerLoop): at-least-once delivery, and, because every
 write is an idempotent upsert keyed by the event id, exactly-once results.
@@ -35,7 +38,13 @@ from sluice.config import PlatformConfig, load_platform_config
 from sluice.contract import load_contract
 from sluice.errors import ConfigError, SluiceError, StreamError
 from sluice.jobs import StreamJob, load_stream_job
-from sluice.stream import GroupLag, LoopStats, StreamConsumer, install_stop_signals
+from sluice.stream import (
+    GroupLag,
+    LoopStats,
+    RestartBudget,
+    StreamConsumer,
+    install_stop_signals,
+)
 
 log = logging.getLogger("sluice.stream")
 
@@ -60,6 +69,8 @@ class StreamSummary:
     commits: int = 0
     revocations: int = 0
     restarts: int = 0
+    store_retries: int = 0
+    store_wait_s: float = 0.0
     elapsed_s: float = 0.0
     busy_s: float = 0.0
     events_per_s: float = 0.0
@@ -130,6 +141,7 @@ def run(
     log.info("job %s: %d consumer(s) on %s (%d partitions), group %s, model %s",
              job.name, n, job.topic, partitions, job.group, model_version)  # fmt: skip
     finished: dict[str, LoopStats] = {}
+    budget = RestartBudget(job.max_consumer_restarts, job.restart_window_s)
     next_progress = time.monotonic() + _PROGRESS_EVERY_S
     try:
         while not summary.stopped_by:
@@ -140,12 +152,13 @@ def run(
                 try:
                     finished[member.name] = ray.get(ref)  # it returns only once stopped
                 except ray.exceptions.RayError as exc:
-                    summary.restarts += 1
-                    if summary.restarts > job.max_consumer_restarts:
+                    if not budget.spend():
                         raise StreamError(
                             f"job {job.name}: consumer {member.name} failed and the restart "
-                            f"budget ({job.max_consumer_restarts}) is spent: {exc}"
+                            f"budget ({job.max_consumer_restarts} within "
+                            f"{job.restart_window_s:g} s) is spent: {exc}"
                         ) from exc
+                    summary.restarts += 1
                     log.error("consumer %s failed (%s); starting a replacement that resumes "
                               "from the committed offsets", member.name, exc)  # fmt: skip
                     ray.kill(member.actor, no_restart=True)
@@ -195,12 +208,13 @@ def _add_up(summary: StreamSummary, stats: list[LoopStats], latency_after: float
     latencies: list[float] = []
     for s in stats:
         for name in ("messages", "scored", "quarantined", "malformed", "batches", "commits",
-                     "revocations"):  # fmt: skip
+                     "revocations", "store_retries", "store_wait_s"):  # fmt: skip
             setattr(summary, name, getattr(summary, name) + getattr(s, name))
         reasons.update(s.reasons)
         engines.update(s.engines)
         latencies.extend(lat for lat, sent in zip(s.latencies_s, s.sent_at_s, strict=True)
                          if latency_after is None or sent >= latency_after)  # fmt: skip
+    summary.store_wait_s = round(summary.store_wait_s, 3)
     summary.quarantined_by_reason = dict(reasons.most_common())
     summary.engines = dict(engines)
     firsts = [s.first_batch_at for s in stats if s.first_batch_at]
@@ -224,6 +238,7 @@ def print_summary(summary: StreamSummary) -> None:
         ("quarantined", summary.quarantined), ("malformed", summary.malformed),
         ("batches", f"{summary.batches} (engines: {summary.engines})"),
         ("commits", summary.commits), ("revocations", summary.revocations),
+        ("Cassandra retries", f"{summary.store_retries} ({summary.store_wait_s} s waiting)"),
         ("busy s / elapsed s", f"{summary.busy_s} / {summary.elapsed_s}"),
         ("events/s", summary.events_per_s),
         ("latency p50 / p99 s", f"{summary.latency_p50_s} / {summary.latency_p99_s}"),

@@ -4,15 +4,17 @@ At-least-once delivery, exactly-once results (DESIGN.md "Stream")::
 
     poll a micro-batch (collect_batch)  ->  decode (decode_messages: the contract's fields of
     JSON objects; malformed, too large or too wide messages -> quarantine with their raw
-    bytes, bounded)  ->  Scorer.score (records valid events in
-    the feature store, computes features, predicts)  ->  upsert predictions + quarantine
-    rows and wait  ->  commit the batch's offsets (ConsumerLoop)
+    bytes, bounded)  ->  Scorer.score (records valid events in the feature store,
+    computes features, predicts)  ->  upsert predictions + quarantine rows and wait  ->
+    commit the batch's offsets (ConsumerLoop; while Cassandra is down the batch is
+    retried with backoff, uncommitted, for up to the job's store_outage_max_s)
 
 Every write is an idempotent upsert keyed by the event id (quarantine: the event id or
 ``topic:partition:offset``; feature events: card, time, event id), so a replay after a
 crash rewrites the same rows. Public surface::
 
     StreamConsumer(cfg, job, member)          # Ray actor body: run() / stop() / stats()
+    RestartBudget(limit, window_s)            # the driver's restarts within a sliding window
     ConsumerLoop(consumer, process, ...)      # poll -> process -> commit, revoke, stop
     MicroBatchScorer(scorer, outputs, ...)    # one batch scored and written
     consumer_settings, ensure_topic, topic_partitions, GroupLag, produce_messages,
@@ -25,7 +27,7 @@ event is refused only when both land in one micro-batch (the batch job refuses i
 its whole input); across batches the later upsert wins.
 """
 
-from sluice.stream._consumer import StreamConsumer
+from sluice.stream._consumer import RestartBudget, StreamConsumer
 from sluice.stream._kafka import (
     GroupLag,
     ProduceReport,
@@ -71,6 +73,7 @@ __all__ = [
     "MicroBatchScorer",
     "OutputWriter",
     "ProduceReport",
+    "RestartBudget",
     "StreamConsumer",
     "collect_batch",
     "consumer_settings",

@@ -1,4 +1,5 @@
-"""``StreamConsumer``: one Kafka consumer of a stream job, run as a Ray actor.
+"""``StreamConsumer``: one Kafka consumer of a stream job, run as a Ray actor, and the
+driver's ``RestartBudget`` for replacing crashed ones.
 
 The driver (``pipelines/stream_score.py``) wraps it with ``ray.remote`` and
 ``max_concurrency=2`` so that ``stop()`` and ``stats()`` answer while ``run()`` loops.
@@ -11,14 +12,18 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import replace
 
 from sluice.config import PlatformConfig
+from sluice.errors import StoreUnavailable
 from sluice.jobs import StreamJob
 from sluice.stream._kafka import consumer_settings
 from sluice.stream._loop import ConsumerLoop, LoopStats
 
-__all__ = ["StreamConsumer"]
+__all__ = ["RestartBudget", "StreamConsumer"]
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +62,18 @@ class StreamConsumer:
 
         def mirror(offsets: dict[tuple[str, int], int]) -> None:
             # Kafka's group offsets are where a consumer resumes; the checkpoint table
-            # mirrors them in Cassandra for operators (`stream_checkpoints`).
-            checkpoints.commit(job.name, job.topic, {p: o for (_, p), o in offsets.items()})
+            # mirrors them in Cassandra for operators (`stream_checkpoints`). Kafka holds
+            # the truth: a mirror write lost to an outage is rewritten by the next commit.
+            try:
+                checkpoints.commit(job.name, job.topic, {p: o for (_, p), o in offsets.items()})
+            except StoreUnavailable as exc:
+                log.warning("%s: checkpoint mirror not updated (%s); the next commit will",
+                            job.name, exc)  # fmt: skip
 
         consumer = Consumer(consumer_settings(cfg.kafka, job, f"{job.name}-{self.member}"))
         loop = ConsumerLoop(consumer, process, job=job.name, max_messages=job.max_batch_messages,
-                            max_wait_s=job.max_batch_wait_ms / 1000, on_commit=mirror)  # fmt: skip
+                            max_wait_s=job.max_batch_wait_ms / 1000, on_commit=mirror,
+                            store_outage_max_s=job.store_outage_max_s)  # fmt: skip
         consumer.subscribe([job.topic], on_assign=loop.on_assign, on_revoke=loop.on_revoke,
                            on_lost=loop.on_lost)  # fmt: skip
         self._loop = loop
@@ -84,3 +95,24 @@ class StreamConsumer:
 
     def pid(self) -> int:
         return os.getpid()
+
+
+class RestartBudget:
+    """At most ``limit`` consumer restarts within any ``window_s`` seconds (a sliding
+    window): a consumer that crashes now and then is always replaced, a crash loop ends
+    the job. ``spend()`` records one restart, or returns False when none is left."""
+
+    def __init__(
+        self, limit: int, window_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.limit, self.window_s, self.clock = limit, window_s, clock
+        self._times: deque[float] = deque()
+
+    def spend(self) -> bool:
+        now = self.clock()
+        while self._times and self._times[0] <= now - self.window_s:
+            self._times.popleft()
+        if len(self._times) >= self.limit:
+            return False
+        self._times.append(now)
+        return True

@@ -12,14 +12,25 @@ batches) commits whatever is done but not yet committed for the revoked partitio
 refused because the group is rebalancing is kept and retried after the next batch or at
 revocation; only replays can follow from it, never a loss.
 
+Cassandra outages: a batch whose writes fail because Cassandra is unreachable
+(``StoreUnavailable``, or a transient driver error) is retried as a whole — same messages,
+idempotent upserts — with backoff (0.5 s doubling to 5 s), nothing committed meanwhile,
+for up to ``store_outage_max_s``; only then does the error propagate (and the driver
+replaces the consumer). The consumer does not poll while it waits (the job keeps
+``store_outage_max_s`` below ``max_poll_interval_ms``); librdkafka's own thread keeps its
+group session alive.
+
 Stopping: ``stop`` (a ``threading.Event``: the actor's ``stop()``, or SIGTERM through
 ``install_stop_signals``) is checked between batches: the batch in flight is finished
-and committed, then the consumer is closed (leaving the group at once).
+and committed, then the consumer is closed (leaving the group at once). A stop while
+waiting out an outage leaves that batch uncommitted: whoever owns its partitions next
+replays it.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import signal
 import threading
 import time
@@ -28,7 +39,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sluice.errors import StreamError
+from sluice.errors import StoreUnavailable, StreamError
 from sluice.metrics import CONSUMER_LAG, EVENT_LATENCY_SECONDS
 from sluice.stream._messages import BatchSource, Message, collect_batch, next_offsets
 from sluice.stream._scoring import BatchResult
@@ -38,6 +49,7 @@ __all__ = ["ConsumerLoop", "KafkaConsumer", "LoopStats", "install_stop_signals"]
 log = logging.getLogger(__name__)
 
 _LATENCY_SAMPLES = 200_000  # kept per consumer for the summary's percentiles
+STORE_BACKOFF_S = (0.5, 5.0)  # first and longest wait between retries of a batch
 
 
 class KafkaConsumer(BatchSource, Protocol):
@@ -61,6 +73,8 @@ class LoopStats:
     commits: int = 0
     commit_retries: int = 0
     revocations: int = 0
+    store_retries: int = 0  # batches retried because Cassandra was unavailable
+    store_wait_s: float = 0.0  # time spent waiting for Cassandra
     assigned: list[int] = field(default_factory=list)  # partitions, as last assigned
     reasons: Counter[str] = field(default_factory=Counter)
     engines: Counter[str] = field(default_factory=Counter)
@@ -68,6 +82,13 @@ class LoopStats:
     last_commit_at: float | None = None
     latencies_s: list[float] = field(default_factory=list)  # producer timestamp -> written
     sent_at_s: list[float] = field(default_factory=list)  # those producer timestamps
+
+
+def _store_outage(exc: BaseException) -> bool:
+    """Cassandra unreachable or refusing for now: worth retrying the batch later."""
+    from sluice.store import is_transient
+
+    return isinstance(exc, StoreUnavailable) or is_transient(exc)
 
 
 def _retriable_commit_error(exc: BaseException) -> bool:
@@ -98,6 +119,8 @@ class ConsumerLoop:
         max_messages: int,
         max_wait_s: float,
         on_commit: Callable[[dict[tuple[str, int], int]], None] | None = None,
+        store_outage_max_s: float,
+        backoff_s: tuple[float, float] = STORE_BACKOFF_S,
     ) -> None:
         self.consumer = consumer
         self.process = process
@@ -105,6 +128,8 @@ class ConsumerLoop:
         self.max_messages = max_messages
         self.max_wait_s = max_wait_s
         self.on_commit = on_commit
+        self.store_outage_max_s = store_outage_max_s
+        self.backoff_s = backoff_s
         self.stats = LoopStats()
         self._pending: dict[tuple[str, int], int] = {}  # done, not yet committed
         self._committed: dict[tuple[str, int], int] = {}
@@ -116,7 +141,7 @@ class ConsumerLoop:
             while not stop.is_set():
                 batch = collect_batch(self.consumer, self.max_messages, self.max_wait_s)
                 if batch:
-                    self._run_batch(batch)
+                    self._run_batch(batch, stop)
                 elif self._pending:
                     self._commit(set(self._pending))  # a commit refused earlier
                 self._report_lag()
@@ -124,14 +149,47 @@ class ConsumerLoop:
             self._close()
         return self.stats
 
-    def _run_batch(self, batch: list[Message]) -> None:
+    def _run_batch(self, batch: list[Message], stop: threading.Event) -> None:
         if self.stats.first_batch_at is None:
             self.stats.first_batch_at = time.time()
-        result = self.process(batch)  # returns once every row is written; raises otherwise
+        result = self._process(batch, stop)  # returns once every row is written
+        if result is None:
+            return  # stopped while Cassandra was down: not committed, replayed later
         for tp, offset in next_offsets(batch).items():
             self._pending[tp] = max(offset, self._pending.get(tp, -1))
         self._commit(set(self._pending))
         self._count(result)
+
+    def _process(self, batch: list[Message], stop: threading.Event) -> BatchResult | None:
+        """``process(batch)``, the whole batch retried with backoff while Cassandra is down
+        (for up to ``store_outage_max_s``); None if ``stop`` is set while waiting."""
+        first, longest = self.backoff_s
+        delay, began = first, time.monotonic()
+        while True:
+            try:
+                return self.process(batch)
+            except Exception as exc:
+                if not _store_outage(exc):
+                    raise
+                waited = time.monotonic() - began
+                if waited >= self.store_outage_max_s:
+                    raise StoreUnavailable(
+                        f"{self.job}: Cassandra still unavailable after {waited:.0f} s "
+                        f"(store_outage_max_s {self.store_outage_max_s:g}): {exc}"
+                    ) from exc
+                self.stats.store_retries += 1
+                pause = min(delay * random.uniform(0.5, 1.0), self.store_outage_max_s - waited)
+                log.warning("%s: Cassandra unavailable (%s); retrying the batch of %d "
+                            "message(s) in %.1f s, nothing committed", self.job, exc,
+                            len(batch), pause)  # fmt: skip
+                stopped = stop.wait(pause)
+                self.stats.store_wait_s += pause
+                if stopped:
+                    log.warning("%s: stopped while waiting for Cassandra; the batch stays "
+                                "uncommitted (its partitions' next owner replays it)",
+                                self.job)  # fmt: skip
+                    return None
+                delay = min(delay * 2, longest)
 
     def _commit(self, partitions: Iterable[tuple[str, int]]) -> None:
         from confluent_kafka import KafkaException, TopicPartition

@@ -40,10 +40,13 @@ class StreamEnv:
     ray_address: str
     root: Path
 
-    def cfg(self, keyspace: str) -> PlatformConfig:
-        """The platform config with ``keyspace`` (dropped and re-created) and the registry."""
+    def cfg(self, keyspace: str, cassandra_port: int | None = None) -> PlatformConfig:
+        """The platform config with ``keyspace`` (dropped and re-created) and the registry;
+        ``cassandra_port``: a Cassandra of the test's own instead of the shared one."""
+        port = cassandra_port or self.base.cassandra.port
+        cassandra = self.base.cassandra.model_copy(update={"keyspace": keyspace, "port": port})
         cfg = self.base.model_copy(update={
-            "cassandra": self.base.cassandra.model_copy(update={"keyspace": keyspace}),
+            "cassandra": cassandra,
             "registry": self.base.registry.model_copy(update={"root_uri": str(self.registry_root)}),
         })  # fmt: skip
         session = session_for(cfg.cassandra)
@@ -51,9 +54,12 @@ class StreamEnv:
         apply_schema(session, cfg.cassandra, [load_contract("fraud")])
         return cfg
 
-    def env(self, keyspace: str) -> dict[str, str]:
-        """Environment of a driver process: this keyspace, registry and Ray."""
+    def env(self, keyspace: str, cassandra_port: int | None = None) -> dict[str, str]:
+        """Environment of a driver process: this keyspace (on ``cassandra_port``), registry
+        and Ray."""
+        port = cassandra_port or self.base.cassandra.port
         return {**os.environ, "SLUICE_CASSANDRA__KEYSPACE": keyspace,
+                "SLUICE_CASSANDRA__PORT": str(port),
                 "SLUICE_REGISTRY__ROOT_URI": str(self.registry_root),
                 "SLUICE_RAY__ADDRESS": self.ray_address, "RAY_AUTH_MODE": "disabled",
                 "PYTHONUNBUFFERED": "1"}  # fmt: skip

@@ -10,8 +10,8 @@ import pytest
 from confluent_kafka import TopicPartition
 from stream_fakes import TOPIC, FakeConsumer, messages
 
-from sluice.errors import StreamError
-from sluice.stream import BatchResult, ConsumerLoop, install_stop_signals
+from sluice.errors import StoreUnavailable, StreamError, WriteFailed
+from sluice.stream import BatchResult, ConsumerLoop, RestartBudget, install_stop_signals
 
 
 class Process:
@@ -43,7 +43,9 @@ class Process:
 
 def loop_for(consumer: FakeConsumer, process, **kw) -> ConsumerLoop:
     return ConsumerLoop(consumer, process, job="unit", max_messages=kw.pop("max_messages", 4),
-                        max_wait_s=kw.pop("max_wait_s", 0.01), **kw)  # fmt: skip
+                        max_wait_s=kw.pop("max_wait_s", 0.01),
+                        store_outage_max_s=kw.pop("store_outage_max_s", 5.0),
+                        backoff_s=kw.pop("backoff_s", (0.001, 0.004)), **kw)  # fmt: skip
 
 
 def run_batches(consumer: FakeConsumer, n_batches: int, **kw) -> ConsumerLoop:
@@ -77,6 +79,72 @@ def test_a_failed_batch_is_never_committed():
     assert consumer.closed  # the group gets the partitions back; the next owner replays
 
 
+class Outage(Process):
+    """Cassandra down for the first ``failures`` attempts (``errors`` cycled), then back."""
+
+    def __init__(self, consumer: FakeConsumer, failures: int, errors=None, **kw) -> None:
+        super().__init__(consumer, **kw)
+        self.failures = failures
+        self.errors = errors or [WriteFailed("cannot write to ks.predictions", 0, ["k"])]
+
+    def __call__(self, batch) -> BatchResult:
+        if self.failures > 0:
+            self.failures -= 1
+            self.consumer.log.append(("store down", len(batch)))
+            raise self.errors[self.failures % len(self.errors)]
+        return super().__call__(batch)
+
+
+def test_a_cassandra_outage_is_waited_out_and_the_batch_committed_after_it():
+    from cassandra.cluster import NoHostAvailable
+
+    stop = threading.Event()
+    consumer = FakeConsumer(batches=[messages([b"{}"] * 4)])
+    errors = [StoreUnavailable("cannot reach Cassandra"), NoHostAvailable("no host", {})]
+    loop = loop_for(consumer, Outage(consumer, 5, errors, stop_after=1, stop=stop))
+    loop.run(stop)
+    steps = [e[0] for e in consumer.log if e[0] != "consume"]
+    assert steps == ["store down"] * 5 + ["write start", "writes done", "commit", "close"]
+    assert consumer.commits() == [{(TOPIC, 0): 2, (TOPIC, 1): 2}]
+    assert loop.stats.store_retries == 5 and loop.stats.batches == 1
+
+
+def test_an_outage_longer_than_store_outage_max_s_fails_the_consumer_uncommitted():
+    consumer = FakeConsumer(batches=[messages([b"{}"] * 4)])
+    loop = loop_for(consumer, Outage(consumer, 10**9), store_outage_max_s=0.05)
+    with pytest.raises(StoreUnavailable, match=r"still unavailable after 0 s \(store_outage_max_s "
+                       r"0\.05\): cannot write to ks\.predictions"):  # fmt: skip
+        loop.run(threading.Event())
+    assert consumer.commits() == [] and consumer.closed and loop.stats.store_retries > 1
+
+
+def test_a_stop_while_waiting_for_cassandra_leaves_the_batch_uncommitted():
+    stop = threading.Event()
+    consumer = FakeConsumer(batches=[messages([b"{}"] * 4)])
+
+    class StopDuringOutage(Outage):
+        def __call__(self, batch):
+            stop.set()
+            return super().__call__(batch)
+
+    loop = loop_for(consumer, StopDuringOutage(consumer, 10**9), backoff_s=(30.0, 30.0))
+    loop.run(stop)  # returns at once: stop interrupts the 30 s wait
+    assert consumer.commits() == [] and consumer.closed
+    assert loop.stats.batches == 0 and loop.stats.store_retries == 1
+
+
+def test_restarts_are_budgeted_per_sliding_window():
+    now = [0.0]
+    budget = RestartBudget(limit=2, window_s=60.0, clock=lambda: now[0])
+    assert budget.spend() and budget.spend()
+    assert not budget.spend()  # a third crash within the minute ends the job
+    now[0] = 60.0  # the first two leave the window
+    assert budget.spend() and budget.spend() and not budget.spend()
+    now[0] = 1000.0
+    assert all(budget.spend() for _ in range(2))
+    assert not RestartBudget(limit=0, window_s=60.0).spend()
+
+
 def test_a_refused_commit_is_kept_and_retried_never_dropped():
     consumer = FakeConsumer(batches=[messages([b"{}"] * 4)], refuse_commits=1)
     loop = run_batches(consumer, 1)
@@ -94,7 +162,8 @@ def test_revocation_commits_what_is_done_for_the_revoked_partitions():
     consumer = FakeConsumer(batches=[messages([b"{}"] * 4)], refuse_commits=1)
     loop = loop_for(consumer, Process(consumer))
     loop.on_assign(consumer, [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)])
-    loop._run_batch(consumer.batches.pop(0))  # written; its commit was refused (rebalance)
+    # Written; its commit is refused (a rebalance).
+    loop._run_batch(consumer.batches.pop(0), threading.Event())
     assert consumer.commits() == []
     loop.on_revoke(consumer, [TopicPartition(TOPIC, 1)])
     assert consumer.commits() == [{(TOPIC, 1): 2}]  # only what was revoked
@@ -106,7 +175,7 @@ def test_revocation_commits_what_is_done_for_the_revoked_partitions():
 def test_lost_partitions_are_not_committed():
     consumer = FakeConsumer(batches=[messages([b"{}"] * 4)], refuse_commits=1)
     loop = loop_for(consumer, Process(consumer))
-    loop._run_batch(consumer.batches.pop(0))
+    loop._run_batch(consumer.batches.pop(0), threading.Event())
     loop.on_lost(consumer, [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)])
     loop.run(_set(threading.Event()))  # nothing pending is committed at close either
     assert consumer.commits() == [] and consumer.closed
