@@ -34,7 +34,12 @@ from cassandra.cluster import (
     NoHostAvailable,
     Session,
 )
-from cassandra.policies import DCAwareRoundRobinPolicy, RetryPolicy, TokenAwarePolicy
+from cassandra.policies import (
+    DCAwareRoundRobinPolicy,
+    ExponentialReconnectionPolicy,
+    RetryPolicy,
+    TokenAwarePolicy,
+)
 from cassandra.query import named_tuple_factory, tuple_factory
 
 from sluice.config import CassandraConfig, ConsistencyLevel
@@ -51,6 +56,12 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+RECONNECT_MAX_DELAY_S = 10.0
+"""Longest wait between attempts to reach a host that went down, with no limit on the
+attempts. The driver's default doubles the wait up to 10 minutes, which keeps a client
+away for minutes after a short outage has ended (a stream waiting out a 2-minute outage
+would give up first); this bounds the lag after recovery to about 10 s."""
 
 TUPLES = "sluice_tuples"
 """Execution profile whose rows are plain tuples (bulk reads build Arrow columns from them)."""
@@ -100,6 +111,9 @@ def build_cluster(cfg: CassandraConfig) -> Cluster:
         ssl_context=_ssl_context(cfg),
         connect_timeout=cfg.connect_timeout_s,
         control_connection_timeout=cfg.connect_timeout_s,
+        reconnection_policy=ExponentialReconnectionPolicy(
+            base_delay=0.5, max_delay=RECONNECT_MAX_DELAY_S, max_attempts=None
+        ),
         execution_profiles={
             EXEC_PROFILE_DEFAULT: profile(named_tuple_factory),
             TUPLES: profile(tuple_factory),
