@@ -1,10 +1,13 @@
 """The HTTP surface: ``create_api(service)`` builds the FastAPI app of one ingress replica.
 
-Routes (all but ``/v1/health`` need an API key; see ``auth``)::
+Routes (all but ``/v1/health`` and ``/v1/ready`` need an API key; see ``auth``)::
 
     POST /v1/{contract}/predict   one row (object) or up to max_rows rows (array)
-    GET  /v1/health               liveness, no key
-    GET  /v1/models               versions and aliases, and what this endpoint serves
+    GET  /v1/health               liveness: this process answers (no key)
+    GET  /v1/ready                readiness: the model is loaded and Cassandra answers (no key;
+                                  503 otherwise, within ``ready_timeout_s``)
+    GET  /v1/models               versions and aliases, and what this endpoint serves (the
+                                  registry read is bounded by ``request_timeout_s``: else 504)
     GET  /v1/stats                this replica process's metrics (prediction log included)
     GET  /docs, /openapi.json     OpenAPI
 
@@ -28,7 +31,8 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -60,6 +64,7 @@ from sluice.scoring import reason_counts
 
 __all__ = [
     "HEALTH_PATH",
+    "READY_PATH",
     "FunctionModelClient",
     "ModelClient",
     "Overloaded",
@@ -73,6 +78,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 HEALTH_PATH = "/v1/health"
+READY_PATH = "/v1/ready"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 # application/json, or a structured-syntax JSON type (application/problem+json), any params.
 _JSON_MEDIA_TYPE = re.compile(r"^application/([a-z0-9.!#$&^_-]+\+)?json$")
@@ -113,6 +119,10 @@ class ModelClient(Protocol):
 
     async def info(self) -> dict[str, Any]: ...
 
+    async def ready(self) -> dict[str, Any]:
+        """``{"model": <ref>, "cassandra": <bool>}`` from a replica that has its model."""
+        ...
+
 
 class FunctionModelClient:
     """A ``ModelClient`` around plain (async) functions: for tests and local tools."""
@@ -121,14 +131,18 @@ class FunctionModelClient:
         self,
         score: Callable[[list[dict[str, Any]]], Awaitable[ScoreReply]],
         info: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+        ready: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     ) -> None:
-        self._score, self._info = score, info
+        self._score, self._info, self._ready = score, info, ready
 
     async def score(self, rows: list[dict[str, Any]]) -> ScoreReply:
         return await self._score(rows)
 
     async def info(self) -> dict[str, Any]:
         return await self._info() if self._info else {}
+
+    async def ready(self) -> dict[str, Any]:
+        return await self._ready() if self._ready else {}
 
 
 @dataclass
@@ -146,6 +160,11 @@ class ScoringService:
     prediction_log: PredictionLog | None = None
     registry: ModelRegistry | None = None
     docs_public: bool = False
+    ready_timeout_s: float = 2.0
+    # Registry reads (a filesystem that may hang) get threads of their own: a stuck read
+    # then fails its requests after the timeout without starving asyncio's default pool.
+    registry_pool: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="sluice-registry"))
 
     @property
     def retry_headers(self) -> dict[str, str]:
@@ -173,6 +192,23 @@ class ScoringService:
 
     async def info(self) -> dict[str, Any]:
         return await self._bounded(self.model.info(), "asking the model")
+
+    async def manifest(self) -> Any:
+        """The registry's manifest of the contract's model, read within the request timeout."""
+        assert self.registry is not None
+        read = asyncio.get_running_loop().run_in_executor(
+            self.registry_pool, self.registry.manifest, self.contract.model.name)  # fmt: skip
+        return await self._bounded(read, "reading the model registry")
+
+    async def readiness(self) -> dict[str, bool]:
+        """Each readiness check: the model is loaded (a replica answers), Cassandra answers."""
+        try:
+            got = await asyncio.wait_for(self.model.ready(), self.ready_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - any failure to answer in time: not ready
+            log.warning("not ready: the model did not answer within %g s: %r",
+                        self.ready_timeout_s, exc)  # fmt: skip
+            return {"model": False, "cassandra": False}
+        return {"model": bool(got.get("model")), "cassandra": got.get("cassandra") is True}
 
     async def _bounded(self, call: Awaitable[Any], what: str) -> Any:
         try:
@@ -245,6 +281,16 @@ def create_api(service: ScoringService) -> FastAPI:
     async def health() -> dict[str, Any]:
         return {"status": "ok", "contract": c.name}
 
+    @api.get(READY_PATH, tags=["ops"], openapi_extra={"security": []},
+             summary="Readiness: the model is loaded and Cassandra answers (no API key)",
+             responses={503: {"description": "not ready; the failed checks are false"}})
+    async def ready() -> Response:
+        checks = await service.readiness()
+        ok = all(checks.values())
+        return JSONResponse({"ready": ok, "contract": c.name, "checks": checks},
+                            status_code=200 if ok else 503,
+                            headers=None if ok else service.retry_headers)  # fmt: skip
+
     @api.post(
         "/v1/{contract}/predict",
         tags=["scoring"],
@@ -306,7 +352,7 @@ def create_api(service: ScoringService) -> FastAPI:
         serving = await service.info()
         body: dict[str, Any] = {"contract": c.name, "model": str(c.model), "serving": serving}
         if service.registry is not None:
-            manifest = await asyncio.to_thread(service.registry.manifest, c.model.name)
+            manifest = await service.manifest()
             body["registry"] = {
                 "name": manifest.name,
                 "aliases": dict(manifest.aliases),
@@ -350,7 +396,7 @@ def create_api(service: ScoringService) -> FastAPI:
         return api.openapi_schema
 
     api.openapi = openapi  # type: ignore[method-assign]
-    public = {HEALTH_PATH} | ({"/docs", "/openapi.json", "/docs/oauth2-redirect"}
+    public = {HEALTH_PATH, READY_PATH} | ({"/docs", "/openapi.json", "/docs/oauth2-redirect"}
                               if service.docs_public else set())  # fmt: skip
     api.add_middleware(AuthMiddleware, keyring=service.keyring, public_paths=public)
     api.add_middleware(MetricsMiddleware, contract=c.name)  # outermost: sees the 401s too
@@ -358,15 +404,15 @@ def create_api(service: ScoringService) -> FastAPI:
 
 
 class MetricsMiddleware:
-    """ASGI middleware: every answer but the health check counted by status code and error
-    class, and its latency observed (``sluice.metrics``, ``sluice_online_*``)."""
+    """ASGI middleware: every answer but the probes' (health, ready) counted by status code
+    and error class, and its latency observed (``sluice.metrics``, ``sluice_online_*``)."""
 
     def __init__(self, app: Any, contract: str) -> None:
         self.app = app
         self.contract = contract
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope.get("path", "").endswith(HEALTH_PATH):
+        if scope["type"] != "http" or scope.get("path", "").endswith((HEALTH_PATH, READY_PATH)):
             await self.app(scope, receive, send)
             return
         t0 = time.perf_counter()

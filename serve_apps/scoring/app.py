@@ -83,7 +83,12 @@ class LimitsArgs(_Args):
         1_048_576, ge=256, le=256 * 1_048_576, description="Request body size (else 413)."
     )
     request_timeout_s: float = Field(
-        5.0, gt=0, le=600, description="Longest time a request may take to score (else 504)."
+        5.0, gt=0, le=600,
+        description="Longest time a request may take to score or read the registry (else 504).",
+    )
+    ready_timeout_s: float = Field(
+        2.0, gt=0, le=60,
+        description="Longest wait of /v1/ready for the model and Cassandra (else 503).",
     )
 
 
@@ -270,9 +275,9 @@ def assemble_app(
     settings = IngressSettings(
         contract=contract, platform=platform, key_digests=digests,
         max_rows=lim.max_rows, max_body_bytes=lim.max_body_bytes,
-        request_timeout_s=lim.request_timeout_s, overload_status=over.status_code,
-        retry_after_s=over.retry_after_s, docs_public=args.docs_public,
-        log_predictions=plog.enabled, log_targets=targets,
+        request_timeout_s=lim.request_timeout_s, ready_timeout_s=lim.ready_timeout_s,
+        overload_status=over.status_code, retry_after_s=over.retry_after_s,
+        docs_public=args.docs_public, log_predictions=plog.enabled, log_targets=targets,
         log_options=LogOptions(plog.queue_size, plog.batch_rows, plog.flush_interval_s),
     )  # fmt: skip
     backpressure = BackpressureConfig(status_code=over.status_code,

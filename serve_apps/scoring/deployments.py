@@ -15,6 +15,7 @@ Serve's backpressure into ``Overloaded`` (503/429 with Retry-After, at once).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -48,6 +49,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("sluice.serve")
+
+_CASSANDRA_PING = "SELECT release_version FROM system.local"
 
 
 class ModelUserConfig(BaseModel):
@@ -146,6 +149,23 @@ class ScoringModel:
                                             contract=self.contract.name)  # fmt: skip
         return replies
 
+    async def ready(self) -> dict[str, Any]:
+        """Readiness of this replica: its model is loaded (in ``__init__``, so a replica that
+        answers has one) and Cassandra, where its features come from, answers a query."""
+        cassandra = await asyncio.to_thread(self._cassandra_answers)
+        return {"model": self.core.champion.model.ref, "cassandra": cassandra}
+
+    def _cassandra_answers(self) -> bool:
+        from sluice.store import session_for
+
+        cfg = self.settings.feature_store
+        try:
+            session_for(cfg).execute(_CASSANDRA_PING, timeout=cfg.request_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - any failure to answer means "not ready"
+            log.warning("not ready: Cassandra does not answer: %s", exc)
+            return False
+        return True
+
     async def info(self) -> dict[str, Any]:
         import ray
 
@@ -177,6 +197,9 @@ class HandleModelClient:
     async def info(self) -> dict[str, Any]:
         return await self._call(self.handle.info.remote())
 
+    async def ready(self) -> dict[str, Any]:
+        return await self._call(self.handle.ready.remote())
+
     @staticmethod
     async def _call(response: Any) -> Any:
         from ray.exceptions import ActorDiedError, ActorUnavailableError
@@ -199,6 +222,7 @@ class IngressSettings:
     max_rows: int
     max_body_bytes: int
     request_timeout_s: float
+    ready_timeout_s: float
     overload_status: int
     retry_after_s: int
     docs_public: bool
@@ -228,6 +252,7 @@ class ScoringIngress:
             parser=RequestParser(c, settings.max_rows),
             max_body_bytes=settings.max_body_bytes,
             request_timeout_s=settings.request_timeout_s,
+            ready_timeout_s=settings.ready_timeout_s,
             overload_status=settings.overload_status,
             retry_after_s=settings.retry_after_s,
             prediction_log=self.prediction_log,

@@ -58,6 +58,12 @@ def test_auth_missing_wrong_and_both_header_styles(http):
     assert http.post(PREDICT, json=row, headers=AUTH).status_code == 200
 
 
+def test_ready_when_the_model_is_loaded_and_cassandra_answers(http):
+    r = http.get("/v1/ready")  # no key: a probe
+    assert r.status_code == 200, r.text
+    assert r.json()["checks"] == {"model": True, "cassandra": True}
+
+
 def test_the_builder_reads_the_host_serve_binds(world):
     """What the demo-key rule of build_app is decided on: the live controller's host."""
     from serve_apps.scoring.app import serve_http_host

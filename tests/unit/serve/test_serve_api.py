@@ -76,6 +76,13 @@ class FakeModel:
     async def info(self):
         return {"champion": "fraud/7"}
 
+    async def ready(self):
+        if self.behaviour == "slow":
+            await asyncio.sleep(5)
+        if self.behaviour == "overloaded":
+            raise Overloaded("no replica")
+        return {"model": "fraud/7", "cassandra": self.behaviour != "store-down"}
+
 
 @pytest.fixture
 def anyio_backend() -> str:
@@ -90,9 +97,10 @@ def setup():
     model = FakeModel()
     service = ScoringService(
         contract=CONTRACT, keyring=KeyRing.from_digests({"test": hash_key(KEY)}),
-        model=FunctionModelClient(model.score, model.info),
+        model=FunctionModelClient(model.score, model.info, model.ready),
         parser=RequestParser(CONTRACT, max_rows=4), max_body_bytes=4096,
         request_timeout_s=0.5, overload_status=429, retry_after_s=2, prediction_log=plog,
+        ready_timeout_s=0.3,
     )  # fmt: skip
     yield service, model, written
     plog.close()
@@ -147,6 +155,43 @@ async def test_health_needs_no_key_and_both_header_styles_work(client):
     spec = (await client.get("/openapi.json", headers=AUTH)).json()
     assert "/v1/{contract}/predict" in spec["paths"] and "FraudRow" in spec["components"]["schemas"]
     assert (await client.get("/docs", headers=AUTH)).status_code == 200
+
+
+async def test_ready_only_when_the_model_answers_and_cassandra_does(client, setup):
+    r = await client.get("/v1/ready")  # no key: a probe
+    assert r.status_code == 200 and r.json() == {
+        "ready": True, "contract": "fraud", "checks": {"model": True, "cassandra": True}}
+    for behaviour, checks in (("store-down", {"model": True, "cassandra": False}),
+                              ("overloaded", {"model": False, "cassandra": False}),
+                              ("slow", {"model": False, "cassandra": False})):  # fmt: skip
+        setup[1].behaviour = behaviour
+        t0 = time.perf_counter()
+        r = await client.get("/v1/ready")
+        assert r.status_code == 503 and r.json()["checks"] == checks, (behaviour, r.text)
+        assert r.headers["retry-after"] == "2" and time.perf_counter() - t0 < 1.5
+        assert (await client.get("/v1/health")).status_code == 200  # liveness: still alive
+
+
+async def test_the_registry_read_behind_models_has_a_timeout(client, setup):
+    import threading
+
+    release = threading.Event()
+
+    class HangingRegistry:
+        def manifest(self, name):
+            release.wait(30)  # a filesystem that does not answer
+            raise AssertionError("released")
+
+    setup[0].registry = HangingRegistry()
+    try:
+        t0 = time.perf_counter()
+        r = await client.get("/v1/models", headers=AUTH)
+        assert r.status_code == 504 and "registry" in r.json()["message"], r.text
+        assert time.perf_counter() - t0 < 2.0
+        r = await client.post("/v1/fraud/predict", json=json_rows(1)[0], headers=AUTH)
+        assert r.status_code == 200  # a stuck registry read holds no scoring thread
+    finally:
+        release.set()
 
 
 async def test_body_over_the_limit_is_413_declared_or_streamed(client, setup):
