@@ -29,8 +29,16 @@ def test_bad_config_file_is_a_clear_error(tmp_path):
     bad = tmp_path / "p.yaml"
     bad.write_text("kafka:\n  bootstrap_server: x\n")
     result = runner.invoke(app, ["local", "status", "--config", str(bad)])
-    assert result.exit_code != 0
-    assert "kafka.bootstrap_server" in str(result.exception)
+    assert result.exit_code == 1
+    assert "kafka.bootstrap_server" in result.stderr
+
+
+@pytest.mark.parametrize("command", [["local", "status"], ["local", "down"], ["schema", "apply"]])
+def test_missing_config_file_is_an_error_naming_it(tmp_path, command):
+    missing = tmp_path / "nope.yaml"
+    result = runner.invoke(app, [*command, "--config", str(missing)])
+    assert result.exit_code == 1
+    assert f"error: {missing}: no such file" in result.stderr
 
 
 # -- paths the user types are resolved against the user's directory before a subprocess ------

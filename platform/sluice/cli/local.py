@@ -19,7 +19,11 @@ ConfigOption = typer.Option(
 
 
 def _services(config: Path | None) -> LocalServices:
-    return LocalServices(load_platform_config(config), echo=typer.echo)
+    try:
+        return LocalServices(load_platform_config(config), echo=typer.echo)
+    except SluiceError as exc:  # a bad or missing --config: its message, not a traceback
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
 
 
 @app.command()
