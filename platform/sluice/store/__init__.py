@@ -19,7 +19,7 @@ from typing import Any
 
 from sluice.store._checkpoints import CheckpointStore
 from sluice.store._features import CassandraFeatureStore, feature_ttl_s
-from sluice.store._rows import prediction_rows, quarantine_rows
+from sluice.store._rows import QUARANTINE_COLUMNS, prediction_rows, quarantine_rows
 from sluice.store._schema import (
     CHECKPOINTS_TABLE,
     PREDICTION_LOG_TABLE,
@@ -47,6 +47,7 @@ from sluice.store._writer import CassandraWriter, WriteOptions, is_transient
 __all__ = [
     "CHECKPOINTS_TABLE",
     "PREDICTION_LOG_TABLE",
+    "QUARANTINE_COLUMNS",
     "SCHEMA_VERSION",
     "SCHEMA_VERSION_TABLE",
     "CassandraDatasink",

@@ -6,6 +6,8 @@ anywhere lands in the same columns (see `predictions_table` / `quarantine_table`
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from datetime import datetime
 
 import numpy as np
@@ -14,7 +16,11 @@ import pyarrow.compute as pc
 
 from sluice.contract import Contract
 
-__all__ = ["prediction_rows", "quarantine_rows"]
+__all__ = ["QUARANTINE_COLUMNS", "prediction_rows", "quarantine_rows"]
+
+QUARANTINE_COLUMNS = ("source", "day", "key", "row_id", "contract", "raw", "reasons",
+                      "quarantined_at")  # fmt: skip
+"""The columns of `quarantine_rows`, in order (those of ``quarantine_table``)."""
 
 _FIXED = ("key", "entity", "event_time", "score", "model_version")
 
@@ -51,18 +57,33 @@ def prediction_rows(contract: Contract, scored: pa.Table, scored_at: datetime) -
     )  # fmt: skip
 
 
-def quarantine_rows(contract: Contract, quarantined: pa.Table) -> pa.Table:
-    """Scorer quarantine rows -> quarantine table rows, partitioned by (source, day)."""
+def quarantine_rows(
+    contract: Contract, quarantined: pa.Table, row_ids: Sequence[str] | None = None
+) -> pa.Table:
+    """Scorer quarantine rows -> quarantine table rows, partitioned by (source, day).
+
+    ``row_id`` tells refused input rows apart within a key: ``row_ids`` where the caller
+    knows each row's position (a batch job: ``<file>#<row>``), else ``sha256:`` and a
+    digest of the raw row. Either way a re-run or a replay rewrites the same row, and
+    rows that share a key but not their contents never collapse onto one.
+    """
+    n = quarantined.num_rows
+    if row_ids is None:
+        row_ids = ["sha256:" + hashlib.sha256(raw.encode()).hexdigest()[:32]
+                   for raw in quarantined.column("raw").to_pylist()]  # fmt: skip
+    elif len(row_ids) != n:
+        raise ValueError(f"quarantine_rows: {len(row_ids)} row ids for {n} rows")
     day = pc.cast(quarantined.column("quarantined_at"), pa.date32())
     return pa.Table.from_arrays(
         [
             quarantined.column("source"),
             day,
             quarantined.column("key"),
-            pa.array([contract.name] * quarantined.num_rows, pa.string()),
+            pa.array(row_ids, pa.string()),
+            pa.array([contract.name] * n, pa.string()),
             quarantined.column("raw"),
             quarantined.column("reasons"),
             quarantined.column("quarantined_at"),
         ],
-        names=["source", "day", "key", "contract", "raw", "reasons", "quarantined_at"],
+        names=list(QUARANTINE_COLUMNS),
     )

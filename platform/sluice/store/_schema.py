@@ -3,7 +3,7 @@
 Tables (keyspace from the platform config; ``{contract}`` is the contract's name)::
 
     <output.predictions_table>   one row per scored key (partition key = the contract's key)
-    <output.quarantine_table>    rejected rows, PRIMARY KEY ((source, day), key)
+    <output.quarantine_table>    rejected rows, PRIMARY KEY ((source, day), key, row_id)
     {contract}_feature_events    entity event history, PRIMARY KEY ((entity), event_time_us, key)
     stream_checkpoints           committed offsets, PRIMARY KEY ((job, topic), partition)
     prediction_log               online requests, PRIMARY KEY (request_id)
@@ -16,6 +16,11 @@ Choices, and why:
 - Quarantine partitions by (source, day): a per-source scan walks the days, and no
   partition grows without bound. The caller derives ``day`` from a stable time (the
   event's, or the Kafka message's) so a replay lands on the same row.
+- Quarantine rows cluster by (key, row_id): ``row_id`` tells refused input rows apart
+  (a batch job's ``<file>#<row>``, else a digest of the raw row, see ``quarantine_rows``),
+  so rows that share a key but not their contents never collapse onto one row, while a
+  re-run or a replay rewrites the same rows. (Schema version 2; version 1 keyed by
+  (source, day, key) alone: ``apply_schema`` refuses that table, see the README.)
 - Feature events keep event time as ``bigint`` microseconds: CQL ``timestamp`` holds
   milliseconds, and the aggregates' (time, key) order needs the microseconds.
 - Every timestamp column is supplied by the client; nothing uses ``now()``.
@@ -57,7 +62,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Bumped when a table definition changes; recorded in ``schema_version``."""
 
 Columns = tuple[tuple[str, str], ...]
@@ -117,7 +122,7 @@ def quarantine_table(name: str = "quarantine") -> TableSpec:
     return TableSpec(
         name=name,
         partition_key=(("source", "text"), ("day", "date")),
-        clustering=(("key", "text"),),
+        clustering=(("key", "text"), ("row_id", "text")),
         columns=(
             ("contract", "text"),
             ("raw", "text"),  # the rejected row (or raw message) as JSON

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pyarrow as pa
+import pytest
 
 from sluice.contract import load_contract
 from sluice.store import (
@@ -50,3 +51,39 @@ def test_quarantine_rows_fit_the_quarantine_table() -> None:
     assert fits(rows, quarantine_table(fraud.output.quarantine_table)) == []
     assert rows["day"].to_pylist() == [WHEN.date()]
     assert rows["contract"].to_pylist() == ["fraud"]
+
+
+def _refused(raws: list[str], key: str = "tx_1") -> pa.Table:
+    n = len(raws)
+    return pa.table({
+        "key": [key] * n, "raw": raws, "reasons": ['[{"expectation": "unique"}]'] * n,
+        "source": ["batch:j"] * n,
+        "quarantined_at": pa.array([WHEN] * n, pa.timestamp("us", tz="UTC")),
+    })  # fmt: skip
+
+
+def primary_keys(rows: pa.Table, spec) -> set[tuple]:
+    return {tuple(r[k] for k in spec.key_columns) for r in rows.to_pylist()}
+
+
+def test_refused_rows_sharing_a_key_are_rows_of_their_own() -> None:
+    """Two refused rows with one key but different contents land on two table rows (each
+    keeps its raw contents); the same row refused again lands on the same row."""
+    fraud = load_contract("fraud")
+    spec = quarantine_table(fraud.output.quarantine_table)
+    rows = quarantine_rows(fraud, _refused(['{"amount": 1}', '{"amount": 2}']))
+    assert len(primary_keys(rows, spec)) == 2
+    again = quarantine_rows(fraud, _refused(['{"amount": 2}', '{"amount": 1}']))
+    assert primary_keys(again, spec) == primary_keys(rows, spec)  # a re-run upserts the same
+
+
+def test_row_ids_given_tell_identical_refused_rows_apart() -> None:
+    fraud = load_contract("fraud")
+    spec = quarantine_table(fraud.output.quarantine_table)
+    same = _refused(['{"amount": null}'] * 2)
+    assert len(primary_keys(quarantine_rows(fraud, same), spec)) == 1  # a replay: one row
+    rows = quarantine_rows(fraud, same, row_ids=["in/a.csv#4", "in/a.csv#9"])
+    assert rows["row_id"].to_pylist() == ["in/a.csv#4", "in/a.csv#9"]
+    assert len(primary_keys(rows, spec)) == 2
+    with pytest.raises(ValueError, match="1 row ids for 2 rows"):
+        quarantine_rows(fraud, same, row_ids=["x"])

@@ -95,7 +95,7 @@ def test_contract_tables() -> None:
     feats = feature_events_table(fraud)
     assert feats.key_columns == ["entity", "event_time_us", "key"]
     q = quarantine_table()
-    assert q.key_columns == ["source", "day", "key"]
+    assert q.key_columns == ["source", "day", "key", "row_id"]
     names = [t.name for t in tables_for([fraud, fraud])]
     assert len(names) == len(set(names)) == 6
 
