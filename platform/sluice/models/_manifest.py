@@ -114,6 +114,11 @@ class Manifest(BaseModel):
         default_factory=dict, description="Previous versions of each alias, oldest first."
     )
     events: list[AliasEvent] = Field(default_factory=list)
+    pins: dict[str, int] = Field(
+        default_factory=dict,
+        description="'<alias>@<scope>' -> the version the alias was resolved to once for that "
+        "scope (e.g. one Serve deployment generation); see ModelRegistry.pin.",
+    )
 
     def record(self, version: int) -> VersionRecord:
         for rec in self.versions:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import threading
 import time
 import uuid
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
 __all__ = ["LoadedModel", "ModelRegistry", "ModelSummary", "VersionInfo", "check_feature_spec"]
 
 MANIFEST_FILE = "manifest.json"
+_SCOPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
 REGISTRATION_FILE = "registration.json"
 
 # Loaded models are shared by every registry object of the process: versions
@@ -161,6 +163,31 @@ class ModelRegistry:
         """(name, version) that `fraud@champion` / `fraud/3` points at right now."""
         parsed = parse_model_ref(ref)
         return parsed.name, self.manifest(parsed.name).resolve(parsed)
+
+    def pin(self, ref: str | ModelRef, scope: str) -> tuple[str, int]:
+        """(name, version) that `ref` points at for `scope`, resolved once per scope.
+
+        The first call of a scope resolves the alias and records the version in the
+        manifest; every later call of that scope (another replica, one the autoscaler adds,
+        a restarted one) gets the same version, whatever was promoted in between. A new
+        scope (the next Serve deployment generation) resolves anew. A version reference
+        (`fraud/3`) is itself.
+        """
+        parsed = parse_model_ref(ref)
+        if parsed.version is not None:
+            return self.resolve(parsed)
+        if not _SCOPE_RE.match(scope):
+            raise ModelNotFound(f"invalid pin scope {scope!r}: expected {_SCOPE_RE.pattern}")
+        key = f"{parsed.alias or CHAMPION}@{scope}"
+        pinned = self.manifest(parsed.name).pins.get(key)
+        if pinned is None:
+            with self._writer(parsed.name):
+                manifest = self.manifest(parsed.name)
+                pinned = manifest.pins.get(key)
+                if pinned is None:
+                    pinned = manifest.pins[key] = manifest.resolve(parsed)
+                    self._write_manifest(manifest)
+        return parsed.name, pinned
 
     def show(self, ref: str | ModelRef) -> VersionInfo:
         parsed = parse_model_ref(ref)

@@ -44,6 +44,23 @@ def test_register_show_load_round_trip(registry):
     assert ModelRegistry(registry.root_uri).load("fraud", device="cpu") is loaded
 
 
+def test_a_pin_resolves_an_alias_once_per_scope(registry):
+    for i in range(3):
+        registry.register("fraud", make_net(i), make_meta())
+    registry.promote("fraud", 1)
+    registry.promote("fraud", 3, alias="challenger")
+    assert registry.pin("fraud@champion", "serve:app:g1") == ("fraud", 1)
+    registry.promote("fraud", 2)  # a promotion without a new scope ...
+    # ... changes nothing for the scope, in this process or any other registry object
+    assert registry.pin("fraud", "serve:app:g1") == ("fraud", 1)
+    assert ModelRegistry(registry.root_uri).pin("fraud@champion", "serve:app:g1") == ("fraud", 1)
+    assert registry.pin("fraud@champion", "serve:app:g2") == ("fraud", 2)  # a new scope
+    assert registry.pin("fraud@challenger", "serve:app:g1") == ("fraud", 3)  # per alias
+    assert registry.pin("fraud/3", "serve:app:g1") == ("fraud", 3)  # a version is itself
+    with pytest.raises(ModelNotFound, match="invalid pin scope"):
+        registry.pin("fraud", "no spaces")
+
+
 def test_versions_are_immutable_and_numbered(registry):
     versions = [
         registry.register("fraud", make_net(i), make_meta(auc=0.7 + i / 100)) for i in range(3)
