@@ -5,19 +5,24 @@
 
 A key check and two streaming passes over the input, so memory stays bounded:
   0. keys:   (key, row hash) bucketed by key on local disk, grouped a bucket at a time ->
-     keys carrying different rows (refused).
+     keys carrying different rows (refused), and the rows whose key repeats.
   1. record: read -> Scorer.split (conform + validate) -> valid events recorded in the
-     online feature table; quarantined rows -> quarantine table (CassandraDatasink).
-  2. score:  read -> Scorer.score (features, model) -> predictions table (CassandraDatasink).
+     online feature table; each refused row -> its own quarantine row (CassandraDatasink);
+     the suite's counts -> table-level expectation results (pipelines/batch_expectations).
+  2. score:  read -> Scorer.split again -> the accepted rows scored -> predictions table.
 Every event is recorded before any is scored, so an event's entity aggregates see all the
 earlier events of its card however Ray splits the input — the same features the stream and
 the online endpoint compute. Writes are idempotent upserts: a re-run changes no row.
+
+Every input row ends in exactly one of the two tables, counted: the rows pass 1 refused
+and the rows pass 2 handed to the predictions sink must add up to the rows read, and the
+two passes must refuse the same rows (pipelines/batch_stages); otherwise the job fails
+with `RowsUnaccounted`.
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import logging
 import sys
@@ -25,188 +30,46 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from fnmatch import fnmatch
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
-from sluice.config import REPO_ROOT, PlatformConfig, load_platform_config
-from sluice.contract import Contract, load_contract
-from sluice.errors import ConfigError, SluiceError
-from sluice.jobs import BatchJob, InputFormat, load_job
+from pipelines.batch_expectations import ExpectationResult, check_supported, table_results
+from pipelines.batch_input import (
+    POSITION_COLUMNS,
+    check_input_schema,
+    count_rows,
+    read_input,
+    resolve_inputs,
+)
+from pipelines.batch_stages import RecordStage, ScoreStage, record_parts, refusals
+from sluice.config import PlatformConfig, load_platform_config
+from sluice.contract import load_contract
+from sluice.errors import RowsUnaccounted, SluiceError, ValidationFailed
+from sluice.jobs import BatchJob, load_job
+from sluice.validation import load_suite
 
 log = logging.getLogger("sluice.batch")
 
 
-# -- input: resolved and checked before anything is written ---------------------------------
-def resolve_inputs(job: BatchJob) -> tuple[list[str], pafs.FileSystem]:
-    """Expand the job's paths, directories and globs into files on one pyarrow filesystem."""
-    files: list[str] = []
-    fs: pafs.FileSystem | None = None
-    for pattern in job.input.paths:
-        this_fs, found = _expand(pattern)
-        if not found:
-            raise ConfigError(f"job {job.name}: input {pattern!r} matches no file")
-        if fs is not None and this_fs.type_name != fs.type_name:
-            raise ConfigError(f"job {job.name}: all inputs must be on one filesystem")
-        fs = this_fs
-        files += found
-    assert fs is not None
-    return files, fs
+# -- pass 0: the key check ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class KeyCheck:
+    """What the key check found over the whole input."""
 
-
-def _expand(pattern: str) -> tuple[pafs.FileSystem, list[str]]:
-    """Files of one path, directory or glob: local (relative to the repo) or a URI."""
-    if "://" not in pattern:
-        local = Path(pattern) if Path(pattern).is_absolute() else REPO_ROOT / pattern
-        found = []
-        for match in sorted(glob.glob(str(local))):
-            m = Path(match)
-            found += sorted(str(f) for f in m.rglob("*") if f.is_file()) if m.is_dir() else [match]
-        return pafs.LocalFileSystem(), found
-    scheme, rest = pattern.split("://", 1)
-    is_glob = any(ch in rest for ch in "*?[")
-    base = rest.split("*")[0].split("?")[0].split("[")[0].rsplit("/", 1)[0] if is_glob else rest
-    fs, base_path = pafs.FileSystem.from_uri(f"{scheme}://{base}")
-    info = fs.get_file_info(base_path)
-    if info.type == pafs.FileType.File and not is_glob:
-        return fs, [base_path]
-    if info.type != pafs.FileType.Directory:
-        return fs, []
-    selector = pafs.FileSelector(base_path, recursive=True)
-    found = sorted(i.path for i in fs.get_file_info(selector) if i.is_file)
-    if is_glob:
-        full = base_path + rest[len(base):]
-        found = [f for f in found if fnmatch(f, full)]
-    return fs, found
-
-
-def check_input_schema(job: BatchJob, contract: Contract, files: list[str],
-                       fs: pafs.FileSystem) -> None:  # fmt: skip
-    """Fail before any write when a file lacks a column or holds one of the wrong type.
-
-    Parquet carries types: a column whose type cannot hold the contract's is a job error.
-    CSV carries none: its values are cast per row, and rows that do not cast are
-    quarantined with the reason (expect_column_values_to_be_of_type).
-    """
-    want = contract.scoring_schema
-    for path in files:
-        try:
-            if job.input.format is InputFormat.PARQUET:
-                have = pq.read_schema(path, filesystem=fs)
-            else:
-                with fs.open_input_stream(path) as f:
-                    have = pacsv.open_csv(f).schema
-        except (OSError, pa.ArrowInvalid) as exc:
-            raise ConfigError(f"job {job.name}: cannot read {path}: {exc}") from exc
-        missing = [n for n in want.names if n not in have.names]
-        if missing:
-            raise ConfigError(
-                f"job {job.name}: {path} lacks column(s) {missing} that contract "
-                f"{contract.name} requires"
-            )
-        if job.input.format is InputFormat.PARQUET:
-            for name in want.names:
-                got, expected = have.field(name).type, want.field(name).type
-                if not _castable(got, expected):
-                    raise ConfigError(
-                        f"job {job.name}: {path} column {name} is {got}, but contract "
-                        f"{contract.name} wants {expected}; fix the file or the contract"
-                    )
-
-
-def count_rows(job: BatchJob, files: list[str], fs: pafs.FileSystem, read) -> int:
-    """Input rows: from Parquet footers (no data read), else by Ray Data."""
-    if job.input.format is InputFormat.PARQUET:
-        return sum(pq.read_metadata(f, filesystem=fs).num_rows for f in files)
-    return read().count()
-
-
-def _castable(got: pa.DataType, want: pa.DataType) -> bool:
-    """Whether a Parquet column of type `got` can feed a contract column of type `want`:
-    the same type, an all-null column, number to number, (large) string to string, or two
-    timestamps, dates or large strings."""
-    t = pa.types
-
-    def number(x: pa.DataType) -> bool:
-        return t.is_integer(x) or t.is_floating(x)
-
-    return (
-        got == want or t.is_null(got) or (number(got) and number(want))
-        or (t.is_string(want) and (t.is_string(got) or t.is_large_string(got)))
-        or any(k(got) and k(want) for k in (t.is_timestamp, t.is_large_string, t.is_date))
-    )  # fmt: skip
-
-
-# -- the two stages, run in Ray Data actors ---------------------------------------------------
-class _Stage:
-    """Builds the contract's Scorer once per actor: model, suite and sessions load once."""
-
-    def __init__(self, cfg: PlatformConfig, contract_name: str, model_ref: str, engine: str,
-                 batch_rows: int, source: str, now: datetime,
-                 conflicting_keys: frozenset[str]) -> None:  # fmt: skip
-        from sluice.models import ModelRegistry
-        from sluice.scoring import Scorer
-        from sluice.store import CassandraFeatureStore
-
-        self.contract = load_contract(contract_name)
-        store = CassandraFeatureStore.for_contract(cfg.cassandra, self.contract)
-        # model_ref is the version the driver resolved the alias to once for the whole job:
-        # an actor started (or restarted) after a promotion still scores with it.
-        self.scorer = Scorer(self.contract, ModelRegistry.from_config(cfg), store, engine,
-                             model_ref=model_ref, batch_rows=batch_rows,
-                             record_events=False)  # fmt: skip
-        self.source, self.now, self.conflicting_keys = source, now, conflicting_keys
-
-
-class RecordStage(_Stage):
-    """Pass 1: validate, record valid events, return the quarantined rows."""
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        from sluice import metrics
-        from sluice.scoring import reason_counts
-        from sluice.store import quarantine_rows
-
-        valid, quarantined = self.scorer.split(batch, source=self.source, now=self.now,
-                                               conflicting_keys=self.conflicting_keys)  # fmt: skip
-        self.scorer.record(valid)
-        reasons = reason_counts(quarantined.column("reasons").to_pylist())
-        metrics.record_rows(self.source, self.contract.name, self.scorer.model.ref, 0, reasons)
-        return quarantine_rows(self.contract, quarantined)
-
-
-class ScoreStage(_Stage):
-    """Pass 2: score the valid rows (quarantined ones were written by pass 1).
-
-    Pass 1 ran the job's engine (GX by default) and wrote the quarantine; here the rows
-    only need to be split the same way again, which the compiled engine does with the
-    same verdicts (the parity property test and GX's conformance cases prove it) at a
-    fraction of the cost.
-    """
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        from sluice import metrics
-        from sluice.store import prediction_rows
-
-        t0 = time.perf_counter()
-        result = self.scorer.score(batch, "compiled", source=self.source, now=self.now,
-                                   conflicting_keys=self.conflicting_keys)  # fmt: skip
-        name = self.contract.name
-        metrics.SCORE_BATCH_SECONDS.observe(time.perf_counter() - t0, path="batch", contract=name)
-        # Counted here, before the sink writes them: a write failure fails the job.
-        metrics.record_rows(self.source, name, self.scorer.model.ref, result.scored.num_rows, {})
-        return prediction_rows(self.contract, result.scored, scored_at=self.now)
+    conflicting: frozenset[str]  # keys carrying different rows: every such row is refused
+    duplicated_rows: int  # rows whose key appears more than once (copies included)
+    keyed_rows: int  # rows with a key
 
 
 def conflicting_keys(ds, key_column: str, rows: int,
-                     rows_per_bucket: int = 500_000) -> frozenset[str]:  # fmt: skip
+                     rows_per_bucket: int = 500_000) -> KeyCheck:  # fmt: skip
     """Keys that carry different rows anywhere in the data set (identical copies are a
-    replay, scored once by the upsert).
+    replay, scored once by the upsert), and how many rows share a key (the uniqueness
+    expectation's count over the whole input).
 
     Memory stays flat whatever the input size: Ray Data tasks reduce each row to (key,
     row hash, bucket of the key); the driver appends them to one spill file per bucket on
@@ -221,6 +84,7 @@ def conflicting_keys(ds, key_column: str, rows: int,
     hashed = ds.map_batches(_key_hash_bucket, batch_format="pyarrow", batch_size=32_768,
                             fn_kwargs=dict(key_column=key_column, buckets=buckets))  # fmt: skip
     found: set[str] = set()
+    duplicated = keyed = 0
     with tempfile.TemporaryDirectory(prefix="sluice-key-check-") as tmp:
         paths = [Path(tmp) / f"bucket-{b}.arrow" for b in range(buckets)]
         writers: dict[int, pa.RecordBatchStreamWriter] = {}
@@ -240,10 +104,13 @@ def conflicting_keys(ds, key_column: str, rows: int,
         for b in sorted(writers):
             with pa.memory_map(str(paths[b])) as source:
                 grouped = pa.ipc.open_stream(source).read_all().group_by("key").aggregate(
-                    [("row_hash", "count_distinct")])  # fmt: skip
+                    [("row_hash", "count_distinct"), ("row_hash", "count")])  # fmt: skip
             differs = pc.greater(grouped.column("row_hash_count_distinct"), 1)
             found.update(grouped.column("key").filter(differs).to_pylist())
-    return frozenset(found)
+            counts = grouped.column("row_hash_count")
+            keyed += pc.sum(counts).as_py() or 0
+            duplicated += pc.sum(counts.filter(pc.greater(counts, 1))).as_py() or 0
+    return KeyCheck(frozenset(found), duplicated, keyed)
 
 
 def _key_hash_bucket(batch: pa.Table, key_column: str, buckets: int) -> pa.Table:
@@ -251,6 +118,7 @@ def _key_hash_bucket(batch: pa.Table, key_column: str, buckets: int) -> pa.Table
     text, so 5 read as an integer in one file and as 5.0 in another are the same row."""
     import pandas as pd
 
+    batch = batch.drop_columns([c for c in POSITION_COLUMNS if c in batch.column_names])
     batch = batch.filter(pc.is_valid(batch.column(key_column)))
     text = pd.DataFrame({name: _text(batch.column(name)) for name in batch.column_names})
     row_hash = pd.util.hash_pandas_object(text, index=False).to_numpy()
@@ -279,6 +147,8 @@ class JobSummary:
     rows_quarantined: int = 0
     quarantined_by_reason: dict[str, int] = field(default_factory=dict)
     rows_written: int = 0
+    expectations: list[dict[str, Any]] = field(default_factory=list)  # over the whole input
+    expectations_failed: int = 0
     elapsed_s: float = 0.0
     rows_per_s: float = 0.0
     phase_s: dict[str, float] = field(default_factory=dict)
@@ -293,6 +163,8 @@ def run(job: BatchJob, cfg: PlatformConfig) -> JobSummary:
 
     started = time.monotonic()
     contract = load_contract(job.contract)
+    suite = load_suite(contract.resolved_suite_path)
+    check_supported(suite, contract.key_column)
     files, fs = resolve_inputs(job)
     check_input_schema(job, contract, files, fs)
     registry = ModelRegistry.from_config(cfg)
@@ -302,23 +174,21 @@ def run(job: BatchJob, cfg: PlatformConfig) -> JobSummary:
     if not ray.is_initialized():
         ray.init(address=cfg.ray.address, namespace=cfg.ray.namespace, log_to_driver=False)
     now = datetime.now(UTC)
+    source = f"batch:{job.name}"
 
     def read():
-        if job.input.format is InputFormat.PARQUET:
-            return ray.data.read_parquet(files, filesystem=fs)
-        return ray.data.read_csv(files, filesystem=fs)
+        return read_input(job, contract, files, fs)
 
     phase: dict[str, float] = {"setup": time.monotonic() - started}  # checks, schema, Ray
     t = time.monotonic()
     rows_read = count_rows(job, files, fs, read)
-    conflicts = conflicting_keys(read(), contract.key_column, rows_read)
+    keys = conflicting_keys(read(), contract.key_column, rows_read)
     phase["key_check"] = time.monotonic() - t
     stage_args = dict(cfg=cfg, contract_name=job.contract, model_ref=model_version,
-                      engine=job.validation_engine,
-                      batch_rows=job.batch_rows, source=f"batch:{job.name}", now=now,
-                      conflicting_keys=conflicts)  # fmt: skip
-    map_args = dict(
-        batch_size=job.batch_rows, batch_format="pyarrow", fn_constructor_kwargs=stage_args,
+                      engine=job.validation_engine, batch_rows=job.batch_rows, source=source,
+                      now=now, conflicting_keys=keys.conflicting, files=files)  # fmt: skip
+    pool = dict(
+        batch_size=job.batch_rows, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(min_size=job.actors.min_actors,
                                            max_size=job.actors.max_actors),
         num_gpus=job.num_gpus_per_actor or None,
@@ -327,39 +197,101 @@ def run(job: BatchJob, cfg: PlatformConfig) -> JobSummary:
     out = contract.output
     # Pass 1: record events; quarantined rows are few, kept (spillable) to count reasons.
     t = time.monotonic()
-    quarantined = read().map_batches(RecordStage, **map_args).materialize()
+    pass1 = read().map_batches(RecordStage, fn_constructor_kwargs=stage_args, **pool)
+    quarantined, totals = record_parts(pass1.materialize())
+    quarantined = quarantined.materialize()
     qsink = CassandraDatasink(cfg.cassandra, out.quarantine_table, consistency=out.consistency,
                               ttl_s=out.ttl_s)  # fmt: skip
     quarantined.write_datasink(qsink)
     reasons: Counter[str] = Counter()
     for batch in quarantined.iter_batches(batch_format="pyarrow", batch_size=65536):
         reasons.update(reason_counts(batch.column("reasons").to_pylist()))
-
+    rows_quarantined = quarantined.count()
+    if totals.rows != rows_read:
+        raise RowsUnaccounted(f"job {job.name}: the record pass saw {totals.rows} rows of "
+                              f"the {rows_read} read")  # fmt: skip
+    results = table_results(suite, totals, duplicated_rows=keys.duplicated_rows,
+                            keyed_rows=keys.keyed_rows, params={"now": now})  # fmt: skip
+    _report(results, source, contract.name)
+    failing = [r for r in results if not r.success]
+    if failing and job.fail_on_failed_expectations:
+        raise ValidationFailed(
+            f"job {job.name}: {len(failing)} expectation(s) of suite {suite.name} fail over "
+            "the whole input (nothing was scored; refused rows are in the quarantine): "
+            + "; ".join(_describe(r) for r in failing)
+        )
     phase["record_pass"] = time.monotonic() - t
 
-    # Pass 2: score.
+    # Pass 2: score the rows pass 1 accepted; it must refuse exactly the rows pass 1 did.
     t = time.monotonic()
-    scored = read().map_batches(ScoreStage, **map_args)
+    refused = refusals(quarantined.iter_batches(batch_format="pyarrow", batch_size=65536))
+    score_args = dict(stage_args, refused=refused, record_engine=job.validation_engine)
+    scored = read().map_batches(ScoreStage, fn_constructor_kwargs=score_args, **pool)
     psink = CassandraDatasink(cfg.cassandra, out.predictions_table, consistency=out.consistency,
                               ttl_s=out.ttl_s)  # fmt: skip
-    scored.write_datasink(psink)
-    if job.parquet_copy_dir:
-        # A second execution of pass 2: deterministic, so it writes the same rows.
-        scored.drop_columns(["features"]).write_parquet(job.parquet_copy_dir)
+    try:
+        scored.write_datasink(psink)
+        if job.parquet_copy_dir:
+            # A second execution of pass 2: deterministic, so it writes the same rows.
+            scored.drop_columns(["features"]).write_parquet(job.parquet_copy_dir)
+    except Exception as exc:
+        found = _cause(exc, RowsUnaccounted)
+        if found is None:
+            raise
+        raise RowsUnaccounted(f"job {job.name}: {found.args[0]}") from exc
+    rows_scored = psink.total_input_rows  # every row the predictions sink was handed
+    if rows_scored + rows_quarantined != rows_read:
+        raise RowsUnaccounted(
+            f"job {job.name}: {rows_read} rows read, but {rows_scored} scored and "
+            f"{rows_quarantined} quarantined"
+        )
 
     phase["score_pass"] = time.monotonic() - t
     elapsed = time.monotonic() - started
-    # Every input row ends in exactly one table (Scorer.split); the sinks count distinct
-    # rows upserted, which is fewer when one batch carries a key twice.
-    rows_quarantined = quarantined.count()
     return JobSummary(
         job=job.name, contract=contract.name, model_version=model_version,
-        input_files=len(files), rows_read=rows_read, rows_scored=rows_read - rows_quarantined,
+        input_files=len(files), rows_read=rows_read, rows_scored=rows_scored,
         rows_quarantined=rows_quarantined, quarantined_by_reason=dict(reasons.most_common()),
-        rows_written=qsink.total_written + psink.total_written, elapsed_s=round(elapsed, 3),
-        rows_per_s=round(rows_read / elapsed, 1) if elapsed else 0.0,
+        rows_written=qsink.total_written + psink.total_written,
+        expectations=[asdict(r) for r in results], expectations_failed=len(failing),
+        elapsed_s=round(elapsed, 3), rows_per_s=round(rows_read / elapsed, 1) if elapsed else 0.0,
         phase_s={k: round(v, 2) for k, v in phase.items()},
     )  # fmt: skip
+
+
+def _report(results: list[ExpectationResult], source: str, contract: str) -> None:
+    from sluice import metrics
+
+    for r in results:
+        labels = dict(source=source, contract=contract, expectation=r.expectation,
+                      column=r.column or "")  # fmt: skip
+        metrics.BATCH_EXPECTATION_SUCCESS.set(1 if r.success else 0, **labels)
+        metrics.BATCH_EXPECTATION_UNEXPECTED.set(r.unexpected_count, **labels)
+        if not r.success:
+            log.warning("expectation fails over the whole input: %s", _describe(r))
+
+
+def _describe(r: ExpectationResult) -> str:
+    if r.observed_value is not None:
+        return f"{r.label}: {r.observed_value} rows"
+    return (f"{r.label}: {r.unexpected_count} unexpected rows ({r.unexpected_percent}%)"
+            + (f", mostly {r.mostly}" if r.mostly is not None else ""))  # fmt: skip
+
+
+def _cause(exc: BaseException, cls: type[BaseException]) -> BaseException | None:
+    """The error of exactly class ``cls`` that ``exc`` is or wraps (Ray wraps a task's
+    error, in a class derived from it that does not carry its message)."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if type(e) is cls:
+            return e
+        todo += [e.__cause__, e.__context__, getattr(e, "cause", None)]
+    return None
 
 
 def print_summary(summary: JobSummary) -> None:
@@ -375,6 +307,11 @@ def print_summary(summary: JobSummary) -> None:
     print("  seconds per phase  " + ", ".join(f"{k} {v}" for k, v in summary.phase_s.items()))
     for reason, count in summary.quarantined_by_reason.items():
         print(f"    quarantined: {reason:<55} {count}")
+    if summary.expectations_failed:
+        print(f"  {summary.expectations_failed} expectation(s) fail over the whole input:")
+        for r in summary.expectations:
+            if not r["success"]:
+                print(f"    {_describe(ExpectationResult(**r))}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -79,6 +79,12 @@ class BatchJob(Frozen):
     summary_path: str = Field(
         ".state/jobs/summary.json", description="Where the job summary JSON is written."
     )
+    fail_on_failed_expectations: bool = Field(
+        False,
+        description="Fail the job, before any row is scored, when an expectation of the "
+        "suite fails over the whole input (uniqueness, row counts, a `mostly` threshold; "
+        "GX's verdict). Either way the results are in the job summary and the metrics.",
+    )
 
 
 def load_job(path: Path | str) -> BatchJob:

@@ -26,6 +26,9 @@ Families (exported names are ``ray_`` + these)::
     sluice_cassandra_write_seconds{table}                      one chunk of upserts
     sluice_cassandra_rows_written_total{table}
     sluice_cassandra_write_failures_total{table,error}         rows given up on, by error
+    sluice_batch_expectation_success{source,contract,expectation,column}
+                                     1 when an expectation holds over a batch job's input
+    sluice_batch_expectation_unexpected_rows{source,contract,expectation,column}
 
 ``path`` is ``batch``, ``stream`` or ``online``; ``source`` names the job (``batch:<job>``,
 ``stream:<job>``, ``online:<contract>``), as in the quarantine table.
@@ -46,6 +49,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 __all__ = [
+    "BATCH_EXPECTATION_SUCCESS",
+    "BATCH_EXPECTATION_UNEXPECTED",
     "CASSANDRA_ROWS_WRITTEN",
     "CASSANDRA_WRITE_FAILURES",
     "CASSANDRA_WRITE_SECONDS",
@@ -209,10 +214,22 @@ CASSANDRA_WRITE_FAILURES = Family("counter", "sluice_cassandra_write_failures_to
                                   "Rows whose upsert failed for good, by the last error's type.",
                                   ["table", "error"])  # fmt: skip
 
+BATCH_EXPECTATION_SUCCESS = Family("gauge", "sluice_batch_expectation_success",
+                                   "1 when an expectation of the suite holds over a batch "
+                                   "job's whole input (GX's verdict, `mostly` included), "
+                                   "else 0; set after the job's record pass.",
+                                   ["source", "contract", "expectation", "column"])  # fmt: skip
+BATCH_EXPECTATION_UNEXPECTED = Family("gauge", "sluice_batch_expectation_unexpected_rows",
+                                      "Rows of a batch job's whole input an expectation "
+                                      "finds unexpected (duplicates, for uniqueness).",
+                                      ["source", "contract", "expectation",
+                                       "column"])  # fmt: skip
+
 FAMILIES: tuple[Family, ...] = (
     ROWS_SCORED, ROWS_QUARANTINED, MODEL_IN_USE, SCORE_BATCH_SECONDS, ONLINE_REQUESTS,
     ONLINE_REQUEST_SECONDS, ONLINE_ERRORS, CONSUMER_LAG, EVENT_LATENCY_SECONDS,
     CASSANDRA_WRITE_SECONDS, CASSANDRA_ROWS_WRITTEN, CASSANDRA_WRITE_FAILURES,
+    BATCH_EXPECTATION_SUCCESS, BATCH_EXPECTATION_UNEXPECTED,
 )  # fmt: skip
 
 DRIFT_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {  # name -> (help, labels)

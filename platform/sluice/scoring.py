@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -38,7 +38,7 @@ from sluice.contract import Contract
 from sluice.errors import ConfigError
 from sluice.features import FeatureStore, compute_features, to_store_events
 from sluice.models import LoadedModel, ModelRegistry, check_feature_spec, select_device
-from sluice.validation import Reason, conform, load_suite, validate
+from sluice.validation import Reason, ValidationReport, conform, load_suite, validate
 
 __all__ = [
     "MALFORMED_EXPECTATION",
@@ -46,6 +46,7 @@ __all__ = [
     "Engine",
     "ScoreResult",
     "Scorer",
+    "Split",
     "reason_counts",
     "scored_schema",
 ]
@@ -107,6 +108,22 @@ class ScoreResult:
 
     scored: pa.Table
     quarantined: pa.Table
+
+
+class Split(NamedTuple):
+    """`Scorer.split`'s answer: every input row is in exactly one of ``valid`` and
+    ``quarantined``; ``refused`` says which input rows the quarantined ones are."""
+
+    valid: pa.Table
+    """The accepted rows, conformed to the scoring schema, in input order."""
+    quarantined: pa.Table
+    """The refused rows (``QUARANTINE_SCHEMA``), in input order."""
+    refused: np.ndarray
+    """The input row number of each quarantined row (ascending, int64)."""
+    conformed: pa.Table
+    """Every input row conformed to the scoring schema (a cell that did not cast is null)."""
+    report: ValidationReport
+    """The suite's report on ``conformed``: per-expectation results for this table."""
 
 
 class Scorer:
@@ -172,10 +189,9 @@ class Scorer:
         from the future) and the rows' `quarantined_at`; it defaults to the
         current time (a naive datetime is taken as UTC).
         """
-        valid, quarantined = self.split(
-            table, engine, source=source, now=now, conflicting_keys=conflicting_keys
-        )
-        return ScoreResult(scored=self._score_valid(valid), quarantined=quarantined)
+        split = self.split(table, engine, source=source, now=now,
+                           conflicting_keys=conflicting_keys)  # fmt: skip
+        return ScoreResult(scored=self.score_valid(split.valid), quarantined=split.quarantined)
 
     def split(
         self,
@@ -185,8 +201,8 @@ class Scorer:
         source: str = "batch",
         now: datetime | None = None,
         conflicting_keys: frozenset[str] = frozenset(),
-    ) -> tuple[pa.Table, pa.Table]:
-        """Conform and validate only: (valid rows in the scoring schema, quarantined rows).
+    ) -> Split:
+        """Conform and validate only: valid rows in the scoring schema, quarantined rows.
 
         `score` is `split` followed by featurize-and-predict on the valid rows. The batch
         job calls `split` alone in its first pass, which records every valid event in the
@@ -211,14 +227,16 @@ class Scorer:
         bad = np.zeros(conformed.num_rows, dtype=bool)
         bad[list(reasons)] = True
         valid = conformed.filter(pa.array(~bad))
-        return valid, _quarantine(table, conformed, c.key_column, reasons, source, now)
+        quarantined = _quarantine(table, conformed, c.key_column, reasons, source, now)
+        return Split(valid, quarantined, np.flatnonzero(bad).astype(np.int64), conformed, report)
 
     def record(self, valid: pa.Table) -> None:
         """Record valid events (rows from `split`) in the feature store; idempotent."""
         if self.contract.features.aggregates is not None and valid.num_rows:
             self.store.record(to_store_events(valid, self.contract.features))
 
-    def _score_valid(self, valid: pa.Table) -> pa.Table:
+    def score_valid(self, valid: pa.Table) -> pa.Table:
+        """Featurize and predict rows `split` accepted (its ``valid``): the scored rows."""
         c, spec, model = self.contract, self.contract.features, self.model
         if self.record_events:
             # Record, then compute: an event's aggregates only see events strictly

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -16,11 +17,12 @@ import pytest
 from pipelines.batch_score import main as batch_main
 from pipelines.batch_score import run
 from pipelines.train import TrainConfig, train
+from sluice import metrics
 from sluice.contract import load_contract
-from sluice.datagen import generate_dataset, write_parquet
-from sluice.errors import ConfigError
+from sluice.datagen import generate_dataset, write_csv, write_parquet
+from sluice.errors import ConfigError, ValidationFailed
 from sluice.features import InMemoryFeatureStore
-from sluice.jobs import ActorPool, BatchJob, InputSpec
+from sluice.jobs import ActorPool, BatchJob, InputFormat, InputSpec
 from sluice.models import ModelRegistry
 from sluice.scoring import Scorer
 from sluice.store import session_for
@@ -189,7 +191,8 @@ def test_conflicting_keys_are_found_across_blocks_and_copies_are_not(ray_session
     table = pa.table({"transaction_id": ["a", "b", "a", "c", "c"], "v": [1, 2, 3, 4, 4]})
     ds = ray.data.from_arrow(table).repartition(5)  # every row in its own block
     found = conflicting_keys(ds, "transaction_id", table.num_rows, rows_per_bucket)
-    assert found == frozenset({"a"})
+    assert found.conflicting == frozenset({"a"})
+    assert (found.duplicated_rows, found.keyed_rows) == (4, 5)  # a twice, c twice
 
 
 def test_key_check_reads_values_not_types_and_skips_null_keys(ray_session):
@@ -202,4 +205,77 @@ def test_key_check_reads_values_not_types_and_skips_null_keys(ray_session):
     ints = pa.table({"transaction_id": ["a", None, "b"], "v": pa.array([5, 1, 7], pa.int64())})
     floats = pa.table({"transaction_id": ["a", None, "b"], "v": [5.0, 2.0, 7.5]})
     ds = ray.data.from_arrow([ints, floats])
-    assert conflicting_keys(ds, "transaction_id", 6, rows_per_bucket=2) == frozenset({"b"})
+    found = conflicting_keys(ds, "transaction_id", 6, rows_per_bucket=2)
+    assert found.conflicting == frozenset({"b"}) and found.keyed_rows == 4
+
+
+def quarantine_rows_of(session, source: str) -> list:
+    rows = session.execute("SELECT source, key, row_id, raw FROM sluice_test_batch.quarantine",
+                           timeout=60)  # fmt: skip
+    return [r for r in rows if r.source == source]
+
+
+def test_every_refused_row_is_its_own_quarantine_row_and_every_row_is_counted(env, tmp_path):
+    """Rows whose key carries different contents (across files), and identical refused
+    copies, each keep their own quarantine row; the summary's counts are the tables'."""
+    cfg, _, _, _, session = env
+    base = generate_dataset(300, seed=5).table
+    ids = base["transaction_id"].to_pylist()
+    amount = base.schema.get_field_index("amount")
+    conflict = pa.concat_tables([base.slice(0, 1)] * 3)
+    conflict = conflict.set_column(amount, "amount", pa.array([10.0, 20.0, 30.0]))
+    copy = base.slice(1, 1).set_column(amount, "amount", pa.array([None], pa.float64()))
+    (tmp_path / "in").mkdir()
+    write_parquet(pa.concat_tables([base.slice(2, 148), conflict.slice(0, 2), copy]),
+                  tmp_path / "in" / "a.parquet")  # fmt: skip
+    write_parquet(pa.concat_tables([base.slice(150), conflict.slice(2), copy]),
+                  tmp_path / "in" / "b.parquet")  # fmt: skip
+    job = job_for(tmp_path, name="test_batch_rows")
+    summary = run(job, cfg)
+
+    rows = quarantine_rows_of(session, "batch:test_batch_rows")
+    assert summary.rows_read == 298 + 3 + 2
+    assert len(rows) == summary.rows_quarantined == 5
+    conflicting = [r for r in rows if r.key == ids[0]]
+    assert sorted(json.loads(r.raw)["amount"] for r in conflicting) == [10.0, 20.0, 30.0]
+    assert len({r.row_id for r in rows if r.key == ids[1]}) == 2  # two copies, two rows
+    assert summary.rows_scored == 298 == len(set(predictions(session)) & set(ids[2:]))
+
+    # Table-level results over the whole input: the key repeats (5 rows share 2 keys).
+    unique = next(r for r in summary.expectations
+                  if r["expectation"] == "expect_column_values_to_be_unique")  # fmt: skip
+    assert not unique["success"] and unique["unexpected_count"] == 5
+    assert summary.expectations_failed >= 2  # the null amount fails not_be_null too
+    assert metrics.BATCH_EXPECTATION_SUCCESS.value(
+        source="batch:test_batch_rows", expectation="expect_column_values_to_be_unique") == 0
+
+    again = run(job, cfg)  # a re-run upserts the same rows
+    assert len(quarantine_rows_of(session, "batch:test_batch_rows")) == 5
+    assert again.rows_quarantined == 5 and again.rows_scored == 298
+
+    strict = job.model_copy(update={"name": "test_batch_strict",
+                                    "fail_on_failed_expectations": True})  # fmt: skip
+    with pytest.raises(ValidationFailed, match="expect_column_values_to_be_unique:"
+                       "transaction_id: 5 unexpected rows"):  # fmt: skip
+        run(strict, cfg)
+
+
+def test_csv_ids_that_look_numeric_stay_strings(env, tmp_path):
+    """CSV cells are read with the contract's types: an id of digits is the text it is
+    (quarantined by the id rule, under its own key), never the number it looks like."""
+    cfg, _, _, _, session = env
+    table = generate_dataset(200, seed=6).table
+    numeric = [f"{i:08d}" for i in range(50)]  # "00000007" is an id, not the number 7
+    ids = numeric + table["transaction_id"].to_pylist()[50:]
+    table = table.set_column(0, "transaction_id", pa.array(ids, pa.string()))
+    write_csv(table.slice(0, 50), tmp_path / "in" / "a.csv")  # only digits in this file's ids
+    write_csv(table.slice(50), tmp_path / "in" / "b.csv")
+    job = job_for(tmp_path, name="test_batch_csv").model_copy(update={
+        "input": InputSpec(paths=(str(tmp_path / "in" / "*.csv"),), format=InputFormat.CSV),
+    })  # fmt: skip
+    summary = run(job, cfg)
+    assert (summary.rows_read, summary.rows_scored, summary.rows_quarantined) == (200, 150, 50)
+    regex = "expect_column_values_to_match_regex:transaction_id"
+    assert summary.quarantined_by_reason == {regex: 50}
+    assert quarantine_keys(session, "batch:test_batch_csv") == set(numeric)
+    assert set(ids[50:]) <= set(predictions(session))

@@ -63,3 +63,15 @@ def test_actor_pool_bounds(tmp_path):
     )
     with pytest.raises(ConfigError, match=r"min_actors \(3\) must not exceed max_actors \(2\)"):
         load_job(path)
+
+
+def test_failing_on_table_level_expectations_is_a_job_option(tmp_path):
+    repo_job = load_job(REPO / "configs" / "jobs" / "fraud_batch.yaml")
+    assert repo_job.fail_on_failed_expectations is False
+    path = write(tmp_path, "name: j\ncontract: fraud\ninput: {paths: [a]}\n"
+                           "fail_on_failed_expectations: true\n")  # fmt: skip
+    assert load_job(path).fail_on_failed_expectations is True
+    path = write(tmp_path, "name: j\ncontract: fraud\ninput: {paths: [a]}\n"
+                           "fail_on_failed_expectations: sometimes\n")  # fmt: skip
+    with pytest.raises(ConfigError, match="fail_on_failed_expectations"):
+        load_job(path)

@@ -2,7 +2,8 @@
 
     sink = CassandraDatasink(cfg.cassandra, "predictions", consistency=..., ttl_s=...)
     ds.write_datasink(sink)
-    sink.total_written          # rows written by all tasks
+    sink.total_written          # distinct rows upserted by all tasks
+    sink.total_input_rows       # rows the dataset handed to the sink
 
 - ``__init__`` keeps only picklable config (the sink travels to every write task).
 - ``on_write_start`` runs once on the driver with the dataset's schema: the table must
@@ -44,10 +45,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class WriteCounts:
-    """What one write task did."""
+    """What one write task did: ``input_rows`` handed to it, ``rows`` upserted (fewer
+    when its blocks carry one primary key twice: the writer keeps the last)."""
 
     rows: int
     blocks: int
+    input_rows: int = 0
 
 
 class CassandraDatasink(Datasink[WriteCounts]):
@@ -75,6 +78,7 @@ class CassandraDatasink(Datasink[WriteCounts]):
         self.options = WriteOptions.from_config(cfg, consistency, ttl_s)
         self.total_written = 0
         self.total_blocks = 0
+        self.total_input_rows = 0
 
     def get_name(self) -> str:
         return f"Cassandra({self.keyspace}.{self.table})"
@@ -121,9 +125,10 @@ class CassandraDatasink(Datasink[WriteCounts]):
     def write(self, blocks: Iterable[Block], ctx: TaskContext) -> WriteCounts:
         session = session_for(self.cfg)
         writer: CassandraWriter | None = None
-        rows = n_blocks = 0
+        rows = n_blocks = input_rows = 0
         for block in blocks:
             table = BlockAccessor.for_block(block).to_arrow()
+            input_rows += table.num_rows
             if writer is None:
                 writer = CassandraWriter(
                     session, self.keyspace, self.table,
@@ -131,12 +136,13 @@ class CassandraDatasink(Datasink[WriteCounts]):
                 )  # fmt: skip
             rows += writer.write(table)
             n_blocks += 1
-        return WriteCounts(rows=rows, blocks=n_blocks)
+        return WriteCounts(rows=rows, blocks=n_blocks, input_rows=input_rows)
 
     def on_write_complete(self, write_result: WriteResult[WriteCounts]) -> None:
         counts = [c for c in write_result.write_returns if c is not None]
         self.total_written = sum(c.rows for c in counts)
         self.total_blocks = sum(c.blocks for c in counts)
+        self.total_input_rows = sum(c.input_rows for c in counts)
         log.info(
             "Cassandra sink %s.%s: %d rows written in %d blocks by %d tasks",
             self.keyspace, self.table, self.total_written, self.total_blocks, len(counts),

@@ -173,7 +173,7 @@ def test_record_pass_then_score_equals_score_in_one_go(trained, contract):
     two_pass = Scorer(contract, registry, InMemoryFeatureStore(), record_events=False)
     quarantined = []
     for half in reversed(halves):  # pass 1 in any order: aggregates only look back
-        valid, q = two_pass.split(half, now=NOW)
+        valid, q, *_ = two_pass.split(half, now=NOW)
         two_pass.record(valid)
         quarantined.append(q)
     scored = pa.concat_tables([two_pass.score(h, now=NOW).scored for h in halves])

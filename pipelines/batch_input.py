@@ -1,0 +1,218 @@
+"""A batch job's input: files resolved and checked before anything is written, then read by
+Ray Data with each row's position, and CSV read with the contract's types.
+
+    files, fs = resolve_inputs(job)
+    check_input_schema(job, contract, files, fs)        # ConfigError before any write
+    ds = read_input(job, contract, files, fs)           # + POSITION_COLUMNS
+    row_ids(files, positions)                           # ["<file>#<row>", ...]
+
+Every row read carries ``__sluice_file`` (its file's index in ``files``) and
+``__sluice_row`` (its row number in that file, from 0). A refused row's quarantine row is
+told apart from every other by ``<file>#<row>``: deterministic, so a re-run upserts the
+same rows, and distinct input rows never share one. The stages drop both columns before
+scoring, so they never reach a row's raw JSON or the key check's row hash.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Iterator, Sequence
+from fnmatch import fnmatch
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from ray.data.datasource import FileBasedDatasource
+
+from sluice.config import REPO_ROOT
+from sluice.contract import Contract
+from sluice.errors import ConfigError
+from sluice.jobs import BatchJob, InputFormat
+
+__all__ = [
+    "FILE_COLUMN",
+    "POSITION_COLUMNS",
+    "ROW_COLUMN",
+    "check_input_schema",
+    "count_rows",
+    "csv_convert_options",
+    "read_input",
+    "resolve_inputs",
+    "row_ids",
+]
+
+FILE_COLUMN = "__sluice_file"
+ROW_COLUMN = "__sluice_row"
+POSITION_COLUMNS = (FILE_COLUMN, ROW_COLUMN)
+
+_PARQUET_BATCH_ROWS = 65_536
+
+
+def resolve_inputs(job: BatchJob) -> tuple[list[str], pafs.FileSystem]:
+    """Expand the job's paths, directories and globs into files on one pyarrow filesystem."""
+    files: list[str] = []
+    fs: pafs.FileSystem | None = None
+    for pattern in job.input.paths:
+        this_fs, found = _expand(pattern)
+        if not found:
+            raise ConfigError(f"job {job.name}: input {pattern!r} matches no file")
+        if fs is not None and this_fs.type_name != fs.type_name:
+            raise ConfigError(f"job {job.name}: all inputs must be on one filesystem")
+        fs = this_fs
+        files += found
+    assert fs is not None
+    return files, fs
+
+
+def _expand(pattern: str) -> tuple[pafs.FileSystem, list[str]]:
+    """Files of one path, directory or glob: local (relative to the repo) or a URI."""
+    if "://" not in pattern:
+        local = Path(pattern) if Path(pattern).is_absolute() else REPO_ROOT / pattern
+        found = []
+        for match in sorted(glob.glob(str(local))):
+            m = Path(match)
+            found += sorted(str(f) for f in m.rglob("*") if f.is_file()) if m.is_dir() else [match]
+        return pafs.LocalFileSystem(), found
+    scheme, rest = pattern.split("://", 1)
+    is_glob = any(ch in rest for ch in "*?[")
+    base = rest.split("*")[0].split("?")[0].split("[")[0].rsplit("/", 1)[0] if is_glob else rest
+    fs, base_path = pafs.FileSystem.from_uri(f"{scheme}://{base}")
+    info = fs.get_file_info(base_path)
+    if info.type == pafs.FileType.File and not is_glob:
+        return fs, [base_path]
+    if info.type != pafs.FileType.Directory:
+        return fs, []
+    selector = pafs.FileSelector(base_path, recursive=True)
+    found = sorted(i.path for i in fs.get_file_info(selector) if i.is_file)
+    if is_glob:
+        full = base_path + rest[len(base) :]
+        found = [f for f in found if fnmatch(f, full)]
+    return fs, found
+
+
+def csv_convert_options(contract: Contract) -> pacsv.ConvertOptions:
+    """CSV cells of the contract's string columns stay text ("00123" is an id, not 123).
+
+    Other columns are inferred per file as before and cast per row by the Scorer, so a
+    cell that does not cast quarantines its row (with the reason) instead of failing the
+    file.
+    """
+    strings = {f.name: pa.string() for f in contract.scoring_schema
+               if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)}  # fmt: skip
+    return pacsv.ConvertOptions(column_types=strings)
+
+
+def check_input_schema(job: BatchJob, contract: Contract, files: list[str],
+                       fs: pafs.FileSystem) -> None:  # fmt: skip
+    """Fail before any write when a file lacks a column or holds one of the wrong type.
+
+    Parquet carries types: a column whose type cannot hold the contract's is a job error.
+    CSV carries none: its values are cast per row, and rows that do not cast are
+    quarantined with the reason (expect_column_values_to_be_of_type).
+    """
+    want = contract.scoring_schema
+    for path in files:
+        try:
+            if job.input.format is InputFormat.PARQUET:
+                have = pq.read_schema(path, filesystem=fs)
+            else:
+                with fs.open_input_stream(path) as f:
+                    have = pacsv.open_csv(f, convert_options=csv_convert_options(contract)).schema
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise ConfigError(f"job {job.name}: cannot read {path}: {exc}") from exc
+        missing = [n for n in want.names if n not in have.names]
+        if missing:
+            raise ConfigError(
+                f"job {job.name}: {path} lacks column(s) {missing} that contract "
+                f"{contract.name} requires"
+            )
+        taken = [n for n in POSITION_COLUMNS if n in have.names]
+        if taken:
+            raise ConfigError(f"job {job.name}: {path} has column(s) {taken}, a name the job "
+                              "uses for each row's position; rename them")  # fmt: skip
+        if job.input.format is InputFormat.PARQUET:
+            for name in want.names:
+                got, expected = have.field(name).type, want.field(name).type
+                if not _castable(got, expected):
+                    raise ConfigError(
+                        f"job {job.name}: {path} column {name} is {got}, but contract "
+                        f"{contract.name} wants {expected}; fix the file or the contract"
+                    )
+
+
+def count_rows(job: BatchJob, files: list[str], fs: pafs.FileSystem, read) -> int:
+    """Input rows: from Parquet footers (no data read), else by Ray Data."""
+    if job.input.format is InputFormat.PARQUET:
+        return sum(pq.read_metadata(f, filesystem=fs).num_rows for f in files)
+    return read().count()
+
+
+def _castable(got: pa.DataType, want: pa.DataType) -> bool:
+    """Whether a Parquet column of type `got` can feed a contract column of type `want`:
+    the same type, an all-null column, number to number, (large) string to string, or two
+    timestamps, dates or large strings."""
+    t = pa.types
+
+    def number(x: pa.DataType) -> bool:
+        return t.is_integer(x) or t.is_floating(x)
+
+    return (
+        got == want or t.is_null(got) or (number(got) and number(want))
+        or (t.is_string(want) and (t.is_string(got) or t.is_large_string(got)))
+        or any(k(got) and k(want) for k in (t.is_timestamp, t.is_large_string, t.is_date))
+    )  # fmt: skip
+
+
+def read_input(job: BatchJob, contract: Contract, files: list[str], fs: pafs.FileSystem):
+    """The job's rows as a Ray Dataset, each with its position (``POSITION_COLUMNS``)."""
+    import ray
+
+    return ray.data.read_datasource(_NumberedFiles(job.input.format, contract, files, fs))
+
+
+def row_ids(files: Sequence[str], positions: pa.Table) -> list[str]:
+    """``<file>#<row>`` of each row of ``positions`` (its ``POSITION_COLUMNS``)."""
+    return [f"{files[f]}#{r}" for f, r in zip(positions.column(FILE_COLUMN).to_pylist(),
+                                              positions.column(ROW_COLUMN).to_pylist(),
+                                              strict=True)]  # fmt: skip
+
+
+class _NumberedFiles(FileBasedDatasource):
+    """Ray Data's file datasource over the job's files, numbering each file's rows.
+
+    Each file is read by one task from its start, in order (``_read_stream``), so its rows
+    are numbered as they stream; a retried read replays the file and numbers it the same.
+    """
+
+    def __init__(self, fmt: InputFormat, contract: Contract, files: list[str],
+                 fs: pafs.FileSystem) -> None:  # fmt: skip
+        super().__init__(files, filesystem=fs)
+        self._format = fmt
+        self._index = {path: i for i, path in enumerate(files)}
+        self._csv_options = csv_convert_options(contract) if fmt is InputFormat.CSV else None
+
+    def _open_input_source(self, filesystem, path: str, **open_args) -> pa.NativeFile:
+        if self._format is InputFormat.PARQUET:  # Parquet needs random access (the footer)
+            return filesystem.open_input_file(path)
+        return super()._open_input_source(filesystem, path, **open_args)
+
+    def _read_stream(self, f: pa.NativeFile, path: str) -> Iterator[pa.Table]:
+        index = self._index.get(path)
+        if index is None:  # pragma: no cover - Ray hands back the paths it was given
+            raise ConfigError(f"batch input: Ray read {path!r}, which is not a job input")
+        if self._format is InputFormat.PARQUET:
+            batches = pq.ParquetFile(f).iter_batches(batch_size=_PARQUET_BATCH_ROWS)
+        else:
+            batches = pacsv.open_csv(f, read_options=pacsv.ReadOptions(use_threads=False),
+                                     convert_options=self._csv_options)  # fmt: skip
+        start = 0
+        for batch in batches:
+            n = batch.num_rows
+            table = pa.Table.from_batches([batch])
+            table = table.append_column(FILE_COLUMN, pa.repeat(pa.scalar(index, pa.int32()), n))
+            rows = pa.array(np.arange(start, start + n, dtype=np.int64))
+            yield table.append_column(ROW_COLUMN, rows)
+            start += n
