@@ -3,6 +3,7 @@
     sluice serve                          # check, then `serve run configs/serve.yaml` (blocks),
                                           # HAProxy ingress (--ingress proxy: Serve's own)
     sluice serve --deploy [--address URL] # check, then `serve deploy` to a running cluster
+                                          # (RAY_AUTH_MODE unset: the cluster's own mode)
     sluice serve --check                  # check only
     sluice serve hash-key --new           # a new API key and the digest line to store
     sluice serve hash-key                 # the line of an existing key: stdin, else a prompt
@@ -35,6 +36,7 @@ app = typer.Typer(
 )
 
 DEFAULT_CONFIG = Path("configs/serve.yaml")
+DEFAULT_DASHBOARD = "http://localhost:8265"  # `serve deploy`'s own default address
 ConfigOption = typer.Option(DEFAULT_CONFIG, "--config", help="Serve config file.")
 
 
@@ -86,7 +88,15 @@ def serve(
     if ingress not in ("haproxy", "proxy"):
         typer.echo(f"error: --ingress must be haproxy or proxy, got {ingress!r}", err=True)
         raise typer.Exit(2)
-    env = serve_env(os.environ, deploy=deploy, ingress=ingress)
+    auth_mode = "disabled"  # `serve run` starts a Ray of its own, on this machine
+    if deploy and "RAY_AUTH_MODE" not in os.environ:
+        target = address or os.environ.get("RAY_DASHBOARD_ADDRESS", DEFAULT_DASHBOARD)
+        try:
+            auth_mode = cluster_auth_mode(target, os.environ)
+        except SluiceError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from exc
+    env = serve_env(os.environ, deploy=deploy, ingress=ingress, auth_mode=auth_mode)
     with tempfile.TemporaryDirectory(prefix="sluice-serve-") as tmp:
         # Serve reads the file once, at start: the document with the bind address filled in.
         rendered = Path(tmp) / path.name
@@ -103,16 +113,48 @@ def serve(
     raise typer.Exit(code)
 
 
-def serve_env(environ: Mapping[str, str], *, deploy: bool, ingress: str) -> dict[str, str]:
+def cluster_auth_mode(address: str, environ: Mapping[str, str], timeout_s: float = 10.0) -> str:
+    """The auth mode of the Ray whose dashboard is at ``address``: what its clients must set.
+
+    Asked of the dashboard's public ``/api/authentication_mode``. For ``token``, a token
+    must be on this machine (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token).
+    """
+    import httpx
+
+    url = address.rstrip("/") + "/api/authentication_mode"
+    try:
+        answer = httpx.get(url, timeout=timeout_s)
+        answer.raise_for_status()
+        mode = answer.json()["authentication_mode"]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        raise SluiceError(
+            f"cannot ask the Ray dashboard at {address} for its auth mode ({exc}); start or "
+            "forward it (`ray dashboard cluster.yaml`), pass --address, or set RAY_AUTH_MODE "
+            "(README \"Ray and authentication\")"
+        ) from exc
+    if mode not in ("disabled", "token"):
+        raise SluiceError(f"the Ray at {address} reports auth mode {mode!r}; set RAY_AUTH_MODE")
+    token_file = Path(environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if mode == "token" and not (environ.get("RAY_AUTH_TOKEN") or token_file.expanduser().exists()):
+        raise SluiceError(
+            f"the Ray at {address} uses token auth and this machine has no token: copy the "
+            f"cluster's token to {token_file} (or set RAY_AUTH_TOKEN_PATH / RAY_AUTH_TOKEN)"
+        )
+    return mode
+
+
+def serve_env(
+    environ: Mapping[str, str], *, deploy: bool, ingress: str, auth_mode: str = "disabled"
+) -> dict[str, str]:
     """The environment of the `serve run` / `serve deploy` that `sluice serve` starts.
 
     RAY_AUTH_MODE is always explicit (README "Ray and authentication"): the caller's value,
-    else ``disabled``. Left unset, Ray decides by whether ``~/.ray/auth_token`` exists: a
-    `serve run` would start its local Ray with token auth on, and a client would send no
-    token. Against a token-auth cluster, export RAY_AUTH_MODE=token (and the token) first.
+    else ``auth_mode`` (``disabled`` for the Ray `serve run` starts; for a deploy, the mode
+    the cluster reports). Left unset, Ray decides by whether ``~/.ray/auth_token`` exists:
+    `serve run` would start its Ray with token auth, `serve deploy` would send no token.
     """
     env = dict(environ)
-    env.setdefault("RAY_AUTH_MODE", "disabled")
+    env.setdefault("RAY_AUTH_MODE", auth_mode)
     if not deploy:
         # Read when Ray starts: HAProxy in front of the replicas (bench/serve.py: about 2x
         # the throughput of the Python proxy, and lower latency, on the same machine).
@@ -172,4 +214,4 @@ def hash_key(
     typer.echo(f"{name} {digest_of(key)}")
 
 
-__all__ = ["app", "serve_env"]
+__all__ = ["app", "cluster_auth_mode", "serve_env"]

@@ -68,20 +68,93 @@ def recorded(monkeypatch) -> Recorded:
     return rec
 
 
-@pytest.mark.parametrize("args", [[], ["--deploy", "--address", "http://head:8265"]])
-def test_serve_hands_serve_the_bind_address_of_the_platform_config(recorded, monkeypatch, args):
+class Dashboard:
+    """A stand-in for a Ray dashboard's public /api/authentication_mode, on a real socket."""
+
+    def __init__(self) -> None:
+        import http.server
+        import json
+        import threading
+
+        self.mode, self.asked = "disabled", 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.asked += 1
+                ok = self.path == "/api/authentication_mode"
+                body = json.dumps({"authentication_mode": outer.mode}).encode()
+                self.send_response(200 if ok else 404)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.address = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def dashboard():
+    d = Dashboard()
+    yield d
+    d.server.shutdown()
+
+
+@pytest.mark.parametrize("deploy", [False, True])
+def test_serve_hands_serve_the_bind_address_of_the_platform_config(recorded, monkeypatch,
+                                                                   dashboard, deploy):  # fmt: skip
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    args = ["--deploy", "--address", dashboard.address] if deploy else []
     result = runner.invoke(serve_cli.app, args)
     assert result.exit_code == 0, result.output
     (cmd, env, doc), = recorded.calls
-    assert cmd[1] == ("deploy" if args else "run") and cmd[3:] == args[1:]
+    assert cmd[1] == ("deploy" if deploy else "run") and cmd[3:] == args[1:]
     assert (doc["http_options"]["host"], doc["http_options"]["port"]) == ("127.0.0.1", 8000)
     assert "binds 127.0.0.1:8000" in result.output
     assert env["RAY_AUTH_MODE"] == "disabled"  # explicit, whatever ~/.ray holds
+    assert dashboard.asked == (1 if deploy else 0)
+
+
+def test_deploy_uses_the_auth_mode_the_cluster_reports(recorded, monkeypatch, dashboard,
+                                                       tmp_path):  # fmt: skip
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "auth_token"))
+    dashboard.mode = "token"
+    deploy = ["--deploy", "--address", dashboard.address]
+    result = runner.invoke(serve_cli.app, deploy)  # no token on this machine: said, not sent
+    assert result.exit_code == 1 and "uses token auth and this machine has no token" in (
+        result.output)  # fmt: skip
+    assert not recorded.calls
+    (tmp_path / "auth_token").write_text("t0ken")
+    assert runner.invoke(serve_cli.app, deploy).exit_code == 0
+    assert recorded.calls[-1][1]["RAY_AUTH_MODE"] == "token"
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # the caller's choice is kept, not asked
+    asked = dashboard.asked
+    assert runner.invoke(serve_cli.app, deploy).exit_code == 0
+    assert recorded.calls[-1][1]["RAY_AUTH_MODE"] == "disabled" and dashboard.asked == asked
+
+
+def test_deploy_with_no_dashboard_to_ask_says_what_to_do(recorded, monkeypatch):
+    import socket
+
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    result = runner.invoke(serve_cli.app, ["--deploy", "--address", closed])
+    assert result.exit_code == 1 and "set RAY_AUTH_MODE" in result.output
+    assert not recorded.calls
 
 
 def test_the_bind_address_follows_the_platform_config_override(recorded, monkeypatch):
     monkeypatch.setenv("SLUICE_SERVE__HOST", "10.0.0.7")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     assert runner.invoke(serve_cli.app, ["--deploy"]).exit_code == 0
     assert recorded.calls[0][2]["http_options"]["host"] == "10.0.0.7"
 
