@@ -7,6 +7,9 @@ events, the stream does) and answers ``score(rows)`` through ``@serve.batch``. I
 restarting the replica: a new ``model_generation`` re-resolves the aliases (after
 ``sluice models promote``), and the batch size, batch wait and canary share change
 live. A request in flight keeps the model it started with; the swap is one reference.
+An alias is resolved once per deployment generation (``ModelRegistry.pin``): every
+replica of a generation, one the autoscaler adds or Serve restarts included, scores with
+the version the first one resolved, whatever was promoted since.
 
 ``ScoringIngress`` builds its FastAPI app per replica (``__serve_build_asgi_app__``) from
 a ``ScoringService``; it calls the model through ``HandleModelClient``, which turns
@@ -51,6 +54,14 @@ __all__ = [
 log = logging.getLogger("sluice.serve")
 
 _CASSANDRA_PING = "SELECT release_version FROM system.local"
+
+
+def _app_name() -> str:
+    """The Serve application this replica belongs to ("local" outside a replica)."""
+    try:
+        return serve.get_replica_context().app_name
+    except Exception:  # noqa: BLE001 - RayServeException outside a replica
+        return "local"
 
 
 class ModelUserConfig(BaseModel):
@@ -98,9 +109,10 @@ class ScoringModel:
         self.registry = ModelRegistry.from_config(settings.platform)
         self.store = CassandraFeatureStore.for_contract(settings.feature_store, self.contract)
         self._scorer_cls = Scorer
-        champion = Scorer(self.contract, self.registry, self.store, record_events=False)
-        self.core = BatchScorer(champion)
         self.config = ModelUserConfig()
+        self._scope = f"serve:{_app_name()}:{self.contract.name}"
+        champion = self._pinned_scorer(str(self.contract.model), self.config)
+        self.core = BatchScorer(champion)
         self.batches = self.batched_requests = 0
         try:  # connect now, so the first request does not pay for it
             session_for(settings.feature_store)
@@ -114,7 +126,7 @@ class ScoringModel:
         champion = self.core.champion
         if new.model_generation != self.config.model_generation:
             before = champion.model.ref
-            champion.reload()  # loads first, then swaps one reference
+            champion = self._pinned_scorer(str(self.contract.model), new)  # loads, then swaps
             log.info("model generation %d: champion %s -> %s", new.model_generation, before,
                      champion.model.ref)  # fmt: skip
         challenger = self._challenger(new) if new.challenger_share > 0 else None
@@ -123,11 +135,15 @@ class ScoringModel:
         self.core = BatchScorer(champion, challenger, new.challenger_share if challenger else 0.0)
         self.config = new
 
+    def _pinned_scorer(self, alias_ref: str, cfg: ModelUserConfig) -> Any:
+        """A Scorer for the version ``alias_ref`` means in ``cfg``'s generation."""
+        name, version = self.registry.pin(alias_ref, f"{self._scope}:g{cfg.model_generation}")
+        return self._scorer_cls(self.contract, self.registry, self.store,
+                                model_ref=f"{name}/{version}", record_events=False)  # fmt: skip
+
     def _challenger(self, cfg: ModelUserConfig) -> Any:
-        ref = f"{self.contract.model.name}@{cfg.challenger_alias}"
         try:
-            return self._scorer_cls(self.contract, self.registry, self.store, model_ref=ref,
-                                    record_events=False)  # fmt: skip
+            return self._pinned_scorer(f"{self.contract.model.name}@{cfg.challenger_alias}", cfg)
         except ModelNotFound as exc:
             log.warning("canary off: %s (challenger_share %.3f ignored)", exc,
                         cfg.challenger_share)  # fmt: skip

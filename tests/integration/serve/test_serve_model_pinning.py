@@ -1,0 +1,50 @@
+"""One model version per Serve deployment generation, whatever is promoted meanwhile.
+
+Replicas are built here as Serve builds them (the deployment's class, its ``__init__``,
+then ``reconfigure`` with the user_config), against the real Cassandra: a replica added
+after a promotion — as the autoscaler or a restart adds one — scores with the version the
+generation's first replica resolved; the next generation resolves the alias anew.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines.train import TrainConfig, train
+from serve_apps.scoring.deployments import ModelSettings, ScoringModel
+from sluice.contract import load_contract
+from sluice.models import ModelRegistry
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def settings(local_services, platform_config, tmp_path) -> ModelSettings:
+    cfg = platform_config.model_copy(update={
+        "registry": platform_config.registry.model_copy(update={"root_uri": str(tmp_path)}),
+    })  # fmt: skip
+    registry = ModelRegistry.from_config(cfg)
+    assert train(TrainConfig(rows=2_000, epochs=1), registry).version == 1  # champion
+    artifact = registry.load_artifact("fraud/1")
+    assert registry.register("fraud", artifact.state_dict, artifact.meta) == 2
+    return ModelSettings(load_contract("fraud"), cfg, cfg.cassandra)
+
+
+def replica(settings: ModelSettings, generation: int):
+    model = ScoringModel.func_or_class(settings)
+    model.reconfigure({"model_generation": generation})
+    return model
+
+
+def test_a_replica_added_after_a_promotion_keeps_the_generation_version(settings):
+    registry = ModelRegistry.from_config(settings.platform)
+    first = replica(settings, 1)
+    assert first.core.champion.model.ref == "fraud/1"
+
+    registry.promote("fraud", 2)  # promoted, but the deployment's generation is unchanged
+    added = replica(settings, 1)
+    assert added.core.champion.model.ref == "fraud/1"
+
+    first.reconfigure({"model_generation": 2})  # `serve deploy` with the next generation
+    assert first.core.champion.model.ref == "fraud/2"
+    assert replica(settings, 2).core.champion.model.ref == "fraud/2"
