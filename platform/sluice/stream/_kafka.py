@@ -62,7 +62,9 @@ def topic_partitions(kafka: KafkaConfig, topic: str) -> int | None:
     from confluent_kafka import KafkaException
 
     try:
-        meta = _admin(kafka).list_topics(topic=topic, timeout=kafka.request_timeout_s)
+        # All topics' metadata: a request naming the topic would make a broker with
+        # auto.create.topics.enable create it (with its default partition count).
+        meta = _admin(kafka).list_topics(timeout=kafka.request_timeout_s)
     except KafkaException as exc:
         raise StreamError(f"Kafka at {','.join(kafka.bootstrap_servers)}: {exc}") from exc
     found = meta.topics.get(topic)
