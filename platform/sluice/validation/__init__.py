@@ -31,14 +31,22 @@ Semantics (identical in both engines, proven by a property test against GX):
 - ``row_condition`` (``condition_parser="pandas"``) is supported for a column
   compared with literals (``== != < <= > >=``, ``in``), combined with
   ``& | ~ and or not``, with pandas' null semantics.
+- arguments are parsed once, by the suite loader (suite parameters, per call,
+  by the same parse), and both engines run the parsed values.
+- both engines see a table the same way: dictionary-encoded columns decoded,
+  ``string_view`` as ``string``; an expectation on a column of a type it does
+  not run on in both (`_schema`: e.g. ``decimal128``, ``date32`` outside
+  presence, null and type checks) and a table with duplicate column names are
+  refused by both with `ConfigError`, before either runs.
 
-Limits of the compiled engine, all explicit (`UnsupportedExpectation` at load
-or `ConfigError` naming the expectation, the column and its Arrow type): other
-row_condition syntax or parsers; suite parameter expressions (only plain
-names); regexes whose meaning differs between Python ``re`` and RE2 (``{,n}``,
-``[[:alpha:]]``) or that only RE2 compiles (``\\pL``); regex and length checks
-on float32, timestamp or nested columns; value sets on float32 or timestamp
-columns; row conditions on timestamp columns; ranges on uint64 columns.
+Limits of the compiled engine, all explicit (`UnsupportedExpectation` at load,
+or `ConfigError` from both engines naming the expectation, the column and its
+Arrow type): other row_condition syntax or parsers; suite parameter
+expressions (only plain names); regexes whose meaning differs between Python
+``re`` and RE2 (``{,n}``, ``[[:alpha:]]``) or that only RE2 compiles
+(``\\pL``); regex and length checks on float32, timestamp, decimal, date or
+nested columns; value sets on float32, timestamp, decimal or date columns; row
+conditions on timestamp columns; ranges on uint64, decimal or date columns.
 """
 
 from sluice.validation._api import Engine, load_suite, parse_suite, validate

@@ -20,7 +20,43 @@ import pyarrow.compute as pc
 
 from sluice.validation._bytes import StringBuffers
 
-__all__ = ["ColumnView", "column_kind"]
+__all__ = ["ColumnView", "canonical_array", "canonical_table", "canonical_type", "column_kind"]
+
+
+def canonical_type(t: pa.DataType) -> pa.DataType | None:
+    """The type both engines see a column of type ``t`` as, or None when it is ``t`` itself.
+
+    Dictionary encoding is a storage choice of the file (Parquet writes strings that
+    way), so a dictionary column is validated as its values; ``string_view`` as
+    ``string`` (Arrow has few kernels for views, and pandas reads both as ``str``).
+    """
+    if pa.types.is_dictionary(t):
+        return canonical_type(t.value_type) or t.value_type
+    if pa.types.is_string_view(t):
+        return pa.string()
+    return None
+
+
+def canonical_table(table: pa.Table) -> pa.Table:
+    """``table`` with every column cast to its `canonical_type` (itself when none needs it)."""
+    for i, f in enumerate(table.schema):
+        target = canonical_type(f.type)
+        if target is not None:
+            table = table.set_column(i, f.with_type(target), canonical_array(table.column(i)))
+    return table
+
+
+def canonical_array(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """``values`` as their `canonical_type`: decoded by a take from the (canonical)
+    dictionary, since Arrow has no take kernel for a dictionary of string views."""
+    target = canonical_type(values.type)
+    if target is None:
+        return values
+    if isinstance(values, pa.ChunkedArray):
+        return pa.chunked_array([canonical_array(c) for c in values.chunks], target)
+    if pa.types.is_dictionary(values.type):
+        return canonical_array(values.dictionary).take(values.indices)
+    return values.cast(target)
 
 
 def column_kind(t: pa.DataType) -> str:
@@ -37,7 +73,9 @@ def column_kind(t: pa.DataType) -> str:
         return "timestamp"
     if pa.types.is_null(t):
         return "null"
-    return "other"
+    if pa.types.is_nested(t) or pa.types.is_union(t):
+        return "nested"
+    return "other"  # decimal, date, time, duration, binary...
 
 
 _FLOATS = ("float", "float32")
@@ -175,16 +213,22 @@ class ColumnLayout:
     """Where a suite's columns sit in tables of one schema, and their kinds.
 
     Computed once per schema (a stream of requests shares one), not per call.
+    ``recast`` says whether tables of this schema need `canonical_table` first.
     """
 
-    __slots__ = ("schema", "columns")
+    __slots__ = ("schema", "columns", "recast")
 
     def __init__(self, schema: pa.Schema, names: list[str]) -> None:
         self.schema = schema
+        self.recast = any(canonical_type(t) is not None for t in schema.types)
         self.columns: list[tuple[str, int, str]] = []
         for name in names:
             i = schema.get_field_index(name)
-            kind = column_kind(schema.field(i).type) if i >= 0 else ""
+            if i >= 0:
+                t = schema.field(i).type
+                kind = column_kind(canonical_type(t) or t)
+            else:
+                kind = ""
             self.columns.append((name, i, kind))
 
     def views(self, table: pa.Table, small: bool) -> dict[str, ColumnView | None]:
@@ -199,5 +243,6 @@ class ColumnLayout:
             elif arrays:
                 out[name] = ColumnView(arrays[i], kind, small)
             else:
-                out[name] = ColumnView(pa.array([], self.schema.field(i).type), kind, small)
+                t = self.schema.field(i).type
+                out[name] = ColumnView(pa.array([], canonical_type(t) or t), kind, small)
         return out

@@ -6,8 +6,8 @@ themselves), ``mostly`` is GX's ratio over non-null rows, uniqueness is
 pandas ``duplicated(keep=False)``. Where GX would raise for a column/argument
 combination (numeric bounds on a string column, tz-naive bounds on a tz-aware
 column) we raise `ConfigError` too; where GX would answer but this engine has
-no exact equivalent (regex on timestamps, sets of timestamps) we refuse with
-`ConfigError` rather than guess. The per-suite plan (compiled regexes, value
+no exact equivalent (regex on timestamps, sets of timestamps) `_schema` refuses
+the column type for both engines, before either runs. The per-suite plan (compiled regexes, value
 sets) is built once and cached on the suite.
 """
 
@@ -21,9 +21,10 @@ import pyarrow as pa
 
 from sluice.errors import ConfigError
 from sluice.validation import _checks
-from sluice.validation._columns import ColumnLayout, ColumnView
+from sluice.validation._columns import ColumnLayout, ColumnView, canonical_table
 from sluice.validation._conditions import ConditionError
 from sluice.validation._report import ExpectationOutcome, ValidationReport, build_report
+from sluice.validation._schema import check_fit
 from sluice.validation._suite import Expectation, Suite, resolve_params
 
 __all__ = ["SMALL_TABLE_ROWS", "compile_suite", "validate_compiled"]
@@ -74,6 +75,7 @@ class _Plan:
     def layout(self, schema: pa.Schema) -> ColumnLayout:
         layout = self._layout
         if layout is None or not layout.schema.equals(schema):
+            check_fit(self.suite, schema)
             layout = self._layout = ColumnLayout(schema, self.columns)
         return layout
 
@@ -98,7 +100,10 @@ def validate_compiled(
 ) -> ValidationReport:
     plan = _plan(suite)
     n = table.num_rows
-    views = plan.layout(table.schema).views(table, n <= small_table_rows)
+    layout = plan.layout(table.schema)
+    if layout.recast:
+        table = canonical_table(table)
+    views = layout.views(table, n <= small_table_rows)
     outcomes: list[ExpectationOutcome] = []
     append = outcomes.append
     for exp, check, column, kind, clean in plan.steps:

@@ -8,6 +8,10 @@ Rules, per target type (a cell that breaks them is rejected, never guessed):
 - timestamp with a time zone: timestamps, or ISO-8601 strings with an offset
   ("2024-05-01T12:00:00Z"); a time without a zone is ambiguous and rejected.
 - bool: bools, or the strings Arrow accepts ("true", "false", "1", "0").
+Strings may arrive as ``string``, ``large_string``, ``string_view`` or
+dictionary-encoded (as Parquet files carry them); numbers as integers, floats
+or decimals. A table with duplicate column names is refused (`ConfigError`):
+which one holds the field would be a guess.
 Missing fields become null (the suite then reports them); unknown fields are
 dropped by default (``extra="drop"``: producers may add fields before every
 consumer knows them) or rejected (``extra="reject"``).
@@ -22,6 +26,7 @@ for the culprits, by bisecting the column's distinct values.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -30,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sluice.errors import ConfigError
+from sluice.validation._columns import canonical_array
 from sluice.validation._report import Reason
 
 __all__ = ["TYPE_EXPECTATION", "conform"]
@@ -52,7 +58,8 @@ def conform(
         raise ConfigError(f"conform: extra must be 'drop' or 'reject', got {extra!r}")
     if isinstance(raw, pa.Table):
         n = raw.num_rows
-        source = {name: raw.column(name) for name in raw.column_names}
+        _refuse_duplicates(raw.column_names)
+        source = dict(zip(raw.column_names, raw.columns, strict=True))
         not_records: list[int] = []
     elif isinstance(raw, Sequence) and not isinstance(raw, str | bytes):
         n = len(raw)
@@ -86,6 +93,15 @@ def conform(
                 )
     table = pa.Table.from_arrays(arrays, schema=schema)
     return table, sorted(reasons.items())
+
+
+def _refuse_duplicates(names: list[str]) -> None:
+    duplicated = sorted(name for name, count in Counter(names).items() if count > 1)
+    if duplicated:
+        raise ConfigError(
+            f"conform: the input table has duplicate column names {duplicated}; which one "
+            "holds the field is ambiguous: rename or drop the duplicates"
+        )
 
 
 def _columns_of_records(
@@ -141,8 +157,7 @@ def _cast_mixed(values: list, target: pa.DataType) -> tuple[pa.Array, np.ndarray
 
 def _cast_array(arr: pa.Array, target: pa.DataType) -> tuple[pa.Array, np.ndarray]:
     n = len(arr)
-    if pa.types.is_dictionary(arr.type):
-        arr = arr.dictionary_decode()
+    arr = canonical_array(arr)  # dictionary-decoded, string_view as string
     if arr.type == target:
         return arr, np.zeros(n, dtype=bool)
     if pa.types.is_null(arr.type):
@@ -177,12 +192,18 @@ def _failing(values: pa.Array, target: pa.DataType) -> np.ndarray:
     return failing
 
 
+def _textual(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
 def _allowed(source: pa.DataType, target: pa.DataType) -> bool:
-    textual = pa.types.is_string(source) or pa.types.is_large_string(source)
-    if pa.types.is_string(target) or pa.types.is_large_string(target):
+    textual = _textual(source)
+    if _textual(target):
         return textual
     if pa.types.is_integer(target) or pa.types.is_floating(target):
-        return textual or pa.types.is_integer(source) or pa.types.is_floating(source)
+        # a decimal is a number: cast exactly, or rejected by the cast's own check
+        numeric = pa.types.is_integer(source) or pa.types.is_floating(source)
+        return textual or numeric or pa.types.is_decimal(source)
     if pa.types.is_timestamp(target):
         if pa.types.is_timestamp(source):
             # a naive time is ambiguous once the target has a zone (and vice versa)

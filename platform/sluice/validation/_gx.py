@@ -26,7 +26,9 @@ import numpy as np
 import pyarrow as pa
 
 from sluice.errors import ConfigError
+from sluice.validation._columns import canonical_table
 from sluice.validation._report import ExpectationOutcome, ValidationReport, build_report
+from sluice.validation._schema import check_fit
 from sluice.validation._suite import Suite, resolve_params
 
 __all__ = ["validate_gx"]
@@ -82,6 +84,8 @@ def _get_runtime() -> _GXRuntime:
 
 
 def validate_gx(table: pa.Table, suite: Suite, params: Mapping[str, Any]) -> ValidationReport:
+    check_fit(suite, table.schema)
+    table = canonical_table(table)
     frame = table.to_pandas()
     with _lock:
         runtime = _get_runtime()

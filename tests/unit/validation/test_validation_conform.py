@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
 import math
 from datetime import UTC, datetime
 
@@ -153,3 +155,53 @@ def test_timestamps_with_another_unit_or_zone():
 def test_not_a_table_or_list():
     with pytest.raises(ConfigError, match="a pyarrow Table or a list of objects"):
         conform("{}", SCHEMA)  # type: ignore[arg-type]
+
+
+STRINGS = ["a", None, "7", "x"]
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        pa.array(STRINGS, pa.string()),
+        pa.array(STRINGS, pa.large_string()),
+        pa.array(STRINGS, pa.string_view()),
+        pa.array(STRINGS, pa.string()).dictionary_encode(),
+        pa.DictionaryArray.from_arrays(
+            pa.array([0, None, 1, 2], pa.int8()), pa.array(["a", "7", "x"], pa.string_view())
+        ),
+    ],
+    ids=["string", "large_string", "string_view", "dictionary", "dictionary-of-view"],
+)
+def test_every_string_encoding_of_a_parquet_file_is_conformed_alike(column):
+    schema = pa.schema([("id", pa.string()), ("amount", pa.float64())])
+    table, rejected = conform(pa.table({"id": column, "amount": column}), schema)
+    assert table.column("id").to_pylist() == STRINGS
+    assert table.column("amount").to_pylist() == [None, None, 7.0, None]
+    assert [row for row, _ in rejected] == [0, 3]
+
+
+def test_decimal_and_date_columns_are_conformed():
+    raw = pa.table(
+        {
+            "amount": pa.array([decimal.Decimal("1.25"), None], pa.decimal128(10, 2)),
+            "qty": pa.array(
+                [decimal.Decimal("2.00"), decimal.Decimal("2.50")], pa.decimal128(5, 2)
+            ),
+            "day": pa.array([dt.date(2024, 5, 1), None], pa.date32()),
+        }
+    )
+    schema = pa.schema([("amount", pa.float64()), ("qty", pa.int64()), ("day", pa.date32())])
+    table, rejected = conform(raw, schema)
+    assert table.column("amount").to_pylist() == [1.25, None]
+    assert table.column("qty").to_pylist() == [2, None]  # 2.50 would be truncated
+    assert table.column("day").to_pylist() == [dt.date(2024, 5, 1), None]
+    assert rejected == [(1, [Reason(OF_TYPE, "qty", "Decimal('2.50')")])]
+
+
+def test_a_table_with_duplicate_column_names_is_refused():
+    raw = pa.table(
+        [pa.array(["a"]), pa.array([1.0]), pa.array(["b"])], names=["id", "amount", "id"]
+    )
+    with pytest.raises(ConfigError, match=r"duplicate column names \['id'\]"):
+        conform(raw, SCHEMA)
