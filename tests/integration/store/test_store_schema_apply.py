@@ -79,7 +79,7 @@ def test_a_newer_schema_version_is_not_overwritten(store_cfg, applied) -> None:
     session.execute(f"UPDATE {ks}.schema_version SET version = 99 WHERE table_name = 'quarantine'")
     try:
         with pytest.raises(ConfigError, match=r"quarantine was applied by a newer Sluice \(schema "
-                           r"version 99 > 1\)"):  # fmt: skip
+                           rf"version 99 > {SCHEMA_VERSION}\)"):  # fmt: skip
             apply_schema(session, store_cfg, [load_contract("fraud")])
         row = session.execute(
             f"SELECT version FROM {ks}.schema_version WHERE table_name = 'quarantine'"
