@@ -15,6 +15,12 @@ Each actor polls micro-batches, scores them, writes every output, waits for the 
 then commits (sluice.stream.ConsumerLoop): at-least-once delivery, and, because every
 write is an idempotent upsert keyed by the event id, exactly-once results.
 
+The contract's model alias is resolved once, when the job starts: every consumer, a
+replacement included, scores with that version (``name/N``), which the summary and every
+prediction row report. SIGHUP is the explicit reload: the driver resolves the alias again
+and, if it moved, stops each consumer (its batch in flight finished and committed) and
+starts it again on the new version.
+
 It runs until SIGTERM/SIGINT (each consumer finishes and commits its batch in flight,
 then leaves the group), ``--max-seconds``, or, with ``--until-caught-up``, until the
 group's lag is 0 on every partition. It prints a summary; its last line is one JSON
@@ -26,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 import threading
 import time
@@ -55,7 +62,7 @@ _PROGRESS_EVERY_S = 10.0
 class StreamSummary:
     job: str
     contract: str
-    model_version: str
+    model_version: str  # the version in use at the end
     topic: str
     group: str
     partitions: int
@@ -79,19 +86,33 @@ class StreamSummary:
     final_lag: dict[int, int] = field(default_factory=dict)
     quarantined_by_reason: dict[str, int] = field(default_factory=dict)
     engines: dict[str, int] = field(default_factory=dict)
+    model_versions: list[str] = field(default_factory=list)  # in order, reloads included
 
 
 class _Member:
     """One consumer actor slot: its actor, the pending ``run`` call, its restarts."""
 
-    def __init__(self, name: str, actor_cls, cfg: PlatformConfig, job: StreamJob) -> None:
+    def __init__(self, name: str, actor_cls, cfg: PlatformConfig, job: StreamJob,
+                 model_ref: str) -> None:  # fmt: skip
         self.name, self.actor_cls, self.cfg, self.job = name, actor_cls, cfg, job
+        self.model_ref = model_ref
         self.generation = 0
         self.start()
 
     def start(self) -> None:
-        self.actor = self.actor_cls.remote(self.cfg, self.job, f"{self.name}.{self.generation}")
+        self.actor = self.actor_cls.remote(self.cfg, self.job, f"{self.name}.{self.generation}",
+                                           self.model_ref)  # fmt: skip
         self.ref = self.actor.run.remote()
+
+    def restart_on(self, model_ref: str, timeout_s: float) -> LoopStats:
+        """Stop (the batch in flight finished and committed), then start on ``model_ref``."""
+        import ray
+
+        self.actor.stop.remote()
+        stats = ray.get(self.ref, timeout=timeout_s)
+        self.model_ref, self.generation = model_ref, self.generation + 1
+        self.start()
+        return stats
 
 
 def run(
@@ -103,9 +124,11 @@ def run(
     stop: threading.Event | None = None,
     poll_s: float = 1.0,
     latency_after: float | None = None,
+    reload: threading.Event | None = None,
 ) -> StreamSummary:
     """Run the job until stopped (see the module doc). ``latency_after`` (epoch seconds)
-    leaves messages produced earlier out of the latency percentiles (a warm-up)."""
+    leaves messages produced earlier out of the latency percentiles (a warm-up); setting
+    ``reload`` (SIGHUP does) re-resolves the model alias."""
     import ray
 
     from sluice.models import ModelRegistry
@@ -115,7 +138,8 @@ def run(
     started = time.monotonic()
     stop = stop or threading.Event()
     contract = load_contract(job.contract)
-    model_version = "{}/{}".format(*ModelRegistry.from_config(cfg).resolve(str(contract.model)))
+    registry = ModelRegistry.from_config(cfg)
+    model_version = "{}/{}".format(*registry.resolve(str(contract.model)))
     partitions = topic_partitions(cfg.kafka, job.topic)
     if partitions is None:
         raise ConfigError(
@@ -133,14 +157,15 @@ def run(
     actor_cls = ray.remote(StreamConsumer).options(
         num_cpus=job.num_cpus_per_consumer, max_concurrency=2, max_restarts=0
     )
-    members = [_Member(f"c{i}", actor_cls, cfg, job) for i in range(n)]
+    members = [_Member(f"c{i}", actor_cls, cfg, job, model_version) for i in range(n)]
     lag = GroupLag(cfg.kafka, job.group, job.topic)
     summary = StreamSummary(job=job.name, contract=contract.name, model_version=model_version,
                             topic=job.topic, group=job.group, partitions=partitions,
-                            consumers=n)  # fmt: skip
+                            consumers=n, model_versions=[model_version])  # fmt: skip
     log.info("job %s: %d consumer(s) on %s (%d partitions), group %s, model %s",
              job.name, n, job.topic, partitions, job.group, model_version)  # fmt: skip
     finished: dict[str, LoopStats] = {}
+    retired: list[LoopStats] = []  # consumers stopped by a reload
     budget = RestartBudget(job.max_consumer_restarts, job.restart_window_s)
     next_progress = time.monotonic() + _PROGRESS_EVERY_S
     try:
@@ -164,6 +189,16 @@ def run(
                     ray.kill(member.actor, no_restart=True)
                     member.generation += 1
                     member.start()
+            if reload is not None and reload.is_set() and not stop.is_set():
+                reload.clear()
+                moved = "{}/{}".format(*registry.resolve(str(contract.model)))
+                if moved != summary.model_version:
+                    log.info("job %s: reload: model %s -> %s", job.name, summary.model_version,
+                             moved)  # fmt: skip
+                    retired += [m.restart_on(moved, job.max_poll_interval_ms / 1000)
+                                for m in members if m.name not in finished]  # fmt: skip
+                    summary.model_version = moved
+                    summary.model_versions.append(moved)
             if stop.is_set():
                 summary.stopped_by = "signal"
             elif len(finished) == len(members):
@@ -191,7 +226,7 @@ def run(
         finally:
             lag.close()
     summary.elapsed_s = round(time.monotonic() - started, 3)
-    _add_up(summary, list(finished.values()), latency_after)
+    _add_up(summary, [*retired, *finished.values()], latency_after)
     return summary
 
 
@@ -262,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="Exit after this many seconds.")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    stop = threading.Event()
+    stop, reload = threading.Event(), threading.Event()
     restore = None
     try:
         cfg = load_platform_config(args.config)
@@ -270,8 +305,9 @@ def main(argv: list[str] | None = None) -> int:
         connect_ray(cfg)
         # After ray.init, which installs a SIGTERM handler of its own (it would exit at once).
         restore = install_stop_signals(stop)
+        signal.signal(signal.SIGHUP, lambda *_: reload.set())  # re-resolve the model alias
         summary = run(job, cfg, until_caught_up=args.until_caught_up,
-                      max_seconds=args.max_seconds, stop=stop)  # fmt: skip
+                      max_seconds=args.max_seconds, stop=stop, reload=reload)  # fmt: skip
     except SluiceError as exc:
         print(f"stream job failed: {exc}", file=sys.stderr)
         return 1

@@ -13,7 +13,7 @@ Every write is an idempotent upsert keyed by the event id (quarantine: the event
 ``topic:partition:offset``; feature events: card, time, event id), so a replay after a
 crash rewrites the same rows. Public surface::
 
-    StreamConsumer(cfg, job, member)          # Ray actor body: run() / stop() / stats()
+    StreamConsumer(cfg, job, member, model_ref)  # Ray actor body: run() / stop() / stats()
     RestartBudget(limit, window_s)            # the driver's restarts within a sliding window
     ConsumerLoop(consumer, process, ...)      # poll -> process -> commit, revoke, stop
     MicroBatchScorer(scorer, outputs, ...)    # one batch scored and written

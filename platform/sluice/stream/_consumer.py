@@ -31,10 +31,11 @@ log = logging.getLogger(__name__)
 class StreamConsumer:
     """Consumes ``job.topic`` in group ``job.group`` until ``stop()``; see ``ConsumerLoop``."""
 
-    def __init__(self, cfg: PlatformConfig, job: StreamJob, member: str) -> None:
+    def __init__(self, cfg: PlatformConfig, job: StreamJob, member: str, model_ref: str) -> None:
         self.cfg = cfg
         self.job = job
         self.member = member
+        self.model_ref = model_ref  # `fraud/3`: the version the driver resolved, never an alias
         self._stop = threading.Event()
         self._loop: ConsumerLoop | None = None
 
@@ -52,6 +53,7 @@ class StreamConsumer:
         contract = load_contract(job.contract)
         store = CassandraFeatureStore.for_contract(cfg.cassandra, contract)
         scorer = Scorer(contract, ModelRegistry.from_config(cfg), store, "compiled",
+                        model_ref=self.model_ref,
                         batch_rows=min(job.max_batch_messages, 8192))  # fmt: skip
         outputs = CassandraOutputs(cfg.cassandra, contract)
         process = MicroBatchScorer(scorer, outputs, source=f"stream:{job.name}",
