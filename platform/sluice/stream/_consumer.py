@@ -18,10 +18,9 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from sluice.config import PlatformConfig
-from sluice.errors import StoreUnavailable
 from sluice.jobs import StreamJob
 from sluice.stream._kafka import consumer_settings
-from sluice.stream._loop import ConsumerLoop, LoopStats
+from sluice.stream._loop import ConsumerLoop, LoopStats, store_outage
 
 __all__ = ["RestartBudget", "StreamConsumer"]
 
@@ -68,8 +67,11 @@ class StreamConsumer:
             # the truth: a mirror write lost to an outage is rewritten by the next commit.
             try:
                 checkpoints.commit(job.name, job.topic, {p: o for (_, p), o in offsets.items()})
-            except StoreUnavailable as exc:
-                log.warning("%s: checkpoint mirror not updated (%s); the next commit will",
+            except Exception as exc:
+                if not store_outage(exc):
+                    raise
+                log.warning("%s: checkpoint mirror not updated (%s); the next commit of those "
+                            "partitions rewrites it",
                             job.name, exc)  # fmt: skip
 
         consumer = Consumer(consumer_settings(cfg.kafka, job, f"{job.name}-{self.member}"))

@@ -44,7 +44,7 @@ from sluice.metrics import CONSUMER_LAG, EVENT_LATENCY_SECONDS
 from sluice.stream._messages import BatchSource, Message, collect_batch, next_offsets
 from sluice.stream._scoring import BatchResult
 
-__all__ = ["ConsumerLoop", "KafkaConsumer", "LoopStats", "install_stop_signals"]
+__all__ = ["ConsumerLoop", "KafkaConsumer", "LoopStats", "install_stop_signals", "store_outage"]
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class LoopStats:
     sent_at_s: list[float] = field(default_factory=list)  # those producer timestamps
 
 
-def _store_outage(exc: BaseException) -> bool:
+def store_outage(exc: BaseException) -> bool:
     """Cassandra unreachable or refusing for now: worth retrying the batch later."""
     from sluice.store import is_transient
 
@@ -169,7 +169,7 @@ class ConsumerLoop:
             try:
                 return self.process(batch)
             except Exception as exc:
-                if not _store_outage(exc):
+                if not store_outage(exc):
                     raise
                 waited = time.monotonic() - began
                 if waited >= self.store_outage_max_s:
