@@ -71,11 +71,17 @@ def serve(
     if ctx.invoked_subcommand is not None:
         return
     _repo_on_path()
-    from serve_apps.scoring.config_check import load_serve_config, with_bind_address
+    from serve_apps.scoring.app import load_key_digests
+    from serve_apps.scoring.config_check import load_serve_config, scoring_args, with_bind_address
 
     path = config if config.is_absolute() else REPO_ROOT / config
     try:
         doc = with_bind_address(load_serve_config(path))
+        args = scoring_args(doc)
+        if args is not None and not deploy:
+            # What the app refuses at build (the demo key beyond loopback), said before a
+            # local Ray starts; a deploy is checked where it is built (the cluster's key file).
+            load_key_digests(args.api_keys, doc["http_options"]["host"])
     except SluiceError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc

@@ -167,3 +167,11 @@ def test_serve_env_keeps_an_explicit_auth_mode_and_sets_the_ingress_for_run_only
     assert serve_cli.serve_env(token, deploy=True, ingress="haproxy") == token
     proxy = serve_cli.serve_env({}, deploy=False, ingress="proxy")
     assert proxy["RAY_SERVE_ENABLE_HA_PROXY"] == "0"
+
+
+def test_a_local_run_beyond_loopback_with_the_demo_key_stops_at_once(recorded, monkeypatch):
+    monkeypatch.setenv("SLUICE_SERVE__HOST", "0.0.0.0")
+    monkeypatch.delenv("SLUICE_API_KEYS_FILE", raising=False)
+    result = runner.invoke(serve_cli.app, [])
+    assert result.exit_code == 1 and "sluice serve hash-key --new" in result.output
+    assert not recorded.calls
