@@ -337,10 +337,11 @@ def create_api(service: ScoringService) -> FastAPI:
         latency_ms = (time.perf_counter() - t0) * 1000.0
         if service.prediction_log is not None:
             now = datetime.now(UTC)
+            key_name = getattr(request.state, "api_key_name", "")
             entries = [
-                LogEntry(request_id if not many else f"{request_id}#{i}", s.model_version,
+                LogEntry(uuid.uuid4().hex, request_id, str(s.key), key_name, s.model_version,
                          s.features, s.score, latency_ms, now)
-                for i, s in enumerate(reply.scores)
+                for s in reply.scores
             ]  # fmt: skip
             service.prediction_log.predictions(reply.feature_names, entries)
         for version, n in Counter(s.model_version for s in reply.scores).items():

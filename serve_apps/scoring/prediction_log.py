@@ -55,9 +55,15 @@ _LOG_COLUMNS = [n for n, _ in (*PREDICTION_LOG_TABLE.partition_key, *PREDICTION_
 
 @dataclass(frozen=True)
 class LogEntry:
-    """One answered prediction."""
+    """One answered prediction: ``log_id`` is the server's, one per scored row (the row's
+    key in the table); ``request_id`` the id echoed to the client (theirs or ours);
+    ``row_key`` the scored row's key; ``api_key`` the name of the caller's key (never the
+    key itself)."""
 
+    log_id: str
     request_id: str
+    row_key: str
+    api_key: str
     model_version: str
     features: tuple[float, ...]
     score: float
@@ -132,7 +138,10 @@ def log_table(
         pa.map_(pa.string(), pa.float64()),
     )
     return pa.table({
+        "log_id": pa.array([e.log_id for e in entries], pa.string()),
         "request_id": pa.array([e.request_id for e in entries], pa.string()),
+        "row_key": pa.array([e.row_key for e in entries], pa.string()),
+        "api_key": pa.array([e.api_key for e in entries], pa.string()),
         "contract": pa.array([contract] * n, pa.string()),
         "model_version": pa.array([e.model_version for e in entries], pa.string()),
         "features": features,

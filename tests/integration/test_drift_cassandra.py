@@ -101,7 +101,10 @@ def write_log(env, scored: pa.Table, logged_at: datetime) -> None:
     )  # fmt: skip
     n = scored.num_rows
     rows = pa.table({
+        "log_id": pa.array([f"log-{k}" for k in scored["key"].to_pylist()], pa.string()),
         "request_id": pa.array([f"req-{k}" for k in scored["key"].to_pylist()], pa.string()),
+        "row_key": scored["key"],
+        "api_key": pa.array(["test"] * n, pa.string()),
         "contract": pa.array(["fraud"] * n, pa.string()),
         "model_version": scored["model_version"],
         "features": features,

@@ -327,7 +327,7 @@ def test_read_recent_both_sources_filters_the_log_by_contract():
                          feature_names=["a"], since=SINCE, splits=2)  # fmt: skip
     assert recent.rows_by_source == {"predictions": 3, "prediction_log": 3}
     log_cql = session.cql[1]
-    assert "FROM ks.prediction_log WHERE token(request_id)" in log_cql
+    assert "FROM ks.prediction_log WHERE token(log_id)" in log_cql
     assert "logged_at >= ? AND contract = ?" in log_cql
     assert session.executed[-1][3] == "fraud"
 

@@ -106,7 +106,7 @@ def _table(source: Source, contract: Contract) -> _Table:
     if source is Source.PREDICTIONS:
         return _Table(contract.output.predictions_table, contract.key_column, "scored_at")
     return _Table(
-        PREDICTION_LOG_TABLE.name, "request_id", "logged_at", " AND contract = ?", (contract.name,)
+        PREDICTION_LOG_TABLE.name, "log_id", "logged_at", " AND contract = ?", (contract.name,)
     )
 
 

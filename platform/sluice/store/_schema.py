@@ -6,7 +6,7 @@ Tables (keyspace from the platform config; ``{contract}`` is the contract's name
     <output.quarantine_table>    rejected rows, PRIMARY KEY ((source, day), key, row_id)
     {contract}_feature_events    entity event history, PRIMARY KEY ((entity), event_time_us, key)
     stream_checkpoints           committed offsets, PRIMARY KEY ((job, topic), partition)
-    prediction_log               online requests, PRIMARY KEY (request_id)
+    prediction_log               online predictions, PRIMARY KEY (log_id)
     schema_version               one row per table Sluice applied
 
 Choices, and why:
@@ -23,6 +23,10 @@ Choices, and why:
   (source, day, key) alone: ``apply_schema`` refuses that table, see the README.)
 - Feature events keep event time as ``bigint`` microseconds: CQL ``timestamp`` holds
   milliseconds, and the aggregates' (time, key) order needs the microseconds.
+- The prediction log is keyed by ``log_id``, which the server makes (one per scored row):
+  a client's ``X-Request-ID`` is only a column beside the scored row's key and the API
+  key's name, so no client can overwrite earlier rows by reusing an id. (Schema version 2;
+  version 1 keyed it by the request id.)
 - Every timestamp column is supplied by the client; nothing uses ``now()``.
 
 ``apply_schema`` is idempotent: it creates what is missing and checks what exists
@@ -153,8 +157,11 @@ CHECKPOINTS_TABLE = TableSpec(
 
 PREDICTION_LOG_TABLE = TableSpec(
     name="prediction_log",
-    partition_key=(("request_id", "text"),),
+    partition_key=(("log_id", "text"),),
     columns=(
+        ("request_id", "text"),
+        ("row_key", "text"),
+        ("api_key", "text"),
         ("contract", "text"),
         ("model_version", "text"),
         ("features", "frozen<map<text, double>>"),

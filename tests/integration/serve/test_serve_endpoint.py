@@ -112,7 +112,8 @@ def test_online_equals_batch_on_the_same_events(world, http, tmp_path):
         "WHERE transaction_id = ?"
     )
     log = world.session.prepare(
-        "SELECT score, features FROM sluice_test_serve.prediction_log WHERE request_id = ?"
+        "SELECT score, features FROM sluice_test_serve.prediction_log WHERE request_id = ? "
+        "ALLOW FILTERING"  # request_id is a column; the key (log_id) is the server's
     )
     online: dict[str, tuple[str, float]] = {}
     for row in table_rows(events):
@@ -189,18 +190,20 @@ def test_rows_failing_expectations_are_422_and_quarantined(world, http):
 
 
 def test_predictions_are_logged_to_cassandra(world, http):
-    ids = {}
+    ids, keys = {}, {}
     for row in json_rows(5, seed=7):
         r = http.post(PREDICT, json=row, headers=AUTH)
         assert r.status_code == 200
         ids[r.json()["request_id"]] = r.json()["score"]
+        keys[r.json()["request_id"]] = row["transaction_id"]
 
     def logged():
         rows = {}
         for rid in ids:
             x = world.session.execute(
-                "SELECT request_id, contract, model_version, score, latency_ms, features "
-                "FROM sluice_test_serve.prediction_log WHERE request_id = %s", (rid,)).one()
+                "SELECT log_id, request_id, row_key, api_key, contract, model_version, score, "
+                "latency_ms, features FROM sluice_test_serve.prediction_log "
+                "WHERE request_id = %s ALLOW FILTERING", (rid,)).one()
             if x is not None:
                 rows[rid] = x
         return rows if len(rows) == len(ids) else None
@@ -209,6 +212,7 @@ def test_predictions_are_logged_to_cassandra(world, http):
     for rid, x in rows.items():
         assert x.score == ids[rid] and x.contract == "fraud" and x.model_version == "fraud/1"
         assert x.latency_ms > 0 and set(x.features) == set(CONTRACT.feature_names)
+        assert x.row_key == keys[rid] and x.api_key == "test" and x.log_id != rid
     stats = http.get("/v1/stats", headers=AUTH).json()["prediction_log"]
     assert stats["failed"] == 0 and stats["dropped"] == 0
 

@@ -126,8 +126,25 @@ async def test_predict_one_row_and_many(client, setup):
     await asyncio.sleep(0.2)
     logged = pa.concat_tables([t for name, t in setup[2] if name == "prediction_log"])
     ids = logged["request_id"].to_pylist()
-    assert sorted(ids) == sorted([body["request_id"], "abc#0", "abc#1", "abc#2"])
+    assert sorted(ids) == sorted([body["request_id"], "abc", "abc", "abc"])
     assert logged["features"][0].as_py() == [("f1", 1.0), ("f2", 2.0)]
+
+
+async def test_the_log_key_is_the_servers_and_a_reused_request_id_overwrites_nothing(
+    client, setup
+):
+    rows = json_rows(3)
+    for row in (rows[0], rows[1:]):  # one client reuses one X-Request-ID
+        r = await client.post("/v1/fraud/predict", json=row, headers={**AUTH, "X-Request-ID": "r1"})
+        assert r.status_code == 200 and r.json()["request_id"] == "r1"  # echoed
+    await asyncio.sleep(0.2)
+    logged = pa.concat_tables([t for name, t in setup[2] if name == "prediction_log"])
+    assert logged.num_rows == 3
+    assert len(set(logged["log_id"].to_pylist())) == 3  # one server-made key per scored row
+    assert logged["request_id"].to_pylist() == ["r1"] * 3
+    assert logged["row_key"].to_pylist() == [x["transaction_id"] for x in rows]
+    assert logged["api_key"].to_pylist() == ["test"] * 3  # the key's name, never the key
+    assert KEY not in str(logged.to_pylist())
     assert logged["latency_ms"][0].as_py() > 0
 
 

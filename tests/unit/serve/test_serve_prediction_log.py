@@ -29,7 +29,8 @@ NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def entries(n: int, prefix: str = "r") -> list[LogEntry]:
-    return [LogEntry(f"{prefix}{i}", "fraud/1", (float(i), 1.0), 0.25, 3.5, NOW) for i in range(n)]
+    return [LogEntry(f"log-{prefix}{i}", f"{prefix}{i}", f"key-{i}", "test", "fraud/1",
+                     (float(i), 1.0), 0.25, 3.5, NOW) for i in range(n)]  # fmt: skip
 
 
 def quarantined(keys: list[str]) -> pa.Table:
