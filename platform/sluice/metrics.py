@@ -20,7 +20,8 @@ Families (exported names are ``ray_`` + these)::
     sluice_online_requests_total{contract,code}                HTTP answers by status code
     sluice_online_request_seconds{contract}                    request latency (histogram)
     sluice_online_errors_total{contract,error_class}           auth, validation, overload,
-                                                               timeout, internal
+                                                               store_unavailable, timeout,
+                                                               internal
     sluice_stream_consumer_lag{job,topic,partition}            high watermark - committed
     sluice_stream_event_latency_seconds{job}                   producer time -> written
     sluice_cassandra_write_seconds{table}                      one chunk of upserts
@@ -66,6 +67,7 @@ __all__ = [
     "ROWS_SCORED",
     "SCORE_BATCH_SECONDS",
     "Family",
+    "STORE_UNAVAILABLE",
     "error_class",
     "record_rows",
 ]
@@ -197,7 +199,8 @@ ONLINE_REQUEST_SECONDS = Family("histogram", "sluice_online_request_seconds",
                                 ["contract"])  # fmt: skip
 ONLINE_ERRORS = Family("counter", "sluice_online_errors_total",
                        "Requests answered with an error, by class (auth, validation, "
-                       "overload, timeout, internal).", ["contract", "error_class"])  # fmt: skip
+                       "overload, store_unavailable, timeout, internal).",
+                       ["contract", "error_class"])  # fmt: skip
 CONSUMER_LAG = Family("gauge", "sluice_stream_consumer_lag",
                       "Messages not yet committed per partition (high watermark - committed "
                       "offset); 0 once another consumer owns the partition.",
@@ -257,9 +260,16 @@ def record_rows(source: str, contract: str, model_version: str, scored: int,
         ROWS_QUARANTINED.inc(n, path=path, source=source, contract=contract, reason=reason)
 
 
+STORE_UNAVAILABLE = "store_unavailable"
+"""The error class of a 503 answered because Cassandra (the feature store) is unreachable;
+the app names it on the request (``error_class`` in the ASGI scope's state), since its
+status alone reads as overload."""
+
+
 def error_class(status: int) -> str | None:
-    """The class of an HTTP answer's status: None for a success. ``overload`` covers every
-    "retry later" answer (429 and 503: a full queue, or the feature store unreachable)."""
+    """The class of an HTTP answer's status: None for a success. ``overload`` covers the
+    "retry later" answers of a full queue (429, 503); a 503 for an unreachable store is
+    ``store_unavailable``, which only the app can tell (see ``STORE_UNAVAILABLE``)."""
     if status < 400:
         return None
     if status == 401 or status == 403:

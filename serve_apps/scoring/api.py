@@ -271,6 +271,8 @@ def create_api(service: ScoringService) -> FastAPI:
     @api.exception_handler(SluiceError)
     async def _sluice(request: Request, exc: SluiceError) -> Response:
         status = status_for(type(exc))
+        if isinstance(exc, StoreUnavailable):
+            request.state.error_class = metrics.STORE_UNAVAILABLE
         headers = service.retry_headers if status == 503 else None
         log.warning("%s answered %d: %s", request.url.path, status, exc)
         body = {"error": type(exc).__name__, "message": str(exc)}
@@ -320,6 +322,8 @@ def create_api(service: ScoringService) -> FastAPI:
         rows, many = service.parser.parse(await service.read_body(request))
         reply = await service.score(rows)
         if reply.error is not None:
+            if reply.error.kind == StoreUnavailable.__name__:
+                request.state.error_class = metrics.STORE_UNAVAILABLE
             headers = service.retry_headers if reply.error.status == 503 else None
             return _json(reply.error.status, {"error": reply.error.kind,
                                               "message": reply.error.message},
@@ -431,6 +435,7 @@ class MetricsMiddleware:
             metrics.ONLINE_REQUEST_SECONDS.observe(time.perf_counter() - t0,
                                                    contract=self.contract)  # fmt: skip
             metrics.ONLINE_REQUESTS.inc(contract=self.contract, code=str(status))
-            kind = metrics.error_class(status)
+            # The app names a class its status cannot tell (a 503 for an unreachable store).
+            kind = scope.get("state", {}).get("error_class") or metrics.error_class(status)
             if kind is not None:
                 metrics.ONLINE_ERRORS.inc(contract=self.contract, error_class=kind)
