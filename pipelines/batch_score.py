@@ -278,9 +278,10 @@ def _describe(r: ExpectationResult) -> str:
             + (f", mostly {r.mostly}" if r.mostly is not None else ""))  # fmt: skip
 
 
-def _cause(exc: BaseException, cls: type[BaseException]) -> BaseException | None:
-    """The error of exactly class ``cls`` that ``exc`` is or wraps (Ray wraps a task's
-    error, in a class derived from it that does not carry its message)."""
+def _cause(exc: BaseException, cls: type[SluiceError]) -> SluiceError | None:
+    """The ``cls`` error a Ray task raised, from the error the driver gets: the instance
+    where Ray keeps it (in a class derived from it that does not carry its message), else
+    rebuilt from the task's traceback text, which is all Ray Data keeps of it."""
     seen: set[int] = set()
     todo: list[BaseException | None] = [exc]
     while todo:
@@ -289,9 +290,12 @@ def _cause(exc: BaseException, cls: type[BaseException]) -> BaseException | None
             continue
         seen.add(id(e))
         if type(e) is cls:
-            return e
+            return e  # type: ignore[return-value]
         todo += [e.__cause__, e.__context__, getattr(e, "cause", None)]
-    return None
+    marker = f"{cls.__module__}.{cls.__qualname__}: "
+    text = str(exc)
+    at = text.rfind(marker)
+    return cls(text[at + len(marker) :].split("\n", 1)[0]) if at >= 0 else None
 
 
 def print_summary(summary: JobSummary) -> None:

@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from pipelines.train import TrainConfig, train
 from sluice import metrics
 from sluice.contract import load_contract
 from sluice.datagen import generate_dataset, write_csv, write_parquet
-from sluice.errors import ConfigError, ValidationFailed
+from sluice.errors import ConfigError, RowsUnaccounted, ValidationFailed
 from sluice.features import InMemoryFeatureStore
 from sluice.jobs import ActorPool, BatchJob, InputFormat, InputSpec
 from sluice.models import ModelRegistry
@@ -279,3 +280,31 @@ def test_csv_ids_that_look_numeric_stay_strings(env, tmp_path):
     assert summary.quarantined_by_reason == {regex: 50}
     assert quarantine_keys(session, "batch:test_batch_csv") == set(numeric)
     assert set(ids[50:]) <= set(predictions(session))
+
+
+def test_a_score_pass_disagreeing_with_the_record_pass_fails_naming_the_key(env):
+    """The real score stage on Ray, told that the record pass refused a row it accepts
+    (an injected disagreement): the job's error names the key and the expectation."""
+    import ray
+
+    from pipelines.batch_score import _cause
+    from pipelines.batch_stages import ScoreStage
+
+    cfg, _, data, _, _ = env
+    rows = data.table.filter(pa.array(data.valid_mask)).slice(0, 50)
+    key = rows["transaction_id"][7].as_py()
+    args = dict(cfg=cfg, contract_name="fraud", model_ref="fraud/1", engine="gx",
+                batch_rows=64, source="batch:test_batch_disagree", now=datetime.now(UTC),
+                conflicting_keys=frozenset(), files=[],
+                refused={key: "expect_column_values_to_be_between:amount"},
+                record_engine="gx")  # fmt: skip
+    ds = ray.data.from_arrow(rows).map_batches(
+        ScoreStage, fn_constructor_kwargs=args, batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=1),
+    )  # fmt: skip
+    with pytest.raises(Exception) as err:
+        ds.materialize()
+    found = _cause(err.value, RowsUnaccounted)
+    assert found is not None, err.value
+    assert f"key {key!r} was refused by the record pass (gx engine: " in str(found)
+    assert "expect_column_values_to_be_between:amount) but the score pass" in str(found)

@@ -132,3 +132,14 @@ def test_the_job_finds_the_disagreement_inside_rays_wrapping():
     except RuntimeError as exc:
         found = _cause(exc, RowsUnaccounted)
     assert type(found) is RowsUnaccounted and found.args == ("key 't2' ...",)
+
+
+def test_the_job_rebuilds_the_disagreement_from_ray_datas_traceback_text():
+    # Ray Data hands the driver the task's traceback as text, not the error object
+    text = ("ray::MapWorker(MapBatches(ScoreStage)).submit()\n"
+            "sluice.errors.RowsUnaccounted: the row with key 't2' passed ...: rule:col\n\n"
+            "ray.exceptions.UserCodeException: UDF failed to process a data block.")  # fmt: skip
+    found = _cause(RuntimeError(text), RowsUnaccounted)
+    assert type(found) is RowsUnaccounted
+    assert found.args == ("the row with key 't2' passed ...: rule:col",)
+    assert _cause(RuntimeError("something else"), RowsUnaccounted) is None
