@@ -62,6 +62,10 @@ def resolve_inputs(job: BatchJob) -> tuple[list[str], pafs.FileSystem]:
         if fs is not None and this_fs.type_name != fs.type_name:
             raise ConfigError(f"job {job.name}: all inputs must be on one filesystem")
         fs = this_fs
+        again = sorted(set(found) & set(files))
+        if again:
+            raise ConfigError(f"job {job.name}: input {pattern!r} matches {again[0]} again; "
+                              "list each file once (its rows would be read twice)")  # fmt: skip
         files += found
     assert fs is not None
     return files, fs
