@@ -16,13 +16,18 @@ Serve then gets the checked document with the bind address of the platform confi
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import typer
 import yaml
@@ -37,6 +42,7 @@ app = typer.Typer(
 
 DEFAULT_CONFIG = Path("configs/serve.yaml")
 DEFAULT_DASHBOARD = "http://localhost:8265"  # `serve deploy`'s own default address
+_PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 ConfigOption = typer.Option(DEFAULT_CONFIG, "--config", help="Serve config file.")
 
 
@@ -169,22 +175,93 @@ def serve_env(
     return env
 
 
-def _run_to_end(cmd: list[str], env: dict[str, str]) -> int:
-    """Run ``cmd``; on Ctrl-C (SIGINT reaches the whole process group) let it shut down.
+def _run_to_end(cmd: list[str], env: dict[str, str], stop_timeout_s: float = 120.0) -> int:
+    """Run ``cmd`` and leave nothing of it behind, however this process is stopped.
 
-    ``subprocess.run`` would kill the child 0.25 s after an interrupt, leaving the Ray
-    it started behind; `serve run` needs a few seconds to stop its apps and Ray.
+    `serve run` starts a Ray of its own (GCS, raylet, workers, Serve's HAProxy), which it
+    stops on SIGINT in a few seconds. So Ctrl-C and SIGTERM reach this process only (the
+    child runs in a session of its own) and are forwarded as one SIGINT; a second signal,
+    or `stop_timeout_s` without an exit, kills the child's group. Then every process still
+    below this one is stopped: this process is a child subreaper (Linux), so a daemon that
+    left its parent (an orphaned HAProxy kept port 8000 answering once) is found too.
     """
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env)
-    while True:
-        try:
-            return proc.wait()
-        except KeyboardInterrupt:
+    _become_subreaper()
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, start_new_session=True)
+    signalled: list[float] = []
+
+    def forward(signum: int, frame: Any) -> None:
+        signalled.append(time.monotonic())
+        _signal_group(proc.pid, signal.SIGINT if len(signalled) == 1 else signal.SIGKILL)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while True:
             try:
-                return proc.wait(timeout=120)
-            except (KeyboardInterrupt, subprocess.TimeoutExpired):
-                proc.terminate()
-                return proc.wait()
+                return proc.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                if signalled and time.monotonic() - signalled[0] > stop_timeout_s:
+                    _signal_group(proc.pid, signal.SIGKILL)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        stop_descendants()
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def _become_subreaper() -> bool:
+    """Orphaned descendants re-parent to this process instead of init (Linux prctl)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):  # not Linux: stop what is still a descendant
+        return False
+
+
+def descendants(pid: int) -> list[int]:
+    """Live processes below ``pid`` (from /proc; zombies left out)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            state, ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, ValueError):
+            continue
+        if state != "Z":
+            children.setdefault(int(ppid), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def stop_descendants(grace_s: float = 10.0) -> None:
+    """SIGTERM every process below this one, SIGKILL what outlives ``grace_s``, reap them."""
+    me = os.getpid()
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        for pid in descendants(me):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait_s
+        while True:
+            _reap()
+            if not descendants(me) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        if not descendants(me):
+            return
+
+
+def _reap() -> None:
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
 
 
 def _stdin_is_terminal() -> bool:
