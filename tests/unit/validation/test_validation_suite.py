@@ -249,3 +249,40 @@ def test_supported_types_include_the_issue_list():
         "expect_column_values_to_be_unique",
     }
     assert required <= set(SUPPORTED_EXPECTATIONS)
+
+
+@pytest.mark.parametrize(
+    "type_, kwargs",
+    [
+        ("expect_table_row_count_to_be_between", {"min_value": 3, "max_value": 1}),
+        ("expect_table_row_count_to_be_between", {"min_value": 1, "max_value": 1}),
+        ("expect_table_row_count_to_be_between", {"min_value": 1.5}),
+        ("expect_column_values_to_be_between", {"column": "a"}),
+        ("expect_column_value_lengths_to_be_between", {"column": "a"}),
+        (
+            "expect_column_value_lengths_to_be_between",
+            {"column": "a", "min_value": 3, "max_value": 1},
+        ),
+        ("expect_column_values_to_be_in_set", {"column": "a", "value_set": "abc"}),
+        ("expect_column_values_to_be_in_type_list", {"column": "a", "type_list": "int"}),
+        ("expect_column_to_exist", {"column": "a", "column_index": "x"}),
+        ("expect_column_values_to_be_unique", {"column": "a", "mostly": 0}),
+    ],
+)
+def test_the_loader_accepts_exactly_what_gx_models_accept(type_, kwargs):
+    """GX builds each expectation's model before it runs: a suite its model refuses fails
+    on every table, so the loader refuses it too (and accepts what GX's model accepts)."""
+    import great_expectations as gx
+
+    model = getattr(gx.expectations, "".join(p.capitalize() for p in type_.split("_")))
+    try:
+        model(**kwargs)
+        gx_accepts = True
+    except Exception:
+        gx_accepts = False
+    try:
+        parse_suite(one(type_, **kwargs))
+        we_accept = True
+    except ConfigError:
+        we_accept = False
+    assert we_accept == gx_accepts
