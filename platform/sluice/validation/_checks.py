@@ -81,16 +81,12 @@ _NUMERIC = ("int", "uint64", "float", "float32", "bool")
 
 
 def _pandas_vectorized(view: ColumnView) -> bool:
-    """Whether GX compares this column vectorized (and so raises on bad bounds even when
-    every value is null) or value by value (and raises only on a value)."""
-    kind, t = view.kind, view.arr.type
-    if kind == "float":
-        return True
-    if kind in ("int", "uint64"):
-        return t == pa.int64() or view.has_arrow_nulls
-    if kind == "timestamp":
-        return t.tz is not None or t.unit == "ns"
-    return False
+    """Whether GX compares this timestamp column vectorized (and so raises on bounds of
+    the wrong awareness even when every value is null: pandas checks the dtype) or value
+    by value (and raises only on a value). Numeric columns raise only on a value: an
+    empty float64 series compares with a datetime without error."""
+    t = view.arr.type
+    return t.tz is not None or t.unit == "ns"
 
 
 def _refuse(view: ColumnView, message: str, always: bool = False) -> None:
@@ -107,7 +103,7 @@ def _between(exp: Expectation, source: str) -> Check:
         bounds = [b for b in (lo, hi) if b is not None]
         if view.kind in _NUMERIC:
             if any(not isinstance(b, float) for b in bounds):
-                _refuse(view, "date bounds on a numeric column", _pandas_vectorized(view))
+                _refuse(view, "date bounds on a numeric column")
                 return map_outcome(exp, kw, view, _EMPTY)
             if view.kind == "uint64":
                 _refuse(view, "uint64 values beyond 2**53 would compare inexactly")

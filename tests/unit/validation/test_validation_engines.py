@@ -467,3 +467,20 @@ def test_row_condition_on_a_missing_column_raises_in_both_engines():
     for engine in ("gx", "compiled"):
         with pytest.raises(ConfigError):
             validate(pa.table({"c": [1]}), suite, engine)
+
+
+@pytest.mark.parametrize(
+    "column",
+    [pa.array([None], pa.int8()), pa.array([None, None], pa.float64()), pa.array([], pa.int64())],
+    ids=["int8-null", "float64-null", "int64-empty"],
+)
+def test_date_bounds_on_a_numeric_column_without_values_are_answered_like_gx(column):
+    """GX compares only non-null values: an all-null numeric column passes a date bound
+    (pandas compares an empty float series with a datetime without error); a value raises."""
+    kwargs = {"column": "x", "min_value": "2020-01-01T00:00:00+00:00"}
+    expect_rows(pa.table({"x": column}), "expect_column_values_to_be_between", kwargs, [], True)
+    results = all_paths(
+        pa.table({"x": pa.array([None, 1], column.type)}),
+        suite_of(("expect_column_values_to_be_between", kwargs)),
+    )
+    assert {kind for kind, _ in results.values()} == {"error"}, results
