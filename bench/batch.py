@@ -46,7 +46,12 @@ from sluice.datagen import DEFAULT_START, generate_dataset, write_parquet  # noq
 from sluice.jobs import ActorPool, BatchJob, InputSpec  # noqa: E402
 from sluice.models import ModelRegistry  # noqa: E402
 from sluice.scoring import Scorer  # noqa: E402
-from sluice.store import CassandraFeatureStore, prediction_rows, session_for  # noqa: E402
+from sluice.store import (  # noqa: E402
+    CassandraFeatureStore,
+    apply_schema,
+    prediction_rows,
+    session_for,
+)
 
 TARGETS = {"vs_raw_cassandra": 0.7, "vs_naive": 10.0, "peak_memory_largest_vs_smallest": 1.0,
            "peak_private_memory_largest_vs_smallest": 1.0}
@@ -170,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         "registry": base.registry.model_copy(update={"root_uri": str(tmp / "registry")}),
     })  # fmt: skip
     session_for(cfg.cassandra).execute(f"DROP KEYSPACE IF EXISTS {KEYSPACE}", timeout=120)
+    apply_schema(session_for(cfg.cassandra), cfg.cassandra, [load_contract("fraud")])
     registry = ModelRegistry.from_config(cfg)
     train(TrainConfig(rows=20_000, epochs=2), registry)
 

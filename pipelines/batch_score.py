@@ -159,7 +159,7 @@ def run(job: BatchJob, cfg: PlatformConfig) -> JobSummary:
 
     from sluice.models import ModelRegistry
     from sluice.scoring import reason_counts
-    from sluice.store import CassandraDatasink, apply_schema, session_for
+    from sluice.store import CassandraDatasink, check_schema, session_for
 
     started = time.monotonic()
     contract = load_contract(job.contract)
@@ -169,7 +169,7 @@ def run(job: BatchJob, cfg: PlatformConfig) -> JobSummary:
     check_input_schema(job, contract, files, fs)
     registry = ModelRegistry.from_config(cfg)
     model_version = "{}/{}".format(*registry.resolve(str(contract.model)))
-    apply_schema(session_for(cfg.cassandra), cfg.cassandra, [contract])  # idempotent
+    check_schema(session_for(cfg.cassandra), cfg.cassandra, [contract])  # `sluice schema apply`'s
 
     if not ray.is_initialized():
         ray.init(address=cfg.ray.address, namespace=cfg.ray.namespace, log_to_driver=False)

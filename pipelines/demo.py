@@ -1,7 +1,8 @@
 """`make demo`: the main job, run against the local servers `sluice local up` started.
 
 1. smoke: one row through Cassandra, one message through Kafka, one tiny Ray Data job;
-2. model: train the fraud model if the registry has no champion;
+2. schema: `sluice schema apply` (jobs and replicas only check the schema);
+   model: train the fraud model if the registry has no champion;
 3. batch: generate transactions (3% invalid), run configs/jobs/fraud_batch.yaml on Ray
    Data, and read scored rows and quarantine reasons back from Cassandra;
 4. drift: `sluice drift` on the batch (no drift), then on a shifted batch (drift, exit 3);
@@ -252,6 +253,16 @@ def metrics_stage() -> None:
         print(f"  ray_sluice_rows_{what}_total{{path={path!r}}}  {value:,.0f}")
 
 
+def schema_apply() -> None:
+    """`sluice schema apply`, as a user runs it once: jobs and replicas only check the schema."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    print("\n$ sluice schema apply")
+    subprocess.run([str(Path(sys.executable).with_name("sluice")), "schema", "apply"], check=True)
+
+
 def main() -> None:
     import ray
 
@@ -259,6 +270,7 @@ def main() -> None:
     print("== Sluice demo ==")
     print(f"Cassandra round trip: {cassandra_round_trip(cfg)}")
     print(f"Kafka round trip:     {kafka_round_trip(cfg)}")
+    schema_apply()
     ray.init(address=cfg.ray.address, num_cpus=2, include_dashboard=False,
              log_to_driver=False, namespace=cfg.ray.namespace,
              _system_config={"metrics_report_interval_ms": 2000})  # fmt: skip

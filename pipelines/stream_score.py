@@ -132,7 +132,7 @@ def run(
     import ray
 
     from sluice.models import ModelRegistry
-    from sluice.store import apply_schema, session_for
+    from sluice.store import check_schema, session_for
     from sluice.stream import topic_partitions
 
     started = time.monotonic()
@@ -151,7 +151,7 @@ def run(
     if n < job.consumers:
         log.warning("job %s asks for %d consumers but %s has %d partitions: starting %d",
                     job.name, job.consumers, job.topic, partitions, n)  # fmt: skip
-    apply_schema(session_for(cfg.cassandra), cfg.cassandra, [contract])  # idempotent
+    check_schema(session_for(cfg.cassandra), cfg.cassandra, [contract])  # `sluice schema apply`'s
 
     connect_ray(cfg)
     actor_cls = ray.remote(StreamConsumer).options(

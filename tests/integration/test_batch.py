@@ -26,7 +26,7 @@ from sluice.features import InMemoryFeatureStore
 from sluice.jobs import ActorPool, BatchJob, InputFormat, InputSpec
 from sluice.models import ModelRegistry
 from sluice.scoring import Scorer
-from sluice.store import session_for
+from sluice.store import apply_schema, session_for
 
 pytestmark = pytest.mark.integration
 
@@ -42,6 +42,7 @@ def env(local_services, platform_config, ray_session, tmp_path_factory):
     })  # fmt: skip
     session = session_for(cfg.cassandra)
     session.execute("DROP KEYSPACE IF EXISTS sluice_test_batch", timeout=120)
+    apply_schema(session, cfg.cassandra, [load_contract("fraud")])  # jobs only check it
     registry = ModelRegistry.from_config(cfg)
     train(TrainConfig(rows=10_000, epochs=2), registry)
     data = generate_dataset(ROWS, seed=11, invalid_fraction=0.03)

@@ -16,10 +16,11 @@ import yaml
 
 from pipelines.train import TrainConfig, train
 from sluice.config import REPO_ROOT
+from sluice.contract import load_contract
 from sluice.datagen import generate_dataset, write_parquet
 from sluice.local import _jvm
 from sluice.models import ModelRegistry
-from sluice.store import session_for
+from sluice.store import apply_schema, session_for
 
 pytestmark = pytest.mark.integration
 
@@ -96,6 +97,7 @@ def job_files(local_services, platform_config, tmp_path_factory):
         "registry": platform_config.registry.model_copy(update={"root_uri": str(root / "reg")}),
     })  # fmt: skip
     session_for(cfg.cassandra).execute(f"DROP KEYSPACE IF EXISTS {KEYSPACE}", timeout=120)
+    apply_schema(session_for(cfg.cassandra), cfg.cassandra, [load_contract("fraud")])
     train(TrainConfig(rows=5_000, epochs=1), ModelRegistry.from_config(cfg))
     data = generate_dataset(3_000, seed=4, invalid_fraction=0.03)
     write_parquet(data.table, root / "in" / "part-0.parquet")

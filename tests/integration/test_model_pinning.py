@@ -11,10 +11,11 @@ import pytest
 
 from pipelines import batch_score
 from pipelines.train import TrainConfig, train
+from sluice.contract import load_contract
 from sluice.datagen import generate_dataset, write_parquet
 from sluice.jobs import ActorPool, BatchJob, InputSpec
 from sluice.models import ModelRegistry
-from sluice.store import session_for
+from sluice.store import apply_schema, session_for
 
 pytestmark = pytest.mark.integration
 
@@ -29,6 +30,7 @@ def pinned_env(local_services, platform_config, ray_session, tmp_path):
     })  # fmt: skip
     session = session_for(cfg.cassandra)
     session.execute(f"DROP KEYSPACE IF EXISTS {KEYSPACE}", timeout=120)
+    apply_schema(session, cfg.cassandra, [load_contract("fraud")])  # jobs only check it
     registry = ModelRegistry.from_config(cfg)
     first = train(TrainConfig(rows=2_000, epochs=1), registry)
     assert (first.version, first.alias) == (1, "champion")

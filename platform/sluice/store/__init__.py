@@ -4,6 +4,7 @@ Public surface::
 
     session = session_for(cfg.cassandra)                 # one per process, opened lazily
     apply_schema(session, cfg.cassandra, [contract])     # `sluice schema apply`
+    check_schema(session, cfg.cassandra, [contract])     # jobs and replicas: check, never create
     CassandraWriter(session, ks, table, columns, WriteOptions(...)).write(arrow_table)
     ds.write_datasink(CassandraDatasink(cfg.cassandra, table, consistency=..., ttl_s=...))
     store = CassandraFeatureStore.for_contract(cfg.cassandra, contract)   # FeatureStore
@@ -27,6 +28,7 @@ from sluice.store._schema import (
     SCHEMA_VERSION_TABLE,
     TableSpec,
     apply_schema,
+    check_schema,
     diff_table,
     existing_table,
     feature_events_table,
@@ -59,6 +61,7 @@ __all__ = [
     "WriteCounts",
     "WriteOptions",
     "apply_schema",
+    "check_schema",
     "arrow_to_cql",
     "build_cluster",
     "check_compatible",

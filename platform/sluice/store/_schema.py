@@ -56,6 +56,7 @@ __all__ = [
     "SCHEMA_VERSION_TABLE",
     "TableSpec",
     "apply_schema",
+    "check_schema",
     "diff_table",
     "existing_table",
     "feature_events_table",
@@ -331,6 +332,34 @@ def apply_schema(
     if problems:
         raise ConfigError("sluice schema apply: tables differ:\n  " + "\n  ".join(problems))
     return lines
+
+
+def check_schema(session: Any, cfg: CassandraConfig, contracts: Sequence[Contract] = ()) -> None:
+    """What a job or replica does at start: check that every table exists as Sluice defines it.
+
+    Creates and alters nothing — that is ``sluice schema apply``'s job, run once by whoever
+    owns the keyspace — and raises ``ConfigError`` listing every missing or different table
+    with the command to run.
+    """
+    ks = cfg.keyspace
+    metadata = session.cluster.metadata
+    if ks not in metadata.keyspaces:
+        raise ConfigError(
+            f"keyspace {ks} does not exist; create it and Sluice's tables with "
+            "`sluice schema apply` (jobs and replicas never create the schema)"
+        )
+    problems: list[str] = []
+    for spec in tables_for(contracts):
+        found = existing_table(metadata, ks, spec.name)
+        if found is None:
+            problems.append(f"table {ks}.{spec.name} does not exist")
+        else:
+            problems.extend(diff_table(ks, spec, found))
+    if problems:
+        raise ConfigError(
+            "the schema is not applied:\n  " + "\n  ".join(problems)
+            + "\nrun `sluice schema apply` (jobs and replicas never create or alter tables)"
+        )
 
 
 def _keyspace_replication(meta: Any) -> dict[str, str]:
