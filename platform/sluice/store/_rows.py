@@ -16,13 +16,59 @@ import pyarrow.compute as pc
 
 from sluice.contract import Contract
 
-__all__ = ["QUARANTINE_COLUMNS", "prediction_rows", "quarantine_rows"]
+__all__ = [
+    "MAX_QUARANTINE_KEY_BYTES",
+    "MAX_QUARANTINE_RAW_BYTES",
+    "QUARANTINE_COLUMNS",
+    "prediction_rows",
+    "quarantine_rows",
+    "storable_key",
+    "storable_raw",
+]
 
 QUARANTINE_COLUMNS = ("source", "day", "key", "row_id", "contract", "raw", "reasons",
                       "quarantined_at")  # fmt: skip
 """The columns of `quarantine_rows`, in order (those of ``quarantine_table``)."""
 
 _FIXED = ("key", "entity", "event_time", "score", "model_version")
+
+MAX_QUARANTINE_KEY_BYTES = 1024
+"""A refused row's key as stored: Cassandra refuses a key component over 64 KiB, and a key
+is for finding the row, so a longer one keeps its start and a digest of the whole."""
+MAX_QUARANTINE_RAW_BYTES = 1 << 20
+"""A refused row's raw contents as stored (1 MiB): past it, its start with its length and
+digest, so one huge row can never make the write, and the rows beside it, fail."""
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _head(text: str, max_bytes: int) -> str:
+    """The longest start of ``text`` within ``max_bytes`` of UTF-8 (whole characters)."""
+    return text.encode("utf-8", "surrogatepass")[:max_bytes].decode("utf-8", "ignore")
+
+
+def storable_key(key: str | None) -> str | None:
+    """``key`` if it fits ``MAX_QUARANTINE_KEY_BYTES``, else its start + ``…sha256:<whole>``."""
+    if key is None or len(key) * 4 <= MAX_QUARANTINE_KEY_BYTES:
+        return key
+    if len(key.encode("utf-8", "surrogatepass")) <= MAX_QUARANTINE_KEY_BYTES:
+        return key
+    suffix = f"…sha256:{_sha256(key)}"
+    return _head(key, MAX_QUARANTINE_KEY_BYTES - len(suffix.encode())) + suffix
+
+
+def storable_raw(raw: str | None) -> str | None:
+    """``raw`` if it fits ``MAX_QUARANTINE_RAW_BYTES``, else its start followed by
+    ``…[truncated: <bytes> bytes, sha256 <digest>]`` (length and digest of the whole)."""
+    if raw is None or len(raw) * 4 <= MAX_QUARANTINE_RAW_BYTES:
+        return raw
+    size = len(raw.encode("utf-8", "surrogatepass"))
+    if size <= MAX_QUARANTINE_RAW_BYTES:
+        return raw
+    marker = f"…[truncated: {size} bytes, sha256 {_sha256(raw)}]"
+    return _head(raw, MAX_QUARANTINE_RAW_BYTES - len(marker.encode())) + marker
 
 
 def prediction_rows(contract: Contract, scored: pa.Table, scored_at: datetime) -> pa.Table:
@@ -65,7 +111,9 @@ def quarantine_rows(
     ``row_id`` tells refused input rows apart within a key: ``row_ids`` where the caller
     knows each row's position (a batch job: ``<file>#<row>``), else ``sha256:`` and a
     digest of the raw row. Either way a re-run or a replay rewrites the same row, and
-    rows that share a key but not their contents never collapse onto one.
+    rows that share a key but not their contents never collapse onto one. A key or raw
+    contents too large for Cassandra are stored in a storable form (``storable_key``,
+    ``storable_raw``); the row id is still the digest of the whole raw row.
     """
     n = quarantined.num_rows
     if row_ids is None:
@@ -78,12 +126,21 @@ def quarantine_rows(
         [
             quarantined.column("source"),
             day,
-            quarantined.column("key"),
+            _bounded(quarantined.column("key"), MAX_QUARANTINE_KEY_BYTES, storable_key),
             pa.array(row_ids, pa.string()),
             pa.array([contract.name] * n, pa.string()),
-            quarantined.column("raw"),
+            _bounded(quarantined.column("raw"), MAX_QUARANTINE_RAW_BYTES, storable_raw),
             quarantined.column("reasons"),
             quarantined.column("quarantined_at"),
         ],
         names=list(QUARANTINE_COLUMNS),
     )
+
+
+def _bounded(column: pa.ChunkedArray, max_bytes: int, fit) -> pa.ChunkedArray | pa.Array:
+    """``column`` as is when every value fits ``max_bytes`` (one vectorized check), else
+    with ``fit`` applied to each value."""
+    longest = pc.max(pc.binary_length(column)).as_py() if len(column) else None
+    if longest is None or longest <= max_bytes:
+        return column
+    return pa.array([fit(v) for v in column.to_pylist()], pa.string())

@@ -87,3 +87,31 @@ def test_row_ids_given_tell_identical_refused_rows_apart() -> None:
     assert len(primary_keys(rows, spec)) == 2
     with pytest.raises(ValueError, match="1 row ids for 2 rows"):
         quarantine_rows(fraud, same, row_ids=["x"])
+
+
+def test_a_key_or_raw_row_too_large_for_cassandra_is_stored_bounded_with_its_digest() -> None:
+    import hashlib
+    import json
+
+    from sluice.store._rows import MAX_QUARANTINE_KEY_BYTES, MAX_QUARANTINE_RAW_BYTES
+
+    fraud = load_contract("fraud")
+    huge_key = "k" * 70_000  # Cassandra refuses a key component over 65,535 bytes
+    huge_raw = json.dumps({"transaction_id": "tx_9", "note": "é" * 700_000})  # 1.4 MB
+    rows = quarantine_rows(fraud, pa.concat_tables([
+        _refused(['{"amount": 1}'], key=huge_key), _refused([huge_raw], key="tx_9"),
+        _refused(['{"amount": 3}'], key="tx_3"),
+    ]))  # fmt: skip
+    key, key9, key3 = rows["key"].to_pylist()
+    assert len(key.encode()) <= MAX_QUARANTINE_KEY_BYTES
+    assert key.startswith("kkkk") and key.endswith(hashlib.sha256(huge_key.encode()).hexdigest())
+    assert (key9, key3) == ("tx_9", "tx_3")  # rows that fit are untouched
+    raw = rows["raw"].to_pylist()[1]
+    assert len(raw.encode()) <= MAX_QUARANTINE_RAW_BYTES
+    head, marker = raw.rsplit("…", 1)
+    digest = hashlib.sha256(huge_raw.encode()).hexdigest()
+    assert marker == f"[truncated: {len(huge_raw.encode())} bytes, sha256 {digest}]"
+    assert huge_raw.startswith(head) and len(head.encode()) > MAX_QUARANTINE_RAW_BYTES - 200
+    # The row id still tells the whole raw row: a different huge row is another row.
+    other = quarantine_rows(fraud, _refused([huge_raw + " "], key="tx_9"))
+    assert other["row_id"][0] != rows["row_id"][1]
