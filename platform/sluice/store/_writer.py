@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from cassandra import (
     CoordinationFailure,
+    DriverException,
     OperationTimedOut,
     Timeout,
     Unavailable,
@@ -38,6 +39,7 @@ from cassandra import (
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, NoHostAvailable, ResultSet
 from cassandra.connection import ConnectionBusy, ConnectionException
 from cassandra.protocol import (
+    ErrorMessage,
     IsBootstrappingErrorMessage,
     OverloadedErrorMessage,
     ServerError,
@@ -70,6 +72,15 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 )
 
 _MAX_BACKOFF_S = 10.0
+
+
+def describe(exc: BaseException) -> str:
+    """An error for a log line or message, never a row's values: the driver's and the
+    server's messages name columns and limits; any other error (a value the driver could
+    not serialize, say) may quote the value, so only its type is shown."""
+    if isinstance(exc, (DriverException, ErrorMessage, *TRANSIENT)):
+        return f"{type(exc).__name__}: {exc}"[:500]
+    return f"{type(exc).__name__} (its message may hold row values and is left out)"
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -135,7 +146,7 @@ def run_with_retries(
             delay = min(backoff_s * 2 ** (attempt - 1), _MAX_BACKOFF_S)
             log.warning(
                 "%s: retrying %d failed row(s) in %.2f s (attempt %d of %d); last error: %s",
-                what, len(pending), delay, attempt, retries, next(iter(failed.values())),
+                what, len(pending), delay, attempt, retries, describe(next(iter(failed.values()))),
             )  # fmt: skip
             sleep(delay * random.uniform(0.5, 1.0))
         batch = params if len(pending) == len(params) else [params[i] for i in pending]
@@ -376,7 +387,7 @@ class CassandraWriter:
         )
         msg = (
             f"writing {self.keyspace}.{self.table}: {written} row(s) written, {len(keys)} "
-            f"failed ({why}; last error: {type(last).__name__}: {last})"
+            f"failed ({why}; last error: {describe(last)})"
             + (f", {len(not_tried)} not attempted" if not_tried else "")
             + "; the failed keys are in WriteFailed.failed_keys"
         )

@@ -196,6 +196,19 @@ def test_failed_rows_come_back_split_into_retry_and_refused() -> None:
                                                  "v": [3, 5, 6, 7]}  # fmt: skip
 
 
+def test_a_failure_message_never_quotes_a_rows_values(caplog) -> None:
+    # The driver's serialization errors quote the value; logs and messages carry keys only.
+    bad = TypeError("Received an argument of invalid type: 'card 4111-1111-1111-1111'")
+    with pytest.raises(WriteFailed) as info:
+        writer(FakeSession(lambda k, a: bad if k == "k1" else None)).write(rows(3))
+    assert "4111" not in str(info.value) and "TypeError" in str(info.value)
+    assert info.value.failed_keys == ["k1"]
+    server = InvalidRequest("Key length of 70000 is longer than maximum of 65535")
+    with pytest.raises(WriteFailed, match="Key length of 70000"):  # the server's words stay
+        writer(FakeSession(lambda k, a: server if k == "k1" else None)).write(rows(3))
+    assert not any("4111" in r.getMessage() for r in caplog.records)
+
+
 @pytest.mark.parametrize("at_once", ["raise", "callback"])
 def test_every_host_down_fails_each_row_without_recursing(at_once: str) -> None:
     # The driver's own executor recurses once per row here and loses every outcome.
