@@ -32,6 +32,7 @@ from typing import Any
 import typer
 import yaml
 
+from sluice.cli._paths import child_env, user_path
 from sluice.config import REPO_ROOT
 from sluice.errors import SluiceError
 
@@ -43,7 +44,9 @@ app = typer.Typer(
 DEFAULT_CONFIG = Path("configs/serve.yaml")
 DEFAULT_DASHBOARD = "http://localhost:8265"  # `serve deploy`'s own default address
 _PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
-ConfigOption = typer.Option(DEFAULT_CONFIG, "--config", help="Serve config file.")
+ConfigOption = typer.Option(
+    None, "--config", help="Serve config file (default: the repository's configs/serve.yaml)."
+)
 
 
 def _repo_on_path() -> None:
@@ -61,7 +64,7 @@ def _serve_cli() -> str:
 @app.callback()
 def serve(
     ctx: typer.Context,
-    config: Path = ConfigOption,
+    config: Path | None = ConfigOption,
     deploy: bool = typer.Option(False, "--deploy", help="`serve deploy` to a running cluster."),
     address: str | None = typer.Option(
         None, "--address", help="Dashboard address for --deploy (default: Serve's own)."
@@ -80,7 +83,11 @@ def serve(
     from serve_apps.scoring.app import load_key_digests
     from serve_apps.scoring.config_check import load_serve_config, scoring_args, with_bind_address
 
-    path = config if config.is_absolute() else REPO_ROOT / config
+    # A path typed here is the user's (relative to their directory); only the default is
+    # the repository's. `serve run` starts at the repository root, so it gets it absolute.
+    path = REPO_ROOT / DEFAULT_CONFIG if config is None else Path(user_path(config))
+    if os.environ.get("SLUICE_API_KEYS_FILE"):  # the user's path too, for the check and Serve
+        os.environ["SLUICE_API_KEYS_FILE"] = user_path(os.environ["SLUICE_API_KEYS_FILE"])
     try:
         doc = with_bind_address(load_serve_config(path))
         args = scoring_args(doc)
@@ -165,7 +172,7 @@ def serve_env(
     the cluster reports). Left unset, Ray decides by whether ``~/.ray/auth_token`` exists:
     `serve run` would start its Ray with token auth, `serve deploy` would send no token.
     """
-    env = dict(environ)
+    env = child_env(environ)  # SLUICE_CONFIG made absolute: `serve run` starts elsewhere
     env.setdefault("RAY_AUTH_MODE", auth_mode)
     if not deploy:
         # Read when Ray starts: HAProxy in front of the replicas (bench/serve.py: about 2x

@@ -175,3 +175,30 @@ def test_a_local_run_beyond_loopback_with_the_demo_key_stops_at_once(recorded, m
     result = runner.invoke(serve_cli.app, [])
     assert result.exit_code == 1 and "sluice serve hash-key --new" in result.output
     assert not recorded.calls
+
+
+def test_paths_given_are_the_users_and_only_the_default_is_the_repos(recorded, monkeypatch,
+                                                                     tmp_path):  # fmt: skip
+    from serve_apps.scoring.auth import hash_key
+    from sluice.config import REPO_ROOT
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "serve.yaml").write_text(
+        (REPO_ROOT / "configs" / "serve.yaml").read_text())  # fmt: skip
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "api_keys").write_text(f"app {hash_key('sk_mine')}\n")
+    monkeypatch.setenv("SLUICE_API_KEYS_FILE", "keys/api_keys")
+    monkeypatch.delenv("SLUICE_CONFIG", raising=False)
+    result = runner.invoke(serve_cli.app, ["--config", "mine/serve.yaml"])
+    assert result.exit_code == 0, result.output
+    assert f"{tmp_path / 'mine' / 'serve.yaml'}: config OK" in result.output
+    (cmd, env, _), = recorded.calls  # what `serve run` (at the repository root) is handed
+    assert env["SLUICE_API_KEYS_FILE"] == str(tmp_path / "keys" / "api_keys")
+
+    result = runner.invoke(serve_cli.app, ["--check", "--config", "configs/serve.yaml"])
+    assert result.exit_code == 1  # the repository's file is not looked up for a given path
+    assert str(tmp_path / "configs" / "serve.yaml") in result.output
+
+    env = serve_cli.serve_env({"SLUICE_CONFIG": "p.yaml"}, deploy=False, ingress="haproxy")
+    assert env["SLUICE_CONFIG"] == str(tmp_path / "p.yaml")
