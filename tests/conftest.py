@@ -47,3 +47,33 @@ def ray_session():
     )  # fmt: skip
     yield ctx
     ray.shutdown()
+
+
+@pytest.fixture
+def own_keyspace(local_services, platform_config: PlatformConfig, tmp_path):
+    """``make(keyspace, apply=True, train_rows=2000, **serve)``: the platform config with a
+    keyspace of the test's own (dropped first; applied as `sluice schema apply` would unless
+    ``apply=False``) and a registry under ``tmp_path`` holding a trained champion (none when
+    ``train_rows=0``); ``serve`` overrides the platform's serve section (e.g. ``port``)."""
+    from pipelines.train import TrainConfig, train
+    from sluice.contract import load_contract
+    from sluice.models import ModelRegistry
+    from sluice.store import apply_schema, session_for
+
+    def make(keyspace: str, *, apply: bool = True, train_rows: int = 2_000,
+             **serve) -> PlatformConfig:  # fmt: skip
+        base = platform_config
+        cfg = base.model_copy(update={
+            "cassandra": base.cassandra.model_copy(update={"keyspace": keyspace}),
+            "registry": base.registry.model_copy(update={"root_uri": str(tmp_path / "reg")}),
+            "serve": base.serve.model_copy(update=serve),
+        })  # fmt: skip
+        session = session_for(cfg.cassandra)
+        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
+        if apply:
+            apply_schema(session, cfg.cassandra, [load_contract("fraud")])
+        if train_rows:
+            train(TrainConfig(rows=train_rows, epochs=1), ModelRegistry.from_config(cfg))
+        return cfg
+
+    return make

@@ -14,7 +14,6 @@ from pipelines.stream_score import run as stream_run
 from sluice.datagen import generate_dataset, write_parquet
 from sluice.errors import ConfigError
 from sluice.jobs import ActorPool, BatchJob, InputSpec, StreamJob
-from sluice.models import ModelRegistry
 from sluice.store import session_for
 from sluice.stream import ensure_topic
 
@@ -24,16 +23,9 @@ KEYSPACE = "sluice_test_no_schema"
 
 
 @pytest.fixture
-def unapplied(local_services, platform_config, tmp_path):
-    from pipelines.train import TrainConfig, train
-
-    cfg = platform_config.model_copy(update={
-        "cassandra": platform_config.cassandra.model_copy(update={"keyspace": KEYSPACE}),
-        "registry": platform_config.registry.model_copy(update={"root_uri": str(tmp_path / "r")}),
-    })  # fmt: skip
+def unapplied(own_keyspace, tmp_path):
+    cfg = own_keyspace(KEYSPACE, apply=False, train_rows=1_000)
     session = session_for(cfg.cassandra)
-    session.execute(f"DROP KEYSPACE IF EXISTS {KEYSPACE}", timeout=120)
-    train(TrainConfig(rows=1_000, epochs=1), ModelRegistry.from_config(cfg))
     (tmp_path / "in").mkdir()
     write_parquet(generate_dataset(50, seed=3).table, tmp_path / "in" / "a.parquet")
     job = BatchJob(name="no_schema", contract="fraud",

@@ -10,12 +10,10 @@ from __future__ import annotations
 import pytest
 
 from pipelines import batch_score
-from pipelines.train import TrainConfig, train
-from sluice.contract import load_contract
 from sluice.datagen import generate_dataset, write_parquet
 from sluice.jobs import ActorPool, BatchJob, InputSpec
 from sluice.models import ModelRegistry
-from sluice.store import apply_schema, session_for
+from sluice.store import session_for
 
 pytestmark = pytest.mark.integration
 
@@ -23,20 +21,13 @@ KEYSPACE = "sluice_test_pin"
 
 
 @pytest.fixture
-def pinned_env(local_services, platform_config, ray_session, tmp_path):
-    cfg = platform_config.model_copy(update={
-        "cassandra": platform_config.cassandra.model_copy(update={"keyspace": KEYSPACE}),
-        "registry": platform_config.registry.model_copy(update={"root_uri": str(tmp_path / "r")}),
-    })  # fmt: skip
-    session = session_for(cfg.cassandra)
-    session.execute(f"DROP KEYSPACE IF EXISTS {KEYSPACE}", timeout=120)
-    apply_schema(session, cfg.cassandra, [load_contract("fraud")])  # jobs only check it
+def pinned_env(own_keyspace, ray_session):
+    cfg = own_keyspace(KEYSPACE)  # fraud/1 is champion
     registry = ModelRegistry.from_config(cfg)
-    first = train(TrainConfig(rows=2_000, epochs=1), registry)
-    assert (first.version, first.alias) == (1, "champion")
+    assert registry.resolve("fraud@champion") == ("fraud", 1)
     artifact = registry.load_artifact("fraud/1")
     second = registry.register("fraud", artifact.state_dict, artifact.meta)  # same spec
-    return cfg, registry, second, session
+    return cfg, registry, second, session_for(cfg.cassandra)
 
 
 def test_batch_job_scores_every_row_with_the_version_resolved_at_its_start(

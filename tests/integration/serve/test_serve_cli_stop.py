@@ -15,13 +15,9 @@ import httpx
 import pytest
 import yaml
 
-from pipelines.train import TrainConfig, train
 from serve_apps.scoring.auth import hash_key
 from sluice.cli.serve import descendants
 from sluice.config import REPO_ROOT
-from sluice.contract import load_contract
-from sluice.models import ModelRegistry
-from sluice.store import apply_schema, session_for
 
 pytestmark = pytest.mark.integration
 
@@ -54,16 +50,7 @@ def _bound(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _serve_files(platform_config, root: Path, port: int) -> Path:
-    cfg = platform_config.model_copy(update={
-        "cassandra": platform_config.cassandra.model_copy(update={"keyspace": KEYSPACE}),
-        "registry": platform_config.registry.model_copy(update={"root_uri": str(root / "reg")}),
-        "serve": platform_config.serve.model_copy(update={"port": port}),
-    })  # fmt: skip
-    session = session_for(cfg.cassandra)
-    session.execute(f"DROP KEYSPACE IF EXISTS {KEYSPACE}", timeout=120)
-    apply_schema(session, cfg.cassandra, [load_contract("fraud")])
-    train(TrainConfig(rows=2_000, epochs=1), ModelRegistry.from_config(cfg))
+def _serve_files(cfg, root: Path) -> Path:
     (root / "platform.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     doc = yaml.safe_load((REPO_ROOT / "configs" / "serve.yaml").read_text())
     app = doc["applications"][0]
@@ -77,11 +64,9 @@ def _serve_files(platform_config, root: Path, port: int) -> Path:
     return root / "serve.yaml"
 
 
-def test_sigterm_leaves_no_process_behind_and_the_port_unbound(
-    local_services, platform_config, tmp_path
-):
+def test_sigterm_leaves_no_process_behind_and_the_port_unbound(own_keyspace, tmp_path):
     port = _free_port()
-    serve_yaml = _serve_files(platform_config, tmp_path, port)
+    serve_yaml = _serve_files(own_keyspace(KEYSPACE, port=port), tmp_path)
     # A Ray of its own (never the test session's), with the HAProxy ingress sluice serve sets.
     env = {**os.environ, "RAY_ADDRESS": "local", "RAY_AUTH_MODE": "disabled"}
     log = (tmp_path / "serve.log").open("w")
