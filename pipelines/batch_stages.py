@@ -149,16 +149,22 @@ class ScoreStage(_Stage):
         return prediction_rows(self.contract, scored, scored_at=self.now)
 
     def check_agreement(self, quarantined: pa.Table, valid: pa.Table) -> None:
-        """Raise `RowsUnaccounted` for a row the two passes judge differently."""
+        """Raise `RowsUnaccounted` for a row the two passes judge differently.
+
+        Pass 1's refusals are keyed as the quarantine table stores keys (``storable_keys``:
+        a key over 1 KiB is its start plus a digest), so this pass's keys are looked up so.
+        """
+        from sluice.store._rows import storable_key, storable_keys
+
         for key, text in zip(quarantined.column("key").to_pylist(),
                              quarantined.column("reasons").to_pylist(), strict=True):  # fmt: skip
-            if key not in self.refused:
+            if storable_key(key) not in self.refused:
                 raise RowsUnaccounted(
                     f"the row with key {key!r} passed the record pass ({self.record_engine} "
                     f"engine) but the score pass (compiled engine) refuses it: "
                     f"{_expectations(text)}. It is in neither table; the job stops"
                 )
-        keys = valid.column(self.contract.key_column)
+        keys = storable_keys(valid.column(self.contract.key_column))
         hit = pc.is_in(keys, value_set=self.refused_keys)
         if pc.any(hit).as_py():
             key = keys.filter(hit)[0].as_py()

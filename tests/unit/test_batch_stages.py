@@ -120,6 +120,19 @@ def test_passes_that_agree_pass_the_check():
     s.check_agreement(split.quarantined, split.valid)
 
 
+def test_keys_too_long_to_store_whole_are_matched_as_the_quarantine_stores_them():
+    long_key = "t" * 5_000  # stored as its start plus a digest (storable_key)
+    batch = BATCH.set_column(0, "transaction_id", pa.array([long_key, "t1", "t2", "t3"]))
+    rows = _quarantine_rows(stage(RecordStage, {0, 1})(batch))
+    agree = score_stage({0, 1}, refusals([rows]))
+    split = agree.split(batch, "compiled")
+    agree.check_agreement(split.quarantined, split.valid)  # the passes agree: no error
+    differ = score_stage({1}, refusals([rows]))
+    split = differ.split(batch, "compiled")
+    with pytest.raises(RowsUnaccounted, match="was refused by the record pass"):
+        differ.check_agreement(split.quarantined, split.valid)
+
+
 def test_the_job_finds_the_disagreement_inside_rays_wrapping():
     class Wrapped(RowsUnaccounted):  # how Ray re-raises a task's error: a derived class
         pass

@@ -23,6 +23,7 @@ __all__ = [
     "prediction_rows",
     "quarantine_rows",
     "storable_key",
+    "storable_keys",
     "storable_raw",
 ]
 
@@ -57,6 +58,11 @@ def storable_key(key: str | None) -> str | None:
         return key
     suffix = f"…sha256:{_sha256(key)}"
     return _head(key, MAX_QUARANTINE_KEY_BYTES - len(suffix.encode())) + suffix
+
+
+def storable_keys(keys: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """``storable_key`` over a column: the keys as the quarantine table holds them."""
+    return _bounded(keys, MAX_QUARANTINE_KEY_BYTES, storable_key)
 
 
 def storable_raw(raw: str | None) -> str | None:
@@ -117,8 +123,7 @@ def quarantine_rows(
     """
     n = quarantined.num_rows
     if row_ids is None:
-        row_ids = ["sha256:" + hashlib.sha256(raw.encode()).hexdigest()[:32]
-                   for raw in quarantined.column("raw").to_pylist()]  # fmt: skip
+        row_ids = ["sha256:" + _sha256(raw)[:32] for raw in quarantined.column("raw").to_pylist()]
     elif len(row_ids) != n:
         raise ValueError(f"quarantine_rows: {len(row_ids)} row ids for {n} rows")
     day = pc.cast(quarantined.column("quarantined_at"), pa.date32())
@@ -126,7 +131,7 @@ def quarantine_rows(
         [
             quarantined.column("source"),
             day,
-            _bounded(quarantined.column("key"), MAX_QUARANTINE_KEY_BYTES, storable_key),
+            storable_keys(quarantined.column("key")),
             pa.array(row_ids, pa.string()),
             pa.array([contract.name] * n, pa.string()),
             _bounded(quarantined.column("raw"), MAX_QUARANTINE_RAW_BYTES, storable_raw),
