@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sluice.errors import StoreUnavailable, StreamError
+from sluice.errors import StoreUnavailable, StreamError, WriteFailed
 from sluice.metrics import CONSUMER_LAG, EVENT_LATENCY_SECONDS
 from sluice.stream._messages import BatchSource, Message, collect_batch, next_offsets
 from sluice.stream._scoring import BatchResult
@@ -85,9 +85,16 @@ class LoopStats:
 
 
 def store_outage(exc: BaseException) -> bool:
-    """Cassandra unreachable or refusing for now: worth retrying the batch later."""
+    """Cassandra unreachable or refusing for now: worth retrying the batch later.
+
+    Not a write the store refused for good (``WriteFailed`` with ``refused_rows``): no
+    wait fixes that, so it fails the batch at once instead of after the outage budget.
+    """
     from sluice.store import is_transient
 
+    refused = getattr(exc, "refused_rows", None)
+    if isinstance(exc, WriteFailed) and refused is not None and refused.num_rows:
+        return False
     return isinstance(exc, StoreUnavailable) or is_transient(exc)
 
 

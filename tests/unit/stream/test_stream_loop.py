@@ -118,6 +118,19 @@ def test_an_outage_longer_than_store_outage_max_s_fails_the_consumer_uncommitted
     assert consumer.commits() == [] and consumer.closed and loop.stats.store_retries > 1
 
 
+def test_rows_the_store_refused_for_good_fail_the_batch_at_once_not_as_an_outage():
+    import pyarrow as pa
+
+    refused = WriteFailed("Key length of 70000 is longer than maximum", 3, ["k"],
+                          retry_rows=pa.table({"k": pa.array([], pa.string())}),
+                          refused_rows=pa.table({"k": ["k"]}))  # fmt: skip
+    consumer = FakeConsumer(batches=[messages([b"{}"] * 4)])
+    loop = loop_for(consumer, Outage(consumer, 10**9, [refused]), store_outage_max_s=60)
+    with pytest.raises(WriteFailed, match="Key length"):
+        loop.run(threading.Event())
+    assert loop.stats.store_retries == 0 and consumer.commits() == []
+
+
 def test_a_stop_while_waiting_for_cassandra_leaves_the_batch_uncommitted():
     stop = threading.Event()
     consumer = FakeConsumer(batches=[messages([b"{}"] * 4)])
