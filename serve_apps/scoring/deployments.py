@@ -21,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -89,6 +90,10 @@ class ModelSettings:
     platform: PlatformConfig
     feature_store: CassandraConfig  # the platform's, with the online read retries
     torch_threads: int = 1
+    # One per build of the app (a fresh `serve deploy`/`serve run`, or new code or args):
+    # an alias is pinned per (build, generation), so a fresh deploy resolves it anew while
+    # a user_config-only redeploy (Serve keeps the build) and added replicas do not.
+    build_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
 
 
 @serve.deployment(name="ScoringModel", max_ongoing_requests=64, max_queued_requests=128,
@@ -110,7 +115,7 @@ class ScoringModel:
         self.store = CassandraFeatureStore.for_contract(settings.feature_store, self.contract)
         self._scorer_cls = Scorer
         self.config = ModelUserConfig()
-        self._scope = f"serve:{_app_name()}:{self.contract.name}"
+        self._scope = f"serve:{_app_name()}:{self.contract.name}:{settings.build_id}"
         champion = self._pinned_scorer(str(self.contract.model), self.config)
         self.core = BatchScorer(champion)
         self.batches = self.batched_requests = 0

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 __all__ = ["LoadedModel", "ModelRegistry", "ModelSummary", "VersionInfo", "check_feature_spec"]
 
 MANIFEST_FILE = "manifest.json"
+_MAX_PINS = 256  # pins kept per model; a scope older than the last 256 resolves anew
 _SCOPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
 REGISTRATION_FILE = "registration.json"
 
@@ -186,6 +187,8 @@ class ModelRegistry:
                 pinned = manifest.pins.get(key)
                 if pinned is None:
                     pinned = manifest.pins[key] = manifest.resolve(parsed)
+                    for old in list(manifest.pins)[:-_MAX_PINS]:  # oldest first: bounded
+                        del manifest.pins[old]
                     self._write_manifest(manifest)
         return parsed.name, pinned
 

@@ -8,6 +8,8 @@ generation's first replica resolved; the next generation resolves the alias anew
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from pipelines.train import TrainConfig, train
@@ -48,3 +50,8 @@ def test_a_replica_added_after_a_promotion_keeps_the_generation_version(settings
     first.reconfigure({"model_generation": 2})  # `serve deploy` with the next generation
     assert first.core.champion.model.ref == "fraud/2"
     assert replica(settings, 2).core.champion.model.ref == "fraud/2"
+
+    registry.rollback("fraud")  # back to fraud/1; a fresh deploy (a new build of the app)
+    rebuilt = dataclasses.replace(settings, build_id="next-build")  # resolves anew
+    assert replica(rebuilt, 1).core.champion.model.ref == "fraud/1"
+    assert replica(settings, 2).core.champion.model.ref == "fraud/2"  # the old build keeps its

@@ -59,6 +59,11 @@ def test_a_pin_resolves_an_alias_once_per_scope(registry):
     assert registry.pin("fraud/3", "serve:app:g1") == ("fraud", 3)  # a version is itself
     with pytest.raises(ModelNotFound, match="invalid pin scope"):
         registry.pin("fraud", "no spaces")
+    for g in range(300):  # pins are bounded: the oldest go first
+        registry.pin("fraud", f"serve:many:g{g}")
+    pins = registry.manifest("fraud").pins
+    assert len(pins) == 256 and "champion@serve:many:g299" in pins
+    assert "champion@serve:app:g1" not in pins
 
 
 def test_versions_are_immutable_and_numbered(registry):
