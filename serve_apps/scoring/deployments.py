@@ -106,7 +106,7 @@ class ScoringModel:
 
         from sluice.models import ModelRegistry
         from sluice.scoring import Scorer
-        from sluice.store import CassandraFeatureStore, session_for
+        from sluice.store import CassandraFeatureStore, check_schema, session_for
 
         torch.set_num_threads(settings.torch_threads)
         self.settings = settings
@@ -120,9 +120,11 @@ class ScoringModel:
         self.core = BatchScorer(champion)
         self.batches = self.batched_requests = 0
         try:  # connect now, so the first request does not pay for it
-            session_for(settings.feature_store)
+            session = session_for(settings.feature_store)
         except StoreUnavailable as exc:
             log.warning("feature store not reachable yet (requests will retry): %s", exc)
+        else:  # replicas check the schema, never create it: `sluice schema apply` does
+            check_schema(session, settings.feature_store, [self.contract])
         log.info("ScoringModel %s ready: %s on %s", self.contract.name, champion.model.ref,
                  champion.device)  # fmt: skip
 

@@ -1,8 +1,7 @@
-"""Jobs check the schema and never create or alter it: that is `sluice schema apply`'s.
-
-A batch or stream job against a keyspace that was never applied, or that lacks a table,
-fails before it writes anything, naming what is missing and the command to run, and the
-keyspace is left exactly as it was.
+"""Jobs and replicas check the schema and never create or alter it: `sluice schema apply`
+does. A batch or stream job, or a Serve model replica, against a keyspace that was never
+applied, or that lacks a table, fails before it writes anything, naming what is missing
+and the command to run, and the keyspace is left exactly as it was.
 """
 
 from __future__ import annotations
@@ -62,3 +61,13 @@ def test_a_job_with_a_table_missing_fails_listing_it_and_creates_nothing(unappli
     with pytest.raises(ConfigError, match=r"sluice schema apply"):
         stream_run(stream_job, cfg, max_seconds=5)
     assert _tables(session) == set()
+
+
+def test_a_model_replica_without_its_tables_does_not_start(unapplied):
+    from serve_apps.scoring.deployments import ModelSettings, ScoringModel
+    from sluice.contract import load_contract
+
+    cfg, session, _ = unapplied
+    with pytest.raises(ConfigError, match=rf"keyspace {KEYSPACE} does not exist.*sluice schema"):
+        ScoringModel.func_or_class(ModelSettings(load_contract("fraud"), cfg, cfg.cassandra))
+    assert _tables(session) is None

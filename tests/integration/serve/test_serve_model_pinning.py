@@ -12,7 +12,6 @@ import dataclasses
 
 import pytest
 
-from pipelines.train import TrainConfig, train
 from serve_apps.scoring.deployments import ModelSettings, ScoringModel
 from sluice.contract import load_contract
 from sluice.models import ModelRegistry
@@ -21,12 +20,10 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def settings(local_services, platform_config, tmp_path) -> ModelSettings:
-    cfg = platform_config.model_copy(update={
-        "registry": platform_config.registry.model_copy(update={"root_uri": str(tmp_path)}),
-    })  # fmt: skip
+def settings(own_keyspace) -> ModelSettings:
+    cfg = own_keyspace("sluice_test_serve_pin")  # schema applied, fraud/1 champion
     registry = ModelRegistry.from_config(cfg)
-    assert train(TrainConfig(rows=2_000, epochs=1), registry).version == 1  # champion
+    assert registry.resolve("fraud@champion") == ("fraud", 1)
     artifact = registry.load_artifact("fraud/1")
     assert registry.register("fraud", artifact.state_dict, artifact.meta) == 2
     return ModelSettings(load_contract("fraud"), cfg, cfg.cassandra)
