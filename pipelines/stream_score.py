@@ -104,15 +104,10 @@ class _Member:
                                            self.model_ref)  # fmt: skip
         self.ref = self.actor.run.remote()
 
-    def restart_on(self, model_ref: str, timeout_s: float) -> LoopStats:
-        """Stop (the batch in flight finished and committed), then start on ``model_ref``."""
-        import ray
-
-        self.actor.stop.remote()
-        stats = ray.get(self.ref, timeout=timeout_s)
+    def restart_on(self, model_ref: str) -> None:
+        """Start again on ``model_ref``, once the old actor has stopped (`stop` was sent)."""
         self.model_ref, self.generation = model_ref, self.generation + 1
         self.start()
-        return stats
 
 
 def run(
@@ -195,8 +190,19 @@ def run(
                 if moved != summary.model_version:
                     log.info("job %s: reload: model %s -> %s", job.name, summary.model_version,
                              moved)  # fmt: skip
-                    retired += [m.restart_on(moved, job.max_poll_interval_ms / 1000)
-                                for m in members if m.name not in finished]  # fmt: skip
+                    running = [m for m in members if m.name not in finished]
+                    for m in running:  # all at once: each finishes and commits its batch
+                        m.actor.stop.remote()
+                    for m in running:
+                        try:
+                            retired.append(ray.get(m.ref, timeout=job.max_poll_interval_ms / 1000))
+                        except ray.exceptions.RayError as exc:  # died while stopping
+                            if not budget.spend():
+                                raise StreamError(f"job {job.name}: consumer {m.name} failed "
+                                                  f"during a reload: {exc}") from exc  # fmt: skip
+                            summary.restarts += 1
+                            ray.kill(m.actor, no_restart=True)
+                        m.restart_on(moved)
                     summary.model_version = moved
                     summary.model_versions.append(moved)
             if stop.is_set():
@@ -305,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         connect_ray(cfg)
         # After ray.init, which installs a SIGTERM handler of its own (it would exit at once).
         restore = install_stop_signals(stop)
-        signal.signal(signal.SIGHUP, lambda *_: reload.set())  # re-resolve the model alias
+        hup = signal.signal(signal.SIGHUP, lambda *_: reload.set())  # re-resolve the alias
         summary = run(job, cfg, until_caught_up=args.until_caught_up,
                       max_seconds=args.max_seconds, stop=stop, reload=reload)  # fmt: skip
     except SluiceError as exc:
@@ -314,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if restore is not None:
             restore()
+            signal.signal(signal.SIGHUP, hup)
     print_summary(summary)
     return 0
 

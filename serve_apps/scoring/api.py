@@ -322,7 +322,7 @@ def create_api(service: ScoringService) -> FastAPI:
         rows, many = service.parser.parse(await service.read_body(request))
         reply = await service.score(rows)
         if reply.error is not None:
-            if reply.error.kind == StoreUnavailable.__name__:
+            if reply.error.status == 503:  # batch.error_status: a store outage, any subclass
                 request.state.error_class = metrics.STORE_UNAVAILABLE
             headers = service.retry_headers if reply.error.status == 503 else None
             return _json(reply.error.status, {"error": reply.error.kind,

@@ -283,9 +283,19 @@ class PredictionLog:
 
     def _write_quarantine(self, quarantined: pa.Table | None) -> None:
         """New quarantine rows plus those waiting for a retry, written per row."""
-        pending = [] if quarantined is None else [quarantine_rows(self.contract, quarantined)]
-        retry = self._take_retry()
-        rows = pa.concat_tables(([retry] if retry is not None else []) + pending)
+        pending = []
+        if quarantined is not None:
+            try:
+                pending.append(quarantine_rows(self.contract, quarantined))
+            except Exception as exc:  # noqa: BLE001 - the thread must live: count and say
+                self.counts.add(quarantine_failed=quarantined.num_rows)
+                log.exception("quarantine: %d row(s) could not be shaped for the table (%s); "
+                              "keys: %s", quarantined.num_rows, type(exc).__name__,
+                              quarantined.column("key").to_pylist()[:20])  # fmt: skip
+        parts = ([] if (retry := self._take_retry()) is None else [retry]) + pending
+        if not parts:
+            return
+        rows = pa.concat_tables(parts)
         if not self._may_try():
             self._keep(rows)
             return

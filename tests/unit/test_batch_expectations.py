@@ -57,6 +57,15 @@ def test_mostly_is_judged_over_the_whole_input_not_per_batch():
     assert unique.label == "expect_column_values_to_be_unique:id"
 
 
+def test_an_input_without_rows_gets_results_not_an_error():
+    # Empty Parquet files or a header-only CSV: no batch reaches the record pass.
+    results = table_results(SUITE, Totals(), duplicated_rows=0, keyed_rows=0, params={})
+    by_type = {r.expectation: r for r in results}
+    assert by_type["expect_column_values_to_not_be_null"].success
+    assert by_type["expect_column_values_to_not_be_null"].unexpected_count == 0
+    assert not by_type["expect_table_row_count_to_be_between"].success  # 0 rows < 25
+
+
 def test_expectations_a_job_cannot_total_are_refused_before_it_reads():
     check_supported(SUITE, "id")
     with pytest.raises(ConfigError, match=r"uniqueness over its whole input for the key "

@@ -209,3 +209,17 @@ def test_cassandra_tables_route_each_table_to_its_cluster():
         with pytest.raises(StoreUnavailable):
             tables.write(name, pa.table({"x": [1]}))
     assert seen == ["logs", "main"]
+
+
+def test_rows_that_cannot_be_shaped_are_counted_and_the_writer_thread_lives_on():
+    stored: list[str] = []
+    plog = PredictionLog(CONTRACT, FunctionWriter(
+        lambda t, rows: stored.extend(rows.column("key").to_pylist())),
+        LogOptions(queue_size=100, batch_rows=1, flush_interval_s=0.01))  # fmt: skip
+    broken = quarantined(["bad"]).drop_columns(["quarantined_at"])  # quarantine_rows fails
+    plog.quarantine(broken)
+    wait_for(lambda: plog.stats()["quarantine_failed"] == 1)
+    plog.quarantine(quarantined(["good"]))  # the thread still writes what comes next
+    wait_for(lambda: plog.stats()["quarantine_written"] == 1)
+    plog.close()
+    assert stored == ["good"]
