@@ -130,8 +130,9 @@ class Scorer:
     """Validate, featurize and score tables for one contract with one model version.
 
     The model is resolved and loaded at construction (once per process and
-    version: the registry caches it), so a whole batch job scores with one
-    version; `reload()` re-resolves the alias (Serve's `reconfigure`).
+    version: the registry caches it) and never changes: callers pass the version they
+    resolved once (`model_ref="fraud/3"`: per batch or stream job, per Serve deployment
+    generation) and build a new Scorer for another.
     """
 
     def __init__(
@@ -163,11 +164,6 @@ class Scorer:
                 "contract %s asks for CUDA but none is visible: scoring on CPU", contract.name
             )
         self.model = self._load()
-
-    def reload(self) -> LoadedModel:
-        """Re-resolve the model reference (e.g. after a promotion); returns the model in use."""
-        self.model = self._load()
-        return self.model
 
     def _load(self) -> LoadedModel:
         model = self.registry.load(self.model_ref, device=self.device)

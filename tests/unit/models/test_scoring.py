@@ -126,7 +126,7 @@ def test_empty_input(scorer, contract):
     assert result.quarantined.schema == QUARANTINE_SCHEMA
 
 
-def test_models_are_loaded_once_and_reload_follows_promotions(trained, contract, tmp_path):
+def test_models_are_loaded_once_and_a_scorer_keeps_its_version(trained, contract, tmp_path):
     source, _ = trained
     root = tmp_path / "registry"
     shutil.copytree(source.root_uri, root)
@@ -135,8 +135,8 @@ def test_models_are_loaded_once_and_reload_follows_promotions(trained, contract,
     assert Scorer(contract, registry, InMemoryFeatureStore()).model is first.model
     artifact = registry.load_artifact("fraud/1")
     registry.promote("fraud", registry.register("fraud", artifact.state_dict, artifact.meta))
-    assert first.model.version == 1  # one job, one version ...
-    assert first.reload().version == 2  # ... until asked to follow the alias
+    assert first.model.version == 1  # one scorer, one version ...
+    assert Scorer(contract, registry, InMemoryFeatureStore()).model.version == 2  # a new one
 
 
 def test_a_model_of_another_feature_spec_is_refused(trained, contract, tmp_path):
