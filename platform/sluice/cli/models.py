@@ -123,6 +123,7 @@ def register(
     name: str = typer.Argument(..., help="Model name, e.g. fraud."),
     path: str = typer.Argument(..., help="Saved artifact directory (model.pt + meta.json)."),
     alias: str | None = typer.Option(None, "--alias", help="Also point this alias at it."),
+    contract: str | None = ContractOption,
     config: Path | None = ConfigOption,
     registry: str | None = RegistryOption,
 ) -> None:
@@ -130,8 +131,9 @@ def register(
     reg = _registry(config, registry)
     version = _run(lambda: reg.register_artifact(name, path))
     typer.echo(f"registered {name}/{version}")
-    if alias:
-        _run(lambda: reg.promote(name, version, alias=alias))
+    if alias:  # the same check as `promote`: the alias moves only to a version that fits
+        spec = _contract_of(_run(lambda: reg.manifest(name)), version, contract)
+        _run(lambda: reg.promote(name, version, alias=alias, contract=spec))
         typer.echo(f"{name}@{alias} -> {version}")
 
 

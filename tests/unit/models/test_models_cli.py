@@ -100,6 +100,14 @@ def test_promote_and_rollback_refuse_a_version_of_another_feature_spec(tmp_path)
     manifest = ModelRegistry(root).manifest("fraud")
     assert manifest.aliases["champion"] == 2 and manifest.alias_history["champion"] == [1]
 
+    # register --alias checks the same way: the version stays registered, the alias unmoved
+    meta = make_meta(spec_hash="eeeeeeeeeeeeeeee")
+    path = save_artifact(tmp_path / "artifact-e", make_net(5), meta)
+    result = runner.invoke(app, ["models", "register", "fraud", path, "--alias", "champion", *opts])
+    assert result.exit_code == 1 and "registered fraud/3" in result.output
+    assert "fraud/3 was trained on feature spec eeee" in result.output
+    assert ModelRegistry(root).manifest("fraud").aliases["champion"] == 2
+
     # --contract names the contract to check against instead of the registered one
     result = runner.invoke(app, ["models", "promote", "fraud", "2", "--contract", "nope", *opts])
     assert result.exit_code == 1 and "nope" in result.output
