@@ -46,6 +46,8 @@ def test_defaults_and_group_name(tmp_path):
      r"store_outage_max_s \(60\) must stay below max_poll_interval_ms \(60000 ms\)"),
     ("name: s\ncontract: fraud\ntopic: t\nrestart_window_s: 0\n", "restart_window_s: got 0"),
     ("name: s\ncontract: fraud\ntopic: t\nmax_message_bytes: 10\n", "max_message_bytes: got 10"),
+    ("name: s\ncontract: fraud\ntopic: t\nmax_message_bytes: 1048576\n",
+     "max_message_bytes: got 1048576"),
     ("name: s\ncontract: fraud\ntopic: t\nmax_unknown_fields: -1\n", "max_unknown_fields: got -1"),
 ])  # fmt: skip
 def test_bad_stream_jobs_name_the_field(tmp_path, text, expected):
