@@ -45,7 +45,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sluice.config import CassandraConfig
-from sluice.contract import Contract
+from sluice.contract import FEATURE_EVENTS_SUFFIX, Contract
 from sluice.errors import ConfigError
 from sluice.store._types import arrow_to_cql, normalize_cql_type
 
@@ -140,7 +140,7 @@ def quarantine_table(name: str = "quarantine") -> TableSpec:
 
 def feature_events_table(contract: Contract) -> TableSpec:
     return TableSpec(
-        name=f"{contract.name}_feature_events",
+        name=f"{contract.name}{FEATURE_EVENTS_SUFFIX}",
         partition_key=(("entity", "text"),),
         clustering=(("event_time_us", "bigint"), ("key", "text")),
         columns=(("amount", "double"),),
