@@ -19,39 +19,33 @@ Status codes: 401 wrong or missing key; 404 unknown contract; 413 body over
 504 when scoring takes longer than ``request_timeout_s``. A client mistake is never a 500.
 
 The app talks to the model through a ``ModelClient`` (a Serve handle in production, a
-plain function in unit tests), so every route is testable without Ray.
+plain function in unit tests; ``service.py``), so every route is testable without Ray.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 
-from serve_apps.scoring.auth import AuthMiddleware, KeyRing
-from serve_apps.scoring.prediction_log import LogEntry, PredictionLog
+from serve_apps.scoring.auth import AuthMiddleware
+from serve_apps.scoring.prediction_log import LogEntry
 from serve_apps.scoring.schemas import (
     PredictResponse,
-    RequestParser,
     RequestRejected,
-    ScoreReply,
     predict_response,
     rejected_body,
 )
+from serve_apps.scoring.service import Overloaded, ScoringService, ScoringTimeout
 from sluice import metrics
-from sluice.contract import Contract
 from sluice.errors import (
     ConfigError,
     ModelNotFound,
@@ -59,17 +53,11 @@ from sluice.errors import (
     StoreUnavailable,
     ValidationFailed,
 )
-from sluice.models import ModelRegistry
 from sluice.scoring import reason_counts
 
 __all__ = [
     "HEALTH_PATH",
     "READY_PATH",
-    "FunctionModelClient",
-    "ModelClient",
-    "Overloaded",
-    "ScoringService",
-    "ScoringTimeout",
     "create_api",
     "is_json_media_type",
     "status_for",
@@ -104,119 +92,6 @@ def status_for(exc_type: type[BaseException]) -> int:
         if klass in STATUS_BY_ERROR:
             return STATUS_BY_ERROR[klass]
     return 500
-
-
-class Overloaded(Exception):
-    """The model deployment's queue is full (or it has no replica): answer at once."""
-
-
-class ScoringTimeout(Exception):
-    """Scoring did not finish within ``request_timeout_s``."""
-
-
-class ModelClient(Protocol):
-    async def score(self, rows: list[dict[str, Any]]) -> ScoreReply: ...
-
-    async def info(self) -> dict[str, Any]: ...
-
-    async def ready(self) -> dict[str, Any]:
-        """``{"model": <ref>, "cassandra": <bool>}`` from a replica that has its model."""
-        ...
-
-
-class FunctionModelClient:
-    """A ``ModelClient`` around plain (async) functions: for tests and local tools."""
-
-    def __init__(
-        self,
-        score: Callable[[list[dict[str, Any]]], Awaitable[ScoreReply]],
-        info: Callable[[], Awaitable[dict[str, Any]]] | None = None,
-        ready: Callable[[], Awaitable[dict[str, Any]]] | None = None,
-    ) -> None:
-        self._score, self._info, self._ready = score, info, ready
-
-    async def score(self, rows: list[dict[str, Any]]) -> ScoreReply:
-        return await self._score(rows)
-
-    async def info(self) -> dict[str, Any]:
-        return await self._info() if self._info else {}
-
-    async def ready(self) -> dict[str, Any]:
-        return await self._ready() if self._ready else {}
-
-
-@dataclass
-class ScoringService:
-    """Everything one ingress replica needs; ``create_api`` turns it into routes."""
-
-    contract: Contract
-    keyring: KeyRing
-    model: ModelClient
-    parser: RequestParser
-    max_body_bytes: int
-    request_timeout_s: float
-    overload_status: int = 503
-    retry_after_s: int = 1
-    prediction_log: PredictionLog | None = None
-    registry: ModelRegistry | None = None
-    docs_public: bool = False
-    ready_timeout_s: float = 2.0
-    # Registry reads (a filesystem that may hang) get threads of their own: a stuck read
-    # then fails its requests after the timeout without starving asyncio's default pool.
-    registry_pool: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="sluice-registry"))
-
-    @property
-    def retry_headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after_s)}
-
-    async def read_body(self, request: Request) -> bytes:
-        limit = self.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None:
-            if not declared.isdigit():
-                raise RequestRejected(400, f"bad Content-Length header {declared!r}")
-            if int(declared) > limit:
-                raise RequestRejected(413, f"body of {declared} bytes is over the limit of "
-                                           f"{limit} bytes")  # fmt: skip
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise RequestRejected(413, f"body is over the limit of {limit} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    async def score(self, rows: list[dict[str, Any]]) -> ScoreReply:
-        return await self._bounded(self.model.score(rows), "scoring")
-
-    async def info(self) -> dict[str, Any]:
-        return await self._bounded(self.model.info(), "asking the model")
-
-    async def manifest(self) -> Any:
-        """The registry's manifest of the contract's model, read within the request timeout."""
-        assert self.registry is not None
-        read = asyncio.get_running_loop().run_in_executor(
-            self.registry_pool, self.registry.manifest, self.contract.model.name)  # fmt: skip
-        return await self._bounded(read, "reading the model registry")
-
-    async def readiness(self) -> dict[str, bool]:
-        """Each readiness check: the model is loaded (a replica answers), Cassandra answers."""
-        try:
-            got = await asyncio.wait_for(self.model.ready(), self.ready_timeout_s)
-        except Exception as exc:  # noqa: BLE001 - any failure to answer in time: not ready
-            log.warning("not ready: the model did not answer within %g s: %r",
-                        self.ready_timeout_s, exc)  # fmt: skip
-            return {"model": False, "cassandra": False}
-        return {"model": bool(got.get("model")), "cassandra": got.get("cassandra") is True}
-
-    async def _bounded(self, call: Awaitable[Any], what: str) -> Any:
-        try:
-            return await asyncio.wait_for(call, self.request_timeout_s)
-        except TimeoutError:
-            raise ScoringTimeout(
-                f"{what} took longer than {self.request_timeout_s:g} s; retry later"
-            ) from None
 
 
 def _request_id(request: Request) -> str:

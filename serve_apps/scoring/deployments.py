@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from serve_apps.scoring.api import Overloaded, ScoringService, create_api
+from serve_apps.scoring.api import create_api
 from serve_apps.scoring.auth import KeyRing
 from serve_apps.scoring.batch import BatchScorer
 from serve_apps.scoring.prediction_log import (
@@ -38,6 +38,7 @@ from serve_apps.scoring.prediction_log import (
     PredictionLog,
 )
 from serve_apps.scoring.schemas import RequestParser, ScoreReply
+from serve_apps.scoring.service import Overloaded, ScoringService
 from sluice import metrics
 from sluice.config import CassandraConfig, PlatformConfig
 from sluice.contract import Contract

@@ -11,16 +11,11 @@ import pyarrow as pa
 import pytest
 from serve_testkit import json_rows
 
-from serve_apps.scoring.api import (
-    FunctionModelClient,
-    Overloaded,
-    ScoringService,
-    create_api,
-    status_for,
-)
+from serve_apps.scoring.api import create_api, status_for
 from serve_apps.scoring.auth import KeyRing, hash_key
 from serve_apps.scoring.prediction_log import FunctionWriter, LogOptions, PredictionLog
 from serve_apps.scoring.schemas import ErrorReply, RejectedRow, RequestParser, RowScore, ScoreReply
+from serve_apps.scoring.service import FunctionModelClient, Overloaded, ScoringService
 from sluice.contract import load_contract
 from sluice.errors import (
     ConfigError,
