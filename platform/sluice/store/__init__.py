@@ -20,6 +20,7 @@ from typing import Any
 
 from sluice.store._checkpoints import CheckpointStore
 from sluice.store._features import CassandraFeatureStore, feature_ttl_s
+from sluice.store._retry import is_transient
 from sluice.store._rows import QUARANTINE_COLUMNS, prediction_rows, quarantine_rows
 from sluice.store._schema import (
     CHECKPOINTS_TABLE,
@@ -44,7 +45,7 @@ from sluice.store._session import (
     session_for,
 )
 from sluice.store._types import arrow_to_cql, check_compatible, to_python
-from sluice.store._writer import CassandraWriter, WriteOptions, is_transient
+from sluice.store._writer import CassandraWriter, WriteOptions
 
 __all__ = [
     "CHECKPOINTS_TABLE",

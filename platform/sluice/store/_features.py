@@ -31,10 +31,11 @@ from sluice.config import CassandraConfig, ConsistencyLevel
 from sluice.contract import Contract
 from sluice.errors import ConfigError, StoreUnavailable
 from sluice.features import STORE_SCHEMA, AggregateSpec
+from sluice.store._retry import run_with_retries
 from sluice.store._schema import feature_events_table
 from sluice.store._session import TUPLES, consistency, session_for
 from sluice.store._types import timestamp_micros
-from sluice.store._writer import CassandraWriter, WriteOptions, run_with_retries
+from sluice.store._writer import CassandraWriter, WriteOptions
 
 __all__ = ["CassandraFeatureStore", "feature_ttl_s"]
 
