@@ -15,11 +15,8 @@ parseable and a version directory that exists is never overwritten.
 
 from __future__ import annotations
 
-import fcntl
-import os
 import re
 import threading
-import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -34,8 +31,9 @@ import torch
 from pydantic import ValidationError
 
 from sluice.config import PlatformConfig, load_platform_config
-from sluice.errors import ConfigError, ModelNotFound, StoreUnavailable
+from sluice.errors import ConfigError, ModelNotFound
 from sluice.models import _artifact as art
+from sluice.models._lock import writer_lock
 from sluice.models._manifest import (
     CHALLENGER,
     CHAMPION,
@@ -63,8 +61,6 @@ REGISTRATION_FILE = "registration.json"
 # are immutable, so (root, name, version, device) identifies the weights.
 _LOADED: dict[tuple[str, str, int, str], LoadedModel] = {}
 _LOADED_LOCK = threading.Lock()
-_THREAD_LOCKS: dict[str, threading.Lock] = {}
-_THREAD_LOCKS_GUARD = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -392,40 +388,6 @@ class ModelRegistry:
     def _writer(self, name: str) -> Iterator[None]:
         model_dir = self._model_dir(name)
         self._fs.create_dir(model_dir, recursive=True)
-        key = f"{self._fs.type_name}:{model_dir}"
-        with _THREAD_LOCKS_GUARD:
-            thread_lock = _THREAD_LOCKS.setdefault(key, threading.Lock())
-        if not thread_lock.acquire(timeout=self._lock_timeout_s):
-            raise StoreUnavailable(f"{model_dir}: writer lock busy for {self._lock_timeout_s}s")
-        try:
-            if not self._local:
-                yield
-                return
-            with _flock(f"{model_dir}/.lock", self._lock_timeout_s):
-                yield
-        finally:
-            thread_lock.release()
-
-
-@contextmanager
-def _flock(path: str, timeout_s: float) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise StoreUnavailable(
-                        f"{path}: another writer has held the registry lock for {timeout_s}s; "
-                        "retry later"
-                    ) from None
-                time.sleep(0.005)
-        try:
+        with writer_lock(f"{self._fs.type_name}:{model_dir}", f"{model_dir}/.lock",
+                         self._local, self._lock_timeout_s):  # fmt: skip
             yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
