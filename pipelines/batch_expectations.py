@@ -125,7 +125,7 @@ def table_results(suite: Suite, totals: Totals, *, duplicated_rows: int, keyed_r
     """
     out = []
     for exp in suite.expectations:
-        kw = resolve_params(exp, params, suite.source) if exp.parameters else dict(exp.kwargs)
+        kw = resolve_params(exp, params, suite.source)
         if exp.type.startswith("expect_table_row_count"):
             out.append(_row_count(exp, kw, totals.rows))
             continue

@@ -123,7 +123,7 @@ def validate_compiled(
                 success = (n - len(rows)) / n >= exp.kwargs["mostly"]
                 append(ExpectationOutcome(exp, success, rows))
         else:
-            kwargs = resolve_params(exp, params, suite.source) if exp.parameters else exp.kwargs
+            kwargs = resolve_params(exp, params, suite.source)
             if exp.type == "expect_column_to_exist":
                 kwargs = {**kwargs, "_columns": table.schema.names}
             try:

@@ -65,7 +65,7 @@ class _GXRuntime:
             return cached
         expectations = []
         for exp in suite.expectations:
-            kwargs = resolve_params(exp, params, suite.source) if exp.parameters else exp.kwargs
+            kwargs = resolve_params(exp, params, suite.source)
             config = self._configuration(
                 type=exp.type, kwargs=dict(kwargs), meta={**exp.meta, _INDEX_KEY: exp.index}
             )

@@ -373,8 +373,11 @@ def check_bound_order(lo: Any, hi: Any, where: str) -> None:
 
 def resolve_params(
     expectation: Expectation, params: Mapping[str, Any], suite_source: str
-) -> dict[str, Any]:
-    """The expectation's kwargs with suite parameters substituted and GX-coerced."""
+) -> Mapping[str, Any]:
+    """The expectation's kwargs with suite parameters substituted and GX-coerced (its
+    kwargs as they are when it names no parameter: checked once, at load)."""
+    if not expectation.parameters:
+        return expectation.kwargs
     raw = dict(expectation.kwargs)
     plain_datetimes = True
     for key, value in expectation.kwargs.items():
