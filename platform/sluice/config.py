@@ -187,17 +187,16 @@ class CassandraConfig(Frozen):
                 )
             local_rf, factors = r.datacenters[self.local_datacenter], list(r.datacenters.values())
             where = f"replication factor {local_rf} in {self.local_datacenter}"
-        for name in ("read_consistency", "write_consistency"):
-            need = getattr(self, name).replicas(local_rf, factors)[1]
+        levels = {"read_consistency": self.read_consistency,
+                  "write_consistency": self.write_consistency}  # fmt: skip
+        counts = {name: level.replicas(local_rf, factors) for name, level in levels.items()}
+        for name, (_, need) in counts.items():
             if need > sum(factors):
                 raise ValueError(
-                    f"{name} {getattr(self, name)} needs {need} replicas; the keyspace keeps "
+                    f"{name} {levels[name]} needs {need} replicas; the keyspace keeps "
                     f"{sum(factors)} (replication); every request at it would fail"
                 )
-        (r_local, r_all), (w_local, w_all) = (
-            level.replicas(local_rf, factors)
-            for level in (self.read_consistency, self.write_consistency)
-        )
+        (r_local, r_all), (w_local, w_all) = counts.values()
         if r_local + w_local <= local_rf and r_all + w_all <= sum(factors):
             raise ValueError(
                 f"read_consistency {self.read_consistency} (R = {r_local}) and "
