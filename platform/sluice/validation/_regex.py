@@ -62,6 +62,7 @@ _END_ANCHOR = re.compile(r"(?<!\\)((?:\\\\)*)\\Z")
 _OPEN_COUNT = re.compile(r"(?<!\\)(?:\\\\)*\{,")
 
 
+@lru_cache(maxsize=256)  # a parameterized regex is checked on every call
 def portability_problem(pattern: str) -> str | None:
     """Why ``pattern`` reads differently in Python ``re`` and in RE2, or None.
 
