@@ -251,17 +251,19 @@ def descendants(pid: int) -> list[int]:
 def stop_descendants(grace_s: float = 10.0) -> None:
     """SIGTERM every process below this one, SIGKILL what outlives ``grace_s``, reap them."""
     me = os.getpid()
+    left = descendants(me)
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
-        for pid in descendants(me):
+        for pid in left:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
         deadline = time.monotonic() + wait_s
         while True:
             _reap()
-            if not descendants(me) or time.monotonic() > deadline:
+            left = descendants(me)
+            if not left or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
-        if not descendants(me):
+        if not left:
             return
 
 
