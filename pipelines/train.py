@@ -1,9 +1,17 @@
 """Train the contract's model and register it: `python -m pipelines.train [--rows N --seed S]`.
 
 generate (sluice.datagen, seeded) -> features (events recorded into an
-InMemoryFeatureStore, then computed point-in-time) -> MLP -> holdout AUC ->
-register a new version -> `champion` if it beats the current champion on the
-same holdout, else `challenger`.
+InMemoryFeatureStore, then computed point-in-time) -> the contract's trainer
+(`trainer:` in the contract, or `--trainer module:function`; the built-in MLP
+exported to ONNX by default) -> holdout AUC of the exported artifact, through the
+runtime that will serve it -> register a new version -> `champion` if it beats
+the current champion on the same holdout, else `challenger`.
+
+A team brings its own model by naming its own trainer: a function
+`(data: TrainingData, config: TrainConfig) -> Candidate` that fits on
+`data.x_train` / `data.y_train` (the contract's features, bit-identical to what
+scoring computes) and returns the model file in a registrable format
+(`pipelines.train_gbm` is one, for LightGBM).
 
 `train_on(table, ...)` (`--labels PATH`: a Parquet file of the contract's input
 columns and label) does the same on given labelled rows instead of generated
@@ -18,9 +26,10 @@ order; one intra-op thread by default, so float sums happen in one order).
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -33,6 +42,8 @@ from sluice.contract import Contract, load_contract
 from sluice.datagen import generate_dataset
 from sluice.errors import ConfigError, ModelNotFound, SluiceError, ValidationFailed
 from sluice.features import (
+    FeatureMatrix,
+    FeatureStats,
     InMemoryFeatureStore,
     compute_features,
     fit_stats,
@@ -42,15 +53,27 @@ from sluice.features import (
 from sluice.models import (
     MLP,
     MLPConfig,
+    ModelFormat,
     ModelMeta,
+    ModelOutput,
     ModelRegistry,
-    predict_scores,
+    check_artifact,
+    export_module,
     roc_auc,
     save_artifact,
     table_fingerprint,
 )
 
-__all__ = ["TrainConfig", "TrainResult", "main", "train", "train_on"]
+__all__ = [
+    "Candidate",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingData",
+    "fit_mlp_candidate",
+    "main",
+    "train",
+    "train_on",
+]
 
 
 class TrainConfig(BaseModel):
@@ -68,6 +91,34 @@ class TrainConfig(BaseModel):
     hidden_dims: tuple[int, ...] = Field((64, 32), min_length=1)
     holdout_fraction: float = Field(0.2, gt=0, lt=1, description="Latest rows kept for the AUC.")
     threads: int = Field(1, ge=1, description="torch intra-op threads while training.")
+    trainer: str | None = Field(None, description="module:function; default: the contract's.")
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What a trainer fits on: the contract's features of the training rows (and of the
+    holdout, for its own early stopping if it wants), in `feature_names` order."""
+
+    contract: Contract
+    feature_names: tuple[str, ...]
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_holdout: np.ndarray
+    y_holdout: np.ndarray
+    stats: FeatureStats
+    train_matrix: FeatureMatrix
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A trainer's answer: the model file, its format and how its output is the score."""
+
+    model: bytes
+    format: ModelFormat
+    output: ModelOutput
+    architecture: dict[str, str | int | float | bool | list[str | int | float | bool]]
+    metrics: dict[str, float]
+    trusted: bool = False
 
 
 @dataclass(frozen=True)
@@ -122,6 +173,33 @@ def fit_mlp(
     return net, loss_sum
 
 
+def fit_mlp_candidate(data: TrainingData, config: TrainConfig) -> Candidate:
+    """The built-in trainer: the MLP, exported to ONNX (its output is one logit per row)."""
+    architecture = MLPConfig(input_dim=len(data.feature_names), hidden_dims=config.hidden_dims)
+    with _torch_threads(config.threads):
+        net, last_loss = fit_mlp(data.x_train, data.y_train, config, architecture)
+        model = export_module(net, len(data.feature_names), "onnx")
+    return Candidate(
+        model=model,
+        format="onnx",
+        output=ModelOutput(link="logit"),
+        architecture={"family": "mlp", "hidden_dims": list(architecture.hidden_dims)},
+        metrics={"train_loss": last_loss},
+    )
+
+
+def load_trainer(ref: str) -> Callable[[TrainingData, TrainConfig], Candidate]:
+    """The function a `module:function` reference names (the contract's `trainer`)."""
+    module_name, _, func = ref.partition(":")
+    try:
+        trainer = getattr(importlib.import_module(module_name), func)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"trainer {ref!r}: cannot import it: {exc}") from exc
+    if not callable(trainer):
+        raise ConfigError(f"trainer {ref!r} is not a function")
+    return trainer
+
+
 def _labels(table: pa.Table, contract: Contract) -> np.ndarray:
     if contract.label_column is None:
         raise ConfigError(f"contract {contract.name!r} has no label_column: cannot train")
@@ -151,6 +229,16 @@ def _champion_auc(
         return champion.version, None, "champion was trained on another feature spec"
     matrix = compute_features(holdout, spec, champion.meta.feature_stats, store)
     return champion.version, roc_auc(y, champion.predict(matrix.values)), "compared"
+
+
+def _score_candidate(model: bytes, meta: ModelMeta, matrix: np.ndarray) -> np.ndarray:
+    from sluice.models import LoadedModel
+    from sluice.models._runtime import open_runner
+
+    check_artifact(model, meta, "candidate")
+    runner = open_runner(model, meta.format, device="cpu", trusted=meta.trusted,
+                         where="candidate")  # fmt: skip
+    return LoadedModel("candidate", 0, meta, runner).predict(matrix)
 
 
 def train(config: TrainConfig, registry: ModelRegistry) -> TrainResult:
@@ -215,36 +303,45 @@ def _fit_and_register(
     x_train = compute_features(train_table, spec, stats, store)
     x_holdout = compute_features(holdout, spec, stats, store)
 
-    architecture = MLPConfig(input_dim=len(x_train.names), hidden_dims=config.hidden_dims)
-    with _torch_threads(config.threads):
-        net, last_loss = fit_mlp(x_train.values, y_train, config, architecture)
-        scores = predict_scores(net, x_holdout.values, torch.device("cpu"))
-    auc = roc_auc(y_holdout, scores)
-    previous, champion_auc, why = _champion_auc(registry, name, contract, holdout, store, y_holdout)
-
+    data = TrainingData(contract, x_train.names, x_train.values, y_train, x_holdout.values,
+                        y_holdout, stats, x_train)  # fmt: skip
+    trainer_ref = config.trainer or contract.trainer
+    candidate = load_trainer(trainer_ref)(data, config)
+    if not isinstance(candidate, Candidate):
+        raise ConfigError(f"trainer {trainer_ref!r} returned {type(candidate).__name__}, "
+                          "not a pipelines.train.Candidate")  # fmt: skip
     meta = ModelMeta(
         contract=contract.name,
-        architecture=architecture,
+        format=candidate.format,
+        output=candidate.output,
+        trusted=candidate.trusted,
+        architecture=candidate.architecture,
         feature_names=x_train.names,
         feature_spec_hash=spec.spec_hash(),
         feature_stats=stats,
         reference=reference_statistics(x_train),
-        metrics={
-            "holdout_auc": auc,
-            "train_loss": last_loss,
-            "holdout_fraud_rate": float(y_holdout.mean()),
-            # The gate's evidence: the champion it was judged against, on the same rows.
-            **({} if champion_auc is None else {"champion_holdout_auc": champion_auc}),
-        },
+        metrics={},
         data_fingerprint=table_fingerprint(table),
         train_params={
-            **{k: str(v) if isinstance(v, tuple) else v for k, v in config},
+            **{k: str(v) if isinstance(v, tuple) else v for k, v in config if v is not None},
+            "trainer": trainer_ref,
             "train_rows": train_table.num_rows,
             "holdout_rows": holdout.num_rows,
             **extra_params,
         },
     )
-    version = registry.register(name, net, meta)
+    # The AUC of the artifact as it will be served: the checked file, through its runtime.
+    scores = _score_candidate(candidate.model, meta, x_holdout.values)
+    auc = roc_auc(y_holdout, scores)
+    previous, champion_auc, why = _champion_auc(registry, name, contract, holdout, store, y_holdout)
+    meta = meta.model_copy(update={"metrics": {
+        "holdout_auc": auc,
+        **candidate.metrics,
+        "holdout_fraud_rate": float(y_holdout.mean()),
+        # The gate's evidence: the champion it was judged against, on the same rows.
+        **({} if champion_auc is None else {"champion_holdout_auc": champion_auc}),
+    }})  # fmt: skip
+    version = registry.register(name, candidate.model, meta)
     wins = previous is None or (champion_auc is not None and auc > champion_auc)
     alias = "champion" if wins else "challenger"
     registry.promote(name, version, alias=alias)
@@ -271,6 +368,8 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--registry", default=None, help="registry root URI (default: config)")
+    parser.add_argument("--trainer", default=None, metavar="MODULE:FUNCTION",
+                        help="trainer to run (default: the contract's `trainer`)")
     parser.add_argument(
         "--labels",
         default=None,
@@ -291,6 +390,7 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
         seed=args.seed,
         epochs=args.epochs,
         threads=args.threads,
+        trainer=args.trainer,
     )
     registry = ModelRegistry(args.registry) if args.registry else ModelRegistry.from_config()
     if args.labels:
@@ -307,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
         result = train(config, registry)
     if args.save_artifact:
         artifact = registry.load_artifact(f"{result.name}/{result.version}")
-        saved = save_artifact(args.save_artifact, artifact.state_dict, artifact.meta)
+        saved = save_artifact(args.save_artifact, artifact.data, artifact.meta)
         print(f"artifact       {saved}")
     champion = "-" if result.champion_auc is None else f"{result.champion_auc:.4f}"
     print(f"model          {result.name}/{result.version} -> {result.name}@{result.alias}")
@@ -319,4 +419,8 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the importable module's main, so a trainer imported from pipelines.train (the
+    # contract's) returns the same Candidate class this run checks for.
+    from pipelines.train import main as _main
+
+    _main()

@@ -176,6 +176,12 @@ class Contract(_Frozen):
     output: OutputSpec
     device: Device = Device.AUTO
     drift: DriftSpec = DriftSpec()
+    trainer: str = Field(
+        "pipelines.train:fit_mlp_candidate",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$",
+        description="module:function that trains a candidate model (`pipelines.train` and "
+        "`sluice drift --retrain` call it; it returns a `pipelines.train.Candidate`).",
+    )
 
     @field_validator("input_schema")
     @classmethod

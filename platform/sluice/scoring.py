@@ -143,7 +143,7 @@ class Scorer:
         engine: Engine = "compiled",
         *,
         model_ref: str | None = None,
-        batch_rows: int = 1024,
+        batch_rows: int = 4096,
         record_events: bool = True,
     ) -> None:
         if engine not in ("compiled", "gx"):
@@ -159,7 +159,7 @@ class Scorer:
         self.model_ref = model_ref or str(contract.model)
         self.suite = load_suite(contract.resolved_suite_path)
         self.device = select_device(contract.device.value)
-        if contract.device.value == "cuda" and self.device.type != "cuda":
+        if contract.device.value == "cuda" and self.device != "cuda":
             log.warning(
                 "contract %s asks for CUDA but none is visible: scoring on CPU", contract.name
             )

@@ -26,7 +26,7 @@ def pinned_env(own_keyspace, ray_session):
     registry = ModelRegistry.from_config(cfg)
     assert registry.resolve("fraud@champion") == ("fraud", 1)
     artifact = registry.load_artifact("fraud/1")
-    second = registry.register("fraud", artifact.state_dict, artifact.meta)  # same spec
+    second = registry.register("fraud", artifact.data, artifact.meta)  # same spec
     return cfg, registry, second, session_for(cfg.cassandra)
 
 

@@ -121,20 +121,97 @@ def list_(
 @app.command()
 def register(
     name: str = typer.Argument(..., help="Model name, e.g. fraud."),
-    path: str = typer.Argument(..., help="Saved artifact directory (model.pt + meta.json)."),
+    path: str = typer.Argument(
+        ..., help="An artifact directory (model.onnx, model.pt2 or model.ts + meta.json), or a "
+        "model file with --meta.",
+    ),
+    meta_path: str | None = typer.Option(
+        None, "--meta", help="meta.json for a model file (feature names, stats, reference)."
+    ),
+    fmt: str | None = typer.Option(
+        None, "--format", help="onnx, torch-export or torchscript (default: detected)."
+    ),
+    trusted: bool = typer.Option(
+        False, "--trusted", help="The artifact comes from a trusted source: allow formats that "
+        "run code when loaded (TorchScript, a .pt2 with pickled objects). Recorded.",
+    ),
+    link: str | None = typer.Option(
+        None, "--link", help="probability (the output is the score) or logit (sigmoid of it)."
+    ),
+    output_index: int | None = typer.Option(None, "--output-index", min=0,
+                                            help="Which model output is the score."),
+    output_column: int | None = typer.Option(None, "--output-column", min=0,
+                                             help="Column of a (rows, k) output, e.g. 1."),
     alias: str | None = typer.Option(None, "--alias", help="Also point this alias at it."),
     contract: str | None = ContractOption,
     config: Path | None = ConfigOption,
     registry: str | None = RegistryOption,
 ) -> None:
-    """Register an artifact directory as a new immutable version."""
+    """Register a model artifact as a new immutable version.
+
+    The format is detected from the file's content (--format must agree); the model's
+    input and output are checked against the feature names in meta.json; a format that
+    runs code when loaded needs --trusted. A refused artifact leaves nothing registered.
+    """
+    from sluice.cli._paths import user_path
+    from sluice.models import ModelOutput, detect_format
+    from sluice.models._artifact import META_FILE, model_bytes, parse_meta
+
     reg = _registry(config, registry)
-    version = _run(lambda: reg.register_artifact(name, path))
-    typer.echo(f"registered {name}/{version}")
+    source = Path(user_path(path))
+    if not source.exists():
+        typer.echo(f"error: {path}: no such model file or artifact directory", err=True)
+        raise typer.Exit(1)
+    if source.is_dir():
+        if meta_path:
+            raise typer.BadParameter("--meta is for a model file, not a directory", "--meta")
+        meta_file, model_path = source / META_FILE, _model_file_in(source)
+    elif meta_path:
+        meta_file, model_path = Path(user_path(meta_path)), source
+    else:
+        raise typer.BadParameter(f"{path} is a model file: give its --meta meta.json",
+                                 param_hint="--meta")  # fmt: skip
+    meta = _run(lambda: parse_meta(model_bytes(meta_file), str(meta_file)))
+    data = _run(lambda: model_bytes(model_path))
+    found = _run(lambda: detect_format(data, str(model_path), declared=fmt))
+    # Trust is what the person registering says now, never what a meta.json claims.
+    meta = meta.model_copy(update={"format": found, "trusted": trusted})
+    if link is not None or output_index is not None or output_column is not None:
+        output = meta.output.model_dump()
+        output.update({k: v for k, v in (("link", link), ("index", output_index),
+                                          ("column", output_column)) if v is not None})  # fmt: skip
+        meta = meta.model_copy(update={"output": _run(lambda: _output(ModelOutput, output))})
+    version = _run(lambda: reg.register(name, data, meta))
+    trust = "  (trusted source)" if meta.trusted else ""
+    typer.echo(f"registered {name}/{version}  format {meta.format}{trust}")
     if alias:  # the same check as `promote`: the alias moves only to a version that fits
         spec = _contract_of(_run(lambda: reg.manifest(name)), version, contract)
         _run(lambda: reg.promote(name, version, alias=alias, contract=spec))
         typer.echo(f"{name}@{alias} -> {version}")
+
+
+def _model_file_in(directory: Path) -> Path:
+    """The one model file of an artifact directory (model.onnx, model.pt2 or model.ts)."""
+    from sluice.models import FORMATS
+
+    found = [directory / i.file for i in FORMATS.values() if (directory / i.file).is_file()]
+    if len(found) != 1:
+        names = ", ".join(i.file for i in FORMATS.values())
+        typer.echo(f"error: {directory}: expected exactly one model file ({names}), found "
+                   f"{[f.name for f in found] or 'none'}", err=True)  # fmt: skip
+        raise typer.Exit(1)
+    return found[0]
+
+
+def _output(cls: type[T], values: dict[str, object]) -> T:
+    from pydantic import ValidationError
+
+    from sluice.errors import ConfigError
+
+    try:
+        return cls.model_validate(values)  # type: ignore[attr-defined]
+    except ValidationError as exc:
+        raise ConfigError(f"bad score output {values}: {exc}") from None
 
 
 @app.command()
@@ -214,10 +291,16 @@ def show(
     typer.echo(f"registered    {rec.registered_at.isoformat()}")
     typer.echo(f"contract      {meta.contract}")
     typer.echo(f"metrics       {_metrics(meta.metrics)}")
-    typer.echo(f"architecture  {meta.architecture.model_dump()}")
+    trust = "trusted source (may run code when loaded)" if meta.trusted else "untrusted-safe"
+    typer.echo(f"format        {meta.format}  {trust}")
+    out = meta.output
+    column = "" if out.column is None else f", column {out.column}"
+    typer.echo(f"score output  #{out.index}{column}, link {out.link}")
+    arch = ", ".join(f"{k}={v}" for k, v in meta.architecture.items()) or "-"
+    typer.echo(f"architecture  {arch}")
     typer.echo(f"feature spec  {meta.feature_spec_hash}")
     typer.echo(f"training data {meta.data_fingerprint}")
-    typer.echo(f"weights       {rec.model_sha256}")
+    typer.echo(f"model file    {rec.model_sha256}")
     if meta.train_params:
         params = ", ".join(f"{k}={v}" for k, v in sorted(meta.train_params.items()))
         typer.echo(f"train params  {params}")

@@ -7,18 +7,21 @@
     model = registry.load("fraud@champion")           # cached per (name, version, device)
     scores = model.predict(feature_matrix)
 
-A version holds the weights (a plain state_dict, loaded with
-`torch.load(weights_only=True)`), the architecture, the feature spec hash,
-training metrics, a fingerprint of the training data, the feature stats used
-to standardize inputs and a reference distribution of every feature (for
-drift detection). Missing names, versions and aliases raise
-`sluice.errors.ModelNotFound` naming them.
+A version holds the model file in one of three formats (ONNX, torch.export,
+TorchScript: `_formats`), run by its own runtime (`_runtime`), and its metadata:
+the format, which output is the score, whether it came from a trusted source,
+the feature spec hash, training metrics, a fingerprint of the training data,
+the feature stats used to compute its inputs and a reference distribution of
+every feature (for drift detection). Registration checks the artifact's
+format, safety and signature against the feature names; nothing half-registered
+remains. Missing names, versions and aliases raise `sluice.errors.ModelNotFound`.
 """
 
-from sluice.models._artifact import ModelArtifact, load_artifact, save_artifact
+from sluice.models._artifact import ModelArtifact, check_artifact, load_artifact, save_artifact
+from sluice.models._formats import FORMATS, ModelFormat, detect_format
 from sluice.models._manifest import AliasEvent, Manifest, ModelRef, VersionRecord, parse_model_ref
-from sluice.models._meta import ModelMeta, roc_auc, table_fingerprint
-from sluice.models._net import MLP, MLPConfig, exact_logits, predict_scores, select_device
+from sluice.models._meta import ModelMeta, ModelOutput, roc_auc, table_fingerprint
+from sluice.models._net import MLP, MLPConfig, export_module
 from sluice.models._registry import (
     LoadedModel,
     ModelRegistry,
@@ -26,25 +29,31 @@ from sluice.models._registry import (
     VersionInfo,
     check_feature_spec,
 )
+from sluice.models._runtime import SCORE_TOLERANCE, select_device
 
 __all__ = [
-    "check_feature_spec",
+    "FORMATS",
     "MLP",
+    "SCORE_TOLERANCE",
     "AliasEvent",
     "LoadedModel",
     "MLPConfig",
     "Manifest",
     "ModelArtifact",
+    "ModelFormat",
     "ModelMeta",
+    "ModelOutput",
     "ModelRef",
     "ModelRegistry",
     "ModelSummary",
     "VersionInfo",
     "VersionRecord",
-    "exact_logits",
+    "check_artifact",
+    "check_feature_spec",
+    "detect_format",
+    "export_module",
     "load_artifact",
     "parse_model_ref",
-    "predict_scores",
     "roc_auc",
     "save_artifact",
     "select_device",

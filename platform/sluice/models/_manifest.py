@@ -4,7 +4,7 @@ Layout of a registry root (any pyarrow filesystem)::
 
     <root>/<name>/manifest.json          this document (replaced atomically)
     <root>/<name>/.lock                  writer lock (local filesystems)
-    <root>/<name>/versions/000001/       model.pt, meta.json, registration.json
+    <root>/<name>/versions/000001/       model.onnx (or .pt2/.ts), meta.json, registration.json
 
 Versions are append-only; only `aliases`, `alias_history` and `events` change
 after a version is registered.
@@ -84,6 +84,8 @@ class VersionRecord(_Frozen):
     version: int = Field(..., ge=1)
     registered_at: datetime
     contract: str
+    format: str = Field(..., description="Artifact format: onnx, torch-export, torchscript.")
+    trusted: bool = Field(False, description="Registered as from a trusted source.")
     metrics: dict[str, float]
     feature_spec_hash: str
     data_fingerprint: str

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -18,9 +18,25 @@ import pyarrow.ipc as ipc
 from pydantic import BaseModel, ConfigDict, Field
 
 from sluice.features import FeatureStats, ReferenceStatistics
-from sluice.models._net import MLPConfig
+from sluice.models._formats import ModelFormat
 
-__all__ = ["ModelMeta", "roc_auc", "table_fingerprint"]
+__all__ = ["ModelMeta", "ModelOutput", "roc_auc", "table_fingerprint"]
+
+JsonScalar = str | int | float | bool
+
+
+class ModelOutput(BaseModel):
+    """Which output of the model is the score, and how it maps to a probability."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    index: int = Field(0, ge=0, description="Output number (a classifier's probabilities: 1).")
+    column: int | None = Field(
+        None, ge=0, description="Column of a (rows, k) output, e.g. 1: the positive class."
+    )
+    link: Literal["probability", "logit"] = Field(
+        "probability", description="probability: the output is the score; logit: sigmoid of it."
+    )
 
 
 class ModelMeta(BaseModel):
@@ -29,7 +45,14 @@ class ModelMeta(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     contract: str = Field(..., min_length=1, description="Contract the model was trained for.")
-    architecture: MLPConfig
+    format: ModelFormat = Field(..., description="Artifact format (sluice.models._formats).")
+    output: ModelOutput = Field(default_factory=ModelOutput)
+    trusted: bool = Field(
+        False, description="Registered from a trusted source: may run code when loaded."
+    )
+    architecture: dict[str, JsonScalar | list[JsonScalar]] = Field(
+        default_factory=dict, description="What the model is, for people (family, sizes)."
+    )
     feature_names: tuple[str, ...] = Field(..., min_length=1)
     feature_spec_hash: str = Field(..., min_length=1, description="FeatureSpec.spec_hash().")
     feature_stats: FeatureStats = Field(
@@ -44,11 +67,6 @@ class ModelMeta(BaseModel):
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
     def model_post_init(self, __context: Any) -> None:
-        if len(self.feature_names) != self.architecture.input_dim:
-            raise ValueError(
-                f"feature_names has {len(self.feature_names)} names but "
-                f"architecture.input_dim is {self.architecture.input_dim}"
-            )
         missing = set(self.feature_names) - set(self.reference.features)
         if missing:
             raise ValueError(f"reference is missing features {sorted(missing)}")

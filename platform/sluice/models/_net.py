@@ -1,18 +1,22 @@
-"""The scoring network: a small MLP over the contract's feature matrix.
+"""The built-in scoring network (a small MLP over the feature matrix) and torch exporters.
 
-The architecture is described by a frozen, JSON-serializable `MLPConfig` so a
-registry version can rebuild the module from metadata and then load a plain
-`state_dict` into it: no pickled Python objects ever cross the registry.
+`pipelines.train` fits an `MLP` and registers it through `export_module`, like any
+team's torch model: as an ONNX graph (the default), a torch.export program or a
+TorchScript archive. The registry never holds the module itself, so there is one
+runtime path for every model (`sluice.models._runtime`).
 """
 
 from __future__ import annotations
+
+import io
+import warnings
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-__all__ = ["MLP", "MLPConfig", "exact_logits", "predict_scores", "select_device"]
+__all__ = ["MLP", "MLPConfig", "export_module"]
 
 
 class MLPConfig(BaseModel):
@@ -72,68 +76,26 @@ class MLP(nn.Module):
         return self.layers(z).squeeze(-1)
 
 
-def select_device(preference: str = "auto") -> torch.device:
-    """CUDA when present and allowed (`auto` or `cuda`), otherwise the CPU fallback.
-
-    A contract asking for `cuda` on a host without a GPU still scores (on CPU):
-    the design requires every GPU path to have a CPU fallback.
-    """
-    if preference not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda, got {preference!r}")
-    if preference != "cpu" and torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-def exact_logits(module: MLP, x: torch.Tensor) -> torch.Tensor:
-    """The MLP's logits as a fixed sequence of elementwise IEEE operations.
-
-    A GEMM kernel picks its blocking, and so its summation order, from the batch
-    shape: a row's logit from `module(x)` can change in the last bits with the
-    batch it arrives in. Here every output is `sum_k x_k * w_k` accumulated in k
-    order with separate multiply and add ops, then `+ bias`; each op is exactly
-    rounded on every backend, so a row gets the same logit alone or in any
-    batch, on CPU or CUDA (the design requires the same score on every path).
-    It costs a few ms per 1024 rows on one core for the network sizes used here.
-    """
-    z = (x - module.input_mean) / module.input_std
-    z = torch.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0)
-    for layer in module.layers:
-        if isinstance(layer, nn.Linear):
-            w = layer.weight.t()
-            acc = z[:, 0:1] * w[0]
-            for k in range(1, w.shape[0]):
-                acc = acc + z[:, k : k + 1] * w[k]
-            z = acc + layer.bias
-        elif isinstance(layer, nn.ReLU):
-            z = torch.relu(z)
-        elif not isinstance(layer, nn.Dropout):  # dropout is the identity at inference
-            raise TypeError(f"exact_logits does not support layer {layer!r}")
-    return z.squeeze(-1)
-
-
-def predict_scores(
-    module: MLP, matrix: np.ndarray, device: torch.device, batch_rows: int = 1024
-) -> np.ndarray:
-    """Fraud probabilities (float64) for a float32 feature matrix, in batches.
-
-    Batch-invariant (see `exact_logits`): the score of a row does not depend on
-    `batch_rows` or on the other rows. Runs under `torch.inference_mode`; the
-    sigmoid is taken in float64 NumPy on the host so it is the same whatever
-    device computed the logits.
-    """
-    if batch_rows <= 0:
-        raise ValueError(f"batch_rows must be > 0, got {batch_rows}")
-    rows = matrix.shape[0]
-    logits = np.empty(rows, dtype=np.float64)
-    if rows == 0:
-        return logits
-    features = torch.from_numpy(np.ascontiguousarray(matrix, dtype=np.float32))
-    module.eval()
-    with torch.inference_mode():
-        for start in range(0, rows, batch_rows):
-            batch = features[start : start + batch_rows].to(device, non_blocking=True)
-            out = exact_logits(module, batch)
-            logits[start : start + batch.shape[0]] = out.cpu().numpy()
-    # sigmoid(z) = exp(-log(1 + exp(-z))): no overflow for very negative logits.
-    return np.exp(-np.logaddexp(0.0, -logits))
+def export_module(module: nn.Module, n_features: int, fmt: str = "onnx") -> bytes:
+    """A torch module that maps a (batch, n_features) float32 matrix to one output per row,
+    saved in a registrable format with a dynamic batch dimension: `onnx` (torch.onnx's
+    exporter), `torch-export` (`torch.export.save`) or `torchscript` (`torch.jit.script`)."""
+    module = module.eval()
+    example = torch.zeros(4, n_features)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if fmt == "onnx":
+            torch.onnx.export(
+                module, (example,), buffer, input_names=["features"], output_names=["score"],
+                dynamic_axes={"features": {0: "batch"}, "score": {0: "batch"}}, dynamo=False,
+            )  # fmt: skip
+        elif fmt == "torch-export":
+            batch = torch.export.Dim("batch")
+            program = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
+            torch.export.save(program, buffer)
+        elif fmt == "torchscript":
+            torch.jit.save(torch.jit.script(module), buffer)
+        else:
+            raise ValueError(f"cannot export a torch module as {fmt!r}")
+    return buffer.getvalue()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow.fs as pafs
-import torch
 from pydantic import ValidationError
 
 from sluice.config import PlatformConfig, load_platform_config
 from sluice.errors import ConfigError, ModelNotFound
 from sluice.models import _artifact as art
+from sluice.models._formats import model_file
 from sluice.models._lock import writer_lock
 from sluice.models._manifest import (
     CHALLENGER,
@@ -45,7 +45,7 @@ from sluice.models._manifest import (
     parse_model_ref,
 )
 from sluice.models._meta import ModelMeta
-from sluice.models._net import MLP, predict_scores, select_device
+from sluice.models._runtime import Runner, open_runner, select_device, to_scores
 
 if TYPE_CHECKING:
     from sluice.contract import Contract
@@ -65,26 +65,48 @@ _LOADED_LOCK = threading.Lock()
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A version ready to predict: module in eval mode on its device, plus its metadata."""
+    """A version ready to predict: its runtime session on its device, plus its metadata."""
 
     name: str
     version: int
     meta: ModelMeta
-    module: MLP
-    device: torch.device
+    runner: Runner
 
     @property
     def ref(self) -> str:
         return f"{self.name}/{self.version}"
 
-    def predict(self, matrix: np.ndarray, batch_rows: int = 1024) -> np.ndarray:
-        """Fraud probabilities (float64) for a float32 matrix in `meta.feature_names` order."""
-        if matrix.ndim != 2 or matrix.shape[1] != self.meta.architecture.input_dim:
+    @property
+    def device(self) -> str:
+        return self.runner.device
+
+    def predict(self, matrix: np.ndarray, batch_rows: int = 4096) -> np.ndarray:
+        """Fraud probabilities (float64) for a float32 matrix in `meta.feature_names` order,
+        run in batches of at most `batch_rows` rows (bounds device memory)."""
+        width = len(self.meta.feature_names)
+        if matrix.ndim != 2 or matrix.shape[1] != width:
             raise ValueError(
-                f"{self.ref}: expected a (rows, {self.meta.architecture.input_dim}) matrix, "
-                f"got shape {matrix.shape}"
+                f"{self.ref}: expected a (rows, {width}) matrix, got shape {matrix.shape}"
             )
-        return predict_scores(self.module, matrix, self.device, batch_rows)
+        if batch_rows <= 0:
+            raise ValueError(f"batch_rows must be > 0, got {batch_rows}")
+        matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+        rows = matrix.shape[0]
+        if rows <= batch_rows:
+            return self._scores(matrix)
+        out = np.empty(rows, dtype=np.float64)
+        for start in range(0, rows, batch_rows):
+            out[start : start + batch_rows] = self._scores(matrix[start : start + batch_rows])
+        return out
+
+    def _scores(self, matrix: np.ndarray) -> np.ndarray:
+        if matrix.shape[0] == 0:
+            return np.empty(0, dtype=np.float64)
+        scores = to_scores(self.runner.run(matrix), self.meta.output, self.ref)
+        if not np.all(np.isfinite(scores)):
+            bad = int((~np.isfinite(scores)).sum())
+            raise ValueError(f"{self.ref}: the model returned {bad} non-finite score(s)")
+        return scores
 
 
 @dataclass(frozen=True)
@@ -197,43 +219,50 @@ class ModelRegistry:
         return VersionInfo(parsed.name, record, tuple(manifest.aliases_of(version)), meta)
 
     def load_artifact(self, ref: str | ModelRef) -> art.ModelArtifact:
-        """Weights and metadata of a version, checksums verified, loaded safely (no cache)."""
+        """The model file and metadata of a version, checksums verified (no cache)."""
         parsed = parse_model_ref(ref)
         manifest = self.manifest(parsed.name)
         record = manifest.record(manifest.resolve(parsed))
         where = f"{parsed.name}/{record.version}"
         meta = art.parse_meta(self._read_checked(parsed.name, record, art.META_FILE), where)
-        weights = self._read_checked(parsed.name, record, art.MODEL_FILE)
-        return art.build_artifact(art.parse_state_dict(weights, where), meta, where)
+        data = self._read_checked(parsed.name, record, model_file(meta.format))
+        return art.ModelArtifact(data=data, meta=meta)
 
-    def load(self, ref: str | ModelRef, device: str | torch.device = "auto") -> LoadedModel:
+    def load(self, ref: str | ModelRef, device: str = "auto") -> LoadedModel:
         """The model an alias or version points at, loaded once per process and device.
 
         Aliases are resolved on every call (cheap: one small JSON read), so a
-        promotion is picked up by the next call; the weights of a version are
-        immutable and cached.
+        promotion is picked up by the next call; a version is immutable and its
+        runtime session is cached. The artifact is loaded with the same safety
+        checks as at registration (`sluice.models._formats.check_loadable`).
         """
         name, version = self.resolve(ref)
-        dev = device if isinstance(device, torch.device) else select_device(device)
-        key = (f"{self._fs.type_name}:{self._root}", name, version, str(dev))
+        dev = select_device(device)
+        key = (f"{self._fs.type_name}:{self._root}", name, version, dev)
         with _LOADED_LOCK:
             cached = _LOADED.get(key)
             if cached is None:
                 artifact = self.load_artifact(f"{name}/{version}")
-                module = artifact.build().to(dev)
-                cached = LoadedModel(name, version, artifact.meta, module, dev)
+                meta = artifact.meta
+                runner = open_runner(artifact.data, meta.format, device=dev,
+                                     trusted=meta.trusted, where=f"{name}/{version}")  # fmt: skip
+                cached = LoadedModel(name, version, meta, runner)
                 _LOADED[key] = cached
         return cached
 
     # -- writing -----------------------------------------------------------------
 
-    def register(
-        self, name: str, model: torch.nn.Module | Mapping[str, torch.Tensor], meta: ModelMeta
-    ) -> int:
-        """Store a new immutable version; returns its number (1, 2, ...). Never overwrites."""
+    def register(self, name: str, model: bytes | str | Path, meta: ModelMeta) -> int:
+        """Store a new immutable version; returns its number (1, 2, ...). Never overwrites.
+
+        `model` is the artifact (bytes or a file) in `meta.format`. It is checked first
+        (`_artifact.check_artifact`: format, safety, runtime, signature against
+        `meta.feature_names`), so a refused artifact leaves nothing behind.
+        """
         check_name(name, "model name")
-        weights = art.state_dict_bytes(model)
-        art.build_artifact(art.parse_state_dict(weights, name), meta, name)
+        data = art.model_bytes(model)
+        source = str(model) if isinstance(model, (str, Path)) else f"{meta.format} artifact"
+        art.check_artifact(data, meta, f"{name}: {source}")
         meta_json = art.meta_bytes(meta)
         with self._writer(name):
             manifest = self._read_manifest(name, missing_ok=True) or Manifest(name=name)
@@ -246,15 +275,17 @@ class ModelRegistry:
                 version=version,
                 registered_at=datetime.now(UTC),
                 contract=meta.contract,
+                format=meta.format,
+                trusted=meta.trusted,
                 metrics=meta.metrics,
                 feature_spec_hash=meta.feature_spec_hash,
                 data_fingerprint=meta.data_fingerprint,
-                model_sha256=art.sha256(weights),
+                model_sha256=art.sha256(data),
                 meta_sha256=art.sha256(meta_json),
             )
             vdir = self._version_dir(name, version)
             self._fs.create_dir(vdir, recursive=True)
-            art.write_bytes(self._fs, f"{vdir}/{art.MODEL_FILE}", weights)
+            art.write_bytes(self._fs, f"{vdir}/{model_file(meta.format)}", data)
             art.write_bytes(self._fs, f"{vdir}/{art.META_FILE}", meta_json)
             art.write_bytes(
                 self._fs, f"{vdir}/{REGISTRATION_FILE}", record.model_dump_json(indent=2).encode()
@@ -266,7 +297,7 @@ class ModelRegistry:
     def register_artifact(self, name: str, uri: str | Path) -> int:
         """Register a directory written by `save_artifact` (what the CLI's `register` takes)."""
         artifact = art.load_artifact(uri)
-        return self.register(name, artifact.state_dict, artifact.meta)
+        return self.register(name, artifact.data, artifact.meta)
 
     def promote(
         self,
@@ -376,7 +407,7 @@ class ModelRegistry:
             data = art.read_bytes(self._fs, path)
         except FileNotFoundError:
             raise ModelNotFound(f"{name}/{record.version}: {filename} is missing") from None
-        expected = record.model_sha256 if filename == art.MODEL_FILE else record.meta_sha256
+        expected = record.meta_sha256 if filename == art.META_FILE else record.model_sha256
         if art.sha256(data) != expected:
             raise ModelNotFound(
                 f"{name}/{record.version}: {filename} does not match its registered checksum "

@@ -25,7 +25,7 @@ def settings(own_keyspace) -> ModelSettings:
     registry = ModelRegistry.from_config(cfg)
     assert registry.resolve("fraud@champion") == ("fraud", 1)
     artifact = registry.load_artifact("fraud/1")
-    assert registry.register("fraud", artifact.state_dict, artifact.meta) == 2
+    assert registry.register("fraud", artifact.data, artifact.meta) == 2
     return ModelSettings(load_contract("fraud"), cfg, cfg.cassandra)
 
 

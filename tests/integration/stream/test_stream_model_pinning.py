@@ -41,7 +41,7 @@ def test_a_promotion_mid_stream_waits_for_the_reload(stream_env, tmp_path):
     registry = ModelRegistry.from_config(cfg)
     assert train(TrainConfig(rows=2_000, epochs=1), registry).version == 1  # champion
     artifact = registry.load_artifact("fraud/1")
-    assert registry.register("fraud", artifact.state_dict, artifact.meta) == 2
+    assert registry.register("fraud", artifact.data, artifact.meta) == 2
 
     topic = new_topic(cfg)
     before = make_messages(3000, seed=61, invalid=0.0, wrong_types=0.0, malformed=0.0,

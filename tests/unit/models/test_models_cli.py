@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from model_factories import make_meta, make_net
+from model_factories import make_meta, make_model
 from typer.testing import CliRunner
 
 from sluice.cli import app
@@ -14,7 +14,7 @@ FRAUD_SPEC = load_contract("fraud").features.spec_hash()
 
 def _register(tmp_path, root: str, i: int, spec_hash: str = FRAUD_SPEC) -> None:
     meta = make_meta(auc=0.8 + i / 10, spec_hash=spec_hash)
-    path = save_artifact(tmp_path / f"artifact{i}", make_net(i), meta)
+    path = save_artifact(tmp_path / f"artifact{i}", make_model(i), meta)
     result = runner.invoke(app, ["models", "register", "fraud", path, "--registry", root])
     assert result.exit_code == 0, result.output
     assert f"registered fraud/{i + 1}" in result.output
@@ -71,7 +71,7 @@ def test_errors_are_one_line_and_exit_1(tmp_path):
     assert result.exit_code == 1
     assert "error: model 'fraud' is not in the registry" in result.output
     result = runner.invoke(app, ["models", "register", "fraud", str(tmp_path / "nope"), *opts])
-    assert result.exit_code == 1 and "no model.pt" in result.output
+    assert result.exit_code == 1 and "no such model file" in result.output
     result = runner.invoke(app, ["models", "list", *opts])
     assert result.exit_code == 0 and "no models" in result.output
 
@@ -102,7 +102,7 @@ def test_promote_and_rollback_refuse_a_version_of_another_feature_spec(tmp_path)
 
     # register --alias checks the same way: the version stays registered, the alias unmoved
     meta = make_meta(spec_hash="eeeeeeeeeeeeeeee")
-    path = save_artifact(tmp_path / "artifact-e", make_net(5), meta)
+    path = save_artifact(tmp_path / "artifact-e", make_model(5), meta)
     result = runner.invoke(app, ["models", "register", "fraud", path, "--alias", "champion", *opts])
     assert result.exit_code == 1 and "registered fraud/3" in result.output
     assert "fraud/3 was trained on feature spec eeee" in result.output

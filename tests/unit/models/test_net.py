@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sluice.models import MLP, MLPConfig, predict_scores
+from sluice.models import MLP, MLPConfig
 
 
 def _net() -> MLP:
@@ -21,25 +21,10 @@ def test_input_scaling_is_fitted_and_part_of_the_state_dict():
     assert np.allclose(net.input_std.numpy(), 3.0, atol=0.5)
 
 
-def test_scores_match_the_module_and_do_not_depend_on_the_batch():
-    net = _net()
-    x = np.random.default_rng(1).normal(10.0, 3.0, size=(257, 5)).astype(np.float32)
-    whole = predict_scores(net, x, torch.device("cpu"), batch_rows=1024)
-    with torch.no_grad():
-        reference = torch.sigmoid(net(torch.from_numpy(x))).double().numpy()
-    np.testing.assert_allclose(whole, reference, rtol=1e-5, atol=1e-7)
-    # Bit-for-bit the same alone, in odd-sized batches, or in one batch.
-    one_by_one = np.concatenate(
-        [predict_scores(net, x[i : i + 1], torch.device("cpu")) for i in range(257)]
-    )
-    assert np.array_equal(one_by_one, whole)
-    assert np.array_equal(predict_scores(net, x, torch.device("cpu"), batch_rows=7), whole)
-
-
 def test_missing_values_land_on_the_training_mean():
     net = _net()
-    x = np.full((2, 5), np.nan, dtype=np.float32)
-    x[1] = net.input_mean.numpy()
-    scores = predict_scores(net, x, torch.device("cpu"))
-    assert np.isfinite(scores).all() and scores[0] == scores[1]
-    assert predict_scores(net, np.zeros((0, 5), np.float32), torch.device("cpu")).shape == (0,)
+    x = torch.full((2, 5), float("nan"))
+    x[1] = net.input_mean
+    with torch.no_grad():
+        logits = net(x)
+    assert torch.isfinite(logits).all() and logits[0] == logits[1]

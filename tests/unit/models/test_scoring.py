@@ -134,7 +134,7 @@ def test_models_are_loaded_once_and_a_scorer_keeps_its_version(trained, contract
     first = Scorer(contract, registry, InMemoryFeatureStore())
     assert Scorer(contract, registry, InMemoryFeatureStore()).model is first.model
     artifact = registry.load_artifact("fraud/1")
-    registry.promote("fraud", registry.register("fraud", artifact.state_dict, artifact.meta))
+    registry.promote("fraud", registry.register("fraud", artifact.data, artifact.meta))
     assert first.model.version == 1  # one scorer, one version ...
     assert Scorer(contract, registry, InMemoryFeatureStore()).model.version == 2  # a new one
 
@@ -145,7 +145,7 @@ def test_a_model_of_another_feature_spec_is_refused(trained, contract, tmp_path)
     stats = artifact.meta.feature_stats.model_copy(update={"spec_hash": "f" * 16})
     meta = artifact.meta.model_copy(update={"feature_spec_hash": "f" * 16, "feature_stats": stats})
     registry = ModelRegistry(tmp_path / "registry")
-    registry.promote("fraud", registry.register("fraud", artifact.state_dict, meta))
+    registry.promote("fraud", registry.register("fraud", artifact.data, meta))
     with pytest.raises(ConfigError, match="fraud/1 was trained on feature spec ffff"):
         Scorer(contract, registry, InMemoryFeatureStore())
 
@@ -156,11 +156,11 @@ def test_device_cuda_falls_back_to_cpu(trained, contract, monkeypatch):
     scorer = Scorer(
         contract.model_copy(update={"device": Device.CUDA}), registry, InMemoryFeatureStore()
     )
-    assert scorer.device.type == "cpu" and scorer.model.device.type == "cpu"
+    assert scorer.device == "cpu" and scorer.model.device == "cpu"
     assert scorer.score(generate_dataset(20, seed=4).table, now=NOW).scored.num_rows == 20
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert select_device("auto").type == "cuda" and select_device("cuda").type == "cuda"
-    assert select_device("cpu").type == "cpu"
+    assert select_device("auto") == "cuda" and select_device("cuda") == "cuda"
+    assert select_device("cpu") == "cpu"
 
 
 def test_record_pass_then_score_equals_score_in_one_go(trained, contract):

@@ -14,7 +14,7 @@ from sluice.config import REPO_ROOT
 from sluice.contract import load_contract
 from sluice.datagen import generate_dataset
 from sluice.features import InMemoryFeatureStore
-from sluice.models import MLP, ModelRegistry, load_artifact, roc_auc
+from sluice.models import MLP, MLPConfig, ModelRegistry, export_module, load_artifact, roc_auc
 from sluice.scoring import Scorer
 
 
@@ -72,9 +72,8 @@ def _registry_with_champion(trained, tmp_path, **meta_update) -> ModelRegistry:
     source, _ = trained
     artifact = source.load_artifact("fraud/1")
     torch.manual_seed(123)
-    weak = MLP(artifact.meta.architecture)
-    weak.input_mean.copy_(artifact.state_dict["input_mean"])
-    weak.input_std.copy_(artifact.state_dict["input_std"])
+    n_features = len(artifact.meta.feature_names)
+    weak = export_module(MLP(MLPConfig(input_dim=n_features, hidden_dims=(8,))), n_features)
     registry = ModelRegistry(tmp_path / "registry")
     registry.register("fraud", weak, artifact.meta.model_copy(update=meta_update))
     registry.promote("fraud", 1)
