@@ -92,6 +92,7 @@ class TrainConfig(BaseModel):
     holdout_fraction: float = Field(0.2, gt=0, lt=1, description="Latest rows kept for the AUC.")
     threads: int = Field(1, ge=1, description="torch intra-op threads while training.")
     trainer: str | None = Field(None, description="module:function; default: the contract's.")
+    export_format: ModelFormat = Field("onnx", description="The built-in MLP's registered format.")
 
 
 @dataclass(frozen=True)
@@ -174,14 +175,17 @@ def fit_mlp(
 
 
 def fit_mlp_candidate(data: TrainingData, config: TrainConfig) -> Candidate:
-    """The built-in trainer: the MLP, exported to ONNX (its output is one logit per row)."""
+    """The built-in trainer: the MLP, exported as `config.export_format` (ONNX by default;
+    torch-export or TorchScript), its output one logit per row. TorchScript runs code when
+    loaded, so that candidate is marked trusted: this repository's own code made it."""
     architecture = MLPConfig(input_dim=len(data.feature_names), hidden_dims=config.hidden_dims)
     with _torch_threads(config.threads):
         net, last_loss = fit_mlp(data.x_train, data.y_train, config, architecture)
-        model = export_module(net, len(data.feature_names), "onnx")
+        model = export_module(net, len(data.feature_names), config.export_format)
     return Candidate(
         model=model,
-        format="onnx",
+        format=config.export_format,
+        trusted=config.export_format == "torchscript",
         output=ModelOutput(link="logit"),
         architecture={"family": "mlp", "hidden_dims": list(architecture.hidden_dims)},
         metrics={"train_loss": last_loss},
@@ -370,6 +374,9 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
     parser.add_argument("--registry", default=None, help="registry root URI (default: config)")
     parser.add_argument("--trainer", default=None, metavar="MODULE:FUNCTION",
                         help="trainer to run (default: the contract's `trainer`)")
+    parser.add_argument("--export-format", default="onnx",
+                        choices=["onnx", "torch-export", "torchscript"],
+                        help="format the built-in MLP is registered in")
     parser.add_argument(
         "--labels",
         default=None,
@@ -391,6 +398,7 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
         epochs=args.epochs,
         threads=args.threads,
         trainer=args.trainer,
+        export_format=args.export_format,
     )
     registry = ModelRegistry(args.registry) if args.registry else ModelRegistry.from_config()
     if args.labels:

@@ -149,8 +149,8 @@ def to_scores(outputs: list[np.ndarray], output: Any, where: str) -> np.ndarray:
         raw = raw[:, 0]
     values = raw.astype(np.float64, copy=False)
     if output.link == "logit":
-        # sigmoid(z) = exp(-log(1 + exp(-z))): no overflow for very negative logits.
-        return np.exp(-np.logaddexp(0.0, -values))
+        with np.errstate(over="ignore"):  # exp(-z) = inf for z << 0 gives 1 / inf = 0
+            return 1.0 / (1.0 + np.exp(-values))
     return values
 
 
