@@ -7,12 +7,14 @@ import sys
 import numpy as np
 import pytest
 import torch
+import yaml
 from model_factories import SMALL_TRAIN
 
-from pipelines.train import TrainConfig, train
+from pipelines.train import TrainConfig, train, train_on
 from sluice.config import REPO_ROOT
 from sluice.contract import load_contract
 from sluice.datagen import generate_dataset
+from sluice.errors import ConfigError
 from sluice.features import InMemoryFeatureStore
 from sluice.models import MLP, MLPConfig, ModelRegistry, export_module, load_artifact, roc_auc
 from sluice.scoring import Scorer
@@ -114,3 +116,24 @@ def test_auc_is_rank_based_and_handles_ties():
     assert roc_auc([0, 1, 0, 1], [0.5] * 4) == 0.5
     with pytest.raises(ValueError, match="positive and one negative"):
         roc_auc([1, 1], [0.1, 0.2])
+
+
+def test_the_contracts_trainer_is_what_training_and_retraining_run(tmp_path):
+    """`trainer:` in the contract names a team's own training function: `train_on` (what
+    `sluice drift --retrain` runs through `python -m pipelines.train --labels`) calls it,
+    and the version it registers is that model (LightGBM, exported to ONNX)."""
+    doc = yaml.safe_load((REPO_ROOT / "configs/contracts/fraud.yaml").read_text())
+    doc["trainer"] = "pipelines.train_gbm:fit_lightgbm_candidate"
+    doc["suite_path"] = str(REPO_ROOT / doc["suite_path"])
+    path = tmp_path / "fraud_gbm.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    registry = ModelRegistry(tmp_path / "registry")
+    labelled = generate_dataset(3000, seed=8).table
+    result = train_on(labelled, TrainConfig(contract=str(path)), registry, source="labels")
+    meta = registry.show(f"fraud/{result.version}").meta
+    assert meta.format == "onnx" and meta.architecture["family"] == "lightgbm"
+    assert meta.train_params["trainer"] == "pipelines.train_gbm:fit_lightgbm_candidate"
+    assert result.holdout_auc > 0.7  # it learned: scored through onnxruntime on the holdout
+    bad = TrainConfig(contract=str(path), trainer="pipelines.train:no_such_function")
+    with pytest.raises(ConfigError, match="no_such_function"):
+        train_on(labelled, bad, registry, source="labels")
