@@ -168,7 +168,7 @@ def run(job: BatchJob, cfg: PlatformConfig) -> JobSummary:
     files, fs = resolve_inputs(job)
     check_input_schema(job, contract, files, fs)
     registry = ModelRegistry.from_config(cfg)
-    model_version = "{}/{}".format(*registry.resolve(str(contract.model)))
+    model_version = "{}/{}".format(*registry.resolve(job.model or str(contract.model)))
     check_schema(session_for(cfg.cassandra), cfg.cassandra, [contract])  # `sluice schema apply`'s
 
     if not ray.is_initialized():

@@ -65,6 +65,10 @@ class BatchJob(Frozen):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,47}$")
     contract: str = Field(description="Contract name (configs/contracts/<name>.yaml) or path.")
     input: InputSpec
+    model: str | None = Field(
+        None, description="Model version or alias to score with (fraud/3, fraud@challenger) "
+        "instead of the contract's; resolved once when the job starts.",
+    )
     batch_rows: int = Field(8192, gt=0, le=1_000_000, description="Rows per scoring call.")
     actors: ActorPool = ActorPool()
     num_gpus_per_actor: float = Field(

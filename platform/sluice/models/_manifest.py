@@ -108,7 +108,10 @@ class Manifest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    format: Literal[1] = 1
+    format: Literal[2] = Field(
+        2, description="2: versions hold a model file in a format of sluice.models._formats "
+        "(1, before: an MLP state_dict, no longer loadable)."
+    )
     name: str
     versions: list[VersionRecord] = Field(default_factory=list)
     aliases: dict[str, int] = Field(default_factory=dict)

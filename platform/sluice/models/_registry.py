@@ -15,6 +15,7 @@ parseable and a version directory that exists is never overwritten.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import uuid
@@ -107,6 +108,14 @@ class LoadedModel:
             bad = int((~np.isfinite(scores)).sum())
             raise ValueError(f"{self.ref}: the model returned {bad} non-finite score(s)")
         return scores
+
+
+def _manifest_format(data: bytes) -> object:
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return None
+    return doc.get("format") if isinstance(doc, dict) else None
 
 
 @dataclass(frozen=True)
@@ -390,6 +399,13 @@ class ModelRegistry:
             raise ModelNotFound(
                 f"model {name!r} is not in the registry at {self.root_uri} (models: {known})"
             ) from None
+        if _manifest_format(data) == 1:
+            raise ModelNotFound(
+                f"{path}: written by an older Sluice (manifest format 1: versions are MLP "
+                "state_dicts, which this version no longer loads); move "
+                f"{self._model_dir(name)} aside and train again (python -m pipelines.train) "
+                "or register the models as ONNX or torch.export artifacts"
+            )
         try:
             return Manifest.model_validate_json(data)
         except ValidationError as exc:
