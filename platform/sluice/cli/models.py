@@ -181,7 +181,7 @@ def register(
         output.update({k: v for k, v in (("link", link), ("index", output_index),
                                           ("column", output_column)) if v is not None})  # fmt: skip
         meta = meta.model_copy(update={"output": _run(lambda: _output(ModelOutput, output))})
-    version = _run(lambda: reg.register(name, data, meta))
+    version = _run(lambda: reg.register(name, model_path, meta))  # errors name the file
     trust = "  (trusted source)" if meta.trusted else ""
     typer.echo(f"registered {name}/{version}  format {meta.format}{trust}")
     if alias:  # the same check as `promote`: the alias moves only to a version that fits

@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -107,7 +108,10 @@ def detect_format(data: bytes, where: str, declared: str | None = None) -> Model
 
 def _detect(data: bytes, where: str) -> ModelFormat:
     if not data:
-        raise ModelNotFound(f"{where}: the model file is empty")
+        raise ModelNotFound(
+            f"{where}: the model file is empty; expected a model in one of the formats "
+            f"{', '.join(FORMATS)} (check the export finished writing the file)"
+        )
     if data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         raise ModelNotFound(f"{where}: is a Python pickle, not a model artifact; {_PICKLE_FIX}")
     names = _zip_names(data)
@@ -195,17 +199,14 @@ def check_pt2(data: bytes, where: str) -> None:
         if name.endswith("_config.json") and "/data/" in name:
             folder = name.rsplit("/", 1)[0]
             try:
-                config = json.loads(archive.read(name))["config"]
-                for entry in config.values():
-                    target = pickled if entry.get("use_pickle") else raw
-                    target.add(f"{folder}/{entry['path_name']}")
+                entries = list(json.loads(archive.read(name))["config"].values())
+                for entry in entries:
+                    member = _pt2_payload(entry["path_name"], folder, name, where)
+                    (pickled if entry.get("use_pickle") else raw).add(member)
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise ModelNotFound(f"{where}: torch.export archive: bad {name}: {exc}") from None
+    raw -= pickled  # named both ways: the loader may unpickle it, so it is checked as a pickle
     for name in names:
-        if name.endswith("/") or name.endswith(_PT2_TEXT) or name in raw:
-            continue
-        if name.endswith(".json") and ("/models/" in name or "/data/" in name):
-            continue
         if name in pickled or "/data/sample_inputs/" in name or name.endswith(".pt"):
             try:
                 torch.load(io.BytesIO(archive.read(name)), map_location="cpu", weights_only=True)
@@ -218,11 +219,35 @@ def check_pt2(data: bytes, where: str) -> None:
                     "plain tensors, or register it with --trusted if you trust its source"
                 ) from None
             continue
+        if name.endswith("/") or name.endswith(_PT2_TEXT) or name in raw:
+            continue
+        if name.endswith(".json") and ("/models/" in name or "/data/" in name):
+            continue
         raise ModelNotFound(
             f"{where}: torch.export archive member {name} is neither tensor data nor JSON "
             "(a custom Python object or compiled code); loading it could run code from the "
             "artifact. Register it with --trusted if you trust its source"
         )
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def _pt2_payload(path_name: object, folder: str, config: str, where: str) -> str:
+    """The archive member a payload config entry names. torch's loader picks the loader by
+    the name's prefix (`opaque_obj_*` goes to plain `pickle.loads`, `custom_obj_*` to
+    TorchScript's), not by `use_pickle`, so a constant must be a `tensor_*`; and the name
+    must be a plain file name (the loader joins it onto the folder)."""
+    if not isinstance(path_name, str) or not _PLAIN_NAME.fullmatch(path_name):
+        raise ModelNotFound(f"{where}: torch.export archive: {config} names payload "
+                            f"{path_name!r}, which is not a plain file name")  # fmt: skip
+    if folder.endswith("/data/constants") and not path_name.startswith("tensor_"):
+        raise ModelNotFound(
+            f"{where}: torch.export archive constant {path_name} is a Python object (not a "
+            "tensor); loading it runs code from the artifact. Register it with --trusted if "
+            "you trust its source, or export the model without object constants"
+        )
+    return f"{folder}/{path_name}"
 
 
 def _first_line(exc: BaseException) -> str:

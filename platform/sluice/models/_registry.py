@@ -104,7 +104,7 @@ class LoadedModel:
         if matrix.shape[0] == 0:
             return np.empty(0, dtype=np.float64)
         scores = to_scores(self.runner.run(matrix), self.meta.output, self.ref)
-        if not np.all(np.isfinite(scores)):
+        if not np.isfinite(scores).all():
             bad = int((~np.isfinite(scores)).sum())
             raise ValueError(f"{self.ref}: the model returned {bad} non-finite score(s)")
         return scores

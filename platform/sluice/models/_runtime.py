@@ -119,10 +119,10 @@ class TorchRunner:
     def run(self, matrix: np.ndarray) -> list[np.ndarray]:
         torch = self._torch
         with torch.inference_mode():
-            x = torch.from_numpy(matrix).to(self.device, non_blocking=True)
-            out = self.module(x)
+            x = torch.from_numpy(matrix)
+            out = self.module(x if self.device == "cpu" else x.to(self.device))
         outs = out if isinstance(out, (tuple, list)) else (out,)
-        return [o.detach().to("cpu").numpy() for o in outs]
+        return [(o if o.device.type == "cpu" else o.cpu()).numpy() for o in outs]
 
 
 def open_runner(
@@ -203,7 +203,8 @@ def check_signature(
             raise ModelNotFound(
                 f"{where}: for {rows} rows the score output is {raw.dtype} {tuple(raw.shape)}; "
                 f"expected one float per row ({rows},) or ({rows}, 1), or ({rows}, k) with a "
-                "declared column (e.g. the positive class of a classifier: column 1)"
+                "declared column (the positive class of a classifier: --output-column 1, "
+                "ModelOutput(column=1))"
             )
         if output.column is not None and not 0 <= output.column < raw.shape[-1]:
             raise ModelNotFound(f"{where}: column {output.column} is outside the model's "
