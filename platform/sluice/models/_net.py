@@ -38,7 +38,7 @@ class MLP(nn.Module):
     Entity aggregates arrive unscaled (counts, sums of amounts, seconds up to a
     week), so the network standardizes its own input with per-feature buffers
     fitted on the training matrix (`fit_input_scaling`). The buffers are part of
-    the state_dict: a registered version carries its scaling with its weights.
+    the state_dict, so an exported graph carries its scaling with its weights.
     """
 
     def __init__(self, config: MLPConfig) -> None:

@@ -77,6 +77,12 @@ class OnnxRunner:
                 device = "cpu"
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        # The process's thread budget (Ray sets OMP_NUM_THREADS to an actor's CPUs, a Serve
+        # replica sets torch_threads), not onnxruntime's default of every core.
+        import torch
+
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.inter_op_num_threads = 1
         try:
             self.session = ort.InferenceSession(data, options, providers=providers)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own Fail/InvalidGraph
