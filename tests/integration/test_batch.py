@@ -24,7 +24,7 @@ from sluice.datagen import generate_dataset, write_csv, write_parquet
 from sluice.errors import ConfigError, RowsUnaccounted, ValidationFailed
 from sluice.features import InMemoryFeatureStore
 from sluice.jobs import ActorPool, BatchJob, InputFormat, InputSpec
-from sluice.models import ModelRegistry
+from sluice.models import SCORE_TOLERANCE, ModelRegistry
 from sluice.scoring import Scorer
 from sluice.store import apply_schema, session_for
 
@@ -96,7 +96,8 @@ def test_batch_job_scores_valid_rows_and_quarantines_invalid_ones(env):
                     strict=True))  # fmt: skip
     assert set(want) == set(got)
     diffs = np.array([abs(got[k][0] - want[k]) for k in want])
-    assert diffs.max() == 0.0, f"batch scores differ from the Scorer's by up to {diffs.max()}"
+    # Parity as documented (README "Bring your own model"): within SCORE_TOLERANCE.
+    assert diffs.max() <= SCORE_TOLERANCE, f"batch scores differ from the Scorer's by {diffs.max()}"
     some = next(iter(got.values()))
     assert some[1] == "fraud/1" and len(some[2]) == len(load_contract("fraud").feature_names)
 

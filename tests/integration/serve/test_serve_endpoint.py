@@ -20,6 +20,7 @@ from serve_apps.scoring.batch import canary_bucket
 from sluice.contract import load_contract
 from sluice.datagen import generate_dataset
 from sluice.features import to_store_events
+from sluice.models import SCORE_TOLERANCE
 from sluice.scoring import Scorer
 from sluice.store import CassandraFeatureStore
 
@@ -85,8 +86,11 @@ def test_one_row_and_a_list_are_scored_with_features_from_cassandra(world, http)
     # The same rows through the contract's Scorer here, reading the same Cassandra table.
     store = CassandraFeatureStore.for_contract(world.cfg.cassandra, CONTRACT)
     local = Scorer(CONTRACT, world.registry, store, record_events=False).score(rows).scored
-    assert [p["score"] for p in many["predictions"]] == local["score"].to_pylist()
-    assert one["score"] == local["score"][0].as_py()
+    # Parity as documented (README "Bring your own model"): scores within SCORE_TOLERANCE.
+    served = [p["score"] for p in many["predictions"]]
+    assert max(abs(a - b) for a, b in zip(served, local["score"].to_pylist(), strict=True)) \
+        <= SCORE_TOLERANCE
+    assert abs(one["score"] - local["score"][0].as_py()) <= SCORE_TOLERANCE
     assert local["card_count_24h"].to_numpy().max() > 0  # the history did count
     assert world.session.execute(count_events).one()[0] == before  # nothing recorded
 
@@ -131,7 +135,7 @@ def test_online_equals_batch_on_the_same_events(world, http, tmp_path):
     logged_rows = wait_until(logged, 30, "prediction log rows")
     for key, (_, score) in online.items():
         batch = world.session.execute(select, (key,)).one()
-        assert batch.score == score, key
+        assert abs(batch.score - score) <= SCORE_TOLERANCE, key
         assert dict(batch.features) == dict(logged_rows[key].features), key
     assert any(dict(world.session.execute(select, (k,)).one().features)["card_count_24h"] > 0
                for k in online), "no event had earlier events of its card: parity is vacuous"

@@ -28,6 +28,7 @@ from stream_helpers import (
 
 from sluice.contract import load_contract
 from sluice.features import AggregateSpec
+from sluice.models import SCORE_TOLERANCE
 from sluice.stream import GroupLag
 
 pytestmark = pytest.mark.integration
@@ -152,10 +153,10 @@ def test_sigkilled_stream_job_loses_and_duplicates_nothing(stream_env):
     events = feature_event_keys(cfg)
     assert sorted(events) == sorted(produced.valid_keys)
 
-    # Features and scores equal the in-memory reference exactly (all deterministic) ...
+    # Features equal the in-memory reference exactly, scores within SCORE_TOLERANCE ...
     ref = reference_scores(stream_env.registry, produced.valid_table)
     assert set(ref) == set(got)
-    assert all(got[k][2] == ref[k][0] for k in ref), "a score differs from the reference"
+    assert all(abs(got[k][2] - ref[k][0]) <= SCORE_TOLERANCE for k in ref), "a score differs"
     assert all(got[k][4] == ref[k][1] for k in ref), "a feature differs from the reference"
     # ... and the aggregates their plain-Python definition (float32 storage: rtol 1e-6).
     agg = load_contract("fraud").features.aggregates
