@@ -2,16 +2,18 @@
 
 generate (sluice.datagen, seeded) -> features (events recorded into an
 InMemoryFeatureStore, then computed point-in-time) -> the contract's trainer
-(`trainer:` in the contract, or `--trainer module:function`; the built-in MLP
-exported to ONNX by default) -> holdout AUC of the exported artifact, through the
-runtime that will serve it -> register a new version -> `champion` if it beats
-the current champion on the same holdout, else `challenger`.
+(`trainer:` in the contract, or `--trainer module:function`; by default the
+built-in MLP exported to ONNX, `pipelines/trainers.py`) -> holdout AUC of the
+exported artifact, through the runtime that will serve it -> register a new
+version -> `champion` if it beats the current champion on the same holdout,
+else `challenger`.
 
 A team brings its own model by naming its own trainer: a function
 `(data: TrainingData, config: TrainConfig) -> Candidate` that fits on
 `data.x_train` / `data.y_train` (the contract's features, bit-identical to what
 scoring computes) and returns the model file in a registrable format
-(`pipelines.train_gbm` is one, for LightGBM).
+(`pipelines/trainers.py` holds the built-in one and the types;
+`pipelines.train_gbm` is one for LightGBM).
 
 `train_on(table, ...)` (`--labels PATH`: a Parquet file of the contract's input
 columns and label) does the same on given labelled rows instead of generated
@@ -26,24 +28,19 @@ order; one intra-op thread by default, so float sums happen in one order).
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import torch
-from pydantic import BaseModel, ConfigDict, Field
 
+from pipelines.trainers import Candidate, TrainConfig, TrainingData, load_trainer
 from sluice.contract import Contract, load_contract
 from sluice.datagen import generate_dataset
 from sluice.errors import ConfigError, ModelNotFound, SluiceError, ValidationFailed
 from sluice.features import (
-    FeatureMatrix,
-    FeatureStats,
     InMemoryFeatureStore,
     compute_features,
     fit_stats,
@@ -51,75 +48,16 @@ from sluice.features import (
     to_store_events,
 )
 from sluice.models import (
-    MLP,
-    MLPConfig,
-    ModelFormat,
+    LoadedModel,
     ModelMeta,
-    ModelOutput,
     ModelRegistry,
     check_artifact,
-    export_module,
     roc_auc,
     save_artifact,
     table_fingerprint,
 )
 
-__all__ = [
-    "Candidate",
-    "TrainConfig",
-    "TrainResult",
-    "TrainingData",
-    "fit_mlp_candidate",
-    "main",
-    "train",
-    "train_on",
-]
-
-
-class TrainConfig(BaseModel):
-    """Arguments of one training run (also stored in the version's train_params)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    contract: str = Field("fraud", description="Contract name or YAML path.")
-    rows: int = Field(50_000, ge=1_000, description="Generated transactions (train + holdout).")
-    seed: int = Field(7, ge=0, description="Seeds the data, the weights and the batch order.")
-    epochs: int = Field(6, ge=1, le=1000)
-    batch_rows: int = Field(256, ge=1, description="Rows per optimizer step.")
-    learning_rate: float = Field(3e-3, gt=0)
-    weight_decay: float = Field(1e-5, ge=0)
-    hidden_dims: tuple[int, ...] = Field((64, 32), min_length=1)
-    holdout_fraction: float = Field(0.2, gt=0, lt=1, description="Latest rows kept for the AUC.")
-    threads: int = Field(1, ge=1, description="torch intra-op threads while training.")
-    trainer: str | None = Field(None, description="module:function; default: the contract's.")
-    export_format: ModelFormat = Field("onnx", description="The built-in MLP's registered format.")
-
-
-@dataclass(frozen=True)
-class TrainingData:
-    """What a trainer fits on: the contract's features of the training rows (and of the
-    holdout, for its own early stopping if it wants), in `feature_names` order."""
-
-    contract: Contract
-    feature_names: tuple[str, ...]
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_holdout: np.ndarray
-    y_holdout: np.ndarray
-    stats: FeatureStats
-    train_matrix: FeatureMatrix
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A trainer's answer: the model file, its format and how its output is the score."""
-
-    model: bytes
-    format: ModelFormat
-    output: ModelOutput
-    architecture: dict[str, str | int | float | bool | list[str | int | float | bool]]
-    metrics: dict[str, float]
-    trusted: bool = False
+__all__ = ["Candidate", "TrainConfig", "TrainResult", "TrainingData", "main", "train", "train_on"]
 
 
 @dataclass(frozen=True)
@@ -133,75 +71,6 @@ class TrainResult:
     train_rows: int
     holdout_rows: int
     seconds: float
-
-
-@contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def fit_mlp(
-    x: np.ndarray, y: np.ndarray, config: TrainConfig, architecture: MLPConfig
-) -> tuple[MLP, float]:
-    """Train the MLP with BCE on logits; returns the module and the last epoch's mean loss."""
-    torch.manual_seed(config.seed)
-    net = MLP(architecture)
-    net.fit_input_scaling(x)
-    features = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    labels = torch.from_numpy(y.astype(np.float32))
-    optimizer = torch.optim.Adam(
-        net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
-    )
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    order_rng = torch.Generator().manual_seed(config.seed)
-    loss_sum = 0.0
-    net.train()
-    for _ in range(config.epochs):
-        loss_sum, steps = 0.0, 0
-        for idx in torch.randperm(len(labels), generator=order_rng).split(config.batch_rows):
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(net(features[idx]), labels[idx])
-            loss.backward()
-            optimizer.step()
-            loss_sum, steps = loss_sum + float(loss.detach()), steps + 1
-        loss_sum /= max(steps, 1)
-    net.eval()
-    return net, loss_sum
-
-
-def fit_mlp_candidate(data: TrainingData, config: TrainConfig) -> Candidate:
-    """The built-in trainer: the MLP, exported as `config.export_format` (ONNX by default;
-    torch-export or TorchScript), its output one logit per row. TorchScript runs code when
-    loaded, so that candidate is marked trusted: this repository's own code made it."""
-    architecture = MLPConfig(input_dim=len(data.feature_names), hidden_dims=config.hidden_dims)
-    with _torch_threads(config.threads):
-        net, last_loss = fit_mlp(data.x_train, data.y_train, config, architecture)
-        model = export_module(net, len(data.feature_names), config.export_format)
-    return Candidate(
-        model=model,
-        format=config.export_format,
-        trusted=config.export_format == "torchscript",
-        output=ModelOutput(link="logit"),
-        architecture={"family": "mlp", "hidden_dims": list(architecture.hidden_dims)},
-        metrics={"train_loss": last_loss},
-    )
-
-
-def load_trainer(ref: str) -> Callable[[TrainingData, TrainConfig], Candidate]:
-    """The function a `module:function` reference names (the contract's `trainer`)."""
-    module_name, _, func = ref.partition(":")
-    try:
-        trainer = getattr(importlib.import_module(module_name), func)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"trainer {ref!r}: cannot import it: {exc}") from exc
-    if not callable(trainer):
-        raise ConfigError(f"trainer {ref!r} is not a function")
-    return trainer
 
 
 def _labels(table: pa.Table, contract: Contract) -> np.ndarray:
@@ -236,12 +105,7 @@ def _champion_auc(
 
 
 def _score_candidate(model: bytes, meta: ModelMeta, matrix: np.ndarray) -> np.ndarray:
-    from sluice.models import LoadedModel
-    from sluice.models._runtime import open_runner
-
-    check_artifact(model, meta, "candidate")
-    runner = open_runner(model, meta.format, device="cpu", trusted=meta.trusted,
-                         where="candidate")  # fmt: skip
+    runner = check_artifact(model, meta, "candidate")  # refused here: nothing registered
     return LoadedModel("candidate", 0, meta, runner).predict(matrix)
 
 
@@ -313,7 +177,7 @@ def _fit_and_register(
     candidate = load_trainer(trainer_ref)(data, config)
     if not isinstance(candidate, Candidate):
         raise ConfigError(f"trainer {trainer_ref!r} returned {type(candidate).__name__}, "
-                          "not a pipelines.train.Candidate")  # fmt: skip
+                          "not a pipelines.trainers.Candidate")  # fmt: skip
     meta = ModelMeta(
         contract=contract.name,
         format=candidate.format,
@@ -427,8 +291,4 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
 
 
 if __name__ == "__main__":
-    # Run the importable module's main, so a trainer imported from pipelines.train (the
-    # contract's) returns the same Candidate class this run checks for.
-    from pipelines.train import main as _main
-
-    _main()
+    main()

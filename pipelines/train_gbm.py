@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines.train import Candidate, TrainConfig, TrainingData
+from pipelines.trainers import Candidate, TrainConfig, TrainingData
 from sluice.errors import ConfigError
 from sluice.models import ModelOutput
 

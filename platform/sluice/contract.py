@@ -177,10 +177,10 @@ class Contract(_Frozen):
     device: Device = Device.AUTO
     drift: DriftSpec = DriftSpec()
     trainer: str = Field(
-        "pipelines.train:fit_mlp_candidate",
+        "pipelines.trainers:fit_mlp_candidate",
         pattern=r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$",
         description="module:function that trains a candidate model (`pipelines.train` and "
-        "`sluice drift --retrain` call it; it returns a `pipelines.train.Candidate`).",
+        "`sluice drift --retrain` call it; it returns a `pipelines.trainers.Candidate`).",
     )
 
     @field_validator("input_schema")

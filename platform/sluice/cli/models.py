@@ -13,7 +13,7 @@ from sluice.errors import SluiceError
 
 if TYPE_CHECKING:
     from sluice.contract import Contract
-    from sluice.models import Manifest, ModelRegistry
+    from sluice.models import Manifest, ModelMeta, ModelRegistry
 
 app = typer.Typer(
     help="Register, inspect, promote and roll back model versions.", no_args_is_help=True
@@ -153,11 +153,39 @@ def register(
     input and output are checked against the feature names in meta.json; a format that
     runs code when loaded needs --trusted. A refused artifact leaves nothing registered.
     """
-    from sluice.cli._paths import user_path
-    from sluice.models import ModelOutput, detect_format
-    from sluice.models._artifact import META_FILE, model_bytes, parse_meta
+    from sluice.models import ModelOutput
+    from sluice.models._artifact import read_artifact
 
     reg = _registry(config, registry)
+    if "://" in path:  # an artifact directory on any pyarrow filesystem (s3://, gs://, ...)
+        if meta_path or fmt:
+            raise typer.BadParameter("a URI names an artifact directory: no --meta/--format",
+                                     param_hint="--meta")  # fmt: skip
+        artifact = _run(lambda: read_artifact(path, trusted=trusted))
+        meta, model = artifact.meta, artifact.data
+    else:
+        model, meta = _local_artifact(path, meta_path, fmt, trusted)
+    if link is not None or output_index is not None or output_column is not None:
+        output = meta.output.model_dump()
+        output.update({k: v for k, v in (("link", link), ("index", output_index),
+                                          ("column", output_column)) if v is not None})  # fmt: skip
+        meta = meta.model_copy(update={"output": _run(lambda: _output(ModelOutput, output))})
+    version = _run(lambda: reg.register(name, model, meta))
+    trust = "  (trusted source)" if meta.trusted else ""
+    typer.echo(f"registered {name}/{version}  format {meta.format}{trust}")
+    if alias:  # the same check as `promote`: the alias moves only to a version that fits
+        spec = _contract_of(_run(lambda: reg.manifest(name)), version, contract)
+        _run(lambda: reg.promote(name, version, alias=alias, contract=spec))
+        typer.echo(f"{name}@{alias} -> {version}")
+
+
+def _local_artifact(path: str, meta_path: str | None, fmt: str | None,
+                    trusted: bool) -> tuple[Path, ModelMeta]:  # fmt: skip
+    """(model file, meta) of a local artifact directory or model file + --meta."""
+    from sluice.cli._paths import user_path
+    from sluice.models import detect_format
+    from sluice.models._artifact import META_FILE, model_bytes, parse_meta
+
     source = Path(user_path(path))
     if not source.exists():
         typer.echo(f"error: {path}: no such model file or artifact directory", err=True)
@@ -171,23 +199,15 @@ def register(
     else:
         raise typer.BadParameter(f"{path} is a model file: give its --meta meta.json",
                                  param_hint="--meta")  # fmt: skip
-    meta = _run(lambda: parse_meta(model_bytes(meta_file), str(meta_file)))
+    if not meta_file.is_file():
+        typer.echo(f"error: {meta_file}: no such {META_FILE} (the model's feature names, "
+                   "feature stats and training reference)", err=True)  # fmt: skip
+        raise typer.Exit(1)
+    meta = _run(lambda: parse_meta(meta_file.read_bytes(), str(meta_file)))
     data = _run(lambda: model_bytes(model_path))
     found = _run(lambda: detect_format(data, str(model_path), declared=fmt))
     # Trust is what the person registering says now, never what a meta.json claims.
-    meta = meta.model_copy(update={"format": found, "trusted": trusted})
-    if link is not None or output_index is not None or output_column is not None:
-        output = meta.output.model_dump()
-        output.update({k: v for k, v in (("link", link), ("index", output_index),
-                                          ("column", output_column)) if v is not None})  # fmt: skip
-        meta = meta.model_copy(update={"output": _run(lambda: _output(ModelOutput, output))})
-    version = _run(lambda: reg.register(name, model_path, meta))  # errors name the file
-    trust = "  (trusted source)" if meta.trusted else ""
-    typer.echo(f"registered {name}/{version}  format {meta.format}{trust}")
-    if alias:  # the same check as `promote`: the alias moves only to a version that fits
-        spec = _contract_of(_run(lambda: reg.manifest(name)), version, contract)
-        _run(lambda: reg.promote(name, version, alias=alias, contract=spec))
-        typer.echo(f"{name}@{alias} -> {version}")
+    return model_path, meta.model_copy(update={"format": found, "trusted": trusted})
 
 
 def _model_file_in(directory: Path) -> Path:

@@ -2,11 +2,11 @@
 
 The same two files make a saved artifact directory (`save_artifact`, what
 `sluice models register PATH` takes) and the content of a registry version.
-Loading is safe by construction: metadata is JSON, and the model file is
-recognized by content and checked by `sluice.models._formats` (no pickle is
-ever loaded; a format that runs code when loaded needs `meta.trusted`).
-`check_artifact` also runs the model once on a probe batch to check its
-signature against the feature spec it declares (`_runtime.check_signature`).
+Metadata is JSON; the model file is recognized by its content and checked by
+`sluice.models._formats` (a pickle is never a model; a format that runs code
+when loaded needs trust, which is the registering caller's word, never the
+directory's). `check_artifact` also runs the model on probe batches to check
+its signature against the feature names it declares (`_runtime.check_signature`).
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ from pydantic import ValidationError
 from sluice.errors import ModelNotFound
 from sluice.models._formats import FORMATS, model_file
 from sluice.models._meta import ModelMeta
-from sluice.models._runtime import check_signature, open_runner
+from sluice.models._runtime import Runner, check_signature, open_runner
 
 __all__ = [
     "META_FILE",
     "ModelArtifact",
     "check_artifact",
     "load_artifact",
+    "read_artifact",
     "resolve_fs",
     "save_artifact",
 ]
@@ -71,14 +72,14 @@ def parse_meta(data: bytes, where: str) -> ModelMeta:
         raise ModelNotFound(f"{where}: {META_FILE} is not valid model metadata: {exc}") from exc
 
 
-def check_artifact(data: bytes, meta: ModelMeta, where: str) -> ModelArtifact:
-    """The artifact, once its format matches `meta.format`, it is safe to load (or
-    `meta.trusted`), its runtime is installed and its signature fits `meta.feature_names`
-    and `meta.output`. Every failure raises `ModelNotFound` naming `where`, the format and
-    the fix."""
+def check_artifact(data: bytes, meta: ModelMeta, where: str) -> Runner:
+    """The artifact opened on the CPU, once its format matches `meta.format`, it is safe to
+    load (or `meta.trusted`), its runtime is installed and its signature fits
+    `meta.feature_names` and `meta.output`. Every failure raises `ModelNotFound` naming
+    `where`, the format and the fix."""
     runner = open_runner(data, meta.format, device="cpu", trusted=meta.trusted, where=where)
     check_signature(runner, len(meta.feature_names), meta.output, where)
-    return ModelArtifact(data=data, meta=meta)
+    return runner
 
 
 def model_bytes(model: bytes | str | Path) -> bytes:
@@ -117,23 +118,30 @@ def save_artifact(uri: str | Path, model: bytes | str | Path, meta: ModelMeta) -
     """Write an artifact directory (the model file + `meta.json`); returns its path.
 
     Checks the artifact first (`check_artifact`), so a broken one is refused at save
-    time rather than at registration or load.
+    time rather than at registration or load; a model file of another format already in
+    the directory is removed (a directory holds one model).
     """
-    artifact = check_artifact(model_bytes(model), meta, str(uri))
+    data = model_bytes(model)
+    check_artifact(data, meta, str(uri))
     fs, path = resolve_fs(uri)
     fs.create_dir(path, recursive=True)
-    write_bytes(fs, f"{path}/{artifact.file}", artifact.data)
+    for info in FORMATS.values():
+        if info.file != model_file(meta.format) and exists(fs, f"{path}/{info.file}"):
+            fs.delete_file(f"{path}/{info.file}")
+    write_bytes(fs, f"{path}/{model_file(meta.format)}", data)
     write_bytes(fs, f"{path}/{META_FILE}", meta_bytes(meta))
     return path
 
 
-def load_artifact(uri: str | Path) -> ModelArtifact:
-    """Read and check an artifact directory written by `save_artifact`."""
+def read_artifact(uri: str | Path, *, trusted: bool = False) -> ModelArtifact:
+    """An artifact directory's model file and metadata, unchecked. Trust is the caller's
+    word (`trusted`), never what the directory's meta.json says."""
     fs, path = resolve_fs(uri)
     where = str(uri)
     if not exists(fs, f"{path}/{META_FILE}"):
         raise ModelNotFound(f"{where}: no {META_FILE} in the artifact directory")
     meta = parse_meta(read_bytes(fs, f"{path}/{META_FILE}"), where)
+    meta = meta.model_copy(update={"trusted": trusted})
     name = model_file(meta.format)
     if not exists(fs, f"{path}/{name}"):
         others = [i.file for i in FORMATS.values() if exists(fs, f"{path}/{i.file}")]
@@ -141,4 +149,11 @@ def load_artifact(uri: str | Path) -> ModelArtifact:
             f"{where}: {META_FILE} says format {meta.format} but there is no {name} "
             f"(found: {', '.join(others) or 'no model file'})"
         )
-    return check_artifact(read_bytes(fs, f"{path}/{name}"), meta, f"{where}/{name}")
+    return ModelArtifact(data=read_bytes(fs, f"{path}/{name}"), meta=meta)
+
+
+def load_artifact(uri: str | Path, *, trusted: bool = False) -> ModelArtifact:
+    """Read and check an artifact directory written by `save_artifact` (`check_artifact`)."""
+    artifact = read_artifact(uri, trusted=trusted)
+    check_artifact(artifact.data, artifact.meta, f"{uri}/{artifact.file}")
+    return artifact

@@ -1,28 +1,28 @@
 """Model artifact formats: which file a version holds, how it is recognized, and which are safe.
 
     fmt = detect_format(data, "model.onnx")        # "onnx" | "torch-export" | "torchscript"
-    check_loadable(data, fmt, trusted=False, where="fraud.onnx")
+    check_loadable(fmt, trusted=False, where="fraud.onnx")
 
-| format         | file      | runtime      | safe for an untrusted artifact |
-|----------------|-----------|--------------|--------------------------------|
-| `onnx`         | model.onnx| onnxruntime  | yes: a protobuf graph of known operators, no code |
-| `torch-export` | model.pt2 | torch        | yes, once every pickled part of the archive has   |
-|                |           |              | loaded with `torch.load(weights_only=True)` and   |
-|                |           |              | nothing else in it is code (see `check_pt2`)      |
-| `torchscript`  | model.ts  | torch        | no: the archive is a program (TorchScript code)   |
-|                |           |              | the loader compiles and runs; `trusted` only      |
+| format         | file       | runtime     | safe for an untrusted artifact                    |
+|----------------|------------|-------------|---------------------------------------------------|
+| `onnx`         | model.onnx | onnxruntime | yes: a protobuf graph of known operators, no code |
+| `torch-export` | model.pt2  | torch       | no: `torch.export.load` runs code from the archive |
+| `torchscript`  | model.ts   | torch       | no: the archive is a program the loader compiles  |
 
-A format that cannot be loaded without running code from the artifact is accepted only
-for a version registered with `trusted=True` (recorded with the version, shown by
-`sluice models show`). A plain Python pickle is never a model here, trusted or not.
+Why a `.pt2` is not safe, read in torch 2.13's loader (`torch/export/pt2_archive/_package.py`,
+`torch/_export/serde/serialize.py`, `torch/utils/_pytree.py`): it unpickles pickled weights,
+constants and sample inputs with `weights_only=False` and object constants with plain
+`pickle.loads`; it parses the graph's symbolic shapes with `sympy.sympify`, which evaluates
+Python; its pytree specs name types it imports (`importlib.import_module`); and it loads an
+AOTInductor shared library found in the archive. No check of the archive from outside closes
+all of these, so, like TorchScript, a `.pt2` is accepted only for a version registered with
+`trusted=True` (recorded with the version, shown by `sluice models show`). An untrusted
+model is registered as ONNX. A plain Python pickle is never a model here, trusted or not.
 """
 
 from __future__ import annotations
 
 import io
-import json
-import pickle
-import re
 import zipfile
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -34,7 +34,6 @@ __all__ = [
     "FormatInfo",
     "ModelFormat",
     "check_loadable",
-    "check_pt2",
     "detect_format",
     "model_file",
 ]
@@ -50,13 +49,12 @@ class FormatInfo:
     """The Python package that runs it (checked to be importable at registration)."""
     safe: bool
     """Loadable without running code from the artifact."""
-    suffixes: tuple[str, ...]
 
 
 FORMATS: dict[str, FormatInfo] = {
-    "onnx": FormatInfo("model.onnx", "onnxruntime", True, (".onnx",)),
-    "torch-export": FormatInfo("model.pt2", "torch", True, (".pt2",)),
-    "torchscript": FormatInfo("model.ts", "torch", False, (".ts", ".torchscript", ".jit")),
+    "onnx": FormatInfo("model.onnx", "onnxruntime", True),
+    "torch-export": FormatInfo("model.pt2", "torch", False),
+    "torchscript": FormatInfo("model.ts", "torch", False),
 }
 assert set(FORMATS) == set(get_args(ModelFormat))
 
@@ -151,9 +149,17 @@ def _detect(data: bytes, where: str) -> ModelFormat:
     return "onnx"
 
 
-def check_loadable(data: bytes, fmt: str, *, trusted: bool, where: str) -> None:
-    """Refuse what would run code from the artifact, unless it is `trusted`; check the
-    runtime is installed. Called at registration and again before every load."""
+_WHY_UNSAFE = {
+    "torch-export": "torch.export.load runs code from a .pt2 (it unpickles parts of it with "
+    "weights_only=False, evaluates its shape expressions with sympy and imports the types it "
+    "names)",
+    "torchscript": "a TorchScript archive is a program that torch.jit.load compiles and runs",
+}
+
+
+def check_loadable(fmt: str, *, trusted: bool, where: str) -> None:
+    """Refuse a format that runs code from the artifact when loaded, unless it is `trusted`;
+    check the runtime is installed. Called at registration and again before every load."""
     info = _info(fmt, where)
     try:
         __import__(info.runtime)
@@ -164,92 +170,8 @@ def check_loadable(data: bytes, fmt: str, *, trusted: bool, where: str) -> None:
         ) from None
     if not info.safe and not trusted:
         raise ModelNotFound(
-            f"{where}: {fmt} artifacts are programs that run when loaded, so they are accepted "
-            "only from a trusted source: register it with --trusted (trusted=True), or export "
-            "the model with torch.export (.pt2) or as ONNX, which load without running code"
+            f"{where}: {fmt} artifacts are accepted only from a trusted source: "
+            f"{_WHY_UNSAFE[fmt]}. Register it with --trusted (trusted=True) if you trust "
+            "where it came from, or export the model as ONNX (torch.onnx.export, skl2onnx, "
+            "onnxmltools), which loads without running code"
         )
-    if fmt == "torch-export" and not trusted:
-        check_pt2(data, where)
-
-
-# The members of a torch.export archive (torch.export.pt2_archive) that are data:
-# format markers, JSON, and tensor bytes named by a payload config.
-_PT2_TEXT = ("archive_format", "archive_version", "byteorder", ".data/version",
-             ".data/serialization_id")  # fmt: skip
-
-
-def check_pt2(data: bytes, where: str) -> None:
-    """Prove a torch.export archive loads without running code from it.
-
-    `torch.export.load` unpickles some members with `weights_only=False` (pickled weights
-    and constants, sample inputs) and custom-object constants with plain `pickle`. Here
-    every member must be a format marker, JSON, raw tensor bytes named by a payload config
-    (`use_pickle: false`), or a pickle that `torch.load(weights_only=True)` accepts, which
-    builds tensors and containers only, so the full unpickler then builds the same thing.
-    Anything else (a custom object, a compiled AOTInductor library, an unknown member)
-    is refused.
-    """
-    import torch
-
-    archive = zipfile.ZipFile(io.BytesIO(data))
-    names = archive.namelist()
-    raw: set[str] = set()
-    pickled: set[str] = set()
-    for name in names:
-        if name.endswith("_config.json") and "/data/" in name:
-            folder = name.rsplit("/", 1)[0]
-            try:
-                entries = list(json.loads(archive.read(name))["config"].values())
-                for entry in entries:
-                    member = _pt2_payload(entry["path_name"], folder, name, where)
-                    (pickled if entry.get("use_pickle") else raw).add(member)
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise ModelNotFound(f"{where}: torch.export archive: bad {name}: {exc}") from None
-    raw -= pickled  # named both ways: the loader may unpickle it, so it is checked as a pickle
-    for name in names:
-        if name in pickled or "/data/sample_inputs/" in name or name.endswith(".pt"):
-            try:
-                torch.load(io.BytesIO(archive.read(name)), map_location="cpu", weights_only=True)
-            except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError,
-                    AttributeError) as exc:  # fmt: skip
-                raise ModelNotFound(
-                    f"{where}: torch.export archive member {name} is a pickle that "
-                    f"torch.load(weights_only=True) refuses ({_first_line(exc)}); loading it "
-                    "would run code from the artifact. Re-export the model so its weights are "
-                    "plain tensors, or register it with --trusted if you trust its source"
-                ) from None
-            continue
-        if name.endswith("/") or name.endswith(_PT2_TEXT) or name in raw:
-            continue
-        if name.endswith(".json") and ("/models/" in name or "/data/" in name):
-            continue
-        raise ModelNotFound(
-            f"{where}: torch.export archive member {name} is neither tensor data nor JSON "
-            "(a custom Python object or compiled code); loading it could run code from the "
-            "artifact. Register it with --trusted if you trust its source"
-        )
-
-
-_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-
-
-def _pt2_payload(path_name: object, folder: str, config: str, where: str) -> str:
-    """The archive member a payload config entry names. torch's loader picks the loader by
-    the name's prefix (`opaque_obj_*` goes to plain `pickle.loads`, `custom_obj_*` to
-    TorchScript's), not by `use_pickle`, so a constant must be a `tensor_*`; and the name
-    must be a plain file name (the loader joins it onto the folder)."""
-    if not isinstance(path_name, str) or not _PLAIN_NAME.fullmatch(path_name):
-        raise ModelNotFound(f"{where}: torch.export archive: {config} names payload "
-                            f"{path_name!r}, which is not a plain file name")  # fmt: skip
-    if folder.endswith("/data/constants") and not path_name.startswith("tensor_"):
-        raise ModelNotFound(
-            f"{where}: torch.export archive constant {path_name} is a Python object (not a "
-            "tensor); loading it runs code from the artifact. Register it with --trusted if "
-            "you trust its source, or export the model without object constants"
-        )
-    return f"{folder}/{path_name}"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__

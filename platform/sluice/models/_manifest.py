@@ -20,6 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from sluice.errors import ModelNotFound
+from sluice.models._formats import ModelFormat
 
 __all__ = [
     "AliasEvent",
@@ -84,7 +85,7 @@ class VersionRecord(_Frozen):
     version: int = Field(..., ge=1)
     registered_at: datetime
     contract: str
-    format: str = Field(..., description="Artifact format: onnx, torch-export, torchscript.")
+    format: ModelFormat = Field(..., description="Artifact format (models/_formats.py).")
     trusted: bool = Field(False, description="Registered as from a trusted source.")
     metrics: dict[str, float]
     feature_spec_hash: str

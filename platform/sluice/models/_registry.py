@@ -16,6 +16,7 @@ parseable and a version directory that exists is never overwritten.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import uuid
@@ -26,7 +27,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pyarrow.fs as pafs
 from pydantic import ValidationError
 
@@ -46,13 +46,14 @@ from sluice.models._manifest import (
     parse_model_ref,
 )
 from sluice.models._meta import ModelMeta
-from sluice.models._runtime import Runner, open_runner, select_device, to_scores
+from sluice.models._runtime import LoadedModel, open_runner, select_device
 
 if TYPE_CHECKING:
     from sluice.contract import Contract
 
-__all__ = ["LoadedModel", "ModelRegistry", "ModelSummary", "VersionInfo", "check_feature_spec"]
+__all__ = ["ModelRegistry", "ModelSummary", "VersionInfo", "check_feature_spec"]
 
+log = logging.getLogger(__name__)
 MANIFEST_FILE = "manifest.json"
 _MAX_PINS = 256  # pins kept per model; a scope older than the last 256 resolves anew
 _SCOPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
@@ -62,52 +63,6 @@ REGISTRATION_FILE = "registration.json"
 # are immutable, so (root, name, version, device) identifies the weights.
 _LOADED: dict[tuple[str, str, int, str], LoadedModel] = {}
 _LOADED_LOCK = threading.Lock()
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """A version ready to predict: its runtime session on its device, plus its metadata."""
-
-    name: str
-    version: int
-    meta: ModelMeta
-    runner: Runner
-
-    @property
-    def ref(self) -> str:
-        return f"{self.name}/{self.version}"
-
-    @property
-    def device(self) -> str:
-        return self.runner.device
-
-    def predict(self, matrix: np.ndarray, batch_rows: int = 4096) -> np.ndarray:
-        """Fraud probabilities (float64) for a float32 matrix in `meta.feature_names` order,
-        run in batches of at most `batch_rows` rows (bounds device memory)."""
-        width = len(self.meta.feature_names)
-        if matrix.ndim != 2 or matrix.shape[1] != width:
-            raise ValueError(
-                f"{self.ref}: expected a (rows, {width}) matrix, got shape {matrix.shape}"
-            )
-        if batch_rows <= 0:
-            raise ValueError(f"batch_rows must be > 0, got {batch_rows}")
-        matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-        rows = matrix.shape[0]
-        if rows <= batch_rows:
-            return self._scores(matrix)
-        out = np.empty(rows, dtype=np.float64)
-        for start in range(0, rows, batch_rows):
-            out[start : start + batch_rows] = self._scores(matrix[start : start + batch_rows])
-        return out
-
-    def _scores(self, matrix: np.ndarray) -> np.ndarray:
-        if matrix.shape[0] == 0:
-            return np.empty(0, dtype=np.float64)
-        scores = to_scores(self.runner.run(matrix), self.meta.output, self.ref)
-        if not np.isfinite(scores).all():
-            bad = int((~np.isfinite(scores)).sum())
-            raise ValueError(f"{self.ref}: the model returned {bad} non-finite score(s)")
-        return scores
 
 
 def _manifest_format(data: bytes) -> object:
@@ -172,7 +127,11 @@ class ModelRegistry:
         for info in sorted(self._fs.get_file_info(selector), key=lambda i: i.base_name):
             if info.type != pafs.FileType.Directory:
                 continue
-            manifest = self._read_manifest(info.base_name, missing_ok=True)
+            try:
+                manifest = self._read_manifest(info.base_name, missing_ok=True)
+            except ModelNotFound as exc:  # e.g. a format-1 model: listed as unreadable
+                log.warning("%s", exc)
+                continue
             if manifest is not None:
                 out.append(
                     ModelSummary(
@@ -303,9 +262,10 @@ class ModelRegistry:
             self._write_manifest(manifest)
         return version
 
-    def register_artifact(self, name: str, uri: str | Path) -> int:
-        """Register a directory written by `save_artifact` (what the CLI's `register` takes)."""
-        artifact = art.load_artifact(uri)
+    def register_artifact(self, name: str, uri: str | Path, *, trusted: bool = False) -> int:
+        """Register a directory written by `save_artifact` (any pyarrow URI). `trusted` is
+        the caller's word; a `trusted` in the directory's meta.json is ignored."""
+        artifact = art.read_artifact(uri, trusted=trusted)
         return self.register(name, artifact.data, artifact.meta)
 
     def promote(

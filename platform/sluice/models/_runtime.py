@@ -20,15 +20,20 @@ from __future__ import annotations
 
 import io
 import logging
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from sluice.errors import ModelNotFound
 from sluice.models._formats import check_loadable, detect_format
 
+if TYPE_CHECKING:
+    from sluice.models._meta import ModelMeta
+
 __all__ = [
     "SCORE_TOLERANCE",
+    "LoadedModel",
     "Runner",
     "check_signature",
     "open_runner",
@@ -57,7 +62,6 @@ def select_device(preference: str = "auto") -> str:
 
 class Runner(Protocol):
     device: str
-    output_names: tuple[str, ...]
 
     def run(self, matrix: np.ndarray) -> list[np.ndarray]:
         """Every output of the model for a float32 (rows, n_features) matrix."""
@@ -92,7 +96,6 @@ class OnnxRunner:
             ) from None
         self.device = device
         self.inputs = self.session.get_inputs()
-        self.output_names = tuple(o.name for o in self.session.get_outputs())
         self._input = self.inputs[0].name if self.inputs else ""
 
     def run(self, matrix: np.ndarray) -> list[np.ndarray]:
@@ -120,7 +123,6 @@ class TorchRunner:
         if hasattr(self.module, "eval") and fmt == "torchscript":
             self.module.eval()
         self.device = device
-        self.output_names = ()
 
     def run(self, matrix: np.ndarray) -> list[np.ndarray]:
         torch = self._torch
@@ -131,13 +133,59 @@ class TorchRunner:
         return [(o if o.device.type == "cpu" else o.cpu()).numpy() for o in outs]
 
 
+@dataclass(frozen=True)
+class LoadedModel:
+    """A version ready to predict: its runtime session on its device, plus its metadata."""
+
+    name: str
+    version: int
+    meta: ModelMeta
+    runner: Runner
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}/{self.version}"
+
+    @property
+    def device(self) -> str:
+        return self.runner.device
+
+    def predict(self, matrix: np.ndarray, batch_rows: int = 4096) -> np.ndarray:
+        """Fraud probabilities (float64) for a float32 matrix in `meta.feature_names` order,
+        run in batches of at most `batch_rows` rows (bounds device memory)."""
+        width = len(self.meta.feature_names)
+        if matrix.ndim != 2 or matrix.shape[1] != width:
+            raise ValueError(
+                f"{self.ref}: expected a (rows, {width}) matrix, got shape {matrix.shape}"
+            )
+        if batch_rows <= 0:
+            raise ValueError(f"batch_rows must be > 0, got {batch_rows}")
+        matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+        rows = matrix.shape[0]
+        if rows <= batch_rows:
+            return self._scores(matrix)
+        out = np.empty(rows, dtype=np.float64)
+        for start in range(0, rows, batch_rows):
+            out[start : start + batch_rows] = self._scores(matrix[start : start + batch_rows])
+        return out
+
+    def _scores(self, matrix: np.ndarray) -> np.ndarray:
+        if matrix.shape[0] == 0:
+            return np.empty(0, dtype=np.float64)
+        scores = to_scores(self.runner.run(matrix), self.meta.output, self.ref)
+        if not np.isfinite(scores).all():
+            bad = int((~np.isfinite(scores)).sum())
+            raise ValueError(f"{self.ref}: the model returned {bad} non-finite score(s)")
+        return scores
+
+
 def open_runner(
     data: bytes, fmt: str, *, device: str = "auto", trusted: bool = False, where: str
 ) -> Runner:
     """Load an artifact for scoring, once its content is recognized as `fmt` and it passed
     the safety checks of `check_loadable` (at registration and at every load alike)."""
     detect_format(data, where, declared=fmt)
-    check_loadable(data, fmt, trusted=trusted, where=where)
+    check_loadable(fmt, trusted=trusted, where=where)
     dev = select_device(device)
     if fmt == "onnx":
         return OnnxRunner(data, dev, where)
@@ -166,7 +214,7 @@ def check_signature(
     """The model takes a (batch, n_features) float32 matrix with a dynamic batch dimension
     and returns one score per row; refused otherwise, naming the model's side and the
     contract's. Checked from the declared input (ONNX, torch-export) and by running a
-    probe of 1 and 3 rows (every format)."""
+    probe of 1 and 3 all-zero rows and of one all-NaN row (a missing input) (every format)."""
     expected = f"the contract's feature spec gives (batch, {n_features}) float32"
     if isinstance(runner, OnnxRunner):
         inputs = runner.inputs
@@ -190,8 +238,10 @@ def check_signature(
         if str(val.dtype) != "torch.float32":
             raise ModelNotFound(f"{where}: the program's input is {val.dtype}; {expected}")
         _check_shape(dims, n_features, expected, where)
-    for rows in (1, 3):
-        probe = np.zeros((rows, n_features), dtype=np.float32)
+    nan_row = np.full((1, n_features), np.nan, dtype=np.float32)
+    for probe in (np.zeros((1, n_features), np.float32), np.zeros((3, n_features), np.float32),
+                  nan_row):  # fmt: skip
+        rows = probe.shape[0]
         try:
             outputs = runner.run(probe)
         except Exception as exc:  # noqa: BLE001 - a runtime error is the model's answer
@@ -203,6 +253,10 @@ def check_signature(
             raise ModelNotFound(f"{where}: the model has {len(outputs)} outputs; the declared "
                                 f"score output is #{output.index}")  # fmt: skip
         raw = outputs[output.index]
+        if raw.ndim == 1 and output.column is not None:
+            raise ModelNotFound(f"{where}: column {output.column} is declared but the score "
+                                f"output is one value per row {tuple(raw.shape)}; declare no "
+                                "column")  # fmt: skip
         width_ok = raw.ndim == 2 and (raw.shape[1] == 1 or output.column is not None)
         per_row = raw.ndim == 1 or width_ok
         if raw.shape[:1] != (rows,) or not per_row or raw.dtype.kind != "f":
@@ -212,13 +266,19 @@ def check_signature(
                 "declared column (the positive class of a classifier: --output-column 1, "
                 "ModelOutput(column=1))"
             )
-        if output.column is not None and not 0 <= output.column < raw.shape[-1]:
+        if raw.ndim == 2 and output.column is not None and output.column >= raw.shape[1]:
             raise ModelNotFound(f"{where}: column {output.column} is outside the model's "
-                                f"output of width {raw.shape[-1]}")  # fmt: skip
+                                f"output of width {raw.shape[1]}")  # fmt: skip
         scores = to_scores(outputs, output, where)
+        if probe is nan_row and not np.isfinite(scores).all():
+            raise ModelNotFound(
+                f"{where}: the model scores a row of missing features (NaN) as {scores[0]}; a "
+                "feature is NaN when its input is missing, and every row needs a finite score. "
+                "Handle NaN in the model (e.g. torch.nan_to_num; tree models do natively)"
+            )
         if output.link == "probability" and not np.all((scores >= 0) & (scores <= 1)):
             raise ModelNotFound(
-                f"{where}: the score output gives {scores.tolist()} for an all-zero row; a "
+                f"{where}: the score output gives {scores.tolist()} for a probe row; a "
                 "probability must lie in [0, 1]. If the model returns logits, register it "
                 "with --link logit"
             )

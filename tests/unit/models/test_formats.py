@@ -208,22 +208,22 @@ MALICIOUS: dict[str, tuple[str, Callable[[_Evil], bytes], str]] = {
         for fmt in FORMAT_NAMES
     },
     "pt2-pickled-weight-torch-save": (
-        "torch-export", lambda e: _pt2_pickled_weight(e, "torch_save"), "weight_0"
+        "torch-export", lambda e: _pt2_pickled_weight(e, "torch_save"), "--trusted"
     ),
     "pt2-pickled-weight-raw-pickle": (
-        "torch-export", lambda e: _pt2_pickled_weight(e, "raw"), "weight_0"
+        "torch-export", lambda e: _pt2_pickled_weight(e, "raw"), "--trusted"
     ),
-    "pt2-unknown-custom-obj": ("torch-export", _pt2_unknown_custom_obj, "custom_obj_0"),
-    "pt2-listed-custom-obj": ("torch-export", _pt2_listed_custom_obj, "custom_obj_0"),
+    "pt2-unknown-custom-obj": ("torch-export", _pt2_unknown_custom_obj, "--trusted"),
+    "pt2-listed-custom-obj": ("torch-export", _pt2_listed_custom_obj, "--trusted"),
     "pt2-sample-inputs-torch-save": (
-        "torch-export", lambda e: _pt2_evil_sample_inputs(e, "torch_save"), "sample_inputs"
+        "torch-export", lambda e: _pt2_evil_sample_inputs(e, "torch_save"), "--trusted"
     ),
     "pt2-sample-inputs-raw-pickle": (
-        "torch-export", lambda e: _pt2_evil_sample_inputs(e, "raw"), "sample_inputs"
+        "torch-export", lambda e: _pt2_evil_sample_inputs(e, "raw"), "--trusted"
     ),
-    "pt2-opaque-obj-declared-raw": ("torch-export", _pt2_opaque_obj_declared_raw, "opaque_obj_0"),
+    "pt2-opaque-obj-declared-raw": ("torch-export", _pt2_opaque_obj_declared_raw, "--trusted"),
     "pt2-member-both-raw-and-pickled": (
-        "torch-export", _pt2_member_both_raw_and_pickled, "weight_99"
+        "torch-export", _pt2_member_both_raw_and_pickled, "--trusted"
     ),
 }
 
@@ -254,18 +254,35 @@ def test_a_malicious_pickle_disguised_as_a_format_is_refused_untrusted(registry,
 def _detect_and_check(data: bytes, fmt: str) -> None:
     from sluice.models._formats import check_loadable
 
-    check_loadable(data, detect_format(data, "artifact", declared=fmt), trusted=False,
+    check_loadable(detect_format(data, "artifact", declared=fmt), trusted=False,
                    where="artifact")  # fmt: skip
 
 
-def test_a_real_torchscript_archive_needs_trusted(registry):
+@pytest.mark.parametrize("fmt", ["torchscript", "torch-export"])
+def test_a_real_torch_archive_needs_trusted(registry, fmt):
+    """torch.export.load and torch.jit.load both run code from the archive (README "Bring
+    your own model"): a genuine archive is refused without trust, and tells the way out."""
     with pytest.raises(ModelNotFound) as info:
-        registry.register("fraud", make_model(0, "torchscript"), make_meta(fmt="torchscript"))
+        registry.register("fraud", make_model(0, fmt), make_meta(fmt=fmt))
     message = str(info.value)
-    assert "torchscript" in message
-    assert "--trusted" in message
-    assert "torch.export" in message and "ONNX" in message
+    assert fmt in message and "--trusted" in message and "ONNX" in message
     assert registry.list_models() == []
+    assert registry.register("fraud", make_model(0, fmt), make_meta(fmt=fmt, trusted=True)) == 1
+
+
+def test_an_artifact_directory_cannot_declare_itself_trusted(tmp_path):
+    """Trust is the registering caller's word: a meta.json saying `trusted: true` is
+    ignored by load_artifact and register_artifact."""
+    from sluice.models import load_artifact
+
+    directory = save_artifact(tmp_path / "a", make_model(0, "torchscript"),
+                              make_meta(fmt="torchscript", trusted=True))  # fmt: skip
+    registry = ModelRegistry(tmp_path / "registry")
+    with pytest.raises(ModelNotFound, match="--trusted"):
+        load_artifact(directory)
+    with pytest.raises(ModelNotFound, match="--trusted"):
+        registry.register_artifact("fraud", directory)
+    assert registry.register_artifact("fraud", directory, trusted=True) == 1
 
 
 # -- 3. trusted TorchScript -----------------------------------------------------------------
@@ -354,9 +371,15 @@ def _neither_format_zip() -> bytes:
     return out.getvalue()
 
 
+class _NanToNum(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nan_to_num(x)
+
+
 def _two_columns() -> bytes:
     torch.manual_seed(0)
-    return _torch_onnx(torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Sigmoid()), 3, True)
+    net = torch.nn.Sequential(_NanToNum(), torch.nn.Linear(3, 2), torch.nn.Sigmoid())
+    return _torch_onnx(net, 3, True)
 
 
 def _probability_mlp() -> bytes:
@@ -463,7 +486,7 @@ def test_a_lightgbm_classifier_exported_to_onnx_registers_and_scores_like_lightg
 def test_the_same_mlp_scores_alike_in_every_format_and_batch_size(registry):
     metas = {
         "onnx": make_meta(fmt="onnx"),
-        "torch-export": make_meta(fmt="torch-export"),
+        "torch-export": make_meta(fmt="torch-export", trusted=True),
         "torchscript": make_meta(fmt="torchscript", trusted=True),
     }
     x = _rows(500, seed=11)
@@ -532,15 +555,17 @@ def test_cli_registers_an_artifact_directory_and_a_model_file_with_meta(tmp_path
     for version, fmt in enumerate(("onnx", "torch-export"), start=2):
         model = _write_model(tmp_path, fmt)
         meta = _write_meta(tmp_path, fmt)
-        result = _cli("register", "fraud", str(model), "--meta", str(meta), "--registry", root)
+        trust = ["--trusted"] if fmt == "torch-export" else []
+        result = _cli("register", "fraud", str(model), "--meta", str(meta), *trust,
+                      "--registry", root)  # fmt: skip
         assert result.exit_code == 0, result.output
         assert f"registered fraud/{version}  format {fmt}" in result.output
-        assert "trusted" not in result.output
+        assert ("trusted" in result.output) == bool(trust)
     registry = ModelRegistry(root)
     assert [registry.show(f"fraud/{v}").meta.format for v in (1, 2, 3)] == [
         "onnx", "onnx", "torch-export"
     ]  # fmt: skip
-    assert not any(registry.show(f"fraud/{v}").record.trusted for v in (1, 2, 3))
+    assert [registry.show(f"fraud/{v}").record.trusted for v in (1, 2, 3)] == [False, False, True]
 
 
 def test_cli_a_model_file_without_meta_is_refused(tmp_path):
@@ -612,3 +637,19 @@ def test_cli_a_directory_with_two_model_files_is_refused(tmp_path):
     assert "expected exactly one model file" in result.output
     assert "model.onnx" in result.output and "model.pt2" in result.output
     assert ModelRegistry(root).list_models() == []
+
+
+def test_a_model_that_scores_missing_features_as_nan_is_refused(registry):
+    """A feature is NaN when its input is missing; a model without NaN handling would fail
+    a whole scoring batch later, so it is refused at registration, saying how to fix it."""
+    torch.manual_seed(0)
+    plain = export_module(torch.nn.Sequential(torch.nn.Linear(3, 1), torch.nn.Flatten(0)), 3)
+    with pytest.raises(ModelNotFound, match=r"missing features \(NaN\).*nan_to_num"):
+        registry.register("fraud", plain, make_meta())
+    assert registry.list_models() == []
+
+
+def test_a_column_declared_on_a_one_value_per_row_output_is_refused(registry):
+    meta = make_meta().model_copy(update={"output": ModelOutput(column=0, link="logit")})
+    with pytest.raises(ModelNotFound, match="declare no column"):
+        registry.register("fraud", make_model(0), meta)
