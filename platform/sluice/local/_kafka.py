@@ -39,7 +39,9 @@ def write_config(cfg: PlatformConfig, home: Path) -> Path:
     conf.mkdir(parents=True, exist_ok=True)
     port, ctl = broker_port(cfg), cfg.local.kafka_controller_port
     # Static quorum (controller.quorum.voters), so `format` needs no --standalone.
-    # Few partitions for the internal topics: their creation dominates a cold start.
+    # Few partitions for the internal topics: their creation dominates a cold start. The log
+    # cleaner's dedupe buffer (128 MiB by default, allocated at start) is cut to 16 MiB: a
+    # 256 MiB-heap test broker died of OutOfMemoryError allocating it.
     (conf / "server.properties").write_text(
         f"""process.roles=broker,controller
 node.id=1
@@ -59,6 +61,7 @@ transaction.state.log.num.partitions=4
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=true
 log.retention.hours=24
+log.cleaner.dedupe.buffer.size=16777216
 """
     )
     (conf / "log4j.properties").write_text(LOG4J)
