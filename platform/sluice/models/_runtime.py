@@ -1,8 +1,9 @@
 """Run a model artifact with its own runtime, and check its signature against a feature spec.
 
     runner = open_runner(data, "onnx", device="auto", where="fraud/3")
-    raw = runner.run(matrix)                 # float32 (rows, n_features) -> the model's output
-    scores = to_scores(raw_output, meta.output)   # one float64 probability per row
+    outputs = runner.run(matrix)             # float32 (rows, n_features) -> every output
+    model = LoadedModel("fraud", 3, meta, runner)
+    scores = model.predict(matrix)           # one float64 probability per row (to_scores)
 
 ONNX runs in an `onnxruntime.InferenceSession` (the CUDA provider when a GPU is asked for
 and the installed onnxruntime has it, otherwise the CPU provider); torch-export and
@@ -29,7 +30,7 @@ from sluice.errors import ModelNotFound
 from sluice.models._formats import check_loadable, detect_format
 
 if TYPE_CHECKING:
-    from sluice.models._meta import ModelMeta
+    from sluice.models._meta import ModelMeta, ModelOutput
 
 __all__ = [
     "SCORE_TOLERANCE",
@@ -192,7 +193,7 @@ def open_runner(
     return TorchRunner(data, fmt, dev, where)
 
 
-def to_scores(outputs: list[np.ndarray], output: Any, where: str) -> np.ndarray:
+def to_scores(outputs: list[np.ndarray], output: ModelOutput, where: str) -> np.ndarray:
     """One float64 probability per row from a model's outputs, by its `ModelOutput`."""
     raw = outputs[output.index] if output.index < len(outputs) else None
     if raw is None:
@@ -208,9 +209,7 @@ def to_scores(outputs: list[np.ndarray], output: Any, where: str) -> np.ndarray:
     return values
 
 
-def check_signature(
-    runner: Runner, n_features: int, output: Any, where: str
-) -> None:
+def check_signature(runner: Runner, n_features: int, output: ModelOutput, where: str) -> None:
     """The model takes a (batch, n_features) float32 matrix with a dynamic batch dimension
     and returns one score per row; refused otherwise, naming the model's side and the
     contract's. Checked from the declared input (ONNX, torch-export) and by running a
