@@ -171,8 +171,7 @@ def _fit_and_register(
     x_train = compute_features(train_table, spec, stats, store)
     x_holdout = compute_features(holdout, spec, stats, store)
 
-    data = TrainingData(contract, x_train.names, x_train.values, y_train, x_holdout.values,
-                        y_holdout, stats, x_train)  # fmt: skip
+    data = TrainingData(contract, x_train.names, x_train.values, y_train, stats)
     trainer_ref = config.trainer or contract.trainer
     candidate = load_trainer(trainer_ref)(data, config)
     if not isinstance(candidate, Candidate):

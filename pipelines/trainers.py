@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sluice.contract import Contract
 from sluice.errors import ConfigError
-from sluice.features import FeatureMatrix, FeatureStats
+from sluice.features import FeatureStats
 from sluice.models import MLP, MLPConfig, ModelFormat, ModelOutput, export_module
 
 __all__ = [
@@ -58,17 +58,15 @@ class TrainConfig(BaseModel):
 
 @dataclass(frozen=True)
 class TrainingData:
-    """What a trainer fits on: the contract's features of the training rows (and of the
-    holdout, for its own early stopping if it wants), in `feature_names` order."""
+    """What a trainer fits on: the contract's features of the training rows, in
+    `feature_names` order, and their labels. The holdout that judges the candidate is not
+    here: a trainer that wants early stopping splits its own validation rows off these."""
 
     contract: Contract
     feature_names: tuple[str, ...]
     x_train: np.ndarray
     y_train: np.ndarray
-    x_holdout: np.ndarray
-    y_holdout: np.ndarray
     stats: FeatureStats
-    train_matrix: FeatureMatrix
 
 
 @dataclass(frozen=True)
