@@ -85,6 +85,7 @@ def run_with_retries(
     keep_results: bool = False,
 ) -> tuple[list[Any], dict[int, BaseException]]:
     """Execute ``statement`` once per params tuple; retry transient failures with backoff.
+    With ``statement`` None each item of ``params`` is a statement of its own (a batch).
 
     Returns (results by index, {index: last error} of failures). A result is the row's
     ``ResultSet`` with ``keep_results`` (reads), else True; None where the row failed.
@@ -165,10 +166,10 @@ class _Pass:
                         return
                     i = self._next
                     self._next += 1
-                try:
-                    future = self.session.execute_async(
-                        self.statement, self.params[i], execution_profile=self.profile
-                    )
+                try:  # no statement: each item is a whole statement (an unlogged batch)
+                    args = (self.params[i],) if self.statement is None else (
+                        self.statement, self.params[i])  # fmt: skip
+                    future = self.session.execute_async(*args, execution_profile=self.profile)
                 except Exception as exc:  # noqa: BLE001 - this row's outcome
                     self._complete(i, None, exc)
                     local.slots += 1

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from cassandra.query import BatchStatement, BatchType
 
 from sluice import metrics
 from sluice.config import CassandraConfig, ConsistencyLevel
@@ -46,9 +47,14 @@ class WriteOptions:
     retries: int = 5  # further attempts for rows that failed transiently
     backoff_s: float = 0.2  # first retry delay; doubles per attempt (with jitter)
     chunk_rows: int = 50_000  # rows converted and tracked at once (bounds memory)
+    # > 0: the rows of one partition go as UNLOGGED batches of at most this many rows (one
+    # mutation per partition, Cassandra's pattern for same-partition writes); 0: one insert
+    # per row. Keep a batch under Cassandra's batch_size_warn_threshold (5 KiB).
+    partition_batch_rows: int = 0
 
     def __post_init__(self) -> None:
-        if self.ttl_s < 0 or self.concurrency < 1 or self.retries < 0 or self.chunk_rows < 1:
+        if (self.ttl_s < 0 or self.concurrency < 1 or self.retries < 0 or self.chunk_rows < 1
+                or self.partition_batch_rows < 0):  # fmt: skip
             raise ValueError(f"invalid write options: {self}")
 
     @classmethod
@@ -101,13 +107,16 @@ class CassandraWriter:
         *,
         key_columns: Sequence[str] | None = None,
         cql_types: Mapping[str, str] | None = None,
+        partition_columns: Sequence[str] | None = None,
     ) -> None:
         self.session = session
         self.keyspace, self.table = keyspace, table
         self.columns = dict(columns) if isinstance(columns, Mapping) else {c: c for c in columns}
         self.options = options
-        if cql_types is None or key_columns is None:
+        if cql_types is None or key_columns is None or partition_columns is None:
             meta = _table_metadata(session, keyspace, table)
+            if partition_columns is None:
+                partition_columns = [c.name for c in meta.partition_key]
             if cql_types is None:
                 cql_types = {c.name: c.cql_type for c in meta.columns.values()}
             if key_columns is None:
@@ -136,6 +145,7 @@ class CassandraWriter:
         self.statement.is_idempotent = True
         self.statement.consistency_level = driver_consistency(options.consistency)
         self._key_idx = [list(self.columns).index(k) for k in self.key_columns]
+        self._part_idx = [list(self.columns).index(k) for k in partition_columns]
         self._sleep: Callable[[float], None] = time.sleep
 
     def _params(self, table: pa.Table) -> list[tuple]:
@@ -163,11 +173,7 @@ class CassandraWriter:
         for start in range(0, table.num_rows, opts.chunk_rows):
             params = self._params(table.slice(start, opts.chunk_rows))
             t0 = time.perf_counter()
-            _, failed = run_with_retries(
-                self.session, self.statement, params,
-                concurrency=opts.concurrency, retries=opts.retries, backoff_s=opts.backoff_s,
-                sleep=self._sleep, what=f"{self.keyspace}.{self.table}",
-            )  # fmt: skip
+            failed = self._send(params)
             metrics.CASSANDRA_WRITE_SECONDS.observe(time.perf_counter() - t0, table=self.table)
             metrics.CASSANDRA_ROWS_WRITTEN.inc(len(params) - len(failed), table=self.table)
             for exc in failed.values():
@@ -178,6 +184,31 @@ class CassandraWriter:
                 rest = table.slice(start + opts.chunk_rows)
                 raise self._failure(params, failed, written, chunk, rest)
         return written
+
+    def _send(self, params: list[tuple]) -> dict[int, BaseException]:
+        """Write `params`; {row index: last error} of the rows that failed."""
+        opts = self.options
+        retry = dict(concurrency=opts.concurrency, retries=opts.retries,
+                     backoff_s=opts.backoff_s, sleep=self._sleep,
+                     what=f"{self.keyspace}.{self.table}")  # fmt: skip
+        if not opts.partition_batch_rows:
+            return run_with_retries(self.session, self.statement, params, **retry)[1]
+        groups: dict[tuple, list[int]] = {}
+        for i, row in enumerate(params):
+            groups.setdefault(tuple(row[j] for j in self._part_idx), []).append(i)
+        size = opts.partition_batch_rows
+        members = [rows[s : s + size] for rows in groups.values()
+                   for s in range(0, len(rows), size)]  # fmt: skip
+        batches = []
+        for rows in members:
+            batch = BatchStatement(batch_type=BatchType.UNLOGGED,
+                                   consistency_level=self.statement.consistency_level)  # fmt: skip
+            for i in rows:
+                batch.add(self.statement, params[i])
+            batch.is_idempotent = True
+            batches.append(batch)
+        _, failed = run_with_retries(self.session, None, batches, **retry)
+        return {i: exc for b, exc in failed.items() for i in members[b]}
 
     def _failure(
         self,

@@ -99,3 +99,25 @@ def test_rows_carry_the_ttl(stores, store_cfg) -> None:
     horizon = contract.features.aggregates.horizon_s
     assert horizon + 86_400 - 120 < ttl <= horizon + 86_400, (key, ttl)
     assert timedelta(seconds=ttl) > timedelta(days=1)
+
+
+def test_a_card_with_more_events_than_one_batch_holds_keeps_them_all(stores, store_cfg) -> None:
+    """Events go as unlogged batches of one card's events (EVENTS_PER_BATCH at most): a card
+    with 200 events in one record() call spans four batches, and every event is stored."""
+    from sluice.store._features import EVENTS_PER_BATCH
+
+    contract = stores[0]
+    table = generate_transactions(200, seed=12, n_cards=1, duration_s=86_400)
+    events = to_store_events(table, contract.features)
+    assert events.num_rows > 3 * EVENTS_PER_BATCH
+    assert pc.unique(events["entity"]).to_pylist() == [events["entity"][0].as_py()]
+    cassandra = CassandraFeatureStore.for_contract(store_cfg, contract)
+    memory = InMemoryFeatureStore()
+    cassandra.record(events)
+    memory.record(events)
+    card = events["entity"][0].as_py()
+    times = events["event_time"].to_pylist()
+    start, end = min(times), max(times) + timedelta(seconds=1)
+    got = cassandra.history([card], start, end)
+    assert got.num_rows == events.num_rows
+    assert by_key(got).equals(by_key(memory.history([card], start, end)))
