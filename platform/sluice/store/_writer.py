@@ -113,9 +113,10 @@ class CassandraWriter:
         self.keyspace, self.table = keyspace, table
         self.columns = dict(columns) if isinstance(columns, Mapping) else {c: c for c in columns}
         self.options = options
-        if cql_types is None or key_columns is None or partition_columns is None:
+        need_partition = bool(options.partition_batch_rows) and partition_columns is None
+        if cql_types is None or key_columns is None or need_partition:
             meta = _table_metadata(session, keyspace, table)
-            if partition_columns is None:
+            if need_partition:
                 partition_columns = [c.name for c in meta.partition_key]
             if cql_types is None:
                 cql_types = {c.name: c.cql_type for c in meta.columns.values()}
@@ -145,7 +146,7 @@ class CassandraWriter:
         self.statement.is_idempotent = True
         self.statement.consistency_level = driver_consistency(options.consistency)
         self._key_idx = [list(self.columns).index(k) for k in self.key_columns]
-        self._part_idx = [list(self.columns).index(k) for k in partition_columns]
+        self._part_idx = [list(self.columns).index(k) for k in partition_columns or ()]
         self._sleep: Callable[[float], None] = time.sleep
 
     def _params(self, table: pa.Table) -> list[tuple]:
