@@ -13,7 +13,7 @@ from sluice.errors import SluiceError
 
 if TYPE_CHECKING:
     from sluice.contract import Contract
-    from sluice.models import Manifest, ModelMeta, ModelRegistry
+    from sluice.models import Manifest, ModelMeta, ModelOutput, ModelRegistry
 
 app = typer.Typer(
     help="Register, inspect, promote and roll back model versions.", no_args_is_help=True
@@ -153,7 +153,6 @@ def register(
     input and output are checked against the feature names in meta.json; a format that
     runs code when loaded needs --trusted. A refused artifact leaves nothing registered.
     """
-    from sluice.models import ModelOutput
     from sluice.models._artifact import read_artifact
 
     reg = _registry(config, registry)
@@ -169,7 +168,7 @@ def register(
         output = meta.output.model_dump()
         output.update({k: v for k, v in (("link", link), ("index", output_index),
                                           ("column", output_column)) if v is not None})  # fmt: skip
-        meta = meta.model_copy(update={"output": _run(lambda: _output(ModelOutput, output))})
+        meta = meta.model_copy(update={"output": _run(lambda: _output(output))})
     version = _run(lambda: reg.register(name, model, meta))
     trust = "  (trusted source)" if meta.trusted else ""
     typer.echo(f"registered {name}/{version}  format {meta.format}{trust}")
@@ -223,13 +222,15 @@ def _model_file_in(directory: Path) -> Path:
     return found[0]
 
 
-def _output(cls: type[T], values: dict[str, object]) -> T:
+def _output(values: dict[str, object]) -> ModelOutput:
+    """The score output the options describe; a bad value is one `error:` line."""
     from pydantic import ValidationError
 
     from sluice.errors import ConfigError
+    from sluice.models import ModelOutput
 
     try:
-        return cls.model_validate(values)  # type: ignore[attr-defined]
+        return ModelOutput.model_validate(values)
     except ValidationError as exc:
         raise ConfigError(f"bad score output {values}: {exc}") from None
 

@@ -40,7 +40,8 @@ META_FILE = "meta.json"
 
 @dataclass(frozen=True)
 class ModelArtifact:
-    """The model file's bytes and its metadata, already checked to fit together."""
+    """The model file's bytes and its metadata (checked by `check_artifact` where a caller
+    needs it: `load_artifact` does, `read_artifact` leaves it to `register`)."""
 
     data: bytes
     meta: ModelMeta
