@@ -5,12 +5,16 @@ Ray Data with each row's position, and CSV read with the contract's types.
     check_input_schema(job, contract, files, fs)        # ConfigError before any write
     ds = read_input(job, contract, files, fs)           # + POSITION_COLUMNS
     row_ids(files, positions)                           # ["<file>#<row>", ...]
+    by_entity(ds, contract)                             # + ENTITY_COLUMN, sorted by it
 
 Every row read carries ``__sluice_file`` (its file's index in ``files``) and
 ``__sluice_row`` (its row number in that file, from 0). A refused row's quarantine row is
 told apart from every other by ``<file>#<row>``: deterministic, so a re-run upserts the
 same rows, and distinct input rows never share one. The stages drop both columns before
 scoring, so they never reach a row's raw JSON or the key check's row hash.
+
+The score pass reads the rows sorted by entity (``by_entity``): a batch then holds whole
+cards, so the features of its rows need one history read per card, not one per row.
 """
 
 from __future__ import annotations
@@ -33,10 +37,13 @@ from sluice.errors import ConfigError
 from sluice.jobs import BatchJob, InputFormat
 
 __all__ = [
+    "ADDED_COLUMNS",
+    "ENTITY_COLUMN",
     "FILE_COLUMN",
     "POSITION_COLUMNS",
     "ROW_COLUMN",
     "check_input_schema",
+    "by_entity",
     "count_rows",
     "csv_convert_options",
     "read_input",
@@ -47,6 +54,9 @@ __all__ = [
 FILE_COLUMN = "__sluice_file"
 ROW_COLUMN = "__sluice_row"
 POSITION_COLUMNS = (FILE_COLUMN, ROW_COLUMN)
+ENTITY_COLUMN = "__sluice_entity"
+ADDED_COLUMNS = (*POSITION_COLUMNS, ENTITY_COLUMN)
+"""Every column Sluice adds to a row read; the stages drop them before splitting a row."""
 
 _PARQUET_BATCH_ROWS = 65_536
 
@@ -175,6 +185,26 @@ def read_input(job: BatchJob, contract: Contract, files: list[str], fs: pafs.Fil
     import ray
 
     return ray.data.read_datasource(_NumberedFiles(job.input.format, contract, files, fs))
+
+
+def by_entity(ds, contract: Contract):
+    """``ds`` sorted by each row's entity (``ENTITY_COLUMN``: the entity as text; a row
+    whose entity is missing or does not cast sorts first as ``""``, and validation refuses
+    it). Ray Data's sort range-partitions on the key, so a card's rows land in one block
+    and, but for the cards cut at a batch boundary, in one batch.
+    """
+    return ds.map_batches(_entity_key, batch_format="pyarrow", batch_size=None,
+                          fn_kwargs={"column": contract.entity_column}).sort(ENTITY_COLUMN)
+
+
+def _entity_key(batch: pa.Table, column: str) -> pa.Table:
+    key = pa.nulls(batch.num_rows, pa.string())
+    if column in batch.column_names:
+        try:
+            key = batch.column(column).cast(pa.string())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass  # a type with no text form: every row of it sorts first
+    return batch.append_column(ENTITY_COLUMN, key.fill_null(""))
 
 
 def row_ids(files: Sequence[str], positions: pa.Table) -> list[str]:

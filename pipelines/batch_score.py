@@ -9,7 +9,8 @@ A key check and two streaming passes over the input, so memory stays bounded:
   1. record: read -> Scorer.split (conform + validate) -> valid events recorded in the
      online feature table; each refused row -> its own quarantine row (CassandraDatasink);
      the suite's counts -> table-level expectation results (pipelines/batch_expectations).
-  2. score:  read -> Scorer.split again -> the accepted rows scored -> predictions table.
+  2. score:  read -> sort by card -> Scorer.split again -> the accepted rows scored ->
+     predictions table.
 Every event is recorded before any is scored, so an event's entity aggregates see all the
 earlier events of its card however Ray splits the input — the same features the stream and
 the online endpoint compute. Writes are idempotent upserts: a re-run changes no row.
@@ -40,6 +41,7 @@ import pyarrow.compute as pc
 from pipelines.batch_expectations import ExpectationResult, check_supported, table_results
 from pipelines.batch_input import (
     POSITION_COLUMNS,
+    by_entity,
     check_input_schema,
     count_rows,
     read_input,
@@ -226,7 +228,10 @@ def run(job: BatchJob, cfg: PlatformConfig) -> JobSummary:
     t = time.monotonic()
     refused = refusals(quarantined.iter_batches(batch_format="pyarrow", batch_size=65536))
     score_args = dict(stage_args, refused=refused, record_engine=job.validation_engine)
-    scored = read().map_batches(ScoreStage, fn_constructor_kwargs=score_args, **pool)
+    # Sorted by card: a batch's rows then need one history read per card (pipelines/
+    # batch_input.by_entity); every event was recorded in pass 1, so any split is exact.
+    scored = by_entity(read(), contract).map_batches(ScoreStage,
+                                                     fn_constructor_kwargs=score_args, **pool)
     psink = CassandraDatasink(cfg.cassandra, out.predictions_table, consistency=out.consistency,
                               ttl_s=out.ttl_s)  # fmt: skip
     try:

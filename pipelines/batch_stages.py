@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.batch_expectations import Totals
-from pipelines.batch_input import POSITION_COLUMNS, row_ids
+from pipelines.batch_input import ADDED_COLUMNS, POSITION_COLUMNS, row_ids
 from sluice.config import PlatformConfig
 from sluice.contract import load_contract
 from sluice.errors import RowsUnaccounted
@@ -57,8 +57,8 @@ class _Stage:
         self.files = files
 
     def split(self, batch: pa.Table, engine: str | None = None):
-        """The batch's rows (positions dropped: they are no part of a row) split."""
-        rows = batch.drop_columns([c for c in POSITION_COLUMNS if c in batch.column_names])
+        """The batch's rows (the columns Sluice added dropped: no part of a row) split."""
+        rows = batch.drop_columns([c for c in ADDED_COLUMNS if c in batch.column_names])
         return self.scorer.split(rows, engine, source=self.source, now=self.now,
                                  conflicting_keys=self.conflicting_keys)  # fmt: skip
 
