@@ -100,8 +100,9 @@ def load_job(path: Path | str) -> BatchJob:
 class StreamJob(Frozen):
     """A stream job: one Kafka topic scored continuously by consumer actors.
 
-    Each consumer polls micro-batches (up to ``max_batch_messages`` or
-    ``max_batch_wait_ms``), writes every output, waits for the writes, then commits.
+    Each consumer polls micro-batches of what has arrived (up to ``max_batch_messages``;
+    it waits ``max_batch_wait_ms`` at most for a first message), writes every output,
+    waits for the writes, then commits.
     """
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,47}$")
@@ -118,8 +119,10 @@ class StreamJob(Frozen):
     )  # fmt: skip
     max_batch_messages: int = Field(2000, gt=0, le=100_000, description="Messages per micro-batch.")
     max_batch_wait_ms: int = Field(
-        500, gt=0, le=60_000, description="Longest a micro-batch is collected before scoring."
-    )
+        500, gt=0, le=60_000,
+        description="Longest a consumer waits for a first message before it returns to "
+        "commit and report lag; a batch never waits for more messages once one is here.",
+    )  # fmt: skip
     gx_min_rows: int = Field(
         5000, gt=0,
         description="Micro-batches of at least this many events are validated by Great "

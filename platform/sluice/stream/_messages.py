@@ -1,7 +1,8 @@
 """Kafka messages -> micro-batches -> event records, and the quarantine rows of malformed ones.
 
-A micro-batch is what one ``consume`` call gathers: up to ``max_messages`` messages or
-whatever arrived within ``max_wait_s`` (``collect_batch``). Its commit point is, per
+A micro-batch is what has arrived when the consumer is ready for it: the first message
+(waited for up to ``max_wait_s``) and every message already fetched behind it, up to
+``max_messages`` (``collect_batch``). Its commit point is, per
 partition, the last offset it holds plus one (``next_offsets``).
 
 Decoding (``decode_messages``) splits a batch into event records, handed to the Scorer,
@@ -136,19 +137,31 @@ def collect_batch(
     *,
     clock: Callable[[], float] = time.monotonic,
 ) -> list[Message]:
-    """One micro-batch: up to ``max_messages`` messages, collected for at most ``max_wait_s``.
+    """One micro-batch: what has arrived, up to ``max_messages`` messages.
+
+    It waits at most ``max_wait_s`` for a first message, then takes the messages already
+    fetched (``consume`` with timeout 0) and returns without waiting for more: a message
+    never waits for a batch to fill. Under load batches grow by themselves (what arrives
+    while one batch is scored is the next one), as in Kafka Streams; an idle consumer
+    returns an empty list every ``max_wait_s``, so its loop can commit and report lag.
 
     Error events are not messages: end-of-partition events are skipped, a fatal client
     error raises ``StreamError``, other errors (broker down, the client retries) are
-    logged. An empty list means nothing arrived in time.
+    logged.
     """
     deadline = clock() + max_wait_s
     batch: list[Message] = []
     while len(batch) < max_messages:
-        remaining = deadline - clock()
-        if remaining <= 0:
-            break
-        for msg in source.consume(num_messages=max_messages - len(batch), timeout=remaining):
+        if batch:  # drain what is already here, without waiting
+            got = source.consume(num_messages=max_messages - len(batch), timeout=0)
+            if not got:
+                break
+        else:
+            remaining = deadline - clock()
+            if remaining <= 0:
+                break
+            got = source.consume(num_messages=1, timeout=remaining)
+        for msg in got:
             err = msg.error()
             if err is None:
                 batch.append(msg)

@@ -81,12 +81,17 @@ class _Err:
 
 @dataclass
 class FakeConsumer:
-    """Hands out ``batches`` one per ``consume`` call (then nothing), records every call.
+    """Hands out ``batches`` as arrivals, records every call.
 
-    ``log`` is the ordered story of calls: ("consume", n), ("commit", {(t, p): offset}),
-    ("close",) — plus whatever the test's process function appends.
+    A blocking ``consume`` (timeout > 0) waits for the next arrival: the next list of
+    ``batches``; a ``consume`` with timeout 0 takes only what is left of the current one
+    (nothing new arrives while the consumer does not wait), so each list is one
+    micro-batch of ``collect_batch``. ``log`` is the ordered story of calls: ("consume", n)
+    for each blocking call, ("commit", {(t, p): offset}), ("close",) — plus whatever the
+    test's process function appends; ``drains`` lists the timeout-0 calls' sizes.
     ``refuse_commits`` makes that many commits fail with REBALANCE_IN_PROGRESS first.
-    ``on_consume(call_number)`` runs before each consume returns (e.g. to send a signal).
+    ``on_consume(call_number)`` runs before each blocking consume returns (e.g. to send a
+    signal); ``consumed_calls`` counts those.
     """
 
     batches: list[list[Any]]
@@ -97,17 +102,23 @@ class FakeConsumer:
     high_watermark: int = 100
     closed: bool = False
     consumed_calls: int = 0
+    drains: list[int] = field(default_factory=list)
+    _arrived: list[Any] = field(default_factory=list)
 
     def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Any]:
         if self.closed:
             raise RuntimeError("consume on a closed consumer")
-        self.consumed_calls += 1
-        self.log.append(("consume", num_messages))
-        if self.on_consume is not None:
-            self.on_consume(self.consumed_calls)
-        if self.batches:
-            return self.batches.pop(0)[:num_messages]
-        return []
+        if timeout == 0:
+            self.drains.append(num_messages)
+        else:
+            self.consumed_calls += 1
+            self.log.append(("consume", num_messages))
+            if self.on_consume is not None:
+                self.on_consume(self.consumed_calls)
+            if not self._arrived and self.batches:
+                self._arrived = list(self.batches.pop(0))
+        taken, self._arrived = self._arrived[:num_messages], self._arrived[num_messages:]
+        return taken
 
     def commit(self, *, offsets: list[Any], asynchronous: bool = True) -> list[Any]:
         assert asynchronous is False, "the stream must commit synchronously"

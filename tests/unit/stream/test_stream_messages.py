@@ -189,23 +189,34 @@ class FakeClock:
         return self.t
 
 
-def test_batch_ends_at_max_messages():
-    consumer = FakeConsumer(batches=[messages([b"{}"] * 3), messages([b"{}"] * 5)])
+def test_batch_takes_what_has_arrived_up_to_max_messages():
+    consumer = FakeConsumer(batches=[messages([b"{}"] * 9), messages([b"{}"] * 5)])
     batch = collect_batch(consumer, max_messages=6, max_wait_s=10)
     assert len(batch) == 6
-    assert consumer.log == [("consume", 6), ("consume", 3)]  # asks only for what is missing
+    # Waits for one message, then takes what is already fetched, asking only for the rest.
+    assert consumer.log == [("consume", 1)] and consumer.drains == [5]
+    assert len(collect_batch(consumer, max_messages=6, max_wait_s=10)) == 3  # the rest of it
+    assert len(collect_batch(consumer, max_messages=6, max_wait_s=10)) == 5  # the next arrival
 
 
-def test_batch_ends_at_max_wait_with_what_arrived():
+def test_batch_never_waits_for_more_once_a_message_is_here():
+    clock = FakeClock()
+    consumer = FakeConsumer(batches=[messages([b"{}"] * 2), messages([b"{}"] * 3)],
+                            on_consume=lambda call: setattr(clock, "t", clock.t + 0.3))
+    batch = collect_batch(consumer, max_messages=100, max_wait_s=1.0, clock=clock)
+    assert len(batch) == 2  # the second arrival is the next batch, not this one
+    assert consumer.consumed_calls == 1 and consumer.drains == [99, 98]
+
+
+def test_an_idle_consumer_returns_empty_after_max_wait():
     clock = FakeClock()
 
     def tick(call: int) -> None:
-        clock.t += 0.3  # each consume call waits 0.3 s
+        clock.t += 0.3  # each blocking consume call waits 0.3 s
 
-    consumer = FakeConsumer(batches=[messages([b"{}"] * 2)], on_consume=tick)
-    batch = collect_batch(consumer, max_messages=100, max_wait_s=1.0, clock=clock)
-    assert len(batch) == 2
-    assert consumer.consumed_calls == 4  # 0.3 s each until the 1 s deadline
+    consumer = FakeConsumer(batches=[], on_consume=tick)
+    assert collect_batch(consumer, max_messages=100, max_wait_s=1.0, clock=clock) == []
+    assert consumer.consumed_calls == 4 and consumer.drains == []  # 0.3 s each to 1 s
 
 
 def test_batch_skips_partition_eof_and_logs_transient_errors(caplog):
