@@ -72,6 +72,7 @@ class StreamSummary:
     scored: int = 0
     quarantined: int = 0
     malformed: int = 0
+    late_events: int = 0  # arrived after a later event of their card was scored
     batches: int = 0
     commits: int = 0
     revocations: int = 0
@@ -248,7 +249,8 @@ def _add_up(summary: StreamSummary, stats: list[LoopStats], latency_after: float
     engines: Counter[str] = Counter()
     latencies: list[float] = []
     for s in stats:
-        for name in ("messages", "scored", "quarantined", "malformed", "batches", "commits",
+        for name in ("messages", "scored", "quarantined", "malformed", "late_events",
+                     "batches", "commits",
                      "revocations", "store_retries", "store_wait_s"):  # fmt: skip
             setattr(summary, name, getattr(summary, name) + getattr(s, name))
         reasons.update(s.reasons)
@@ -277,6 +279,7 @@ def print_summary(summary: StreamSummary) -> None:
         ("consumers", f"{summary.consumers} (restarts: {summary.restarts})"),
         ("messages", summary.messages), ("scored", summary.scored),
         ("quarantined", summary.quarantined), ("malformed", summary.malformed),
+        ("late events", summary.late_events),
         ("batches", f"{summary.batches} (engines: {summary.engines})"),
         ("commits", summary.commits), ("revocations", summary.revocations),
         ("Cassandra retries", f"{summary.store_retries} ({summary.store_wait_s} s waiting)"),

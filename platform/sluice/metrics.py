@@ -205,6 +205,11 @@ CONSUMER_LAG = Family("gauge", "sluice_stream_consumer_lag",
                       "Messages not yet committed per partition (high watermark - committed "
                       "offset); 0 once another consumer owns the partition.",
                       ["job", "topic", "partition"])  # fmt: skip
+LATE_EVENTS = Family("counter", "sluice_stream_late_events_total",
+                     "Events that arrived after a later event of their card was scored "
+                     "(sluice.features.KeyedFeatureStore): the events scored before one "
+                     "did not see it, the batch job's would.",
+                     ["source", "contract"])  # fmt: skip
 EVENT_LATENCY_SECONDS = Family("histogram", "sluice_stream_event_latency_seconds",
                                "A message's producer timestamp to its rows written.",
                                ["job"])  # fmt: skip

@@ -5,6 +5,7 @@ Public surface::
     spec = contract.features                         # FeatureSpec
     stats = fit_stats(train_table, spec)             # at training; stats.to_dict() is JSON
     store = InMemoryFeatureStore()                   # or the Cassandra store
+    state = KeyedFeatureStore(store, spec.aggregates)  # a stream consumer's keyed state
     store.record(to_store_events(table, spec))       # record first ...
     matrix = compute_features(table, spec, stats, store)   # ... then compute
     matrix.values, matrix.names                      # float32 [rows, features], fixed order
@@ -21,6 +22,7 @@ so a store only has to supply history.
 
 from sluice.features._aggregates import entity_aggregates
 from sluice.features._compute import FeatureMatrix, compute_features
+from sluice.features._keyed import KeyedFeatureStore
 from sluice.features._reference import FeatureReference, ReferenceStatistics, reference_statistics
 from sluice.features._spec import (
     AggregateSpec,
@@ -55,6 +57,7 @@ __all__ = [
     "FeatureStore",
     "HourOfDay",
     "InMemoryFeatureStore",
+    "KeyedFeatureStore",
     "Log1p",
     "ReferenceStatistics",
     "Standardize",

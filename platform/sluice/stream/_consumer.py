@@ -42,6 +42,7 @@ class StreamConsumer:
         from confluent_kafka import Consumer
 
         from sluice.contract import load_contract
+        from sluice.features import InMemoryFeatureStore, KeyedFeatureStore
         from sluice.models import ModelRegistry
         from sluice.scoring import Scorer
         from sluice.store import CassandraFeatureStore, CheckpointStore
@@ -50,7 +51,12 @@ class StreamConsumer:
         cfg, job = self.cfg, self.job
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         contract = load_contract(job.contract)
-        store = CassandraFeatureStore.for_contract(cfg.cassandra, contract)
+        agg = contract.features.aggregates
+        # The consumer's cards' recent events in memory, Cassandra the durable copy (a
+        # contract without aggregates keeps no state: its Scorer never uses a store).
+        state = None if agg is None else KeyedFeatureStore(
+            CassandraFeatureStore.for_contract(cfg.cassandra, contract), agg)  # fmt: skip
+        store = InMemoryFeatureStore() if state is None else state  # (an empty state is falsy)
         scorer = Scorer(contract, ModelRegistry.from_config(cfg), store, "compiled",
                         model_ref=self.model_ref,
                         batch_rows=min(job.max_batch_messages, 8192))  # fmt: skip
@@ -77,6 +83,7 @@ class StreamConsumer:
         consumer = Consumer(consumer_settings(cfg.kafka, job, f"{job.name}-{self.member}"))
         loop = ConsumerLoop(consumer, process, job=job.name, max_messages=job.max_batch_messages,
                             max_wait_s=job.max_batch_wait_ms / 1000, on_commit=mirror,
+                            on_partitions_moved=state.forget if state else None,
                             store_outage_max_s=job.store_outage_max_s)  # fmt: skip
         consumer.subscribe([job.topic], on_assign=loop.on_assign, on_revoke=loop.on_revoke,
                            on_lost=loop.on_lost)  # fmt: skip

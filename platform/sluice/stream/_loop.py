@@ -75,6 +75,7 @@ class LoopStats:
     revocations: int = 0
     store_retries: int = 0  # batches retried because Cassandra was unavailable
     store_wait_s: float = 0.0  # time spent waiting for Cassandra
+    late_events: int = 0  # events older than one their card already had (BatchResult.late)
     assigned: list[int] = field(default_factory=list)  # partitions, as last assigned
     reasons: Counter[str] = field(default_factory=Counter)
     engines: Counter[str] = field(default_factory=Counter)
@@ -126,6 +127,7 @@ class ConsumerLoop:
         max_messages: int,
         max_wait_s: float,
         on_commit: Callable[[dict[tuple[str, int], int]], None] | None = None,
+        on_partitions_moved: Callable[[], None] | None = None,
         store_outage_max_s: float,
         backoff_s: tuple[float, float] = STORE_BACKOFF_S,
     ) -> None:
@@ -135,6 +137,7 @@ class ConsumerLoop:
         self.max_messages = max_messages
         self.max_wait_s = max_wait_s
         self.on_commit = on_commit
+        self.on_partitions_moved = on_partitions_moved
         self.store_outage_max_s = store_outage_max_s
         self.backoff_s = backoff_s
         self.stats = LoopStats()
@@ -259,6 +262,8 @@ class ConsumerLoop:
         self._forget(lost)
 
     def _forget(self, partitions: set[tuple[str, int]]) -> None:
+        if self.on_partitions_moved is not None:  # e.g. drop the keyed state of their cards
+            self.on_partitions_moved()
         for tp in partitions:
             self._pending.pop(tp, None)
             self._committed.pop(tp, None)
@@ -275,6 +280,7 @@ class ConsumerLoop:
         s.scored += result.scored
         s.quarantined += result.quarantined
         s.malformed += result.malformed
+        s.late_events += result.late
         s.reasons.update(result.reasons)
         s.engines[result.engine] += 1
         room = _LATENCY_SAMPLES - len(s.latencies_s)

@@ -1,13 +1,16 @@
 """One micro-batch scored and written: decode -> Scorer -> predictions + quarantine rows.
 
 ``MicroBatchScorer(batch)`` returns only when every output of the batch is written:
-- the Scorer records the batch's valid events in the feature store (an idempotent upsert
-  keyed by (card, event time, event id), so a replay stores each event once) and waits,
-  then computes their features — an event's aggregates only look at *strictly earlier*
-  events of its card, which, with card-keyed partitions, were all recorded by an earlier
-  batch or earlier in this one;
+- the Scorer records the batch's valid events in the consumer's keyed state
+  (``sluice.features.KeyedFeatureStore``: its cards' recent events in memory, loaded from
+  Cassandra on first sight), which starts their write to the feature table (an idempotent
+  upsert keyed by (card, event time, event id), so a replay stores each event once), then
+  computes their features from memory — an event's aggregates only look at *strictly
+  earlier* events of its card, which, with card-keyed partitions, were all recorded by an
+  earlier batch or earlier in this one;
 - predictions (keyed by the event id) and quarantine rows (keyed by the event id, or the
-  message position) are upserted and waited for.
+  message position) are upserted while the events' write is in flight; then both are
+  waited for (one round of writes per batch).
 Only then may the consumer commit the batch's offsets (``ConsumerLoop``). A replay after
 a crash rewrites the same rows: the same features and score for every event.
 
@@ -32,6 +35,7 @@ import pyarrow as pa
 from sluice import metrics
 from sluice.config import CassandraConfig
 from sluice.contract import Contract
+from sluice.features import KeyedFeatureStore
 from sluice.scoring import Engine, Scorer, reason_counts
 from sluice.store import (
     QUARANTINE_COLUMNS,
@@ -110,6 +114,7 @@ class BatchResult:
     malformed: int
     engine: Engine
     written_at: float
+    late: int = 0  # events older than one their card already had (KeyedFeatureStore)
     reasons: Counter[str] = field(default_factory=Counter)
     latencies_s: list[float] = field(default_factory=list)  # producer timestamp -> written
     sent_at_s: list[float] = field(default_factory=list)  # the producer timestamps (epoch s)
@@ -135,36 +140,32 @@ class MicroBatchScorer:
         self.scorer = scorer
         self.contract: Contract = scorer.contract
         self.outputs = outputs
+        # The consumer's keyed state, if its Scorer records into one: flushed before the
+        # batch counts as written.
+        store = scorer.store
+        self.state = store if isinstance(store, KeyedFeatureStore) else None
         self.source = source
         self.gx_min_rows = gx_min_rows
         fields = frozenset(self.contract.scoring_schema.names)
         self.limits = MessageLimits(fields, max_message_bytes, max_unknown_fields)
 
     def __call__(self, messages: Sequence[Message]) -> BatchResult:
-        now = datetime.now(UTC)
-        decoded = decode_messages(messages, self.limits)
-        engine = pick_engine(len(decoded.records), self.gx_min_rows)
-        quarantined = [malformed_quarantine(decoded, self.source, now, self.limits.max_bytes)]
-        scored_rows = 0
-        predictions = None
+        late_before = self.state.late_events if self.state else 0
+        try:
+            decoded, engine, predictions, quarantine = self._score(messages)
+            self.outputs.write(predictions, quarantine_rows(self.contract, quarantine))
+        finally:
+            if self.state is not None:  # no write of this batch outlives it, even on error
+                self.state.flush()  # the feature events' write, started by Scorer.record
+        late = self.state.late_events - late_before if self.state else 0
+        scored_rows = predictions.num_rows
         model_version = self.scorer.model.ref
-        if decoded.records:
-            t0 = time.perf_counter()
-            result = self.scorer.score(decoded.records, engine, source=self.source, now=now)
-            metrics.SCORE_BATCH_SECONDS.observe(time.perf_counter() - t0, path="stream",
-                                                contract=self.contract.name)  # fmt: skip
-            scored_rows = result.scored.num_rows
-            predictions = prediction_rows(self.contract, result.scored, scored_at=now)
-            key_column = self.contract.key_column
-            quarantined.append(restamp_quarantine(result.quarantined, decoded, key_column, now))
-        quarantine = pa.concat_tables(quarantined)
-        if predictions is None:
-            predictions = pa.table({})
-        self.outputs.write(predictions, quarantine_rows(self.contract, quarantine))
         written_at = time.time()
         sent_at = _sent_at(messages)
         reasons = _reasons(quarantine)
         metrics.record_rows(self.source, self.contract.name, model_version, scored_rows, reasons)
+        if late:
+            metrics.LATE_EVENTS.inc(late, source=self.source, contract=self.contract.name)
         return BatchResult(
             messages=len(messages),
             scored=scored_rows,
@@ -172,10 +173,28 @@ class MicroBatchScorer:
             malformed=len(decoded.malformed),
             engine=engine,
             written_at=written_at,
+            late=late,
             reasons=reasons,
             latencies_s=[written_at - t for t in sent_at],
             sent_at_s=sent_at,
         )
+
+    def _score(self, messages: Sequence[Message]):
+        """(decoded, engine, prediction rows, quarantine rows before ``quarantine_rows``)."""
+        now = datetime.now(UTC)
+        decoded = decode_messages(messages, self.limits)
+        engine = pick_engine(len(decoded.records), self.gx_min_rows)
+        quarantined = [malformed_quarantine(decoded, self.source, now, self.limits.max_bytes)]
+        predictions = pa.table({})
+        if decoded.records:
+            t0 = time.perf_counter()
+            result = self.scorer.score(decoded.records, engine, source=self.source, now=now)
+            metrics.SCORE_BATCH_SECONDS.observe(time.perf_counter() - t0, path="stream",
+                                                contract=self.contract.name)  # fmt: skip
+            predictions = prediction_rows(self.contract, result.scored, scored_at=now)
+            key_column = self.contract.key_column
+            quarantined.append(restamp_quarantine(result.quarantined, decoded, key_column, now))
+        return decoded, engine, predictions, pa.concat_tables(quarantined)
 
 
 def _reasons(quarantine: pa.Table) -> Counter[str]:
