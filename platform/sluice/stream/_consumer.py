@@ -90,7 +90,11 @@ class StreamConsumer:
         self._loop = loop
         log.info("%s consumer %s (pid %d) started on %s", job.name, self.member, os.getpid(),
                  job.topic)  # fmt: skip
-        return loop.run(self._stop)
+        try:
+            return loop.run(self._stop)
+        finally:
+            if state is not None:
+                state.close()
 
     def stop(self) -> None:
         """Finish the batch in flight, commit it, leave the group, return from ``run``."""
