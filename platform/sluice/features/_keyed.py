@@ -97,7 +97,9 @@ class KeyedFeatureStore:
         self._pending: list[Future[None]] = []
         self._lock = threading.Lock()
 
-    def __len__(self) -> int:
+    @property
+    def entities(self) -> int:
+        """Entities in memory now. (No ``__len__``: an empty state must stay truthy.)"""
         return len(self._cards)
 
     # -- FeatureStore -----------------------------------------------------------------------

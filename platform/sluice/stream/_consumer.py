@@ -56,7 +56,7 @@ class StreamConsumer:
         # contract without aggregates keeps no state: its Scorer never uses a store).
         state = None if agg is None else KeyedFeatureStore(
             CassandraFeatureStore.for_contract(cfg.cassandra, contract), agg)  # fmt: skip
-        store = InMemoryFeatureStore() if state is None else state  # (an empty state is falsy)
+        store = InMemoryFeatureStore() if state is None else state
         scorer = Scorer(contract, ModelRegistry.from_config(cfg), store, "compiled",
                         model_ref=self.model_ref,
                         batch_rows=min(job.max_batch_messages, 8192))  # fmt: skip
@@ -83,7 +83,7 @@ class StreamConsumer:
         consumer = Consumer(consumer_settings(cfg.kafka, job, f"{job.name}-{self.member}"))
         loop = ConsumerLoop(consumer, process, job=job.name, max_messages=job.max_batch_messages,
                             max_wait_s=job.max_batch_wait_ms / 1000, on_commit=mirror,
-                            on_partitions_moved=state.forget if state else None,
+                            on_partitions_moved=None if state is None else state.forget,
                             store_outage_max_s=job.store_outage_max_s)  # fmt: skip
         consumer.subscribe([job.topic], on_assign=loop.on_assign, on_revoke=loop.on_revoke,
                            on_lost=loop.on_lost)  # fmt: skip

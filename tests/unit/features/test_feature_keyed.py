@@ -127,7 +127,7 @@ def test_least_recently_used_cards_are_dropped_and_reloaded_exactly():
     state = KeyedFeatureStore(backing, AGG, max_entities=2)
     for i, card in enumerate(["c1", "c2", "c3"]):
         features(state, events([(card, i, f"{card}a", 1.0)]))
-    assert len(state) == 2 and "c1" not in state._cards
+    assert state.entities == 2 and "c1" not in state._cards
     got = features(state, events([("c1", 100, "c1b", 1.0)]))
     state.flush()
     assert got[0, 0] == 1  # c1's first event, reloaded
@@ -156,6 +156,12 @@ def test_forget_drops_the_state_and_reloads_what_another_consumer_wrote():
     state.forget()
     got = features(state, events([("c1", 120, "c", 4.0)]))
     assert got[0, 0] == 2 and got[0, 1] == 3.0
+
+
+def test_an_empty_state_is_still_a_state():
+    """``x or default`` must never swap an empty state for another store."""
+    state = KeyedFeatureStore(InMemoryFeatureStore(), AGG)
+    assert state and state.entities == 0
 
 
 def test_history_outside_the_window_asked_for_is_left_out():

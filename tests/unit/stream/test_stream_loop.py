@@ -194,6 +194,20 @@ def test_lost_partitions_are_not_committed():
     assert consumer.commits() == [] and consumer.closed
 
 
+def test_revoked_or_lost_partitions_drop_the_keyed_state_after_committing():
+    consumer = FakeConsumer(batches=[messages([b"{}"] * 4)])
+    moved: list[list] = []
+    loop = loop_for(consumer, Process(consumer),
+                    on_partitions_moved=lambda: moved.append(list(consumer.commits())))
+    loop.on_assign(consumer, [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)])
+    loop._run_batch(consumer.batches.pop(0), threading.Event())
+    assert moved == []  # a batch alone keeps the state
+    loop.on_revoke(consumer, [TopicPartition(TOPIC, 1)])
+    assert len(moved) == 1 and moved[0] == consumer.commits()  # after the commit
+    loop.on_lost(consumer, [TopicPartition(TOPIC, 0)])
+    assert len(moved) == 2
+
+
 def _set(event: threading.Event) -> threading.Event:
     event.set()
     return event
