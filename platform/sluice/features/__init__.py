@@ -40,6 +40,9 @@ from sluice.features._store import (
     STORE_SCHEMA,
     FeatureStore,
     InMemoryFeatureStore,
+    distinct_entities,
+    from_micros,
+    to_micros,
     to_store_events,
 )
 from sluice.features._transforms import FeatureStats, StandardizeStats, fit_stats
@@ -64,9 +67,12 @@ __all__ = [
     "StandardizeStats",
     "Transform",
     "compute_features",
+    "distinct_entities",
     "entity_aggregates",
     "fit_stats",
+    "from_micros",
     "reference_statistics",
+    "to_micros",
     "to_store_events",
     "window_label",
 ]

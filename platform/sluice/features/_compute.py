@@ -15,7 +15,6 @@ row are the same whichever path computes them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
@@ -24,12 +23,10 @@ import pyarrow.compute as pc
 from sluice.errors import ConfigError
 from sluice.features._aggregates import entity_aggregates
 from sluice.features._spec import FeatureSpec
-from sluice.features._store import FeatureStore, to_store_events
+from sluice.features._store import FeatureStore, from_micros, to_store_events
 from sluice.features._transforms import FeatureStats, apply_transform, numeric_column
 
 __all__ = ["FeatureMatrix", "compute_features"]
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -58,10 +55,6 @@ class FeatureMatrix:
     def to_arrow(self) -> pa.Table:
         """The matrix as an Arrow table (one float32 column per feature)."""
         return pa.table({n: self.values[:, i] for i, n in enumerate(self.names)})
-
-
-def _micros_to_datetime(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=int(us))
 
 
 def compute_features(
@@ -104,8 +97,8 @@ def _aggregates(table: pa.Table, spec: FeatureSpec, store: FeatureStore) -> np.n
         return np.zeros((0, len(agg.feature_names)))
     t = queries["event_time"].cast(pa.int64())
     lo, hi = pc.min_max(t).values()
-    start = _micros_to_datetime(lo.as_py() - agg.horizon_s * 1_000_000)
+    start = from_micros(lo.as_py() - agg.horizon_s * 1_000_000)
     # end is exclusive; +1 µs keeps same-time events with a smaller key.
-    end = _micros_to_datetime(hi.as_py() + 1)
+    end = from_micros(hi.as_py() + 1)
     history = store.history(pc.unique(queries["entity"].combine_chunks()), start, end)
     return entity_aggregates(history, queries, agg)

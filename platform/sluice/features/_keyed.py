@@ -38,29 +38,26 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
 
 from sluice.features._spec import AggregateSpec
-from sluice.features._store import STORE_SCHEMA, FeatureStore, _conform, last_per_key
+from sluice.features._store import (
+    STORE_SCHEMA,
+    FeatureStore,
+    _conform,
+    distinct_entities,
+    from_micros,
+    last_per_key,
+    to_micros,
+)
 
 __all__ = ["KeyedFeatureStore"]
 
 _US = 1_000_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _END_OF_TIME = datetime(9999, 12, 31, tzinfo=UTC)
-
-
-def _micros(when: datetime) -> int:
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return (when - _EPOCH) // timedelta(microseconds=1)
-
-
-def _datetime(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=int(us))
 
 
 @dataclass
@@ -138,11 +135,8 @@ class KeyedFeatureStore:
     ) -> pa.Table:
         """Events of ``entities`` with ``start <= event_time < end``, from memory (a card
         not in memory, or not as far back as ``start``, is loaded first)."""
-        if isinstance(entities, pa.Array | pa.ChunkedArray):
-            wanted = entities.cast(pa.string()).drop_null().unique().to_pylist()
-        else:
-            wanted = list(dict.fromkeys(e for e in entities if e is not None))
-        lo, hi = _micros(start), _micros(end)
+        wanted = distinct_entities(entities)
+        lo, hi = to_micros(start), to_micros(end)
         self._load(wanted, lo)
         ent: list[str] = []
         t_us: list[int] = []
@@ -199,7 +193,7 @@ class KeyedFeatureStore:
         if not need:
             return
         self.flush()  # a read must see every write already started
-        stored = self.backing.history(need, _datetime(start_us), _END_OF_TIME)
+        stored = self.backing.history(need, from_micros(start_us), _END_OF_TIME)
         self.loads += len(need)
         for e in need:
             card = self._cards.pop(e, None) or _Card(floor=start_us)

@@ -12,7 +12,7 @@ that row (an upsert, like Cassandra's), so replaying a batch changes nothing.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -21,7 +21,17 @@ import pyarrow.compute as pc
 
 from sluice.features._spec import AggregateSpec, FeatureSpec
 
-__all__ = ["STORE_SCHEMA", "FeatureStore", "InMemoryFeatureStore", "to_store_events"]
+__all__ = [
+    "STORE_SCHEMA",
+    "FeatureStore",
+    "InMemoryFeatureStore",
+    "distinct_entities",
+    "from_micros",
+    "to_micros",
+    "to_store_events",
+]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 STORE_SCHEMA = pa.schema(
     [
@@ -47,6 +57,26 @@ class FeatureStore(Protocol):
     ) -> pa.Table:
         """Events of ``entities`` with ``start <= event_time < end`` (``STORE_SCHEMA``)."""
         ...
+
+
+def to_micros(when: datetime) -> int:
+    """Microseconds since the epoch (a naive datetime is taken as UTC): history windows'
+    bounds as the stores compare them."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return (when - _EPOCH) // timedelta(microseconds=1)
+
+
+def from_micros(us: int) -> datetime:
+    """The UTC datetime of microseconds since the epoch (``to_micros``'s inverse)."""
+    return _EPOCH + timedelta(microseconds=int(us))
+
+
+def distinct_entities(entities: Sequence[str] | pa.Array | pa.ChunkedArray) -> list[str]:
+    """``history``'s entities argument as distinct strings, nulls left out, in order."""
+    if isinstance(entities, pa.Array | pa.ChunkedArray):
+        return entities.cast(pa.string()).drop_null().unique().to_pylist()
+    return list(dict.fromkeys(e for e in entities if e is not None))
 
 
 def to_store_events(table: pa.Table, spec: FeatureSpec | AggregateSpec) -> pa.Table:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -31,7 +31,7 @@ import pyarrow as pa
 from sluice.config import CassandraConfig, ConsistencyLevel
 from sluice.contract import Contract
 from sluice.errors import ConfigError, StoreUnavailable
-from sluice.features import STORE_SCHEMA, AggregateSpec
+from sluice.features import STORE_SCHEMA, AggregateSpec, distinct_entities, to_micros
 from sluice.store._retry import run_with_retries
 from sluice.store._schema import feature_events_table
 from sluice.store._session import TUPLES, consistency, session_for
@@ -44,19 +44,11 @@ _DAY_S = 86_400
 EVENTS_PER_BATCH = 64
 """Events of one card per unlogged batch: ~64 x 60 bytes, under Cassandra's 5 KiB
 batch_size_warn_threshold; one mutation per card instead of one round trip per event."""
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def feature_ttl_s(agg: AggregateSpec) -> int:
     """Row TTL of feature events: the aggregates' look-back plus one day (at least 2 days)."""
     return max(agg.horizon_s + _DAY_S, 2 * _DAY_S)
-
-
-def _micros(when: datetime) -> int:
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    delta = when - _EPOCH
-    return (delta.days * _DAY_S + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 class CassandraFeatureStore:
@@ -123,13 +115,10 @@ class CassandraFeatureStore:
         self, entities: Sequence[str] | pa.Array, start: datetime, end: datetime
     ) -> pa.Table:
         """Events of ``entities`` with ``start <= event_time < end`` (``STORE_SCHEMA``)."""
-        if isinstance(entities, pa.Array | pa.ChunkedArray):
-            wanted = entities.cast(pa.string()).drop_null().unique().to_pylist()
-        else:
-            wanted = list(dict.fromkeys(e for e in entities if e is not None))
+        wanted = distinct_entities(entities)
         if not wanted:
             return STORE_SCHEMA.empty_table()
-        lo, hi = _micros(start), _micros(end)
+        lo, hi = to_micros(start), to_micros(end)
         session = session_for(self.cfg)
         stmt = self._select_for(session)
         results, failed = run_with_retries(
