@@ -15,6 +15,7 @@ from sluice.features import (
     InMemoryFeatureStore,
     KeyedFeatureStore,
     entity_aggregates,
+    from_micros,
 )
 
 AGG = AggregateSpec(entity_column="card_id", event_time_column="event_time",
@@ -22,7 +23,6 @@ AGG = AggregateSpec(entity_column="card_id", event_time_column="event_time",
                     max_lookback_s=86_400)  # fmt: skip
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 FAR = datetime(2100, 1, 1, tzinfo=UTC)
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def events(rows: list[tuple[str, float, str, float]]) -> pa.Table:
@@ -57,8 +57,8 @@ def features(store, batch: pa.Table) -> np.ndarray:
     """What the Scorer does: record the batch, then compute its aggregates from the store."""
     store.record(batch)
     t = batch["event_time"].cast(pa.int64()).to_numpy()
-    start = EPOCH + timedelta(microseconds=int(t.min()) - AGG.horizon_s * 1_000_000)
-    end = EPOCH + timedelta(microseconds=int(t.max()) + 1)
+    start = from_micros(int(t.min()) - AGG.horizon_s * 1_000_000)
+    end = from_micros(int(t.max()) + 1)
     history = store.history(batch["entity"].unique(), start, end)
     return entity_aggregates(history, batch, AGG)
 
