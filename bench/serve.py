@@ -10,8 +10,10 @@ filled with card history) are served five ways, each in a process of its own:
 - ``trivial`` / ``bare_serve`` / ``sluice`` under Serve's default proxy: one Ray
   (``num_cpus=2``) with a trivial deployment (a FastAPI route answering a constant: the
   cost of the HTTP stack alone), a bare deployment (the same route as uvicorn, as a Serve
-  deployment) and the Sluice app (API key, request model, ``@serve.batch`` model
-  deployment, prediction log to Cassandra), one replica each;
+  deployment), a trivial chain (Sluice's shape with no work: a FastAPI ingress calling a
+  ``@serve.batch`` deployment that answers a constant, through a handle) and the Sluice app
+  (API key, request model, ``@serve.batch`` model deployment, prediction log to
+  Cassandra), one replica each;
 - the same two with ``RAY_SERVE_ENABLE_HA_PROXY=1`` set before that Ray starts.
 The load generator is ``wrk`` (C; ``apt-get install -y wrk``), one JSON row per request
 from 1,000 different rows, at each --connections, after a warm-up. Prints a table, which
@@ -178,6 +180,27 @@ def run_ray(root: Path, port: int) -> None:
             await request.body()
             return {"scores": [0.5], "model_version": ["trivial"], "quarantined": 0}
 
+    @serve.deployment(max_ongoing_requests=128, ray_actor_options={"num_cpus": 0})
+    class ConstantModel:
+        @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
+        async def score(self, requests: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+            return [{"scores": [0.5] * len(rows)} for rows in requests]
+
+    chain_api = FastAPI()
+
+    @serve.deployment(max_ongoing_requests=128, ray_actor_options={"num_cpus": 0})
+    @serve.ingress(chain_api)
+    class TrivialChain:
+        def __init__(self, model: Any) -> None:
+            self.model = model
+
+        @chain_api.post("/v1/fraud/predict")
+        async def predict(self, request: Request) -> dict[str, Any]:
+            body = json.loads(await request.body())
+            rows = body if isinstance(body, list) else [body]
+            got = await self.model.score.remote(rows)
+            return {"scores": got["scores"], "model_version": ["trivial"], "quarantined": 0}
+
     args = ScoringAppArgs.model_validate({
         "platform_config": str(root / "platform.yaml"), "api_keys": {"file": str(root / "keys")},
         "resources": {"ingress_num_cpus": 0, "model_num_cpus": 0},
@@ -186,6 +209,7 @@ def run_ray(root: Path, port: int) -> None:
     sluice = assemble_app(args, ingress_options=one, model_options=one)
     serve.run(Bare.bind(str(root)), name="bare", route_prefix="/bare")
     serve.run(Trivial.bind(), name="trivial", route_prefix="/trivial")
+    serve.run(TrivialChain.bind(ConstantModel.bind()), name="chain", route_prefix="/chain")
     serve.run(sluice, name="sluice", route_prefix="/")
     print("READY", flush=True)
     sys.stdin.read()  # the parent closes our stdin when it is done
@@ -335,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
                 base = f"http://127.0.0.1:{port}"
                 measure(f"trivial_{ingress}", f"{base}/trivial/v1/fraud/predict", root, conns,
                         a.seconds, figures, proc)  # fmt: skip
+                measure(f"trivial_chain_{ingress}", f"{base}/chain/v1/fraud/predict", root,
+                        conns, a.seconds, figures, proc)  # fmt: skip
                 measure(f"bare_serve_{ingress}", f"{base}/bare/v1/fraud/predict", root, conns,
                         a.seconds, figures, proc)  # fmt: skip
                 measure(f"sluice_{ingress}", f"{base}/v1/fraud/predict", root, conns,
@@ -377,6 +403,15 @@ def report(figures: dict[str, Any], conns: list[int]) -> int:
         f"p50_over_trivial_c{lo}_ms": over_trivial("p50_ms"),
         f"p99_over_trivial_c{lo}_ms": over_trivial("p99_ms"),
         f"sluice_vs_uvicorn_{hi}": round(rps(f"sluice_{best}") / rps("uvicorn"), 3),
+        # The floor of Sluice's shape (an ingress calling a batched model deployment through
+        # a handle) with no work at all: what the two hops alone leave of the trivial route.
+        f"trivial_chain_vs_trivial_{hi}": round(rps(f"trivial_chain_{best}")
+                                                / rps(f"trivial_{best}"), 3),
+        f"sluice_vs_trivial_chain_{hi}": round(rps(f"sluice_{best}")
+                                               / rps(f"trivial_chain_{best}"), 3),
+        f"trivial_chain_p50_over_trivial_c{lo}_ms": round(
+            figures[f"trivial_chain_{best}_c{lo}"]["p50_ms"]
+            - figures[f"trivial_{best}_c{lo}"]["p50_ms"], 2),
         "sluice_vs_bare_serve_proxy": round(rps(s_p) / rps("bare_serve_proxy"), 3),
         "sluice_vs_bare_serve_haproxy": round(rps(s_h) / rps("bare_serve_haproxy"), 3),
         "sluice_haproxy_vs_proxy": round(rps(s_h) / rps(s_p), 3),
