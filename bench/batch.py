@@ -50,6 +50,7 @@ from sluice.scoring import Scorer  # noqa: E402
 from sluice.store import (  # noqa: E402
     CassandraFeatureStore,
     apply_schema,
+    prediction_columns,
     prediction_rows,
     session_for,
 )
@@ -148,18 +149,18 @@ def naive(cfg, registry, rows: int) -> float:
     scorer = Scorer(contract, registry, CassandraFeatureStore.for_contract(cfg.cassandra, contract))
     session = session_for(cfg.cassandra)
     table = contract.output.predictions_table
+    columns = prediction_columns(contract)
     insert = session.prepare(
-        f"INSERT INTO {cfg.cassandra.keyspace}.{table} (transaction_id, card_id, event_time, "
-        "score, model_version, features, scored_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        f"INSERT INTO {cfg.cassandra.keyspace}.{table} ({', '.join(columns)}) "
+        f"VALUES ({', '.join('?' * len(columns))})"
     )
     df = generate_dataset(rows, seed=99, invalid_fraction=0.03).table.to_pandas()
     t0 = time.perf_counter()
     for _, row in df.iterrows():
         result = scorer.score([row.to_dict()])
         for r in prediction_rows(contract, result.scored, scored_at=datetime.now(UTC)).to_pylist():
-            session.execute(insert, (r["transaction_id"], r["card_id"], r["event_time"],
-                                     r["score"], r["model_version"], dict(r["features"]),
-                                     r["scored_at"]))  # fmt: skip
+            r["features"] = dict(r["features"])
+            session.execute(insert, [r[c] for c in columns])
     return rows / (time.perf_counter() - t0)
 
 

@@ -136,6 +136,7 @@ class ScoreStage(_Stage):
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from sluice import metrics
+        from sluice.decisions import decision_counts
         from sluice.store import prediction_rows
 
         t0 = time.perf_counter()
@@ -145,7 +146,8 @@ class ScoreStage(_Stage):
         name = self.contract.name
         metrics.SCORE_BATCH_SECONDS.observe(time.perf_counter() - t0, path="batch", contract=name)
         # Counted here, before the sink writes them: a write failure fails the job.
-        metrics.record_rows(self.source, name, self.scorer.model.ref, scored.num_rows, {})
+        metrics.record_rows(self.source, name, self.scorer.model.ref, scored.num_rows, {},
+                            decision_counts(scored))
         return prediction_rows(self.contract, scored, scored_at=self.now)
 
     def check_agreement(self, quarantined: pa.Table, valid: pa.Table) -> None:

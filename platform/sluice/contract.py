@@ -3,8 +3,8 @@
 ``load_contract("fraud")`` parses ``configs/contracts/fraud.yaml`` once into a
 frozen ``Contract``: the input schema (column -> Arrow type string), the key,
 entity, event-time and label columns, the expectation suite, the features, the
-model reference (``fraud@champion``), the outputs, the device and the drift
-thresholds (``sluice drift``). Everything a
+model reference (``fraud@champion``), the decision policy (``sluice.decisions``), the
+outputs, the device and the drift thresholds (``sluice drift``). Everything a
 contract names is checked at load — columns, feature kinds, the suite file — and
 a problem fails with ``ConfigError`` naming the file, the field and the bad name.
 """
@@ -20,6 +20,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sluice.config import CQL_NAME_PATTERN, REPO_ROOT, ConsistencyLevel, CqlName, read_yaml_mapping
+from sluice.decisions import DecisionPolicy
 from sluice.errors import ConfigError
 from sluice.features import CategoryIndex, DayOfWeek, EqualityFlag, FeatureSpec, HourOfDay
 
@@ -27,6 +28,7 @@ __all__ = [
     "CONTRACTS_DIR",
     "FEATURE_EVENTS_SUFFIX",
     "PREDICTION_COLUMNS",
+    "SCORED_COLUMNS",
     "Contract",
     "Device",
     "DriftSpec",
@@ -57,9 +59,13 @@ _TIMESTAMP = re.compile(r"^timestamp\[(s|ms|us|ns)(?:, tz=([A-Za-z0-9_/+:-]+))?\
 _NAME = CQL_NAME_PATTERN
 FEATURE_EVENTS_SUFFIX = "_feature_events"
 """The store keeps a contract's entity events in table ``<name>_feature_events``."""
-PREDICTION_COLUMNS = ("score", "model_version", "features", "scored_at")
+PREDICTION_COLUMNS = ("score", "model_version", "decision", "policy_id", "features",
+                      "scored_at")  # fmt: skip
 """The predictions table's own columns beside the contract's key, entity and event time
 (``sluice.store.predictions_table``): those three must not take one of these names."""
+SCORED_COLUMNS = ("key", "entity", "event_time", "score", "model_version", "decision", "policy_id")
+"""The columns every scored table starts with (``sluice.scoring.scored_schema``); the
+model's features follow them."""
 
 
 def parse_arrow_type(text: str) -> pa.DataType:
@@ -173,6 +179,10 @@ class Contract(_Frozen):
     suite_path: Path = Field(description="GX suite JSON; relative paths are under the repo root.")
     features: FeatureSpec
     model: ModelRef
+    decision: DecisionPolicy | None = Field(
+        None, description="Score thresholds to actions (approve/review/block); without it "
+        "rows are scored and carry no decision.",
+    )  # fmt: skip
     output: OutputSpec
     device: Device = Device.AUTO
     drift: DriftSpec = DriftSpec()

@@ -180,6 +180,9 @@ class Family:
 ROWS_SCORED = Family("counter", "sluice_rows_scored_total",
                      "Rows scored and written, by path (batch, stream, online).",
                      ["path", "source", "contract", "model_version"])  # fmt: skip
+DECISIONS = Family("counter", "sluice_decisions_total",
+                   "Scored rows by the contract's decision (approve, review, block) and path.",
+                   ["path", "source", "contract", "decision"])  # fmt: skip
 ROWS_QUARANTINED = Family("counter", "sluice_rows_quarantined_total",
                           "Rows quarantined, by path and reason (<expectation>:<column>, "
                           "malformed:<kind>).",
@@ -253,9 +256,11 @@ DRIFT_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {  # name -> (help, label
 
 
 def record_rows(source: str, contract: str, model_version: str, scored: int,
-                reasons: Mapping[str, int]) -> None:  # fmt: skip
-    """One batch's outcome on any path: rows scored with a version, quarantined by reason.
-    ``source`` is ``<path>:<name>`` (``batch:fraud_batch``)."""
+                reasons: Mapping[str, int],
+                decisions: Mapping[str, int] | None = None) -> None:  # fmt: skip
+    """One batch's outcome on any path: rows scored with a version, quarantined by reason,
+    decided by label (``sluice.decisions.decision_counts``). ``source`` is
+    ``<path>:<name>`` (``batch:fraud_batch``)."""
     path = source.split(":", 1)[0]
     if scored:
         MODEL_IN_USE.set(1, path=path, contract=contract, model_version=model_version)
@@ -263,6 +268,8 @@ def record_rows(source: str, contract: str, model_version: str, scored: int,
                         model_version=model_version)  # fmt: skip
     for reason, n in reasons.items():
         ROWS_QUARANTINED.inc(n, path=path, source=source, contract=contract, reason=reason)
+    for label, n in (decisions or {}).items():
+        DECISIONS.inc(n, path=path, source=source, contract=contract, decision=label)
 
 
 STORE_UNAVAILABLE = "store_unavailable"

@@ -7,7 +7,8 @@ The path of one row: conform the raw input to the contract's schema
 (`sluice.validation.conform`) -> validate it against the contract's suite
 (compiled engine or Great Expectations) -> record valid events in the feature
 store and compute their features (`sluice.features`) -> predict with the model
-the contract names (`sluice.models`) -> scored rows. Rows that fail any step
+the contract names (`sluice.models`) -> decide with the contract's policy
+(`sluice.decisions`) -> scored rows. Rows that fail any step
 before prediction are quarantined with their raw content and every reason.
 
 Row-level rules of the suite decide validity per row; batch-level ones are
@@ -34,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sluice.contract import Contract
+from sluice.contract import SCORED_COLUMNS, Contract
 from sluice.errors import ConfigError
 from sluice.features import FeatureStore, compute_features, to_store_events
 from sluice.models import LoadedModel, ModelRegistry, check_feature_spec, select_device
@@ -94,11 +95,15 @@ _SCORED_FIXED = [
     pa.field("event_time", pa.timestamp("us", tz="UTC"), nullable=False),
     pa.field("score", pa.float64(), nullable=False),
     pa.field("model_version", pa.string(), nullable=False),
+    pa.field("decision", pa.string()),  # null when the contract has no decision section
+    pa.field("policy_id", pa.string()),
 ]
+assert tuple(f.name for f in _SCORED_FIXED) == SCORED_COLUMNS
 
 
 def scored_schema(feature_names: Sequence[str]) -> pa.Schema:
-    """Scored rows: key, entity, event_time, score, model_version (`fraud/3`), features."""
+    """Scored rows: key, entity, event_time, score, model_version (`fraud/3`), decision and
+    policy_id (``sluice.decisions``), then the features."""
     return pa.schema(_SCORED_FIXED + [pa.field(n, pa.float32()) for n in feature_names])
 
 
@@ -240,12 +245,15 @@ class Scorer:
             self.record(valid)
         matrix = compute_features(valid, spec, model.meta.feature_stats, self.store)
         scores = model.predict(matrix.values, self.batch_rows)
+        n, policy = valid.num_rows, c.decision
         columns = [
             valid.column(c.key_column),
             valid.column(c.entity_column),
             valid.column(c.event_time_column).cast(pa.timestamp("us", tz="UTC")),
             pa.array(scores, pa.float64()),
-            _constant(model.ref, valid.num_rows, pa.string()),
+            _constant(model.ref, n, pa.string()),
+            policy.decide(scores) if policy else pa.nulls(n, pa.string()),
+            _constant(policy.policy_id, n, pa.string()) if policy else pa.nulls(n, pa.string()),
             *(matrix.values[:, j] for j in range(len(matrix.names))),
         ]
         return pa.Table.from_arrays(columns, schema=scored_schema(matrix.names))

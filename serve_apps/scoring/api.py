@@ -219,12 +219,14 @@ def create_api(service: ScoringService) -> FastAPI:
             key_name = getattr(request.state, "api_key_name", "")
             entries = [
                 LogEntry(uuid.uuid4().hex, request_id, str(s.key), key_name, s.model_version,
-                         s.features, s.score, latency_ms, now)
+                         s.features, s.score, latency_ms, now, s.decision, s.policy_id)
                 for s in reply.scores
             ]  # fmt: skip
             service.prediction_log.predictions(reply.feature_names, entries)
         for version, n in Counter(s.model_version for s in reply.scores).items():
-            metrics.record_rows(source, c.name, version, n, {})
+            decided = Counter(s.decision for s in reply.scores
+                              if s.model_version == version and s.decision)  # fmt: skip
+            metrics.record_rows(source, c.name, version, n, {}, decided)
         return _json(200, body, ours)
 
     @api.get("/v1/models", tags=["models"], summary="Versions, aliases and what is served")

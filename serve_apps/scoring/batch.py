@@ -36,14 +36,13 @@ import numpy as np
 import pyarrow as pa
 
 from serve_apps.scoring.schemas import ErrorReply, RejectedRow, RowScore, ScoreReply
+from sluice.contract import SCORED_COLUMNS
 from sluice.errors import SluiceError, StoreUnavailable
 from sluice.scoring import Scorer
 
 __all__ = ["BatchScorer", "canary_bucket", "error_status"]
 
 log = logging.getLogger(__name__)
-
-_FIXED = ("key", "entity", "event_time", "score", "model_version")
 
 
 def canary_bucket(key: str) -> float:
@@ -172,10 +171,12 @@ class BatchScorer:
                     names = self._run(scorer, requests, [_Part(p.request, [i])], now,
                                       scores, rejected) or names  # fmt: skip
             return names
-        names = tuple(n for n in scored.column_names if n not in _FIXED)
+        names = tuple(n for n in scored.column_names if n not in SCORED_COLUMNS)
         keys = scored.column("key").to_pylist()
         values = scored.column("score").to_pylist()
         versions = scored.column("model_version").to_pylist()
+        decisions = scored.column("decision").to_pylist()
+        policies = scored.column("policy_id").to_pylist()
         matrix = (
             np.column_stack([scored.column(n).to_numpy() for n in names]).astype(np.float64)
             if names and scored.num_rows else np.empty((scored.num_rows, 0))
@@ -187,7 +188,8 @@ class BatchScorer:
             for i in p.rows:
                 if valid[pos]:
                     row = RowScore(keys[good], float(values[good]), versions[good],
-                                   tuple(matrix[good].tolist()))  # fmt: skip
+                                   tuple(matrix[good].tolist()), decisions[good],
+                                   policies[good])  # fmt: skip
                     scores[p.request].append((i, row))
                     good += 1
                 else:

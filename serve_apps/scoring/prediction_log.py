@@ -69,6 +69,8 @@ class LogEntry:
     score: float
     latency_ms: float
     logged_at: datetime
+    decision: str | None = None  # the contract's decision policy (None: it has none)
+    policy_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,8 @@ def log_table(
         "model_version": pa.array([e.model_version for e in entries], pa.string()),
         "features": features,
         "score": pa.array([e.score for e in entries], pa.float64()),
+        "decision": pa.array([e.decision for e in entries], pa.string()),
+        "policy_id": pa.array([e.policy_id for e in entries], pa.string()),
         "latency_ms": pa.array([e.latency_ms for e in entries], pa.float64()),
         "logged_at": pa.array([e.logged_at for e in entries], pa.timestamp("us", tz="UTC")),
     })  # fmt: skip

@@ -227,6 +227,8 @@ class RowScore:
     score: float
     model_version: str
     features: tuple[float, ...]
+    decision: str | None = None  # the contract's decision policy (None: it has none)
+    policy_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -269,10 +271,13 @@ class Prediction(BaseModel):
     key: str = Field(description="The row's key (the contract's key column).")
     score: float = Field(description="Model output, a probability in [0, 1].")
     model_version: str = Field(description="The version that scored this row, e.g. fraud/3.")
+    decision: str | None = Field(None, description="approve, review or block, from the "
+                                 "contract's decision policy (null: the contract has none).")
+    policy_id: str | None = Field(None, description="The decision policy's id (dp-<digest>).")
 
 
 class PredictResponse(BaseModel):
-    """A single-row request gets key, score and model_version at the top level too."""
+    """A single-row request gets its prediction's fields at the top level too."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -282,12 +287,15 @@ class PredictResponse(BaseModel):
     key: str | None = None
     score: float | None = None
     model_version: str | None = None
+    decision: str | None = None
+    policy_id: str | None = None
 
 
 def predict_response(
     request_id: str, contract: str, scores: Sequence[RowScore], many: bool
 ) -> dict[str, Any]:
-    preds = [{"key": s.key, "score": s.score, "model_version": s.model_version} for s in scores]
+    preds = [{"key": s.key, "score": s.score, "model_version": s.model_version,
+              "decision": s.decision, "policy_id": s.policy_id} for s in scores]  # fmt: skip
     body: dict[str, Any] = {"request_id": request_id, "contract": contract, "predictions": preds}
     if not many and preds:
         body.update(preds[0])

@@ -21,7 +21,12 @@ from typing import Any
 from sluice.store._checkpoints import CheckpointStore
 from sluice.store._features import CassandraFeatureStore, feature_ttl_s
 from sluice.store._retry import is_transient
-from sluice.store._rows import QUARANTINE_COLUMNS, prediction_rows, quarantine_rows
+from sluice.store._rows import (
+    QUARANTINE_COLUMNS,
+    prediction_columns,
+    prediction_rows,
+    quarantine_rows,
+)
 from sluice.store._schema import (
     CHECKPOINTS_TABLE,
     PREDICTION_LOG_TABLE,
@@ -73,6 +78,7 @@ __all__ = [
     "feature_events_table",
     "feature_ttl_s",
     "is_transient",
+    "prediction_columns",
     "prediction_rows",
     "predictions_table",
     "quarantine_rows",

@@ -14,12 +14,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sluice.contract import Contract
+from sluice.contract import SCORED_COLUMNS, Contract
 
 __all__ = [
     "MAX_QUARANTINE_KEY_BYTES",
     "MAX_QUARANTINE_RAW_BYTES",
     "QUARANTINE_COLUMNS",
+    "prediction_columns",
     "prediction_rows",
     "quarantine_rows",
     "storable_key",
@@ -31,7 +32,6 @@ QUARANTINE_COLUMNS = ("source", "day", "key", "row_id", "contract", "raw", "reas
                       "quarantined_at")  # fmt: skip
 """The columns of `quarantine_rows`, in order (those of ``quarantine_table``)."""
 
-_FIXED = ("key", "entity", "event_time", "score", "model_version")
 
 MAX_QUARANTINE_KEY_BYTES = 1024
 """A refused row's key as stored: Cassandra refuses a key component over 64 KiB, and a key
@@ -77,9 +77,15 @@ def storable_raw(raw: str | None) -> str | None:
     return _head(raw, MAX_QUARANTINE_RAW_BYTES - len(marker.encode())) + marker
 
 
+def prediction_columns(contract: Contract) -> list[str]:
+    """The columns of `prediction_rows`, in order (those of ``predictions_table``)."""
+    return [contract.key_column, contract.entity_column, contract.event_time_column,
+            "score", "model_version", "decision", "policy_id", "features", "scored_at"]  # fmt: skip
+
+
 def prediction_rows(contract: Contract, scored: pa.Table, scored_at: datetime) -> pa.Table:
     """Scorer rows -> predictions table rows: named key columns and a features map."""
-    names = [n for n in scored.column_names if n not in _FIXED]
+    names = [n for n in scored.column_names if n not in SCORED_COLUMNS]
     n = scored.num_rows
     if names:
         values = np.column_stack([scored.column(f).to_numpy() for f in names]).astype(np.float64)
@@ -98,15 +104,14 @@ def prediction_rows(contract: Contract, scored: pa.Table, scored_at: datetime) -
             scored.column("event_time"),
             scored.column("score"),
             scored.column("model_version"),
+            scored.column("decision"),
+            scored.column("policy_id"),
             features,
             pa.array(np.full(n, np.datetime64(scored_at.replace(tzinfo=None), "us")),
                      pa.timestamp("us", tz="UTC")),  # fmt: skip
         ],
-        names=[
-            contract.key_column, contract.entity_column, contract.event_time_column,
-            "score", "model_version", "features", "scored_at",
-        ],
-    )  # fmt: skip
+        names=prediction_columns(contract),
+    )
 
 
 def quarantine_rows(

@@ -30,9 +30,12 @@ Choices, and why:
 - Every timestamp column is supplied by the client; nothing uses ``now()``.
 
 ``apply_schema`` is idempotent: it creates what is missing and checks what exists
-against the expected definition (read from the driver's ``cluster.metadata``). A table
-whose key or column types differ fails with the table, the difference and the fix; it
-is never ALTERed behind the user's back. Extra columns on an existing table are allowed.
+against the expected definition (read from the driver's ``cluster.metadata``). A column
+a newer Sluice added to a table (schema version 3: ``decision`` and ``policy_id`` on the
+predictions and the prediction log) is added with ``ALTER TABLE ... ADD``: additive, so
+nothing is lost and older rows read null. A table whose key or column types differ fails
+with the table, the difference and the fix; it is never dropped or retyped. Extra columns
+on an existing table are allowed. Jobs and replicas only check (``check_schema``).
 """
 
 from __future__ import annotations
@@ -67,7 +70,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Bumped when a table definition changes; recorded in ``schema_version``."""
 
 Columns = tuple[tuple[str, str], ...]
@@ -116,6 +119,8 @@ def predictions_table(contract: Contract) -> TableSpec:
             (contract.event_time_column, "timestamp"),
             ("score", "double"),
             ("model_version", "text"),
+            ("decision", "text"),
+            ("policy_id", "text"),
             ("features", "frozen<map<text, double>>"),
             ("scored_at", "timestamp"),
         ),
@@ -167,6 +172,8 @@ PREDICTION_LOG_TABLE = TableSpec(
         ("model_version", "text"),
         ("features", "frozen<map<text, double>>"),
         ("score", "double"),
+        ("decision", "text"),
+        ("policy_id", "text"),
         ("latency_ms", "double"),
         ("logged_at", "timestamp"),
     ),
@@ -237,7 +244,7 @@ def diff_table(keyspace: str, expected: TableSpec, existing: TableSpec) -> list[
         adds = "; ".join(f"ALTER TABLE {keyspace}.{expected.name} ADD {n} {t}" for n, t in missing)
         problems.append(
             f"{where} lacks column(s) {', '.join(f'{n} {t}' for n, t in missing)}; "
-            f"add them yourself ({adds}) or {fix}"
+            f"`sluice schema apply` adds them ({adds})"
         )
     for name, typ in expected.columns:
         if name in have and have[name] != normalize_cql_type(typ):
@@ -314,6 +321,10 @@ def apply_schema(
         if found is None:  # pragma: no cover - the driver always knows a table it created
             problems.append(f"table {ks}.{spec.name} was created but is not in the metadata")
             continue
+        added = _add_missing_columns(session, ks, spec, found)
+        if added:
+            found = existing_table(cluster.metadata, ks, spec.name) or found
+            lines.append(f"added column(s) {', '.join(added)} to table {ks}.{spec.name}")
         diff = diff_table(ks, spec, found)
         if diff:
             problems.extend(diff)
@@ -332,6 +343,20 @@ def apply_schema(
     if problems:
         raise ConfigError("sluice schema apply: tables differ:\n  " + "\n  ".join(problems))
     return lines
+
+
+def _add_missing_columns(session: Any, ks: str, spec: TableSpec, found: TableSpec) -> list[str]:
+    """``ALTER TABLE ... ADD`` each regular column ``spec`` has and ``found`` lacks, when
+    their keys agree (a different key is a different table: ``diff_table`` reports it)."""
+    if not (_same(spec.partition_key, found.partition_key)
+            and _same(spec.clustering, found.clustering)):  # fmt: skip
+        return []
+    missing = [(n, t) for n, t in spec.columns if n not in found.all_columns]
+    for name, typ in missing:
+        session.execute(f"ALTER TABLE {ks}.{spec.name} ADD {name} {typ}")
+    if missing:
+        session.cluster.refresh_table_metadata(ks, spec.name)
+    return [f"{n} {t}" for n, t in missing]
 
 
 def check_schema(session: Any, cfg: CassandraConfig, contracts: Sequence[Contract] = ()) -> None:

@@ -35,12 +35,14 @@ import pyarrow as pa
 from sluice import metrics
 from sluice.config import CassandraConfig
 from sluice.contract import Contract
+from sluice.decisions import decision_counts
 from sluice.features import KeyedFeatureStore
 from sluice.scoring import Engine, Scorer, reason_counts
 from sluice.store import (
     QUARANTINE_COLUMNS,
     CassandraWriter,
     WriteOptions,
+    prediction_columns,
     prediction_rows,
     quarantine_rows,
     session_for,
@@ -85,9 +87,7 @@ class CassandraOutputs:
             out = self.contract.output
             opts = WriteOptions.from_config(self.cfg, out.consistency, out.ttl_s)
             ks = self.cfg.keyspace
-            pred_cols = [self.contract.key_column, self.contract.entity_column,
-                         self.contract.event_time_column, "score", "model_version",
-                         "features", "scored_at"]  # fmt: skip
+            pred_cols = prediction_columns(self.contract)
             quar_cols = list(QUARANTINE_COLUMNS)
             self._writers = (
                 session,
@@ -163,7 +163,8 @@ class MicroBatchScorer:
         written_at = time.time()
         sent_at = _sent_at(messages)
         reasons = _reasons(quarantine)
-        metrics.record_rows(self.source, self.contract.name, model_version, scored_rows, reasons)
+        metrics.record_rows(self.source, self.contract.name, model_version, scored_rows, reasons,
+                            decision_counts(predictions) if predictions.num_rows else {})
         if late:
             metrics.LATE_EVENTS.inc(late, source=self.source, contract=self.contract.name)
         return BatchResult(

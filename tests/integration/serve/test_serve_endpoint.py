@@ -112,20 +112,22 @@ def test_online_equals_batch_on_the_same_events(world, http, tmp_path):
     summary = run(job, world.cfg)  # records the events in the feature table, then scores
     assert summary.rows_quarantined == 0 and summary.rows_scored == events.num_rows
     select = world.session.prepare(
-        "SELECT score, model_version, features FROM sluice_test_serve.predictions "
-        "WHERE transaction_id = ?"
+        "SELECT score, model_version, features, decision, policy_id "
+        "FROM sluice_test_serve.predictions WHERE transaction_id = ?"
     )
     log = world.session.prepare(
-        "SELECT score, features FROM sluice_test_serve.prediction_log WHERE request_id = ? "
-        "ALLOW FILTERING"  # request_id is a column; the key (log_id) is the server's
+        "SELECT score, features, decision, policy_id FROM sluice_test_serve.prediction_log "
+        "WHERE request_id = ? ALLOW FILTERING"  # request_id is a column; the key is the server's
     )
     online: dict[str, tuple[str, float]] = {}
+    decided: dict[str, tuple[str, str]] = {}
     for row in table_rows(events):
         r = http.post(PREDICT, json=row, headers=AUTH)
         assert r.status_code == 200, r.text
         body = r.json()
         if body["model_version"] == summary.model_version:  # the canary share goes elsewhere
             online[row["transaction_id"]] = (body["request_id"], body["score"])
+            decided[row["transaction_id"]] = (body["decision"], body["policy_id"])
     assert len(online) >= events.num_rows // 2
 
     def logged():
@@ -137,6 +139,10 @@ def test_online_equals_batch_on_the_same_events(world, http, tmp_path):
         batch = world.session.execute(select, (key,)).one()
         assert abs(batch.score - score) <= SCORE_TOLERANCE, key
         assert dict(batch.features) == dict(logged_rows[key].features), key
+        # The same decision under the same policy: in the reply, the log and the batch rows.
+        assert decided[key] == (batch.decision, batch.policy_id), key
+        assert decided[key] == (logged_rows[key].decision, logged_rows[key].policy_id), key
+        assert decided[key][0] == load_contract("fraud").decision.label_of(score), key
     assert any(dict(world.session.execute(select, (k,)).one().features)["card_count_24h"] > 0
                for k in online), "no event had earlier events of its card: parity is vacuous"
 

@@ -12,6 +12,7 @@ from sluice.store import (
     SCHEMA_VERSION,
     CheckpointStore,
     apply_schema,
+    check_schema,
     diff_table,
     existing_table,
     session_for,
@@ -71,6 +72,32 @@ def test_a_table_with_another_key_is_refused_and_left_alone(store_cfg, applied) 
     session.cluster.refresh_table_metadata(ks, "other_predictions")
     cols = session.cluster.metadata.keyspaces[ks].tables["other_predictions"].columns
     assert {n: c.cql_type for n, c in cols.items()} == {"transaction_id": "bigint", "score": "text"}
+
+
+def test_a_schema_2_predictions_table_gains_the_decision_columns(store_cfg, applied) -> None:
+    """Schema version 3 adds decision and policy_id: jobs refuse the older table until
+    `sluice schema apply` adds them (ALTER TABLE ADD), and its rows are kept."""
+    session, _ = applied
+    ks = store_cfg.keyspace
+    fraud = load_contract("fraud")
+    session.execute(f"CREATE TABLE {ks}.v2_predictions (transaction_id text PRIMARY KEY, "
+                    "card_id text, event_time timestamp, score double, model_version text, "
+                    "features frozen<map<text, double>>, scored_at timestamp)")  # fmt: skip
+    session.execute(f"INSERT INTO {ks}.v2_predictions (transaction_id, score) VALUES ('t1', 0.7)")
+    old = fraud.model_copy(update={
+        "output": fraud.output.model_copy(update={"predictions_table": "v2_predictions"})})
+    session.cluster.refresh_table_metadata(ks, "v2_predictions")
+    with pytest.raises(ConfigError, match=r"(?s)v2_predictions lacks column\(s\) decision text, "
+                       r"policy_id text.*run `sluice schema apply`"):  # fmt: skip
+        check_schema(session, store_cfg, [old])
+    lines = apply_schema(session, store_cfg, [old])
+    assert f"added column(s) decision text, policy_id text to table {ks}.v2_predictions" in lines
+    check_schema(session, store_cfg, [old])  # now it serves
+    row = session.execute(f"SELECT score, decision FROM {ks}.v2_predictions "
+                          "WHERE transaction_id = 't1'").one()  # fmt: skip
+    assert (row.score, row.decision) == (0.7, None)
+    assert apply_schema(session, store_cfg, [old])[1:] == [
+        f"table {ks}.{t.name} is up to date" for t in tables_for([old])]
 
 
 def test_a_newer_schema_version_is_not_overwritten(store_cfg, applied) -> None:

@@ -225,13 +225,15 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str, every: fl
 
 # -- reading back ------------------------------------------------------------------------------
 def predictions(cfg: PlatformConfig) -> dict[str, tuple]:
+    """key -> (card, event time, score, model version, features, decision, policy id)."""
     ks = cfg.cassandra.keyspace
     rows = session_for(cfg.cassandra).execute(
-        f"SELECT transaction_id, card_id, event_time, score, model_version, features "
-        f"FROM {ks}.predictions", timeout=60,
+        f"SELECT transaction_id, card_id, event_time, score, model_version, features, "
+        f"decision, policy_id FROM {ks}.predictions", timeout=60,
     )  # fmt: skip
     return {r.transaction_id: (r.card_id, r.event_time, r.score, r.model_version,
-                               dict(r.features)) for r in rows}  # fmt: skip
+                               dict(r.features), r.decision, r.policy_id)
+            for r in rows}  # fmt: skip
 
 
 def prediction_keys(cfg: PlatformConfig) -> set[str]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from stream_helpers import make_messages, new_topic, predictions, produce, quarantine
 
 from pipelines.batch_score import run as batch_run
 from pipelines.stream_score import run as stream_run
+from sluice.contract import load_contract
 from sluice.datagen import write_parquet
 from sluice.jobs import ActorPool, BatchJob, InputSpec, StreamJob
 from sluice.models import SCORE_TOLERANCE
@@ -20,9 +22,10 @@ def test_stream_and_batch_score_the_same_events_identically(stream_env, tmp_path
     """4k events (3% invalid) go through the stream job (Kafka, two consumer actors; full
     micro-batches validated by GX, the tail by the compiled engine) into one keyspace, and
     through the batch job (pipelines.batch_score.run on a Parquet dump of the same events)
-    into another. Features, cards, times and model versions must be bit-identical, scores
-    equal within SCORE_TOLERANCE (README "Bring your own model"), and the same events
-    quarantined for the same reasons. The online leg: serve/test_serve_endpoint.py."""
+    into another. Features, cards, times, model versions, decisions and the decision policy
+    must be bit-identical, scores equal within SCORE_TOLERANCE (README "Bring your own
+    model"), each decision the contract's for its score, and the same events quarantined
+    for the same reasons. The online leg: serve/test_serve_endpoint.py."""
     cfg_stream = stream_env.cfg("sluice_test_stream_parity")
     cfg_batch = stream_env.cfg("sluice_test_stream_parity_b")
     topic = new_topic(cfg_stream)
@@ -47,12 +50,18 @@ def test_stream_and_batch_score_the_same_events_identically(stream_env, tmp_path
     from_stream, from_batch = predictions(cfg_stream), predictions(cfg_batch)
     assert set(from_stream) == produced.valid_keys
     assert set(from_batch) == set(from_stream)
-    def differs(a: tuple, b: tuple) -> bool:  # (card, time, score, version, features)
+    def differs(a: tuple, b: tuple) -> bool:  # (card, time, score, version, features, ...)
         return a[:2] + a[3:] != b[:2] + b[3:] or abs(a[2] - b[2]) > SCORE_TOLERANCE
 
     differ = [k for k in from_stream if differs(from_stream[k], from_batch[k])]
     assert not differ, f"{len(differ)} events differ, e.g. {differ[0]}: " \
         f"{from_stream[differ[0]]} vs {from_batch[differ[0]]}"  # fmt: skip
+    policy = load_contract("fraud").decision
+    keys = sorted(from_stream)
+    scores = np.array([from_stream[k][2] for k in keys])
+    assert [from_stream[k][5] for k in keys] == policy.decide(scores).to_pylist()
+    assert {from_stream[k][6] for k in keys} == {policy.policy_id}
+    assert {from_stream[k][5] for k in keys} >= {"approve", "review"}, "decisions are vacuous"
 
     q_stream = dict(quarantine(cfg_stream, "stream:test_parity"))
     q_batch = dict(quarantine(cfg_batch, "batch:test_parity_batch"))

@@ -46,6 +46,9 @@ def test_scores_valid_rows_and_quarantines_invalid_ones(scorer, contract):
     scores = result.scored["score"].to_numpy()
     assert np.all((scores >= 0) & (scores <= 1)) and scores.std() > 0
     assert set(result.scored["model_version"].to_pylist()) == {"fraud/1"}
+    # Every scored row carries the contract's decision for its score and the policy's id.
+    assert result.scored["decision"].to_pylist() == contract.decision.decide(scores).to_pylist()
+    assert set(result.scored["policy_id"].to_pylist()) == {contract.decision.policy_id}
 
     assert result.quarantined.schema == QUARANTINE_SCHEMA
     assert set(result.quarantined["source"].to_pylist()) == {"test"}

@@ -32,10 +32,13 @@ def test_prediction_rows_fit_the_predictions_table() -> None:
         "key": ["tx_1", "tx_2"], "entity": ["card_000001", "card_000002"],
         "event_time": pa.array([WHEN, WHEN], pa.timestamp("us", tz="UTC")),
         "score": [0.1, 0.9], "model_version": ["fraud/1", "fraud/1"],
+        "decision": ["approve", "block"], "policy_id": ["dp-1", "dp-1"],
         "amount": pa.array([1.5, 2.5], pa.float32()), "hour_of_day": [12.0, 13.0],
     })  # fmt: skip
     rows = prediction_rows(fraud, scored, WHEN)
     assert fits(rows, predictions_table(fraud)) == []
+    assert rows["decision"].to_pylist() == ["approve", "block"]
+    assert rows["policy_id"].to_pylist() == ["dp-1", "dp-1"]
     assert rows["features"].to_pylist()[1] == [("amount", 2.5), ("hour_of_day", 13.0)]
     assert rows["scored_at"].to_pylist() == [WHEN, WHEN]
 

@@ -54,13 +54,13 @@ def test_different_clustering_is_reported() -> None:
     assert "DROP TABLE ks.t" in msg
 
 
-def test_missing_columns_are_listed_with_the_alter_to_run_yourself() -> None:
+def test_missing_columns_are_listed_with_the_alter_apply_runs() -> None:
     existing = TableSpec(name="predictions", partition_key=(("transaction_id", "text"),))
     (msg,) = diff_table("ks", EXPECTED, existing)
     assert msg.startswith(
         "table ks.predictions lacks column(s) score double, features frozen<map<text, double>>;"
     )
-    assert "ALTER TABLE ks.predictions ADD score double" in msg
+    assert "`sluice schema apply` adds them (ALTER TABLE ks.predictions ADD score double" in msg
 
 
 def test_column_of_another_type_is_reported_per_column() -> None:
