@@ -117,9 +117,10 @@ def batch_stage(cfg: PlatformConfig) -> None:
     ks = cfg.cassandra.keyspace
     session = session_for(cfg.cassandra)
     print(f"\nA few scored rows from {ks}.predictions:")
-    for row in session.execute(f"SELECT transaction_id, card_id, score, model_version "
-                               f"FROM {ks}.predictions LIMIT 5"):  # fmt: skip
-        print(f"  {row.transaction_id}  {row.card_id}  score={row.score:.4f}  {row.model_version}")
+    for row in session.execute(f"SELECT transaction_id, card_id, score, model_version, decision, "
+                               f"policy_id FROM {ks}.predictions LIMIT 5"):  # fmt: skip
+        print(f"  {row.transaction_id}  {row.card_id}  score={row.score:.4f}  {row.model_version}  "
+              f"{row.decision} ({row.policy_id})")  # fmt: skip
     print(f"A few quarantined rows from {ks}.quarantine:")
     for row in session.execute(f"SELECT key, reasons FROM {ks}.quarantine LIMIT 5"):
         reasons = "; ".join(f"{r['expectation']} on {r['column']} (value {r['value']})"
@@ -232,8 +233,14 @@ def online_stage(cfg: PlatformConfig) -> None:
 
         def call(label: str, **kw) -> None:
             r = httpx.post(f"{base}/v1/fraud/predict", timeout=10, **kw)
+            if r.status_code == 200:
+                b = r.json()
+                answer = (f"key={b['key']} score={b['score']:.4f} {b['model_version']} "
+                          f"decision={b['decision']} policy_id={b['policy_id']}")  # fmt: skip
+            else:
+                answer = r.text[:200]
             print(f"$ curl -X POST {base}/v1/fraud/predict {label}\n  HTTP {r.status_code} "
-                  f"{r.text[:200]}")  # fmt: skip
+                  f"{answer}")  # fmt: skip
 
         for row in rows:
             call(f"-H 'Authorization: Bearer ...' -d '<{row['transaction_id']}>'",
@@ -283,14 +290,20 @@ def metrics_stage() -> None:
     time.sleep(3)  # one export interval
     text = urllib.request.urlopen(url, timeout=10).read().decode()
     totals: dict[tuple[str, str], float] = {}
+    decided: dict[tuple[str, str], float] = {}
     for fam in text_string_to_metric_families(text):
         for sample in fam.samples:
             if sample.name in ("ray_sluice_rows_scored_total", "ray_sluice_rows_quarantined_total"):
                 key = (sample.labels["path"], sample.name.split("_")[-2])
                 totals[key] = totals.get(key, 0) + sample.value
+            elif sample.name == "ray_sluice_decisions_total":
+                key = (sample.labels["path"], sample.labels["decision"])
+                decided[key] = decided.get(key, 0) + sample.value
     print(f"\n$ curl {url}   # Ray's metrics export (Prometheus), sluice families:")
     for (path, what), value in sorted(totals.items()):
         print(f"  ray_sluice_rows_{what}_total{{path={path!r}}}  {value:,.0f}")
+    for (path, label), value in sorted(decided.items()):
+        print(f"  ray_sluice_decisions_total{{path={path!r}, decision={label!r}}}  {value:,.0f}")
 
 
 def schema_apply() -> None:
