@@ -53,7 +53,8 @@ class _Stage:
         self.scorer = Scorer(self.contract, ModelRegistry.from_config(cfg), store, engine,
                              model_ref=model_ref, batch_rows=batch_rows,
                              record_events=False)  # fmt: skip
-        self.source, self.now, self.conflicting_keys = source, now, conflicting_keys
+        self.cfg, self.source, self.now = cfg, source, now
+        self.conflicting_keys = conflicting_keys
         self.files = files
 
     def split(self, batch: pa.Table, engine: str | None = None):
@@ -133,11 +134,14 @@ class ScoreStage(_Stage):
         self.refused = dict(refused)
         self.refused_keys = pa.array(sorted(self.refused), pa.string())
         self.record_engine = record_engine
+        from sluice.store import AlertWriter
+
+        self.alerts = AlertWriter(self.cfg.cassandra, self.contract)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from sluice import metrics
         from sluice.decisions import decision_counts
-        from sluice.store import prediction_rows
+        from sluice.store import alert_rows, prediction_rows
 
         t0 = time.perf_counter()
         split = self.split(batch, "compiled")
@@ -148,6 +152,9 @@ class ScoreStage(_Stage):
         # Counted here, before the sink writes them: a write failure fails the job.
         metrics.record_rows(self.source, name, self.scorer.model.ref, scored.num_rows, {},
                             decision_counts(scored))
+        # The batch's alerts are written before its predictions are handed on: a failure
+        # fails the job, and a re-run rewrites the same alert rows (keyed by transaction).
+        self.alerts.write(alert_rows(self.contract, scored, self.source, alerted_at=self.now))
         return prediction_rows(self.contract, scored, scored_at=self.now)
 
     def check_agreement(self, quarantined: pa.Table, valid: pa.Table) -> None:

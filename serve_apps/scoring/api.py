@@ -223,6 +223,8 @@ def create_api(service: ScoringService) -> FastAPI:
                 for s in reply.scores
             ]  # fmt: skip
             service.prediction_log.predictions(reply.feature_names, entries)
+            if reply.alerts is not None:  # written off the path; the reply has the decisions
+                service.prediction_log.alerts(reply.alerts)
         for version, n in Counter(s.model_version for s in reply.scores).items():
             decided = Counter(s.decision for s in reply.scores
                               if s.model_version == version and s.decision)  # fmt: skip

@@ -42,7 +42,7 @@ from sluice.config import (
 from sluice.contract import Device, load_contract
 from sluice.errors import ConfigError, ModelNotFound
 from sluice.models import ModelRegistry
-from sluice.store import PREDICTION_LOG_TABLE, WriteOptions
+from sluice.store import ALERTS_BY_KEY_TABLE, ALERTS_TABLE, PREDICTION_LOG_TABLE, WriteOptions
 
 __all__ = [
     "ApiKeysArgs",
@@ -270,6 +270,9 @@ def assemble_app(
             log_cfg, WriteOptions.from_config(log_cfg, plog.consistency, plog.ttl_s)),
         out.quarantine_table: (
             q_cfg, WriteOptions.from_config(q_cfg, out.consistency, out.ttl_s)),
+        # Alerts live beside the batch and stream ones, on the platform's cluster.
+        **{t.name: (q_cfg, WriteOptions.from_config(q_cfg, out.consistency, out.ttl_s))
+           for t in (ALERTS_TABLE, ALERTS_BY_KEY_TABLE)},
     }  # fmt: skip
     lim, over = args.limits, args.overload
     settings = IngressSettings(

@@ -39,6 +39,7 @@ from serve_apps.scoring.schemas import ErrorReply, RejectedRow, RowScore, ScoreR
 from sluice.contract import SCORED_COLUMNS
 from sluice.errors import SluiceError, StoreUnavailable
 from sluice.scoring import Scorer
+from sluice.store import alert_rows
 
 __all__ = ["BatchScorer", "canary_bucket", "error_status"]
 
@@ -127,22 +128,26 @@ class BatchScorer:
                     parts[name].append(_Part(index, rows))
         scores: dict[int, list[tuple[int, RowScore]]] = {i: [] for i in group}
         rejected: dict[int, list[tuple[int, RejectedRow, pa.Table]]] = {i: [] for i in group}
+        alerts: dict[str, pa.Table] = {}  # key -> its alert row
         names: tuple[str, ...] = ()
         for name, plist in parts.items():
             if not plist:
                 continue
             scorer = self.champion if name == "champion" else self.challenger
             assert scorer is not None
-            names = self._run(scorer, requests, plist, now, scores, rejected) or names
+            names = self._run(scorer, requests, plist, now, scores, rejected, alerts) or names
         out = {}
         for index in group:
             bad = sorted(rejected[index], key=lambda t: t[0])
             quarantine = pa.concat_tables([t[2] for t in bad]) if bad else None
+            mine = [alerts[s.key] for _, s in sorted(scores[index], key=lambda t: t[0])
+                    if s.key in alerts]  # fmt: skip
             out[index] = ScoreReply(
                 scores=[s for _, s in sorted(scores[index], key=lambda t: t[0])],
                 rejected=[r for _, r, _ in bad],
                 feature_names=names,
                 quarantine=quarantine,
+                alerts=pa.concat_tables(mine) if mine else None,
             )
         return out
 
@@ -154,6 +159,7 @@ class BatchScorer:
         now: datetime,
         scores: dict[int, list[tuple[int, RowScore]]],
         rejected: dict[int, list[tuple[int, RejectedRow, pa.Table]]],
+        alerts: dict[str, pa.Table],
     ) -> tuple[str, ...]:
         key_col = self.contract.key_column
         rows = [requests[p.request][i] for p in parts for i in p.rows]
@@ -169,9 +175,12 @@ class BatchScorer:
             for p in parts:
                 for i in p.rows:
                     names = self._run(scorer, requests, [_Part(p.request, [i])], now,
-                                      scores, rejected) or names  # fmt: skip
+                                      scores, rejected, alerts) or names  # fmt: skip
             return names
         names = tuple(n for n in scored.column_names if n not in SCORED_COLUMNS)
+        raised = alert_rows(self.contract, scored, self.source, alerted_at=now)
+        for j, key in enumerate(raised.column("key").to_pylist()):
+            alerts[key] = raised.slice(j, 1)
         keys = scored.column("key").to_pylist()
         values = scored.column("score").to_pylist()
         versions = scored.column("model_version").to_pylist()

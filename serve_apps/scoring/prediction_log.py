@@ -1,19 +1,20 @@
-"""The prediction log and online quarantine rows, written to Cassandra off the request path.
+"""The prediction log, online quarantine rows and alerts, written to Cassandra off the request path.
 
 Each ingress replica owns one ``PredictionLog``: a bounded ``queue.Queue`` and one
 writer thread. The request path only calls ``put_nowait`` (microseconds); when the
 queue is full the entry is dropped and counted, so a slow or dead Cassandra can cost
 log rows but never memory or latency. The thread drains the queue in batches (up to
 ``batch_rows`` rows or ``flush_interval_s``), writes prediction-log rows
-(``PREDICTION_LOG_TABLE``) and quarantine rows (the contract's quarantine table) with
-idempotent upserts, and counts what it wrote and what failed. After a failure it backs
-off (doubling up to ``max_backoff_s``); prediction-log rows that arrive meanwhile are
-counted as failed instead of piling up. Quarantine rows are not given up so easily: rows
-a later try may write (a brief outage, rows not attempted yet) wait in a bounded retry
-buffer (``quarantine_buffer_rows``) and go out with the next try; failures are per row,
-so a row Cassandra refuses for good is counted (``quarantine_failed``) without taking
-others with it. Rows past the buffer's bound are dropped and counted
-(``quarantine_dropped``). Every row given up on is logged by key (never its raw values).
+(``PREDICTION_LOG_TABLE``), quarantine rows (the contract's quarantine table) and alerts
+(``alerts`` and ``alerts_by_key``) with idempotent upserts, and counts what it wrote and
+what failed. After a failure it backs off (doubling up to ``max_backoff_s``);
+prediction-log rows that arrive meanwhile are counted as failed instead of piling up.
+Quarantine rows and alerts (the *durable* kinds) are not given up so easily: rows a later
+try may write (a brief outage, rows not attempted yet) wait in a bounded retry buffer per
+kind (``quarantine_buffer_rows`` rows each) and go out with the next try; failures are per
+row, so a row Cassandra refuses for good is counted (``<kind>_failed``) without taking
+others with it. Rows past the buffer's bound are dropped and counted (``<kind>_dropped``).
+Every row given up on is logged by key (never its raw values).
 
 Writes go through a tiny ``TableWriter`` interface (``write(table, rows)``);
 ``CassandraTables`` is the real one, and tests can pass a plain function.
@@ -35,7 +36,14 @@ import pyarrow as pa
 from sluice.config import CassandraConfig
 from sluice.contract import Contract
 from sluice.errors import WriteFailed
-from sluice.store import PREDICTION_LOG_TABLE, CassandraWriter, WriteOptions, quarantine_rows
+from sluice.store import (
+    ALERTS_BY_KEY_TABLE,
+    ALERTS_TABLE,
+    PREDICTION_LOG_TABLE,
+    CassandraWriter,
+    WriteOptions,
+    quarantine_rows,
+)
 from sluice.store import session_for as _session_for
 
 __all__ = [
@@ -79,7 +87,7 @@ class LogOptions:
     batch_rows: int = 256
     flush_interval_s: float = 0.2
     max_backoff_s: float = 5.0
-    quarantine_buffer_rows: int = 10_000  # quarantine rows kept for the next try
+    quarantine_buffer_rows: int = 10_000  # rows of each durable kind kept for the next try
 
 
 class TableWriter(Protocol):
@@ -164,6 +172,9 @@ class _Counts:
     quarantine_written: int = 0
     quarantine_failed: int = 0
     quarantine_dropped: int = 0
+    alerts_written: int = 0
+    alerts_failed: int = 0
+    alerts_dropped: int = 0
     last_error: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -174,7 +185,8 @@ class _Counts:
 
 
 class PredictionLog:
-    """Bounded, non-blocking log of predictions and quarantine rows; one thread per replica."""
+    """Bounded, non-blocking log of predictions, quarantine rows and alerts; one thread per
+    replica."""
 
     def __init__(
         self,
@@ -193,8 +205,11 @@ class PredictionLog:
         self._stop = threading.Event()
         self._backoff_s = 0.0
         self._retry_at = 0.0
-        self._quarantine_retry: pa.Table | None = None  # the table's rows; writer thread only
-        self._retry_rows = 0
+        # The durable kinds' tables; rows waiting for a retry, per kind (writer thread only).
+        self._tables = {"quarantine": (contract.output.quarantine_table,),
+                        "alerts": (ALERTS_TABLE.name, ALERTS_BY_KEY_TABLE.name)}  # fmt: skip
+        self._retry: dict[str, pa.Table] = {}
+        self._retry_rows = dict.fromkeys(self._tables, 0)
         self._thread = threading.Thread(target=self._run, name="sluice-prediction-log",
                                         daemon=True)  # fmt: skip
         self._thread.start()
@@ -208,13 +223,19 @@ class PredictionLog:
         if rows.num_rows:
             self._offer(("quarantine", rows, None), rows.num_rows)
 
+    def alerts(self, rows: pa.Table) -> None:
+        """Alert rows (``sluice.store.alert_rows``): one per review or block decision."""
+        if rows.num_rows:
+            self._offer(("alerts", rows, None), rows.num_rows)
+
     def _offer(self, item: tuple[str, Any, Any], n: int) -> None:
         try:
             self._queue.put_nowait(item)
         except queue.Full:
             self.counts.add(dropped=n)
-            if item[0] == "quarantine":
-                self._report_lost(item[1], "the write queue is full")
+            if item[0] in self._tables:
+                self.counts.add(**{f"{item[0]}_dropped": n})
+                self._report_lost(item[0], item[1], "the write queue is full")
         else:
             self.counts.add(accepted=n)
 
@@ -226,7 +247,10 @@ class PredictionLog:
                 "failed": c.failed, "quarantine_written": c.quarantine_written,
                 "quarantine_failed": c.quarantine_failed,
                 "quarantine_dropped": c.quarantine_dropped,
-                "quarantine_retrying": self._retry_rows, "queued": self._queue.qsize(),
+                "quarantine_retrying": self._retry_rows["quarantine"],
+                "alerts_written": c.alerts_written, "alerts_failed": c.alerts_failed,
+                "alerts_dropped": c.alerts_dropped,
+                "alerts_retrying": self._retry_rows["alerts"], "queued": self._queue.qsize(),
                 "queue_size": self.options.queue_size, "last_error": c.last_error,
             }  # fmt: skip
 
@@ -241,7 +265,7 @@ class PredictionLog:
         opts = self.options
         while not (self._stop.is_set() and self._queue.empty()):
             logs: list[tuple[tuple[str, ...], list[LogEntry]]] = []
-            quarantined: list[pa.Table] = []
+            durable: dict[str, list[pa.Table]] = {}
             rows, deadline = 0, time.monotonic() + opts.flush_interval_s
             while rows < opts.batch_rows:
                 wait = deadline - time.monotonic()
@@ -255,16 +279,17 @@ class PredictionLog:
                     logs.append((a, b))
                     rows += len(b)
                 else:
-                    quarantined.append(a)
+                    durable.setdefault(kind, []).append(a)
                     rows += a.num_rows
             if logs:
                 self._write_log(logs)
-            if quarantined or self._quarantine_retry is not None:
-                self._write_quarantine(pa.concat_tables(quarantined) if quarantined else None)
-        if self._quarantine_retry is not None:  # closing: one last try, then give up
+            for kind in self._tables:
+                if durable.get(kind) or kind in self._retry:
+                    self._write_durable(kind, durable.get(kind, []))
+        for kind in list(self._retry):  # closing: one last try, then give up
             self._retry_at = 0.0
-            self._write_quarantine(None)
-            self._give_up(self._take_retry(), "the store is unavailable at close")
+            self._write_durable(kind, [])
+            self._give_up(kind, self._take_retry(kind), "the store is unavailable at close")
 
     def _write_log(self, logs: list[tuple[tuple[str, ...], list[LogEntry]]]) -> None:
         n = sum(len(e) for _, e in logs)
@@ -285,58 +310,69 @@ class PredictionLog:
             self._ok()
             self.counts.add(written=n)
 
-    def _write_quarantine(self, quarantined: pa.Table | None) -> None:
-        """New quarantine rows plus those waiting for a retry, written per row."""
-        pending = []
-        if quarantined is not None:
+    def _shape(self, kind: str, new: list[pa.Table]) -> list[pa.Table]:
+        """Quarantine rows as the table holds them (alert rows come shaped)."""
+        if kind != "quarantine":
+            return new
+        shaped = []
+        for quarantined in new:
             try:
-                pending.append(quarantine_rows(self.contract, quarantined))
+                shaped.append(quarantine_rows(self.contract, quarantined))
             except Exception as exc:  # noqa: BLE001 - the thread must live: count and say
                 self.counts.add(quarantine_failed=quarantined.num_rows)
                 log.exception("quarantine: %d row(s) could not be shaped for the table (%s); "
                               "keys: %s", quarantined.num_rows, type(exc).__name__,
                               quarantined.column("key").to_pylist()[:20])  # fmt: skip
-        parts = ([] if (retry := self._take_retry()) is None else [retry]) + pending
+        return shaped
+
+    def _write_durable(self, kind: str, new: list[pa.Table]) -> None:
+        """A durable kind's new rows plus those waiting for a retry, written per row to each
+        of its tables (a retry rewrites a table that took them: upserts)."""
+        parts = ([] if (retry := self._take_retry(kind)) is None else [retry])
+        parts += self._shape(kind, new)
         if not parts:
             return
         rows = pa.concat_tables(parts)
         if not self._may_try():
-            self._keep(rows)
+            self._keep(kind, rows)
             return
         try:
-            self.writer.write(self.contract.output.quarantine_table, rows)
+            for table in self._tables[kind]:
+                self.writer.write(table, rows)
         except WriteFailed as exc:  # some rows written; the rest split by what may help
             self._failed(exc)
-            self.counts.add(quarantine_written=exc.written)
-            self._give_up(exc.refused_rows, "refused by the store")
-            self._keep(exc.retry_rows)
+            self._give_up(kind, exc.refused_rows, "refused by the store")
+            self._keep(kind, exc.retry_rows)
+            refused = exc.refused_rows.num_rows if exc.refused_rows is not None else 0
+            left = exc.retry_rows.num_rows if exc.retry_rows is not None else 0
+            self.counts.add(**{f"{kind}_written": rows.num_rows - refused - left})
         except Exception as exc:  # noqa: BLE001 - nothing written: every row waits
             self._failed(exc)
-            self._keep(rows)
+            self._keep(kind, rows)
         else:
             self._ok()
-            self.counts.add(quarantine_written=rows.num_rows)
+            self.counts.add(**{f"{kind}_written": rows.num_rows})
 
-    def _take_retry(self) -> pa.Table | None:
-        rows, self._quarantine_retry, self._retry_rows = self._quarantine_retry, None, 0
-        return rows
+    def _take_retry(self, kind: str) -> pa.Table | None:
+        self._retry_rows[kind] = 0
+        return self._retry.pop(kind, None)
 
-    def _keep(self, rows: pa.Table | None) -> None:
+    def _keep(self, kind: str, rows: pa.Table | None) -> None:
         """Hold rows for the next try, up to the buffer's bound; count what falls off."""
         if rows is None or rows.num_rows == 0:
             return
         bound = self.options.quarantine_buffer_rows
         if rows.num_rows > bound:
             over = rows.slice(bound)
-            self.counts.add(quarantine_dropped=over.num_rows)
-            self._report_lost(over, "the retry buffer is full")
+            self.counts.add(**{f"{kind}_dropped": over.num_rows})
+            self._report_lost(kind, over, "the retry buffer is full")
             rows = rows.slice(0, bound)
-        self._quarantine_retry, self._retry_rows = rows, rows.num_rows
+        self._retry[kind], self._retry_rows[kind] = rows, rows.num_rows
 
-    def _give_up(self, rows: pa.Table | None, why: str) -> None:
+    def _give_up(self, kind: str, rows: pa.Table | None, why: str) -> None:
         if rows is not None and rows.num_rows:
-            self.counts.add(quarantine_failed=rows.num_rows)
-            self._report_lost(rows, self.counts.last_error or why)
+            self.counts.add(**{f"{kind}_failed": rows.num_rows})
+            self._report_lost(kind, rows, self.counts.last_error or why)
 
     def _may_try(self) -> bool:
         return time.monotonic() >= self._retry_at
@@ -352,8 +388,8 @@ class PredictionLog:
         log.warning("prediction log: write failed (next try in %.2f s): %s", self._backoff_s,
                     self.counts.last_error)  # fmt: skip
 
-    def _report_lost(self, quarantined: pa.Table, why: str) -> None:
+    def _report_lost(self, kind: str, rows: pa.Table, why: str) -> None:
         # Keys and counts only: a row's raw values may be personal data and stay out of logs.
-        keys = quarantined.column("key").to_pylist()
+        keys = rows.column("key").to_pylist()
         shown = ", ".join(repr(k)[:80] for k in keys[:20]) + (" ..." if len(keys) > 20 else "")
-        log.error("quarantine: %d row(s) not written (%s); keys: %s", len(keys), why, shown)
+        log.error("%s: %d row(s) not written (%s); keys: %s", kind, len(keys), why, shown)

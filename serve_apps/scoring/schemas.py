@@ -251,14 +251,16 @@ class ErrorReply:
 class ScoreReply:
     """One request's outcome: scores of its valid rows (in order) and its rejected rows.
 
-    ``quarantine`` holds the rejected rows in the quarantine table's shape, for the
-    ingress to write. ``error`` is set when the request could not be scored at all.
+    ``quarantine`` holds the rejected rows in the quarantine table's shape, and
+    ``alerts`` the alert rows of its review and block decisions (``sluice.store.alert_rows``),
+    for the ingress to write. ``error`` is set when the request could not be scored at all.
     """
 
     scores: list[RowScore] = field(default_factory=list)
     rejected: list[RejectedRow] = field(default_factory=list)
     feature_names: tuple[str, ...] = ()
     quarantine: pa.Table | None = None
+    alerts: pa.Table | None = None
     error: ErrorReply | None = None
 
 

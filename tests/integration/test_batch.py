@@ -69,6 +69,17 @@ def predictions(session) -> dict[str, tuple]:
     return {r.transaction_id: (r.score, r.model_version, dict(r.features)) for r in rows}
 
 
+def alerts(session) -> tuple[list[tuple], dict[str, tuple]]:
+    """Every row of the alerts table (a list: a second row for a key would show) and of
+    alerts_by_key: (key, decision, score, day, event_time)."""
+    cols = "key, decision, score, day, event_time"
+    by_day = [tuple(r) for r in session.execute(
+        f"SELECT {cols} FROM sluice_test_batch.alerts", timeout=60)]  # fmt: skip
+    by_key = {r[0]: tuple(r) for r in session.execute(
+        f"SELECT {cols} FROM sluice_test_batch.alerts_by_key", timeout=60)}  # fmt: skip
+    return by_day, by_key
+
+
 def quarantine_keys(session, source: str) -> set[str]:
     rows = session.execute("SELECT source, key FROM sluice_test_batch.quarantine", timeout=60)
     return {r.key for r in rows if r.source == source}
@@ -101,11 +112,23 @@ def test_batch_job_scores_valid_rows_and_quarantines_invalid_ones(env):
     some = next(iter(got.values()))
     assert some[1] == "fraud/1" and len(some[2]) == len(load_contract("fraud").feature_names)
 
-    # A re-run changes no prediction and no quarantine row.
+    # One alert per review or block decision, in both alert tables.
+    policy = load_contract("fraud").decision
+    decided = {k: policy.label_of(v[0]).value for k, v in got.items()}
+    alerting = {k for k, d in decided.items() if d in ("review", "block")}
+    by_day, by_key = alerts(session)
+    assert alerting and alerting != set(got), "the decisions are vacuous"
+    assert sorted(r[0] for r in by_day) == sorted(alerting) == sorted(by_key)
+    assert {r[0]: r for r in by_day} == by_key
+    assert all(r[1] == decided[r[0]] and r[3] == r[4].date() for r in by_day)
+
+    # A re-run changes no prediction, no quarantine row and no alert, and adds none.
     again = run(job_for(root), cfg)
     assert predictions(session) == got
     assert quarantine_keys(session, "batch:test_batch") == data.invalid_keys
     assert again.rows_read == summary.rows_read
+    again_day, again_key = alerts(session)
+    assert sorted(again_day) == sorted(by_day) and again_key == by_key
 
 
 def _actor_pids(marker: str) -> list[int]:

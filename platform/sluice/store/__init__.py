@@ -9,6 +9,7 @@ Public surface::
     ds.write_datasink(CassandraDatasink(cfg.cassandra, table, consistency=..., ttl_s=...))
     store = CassandraFeatureStore.for_contract(cfg.cassandra, contract)   # FeatureStore
     CheckpointStore(cfg.cassandra).commit(job, topic, {partition: offset})
+    AlertWriter(cfg.cassandra, contract).write(alert_rows(contract, scored, source, now))
 
 Errors: ``StoreUnavailable`` (cannot reach the cluster, a read failed), ``WriteFailed``
 (rows not written after retries, with their keys), ``CredentialsRefused`` (a
@@ -18,16 +19,21 @@ differs: run ``sluice schema apply``).
 
 from typing import Any
 
+from sluice.store._alerts import AlertWriter
 from sluice.store._checkpoints import CheckpointStore
 from sluice.store._features import CassandraFeatureStore, feature_ttl_s
 from sluice.store._retry import is_transient
 from sluice.store._rows import (
+    ALERT_COLUMNS,
     QUARANTINE_COLUMNS,
+    alert_rows,
     prediction_columns,
     prediction_rows,
     quarantine_rows,
 )
 from sluice.store._schema import (
+    ALERTS_BY_KEY_TABLE,
+    ALERTS_TABLE,
     CHECKPOINTS_TABLE,
     PREDICTION_LOG_TABLE,
     SCHEMA_VERSION,
@@ -53,6 +59,10 @@ from sluice.store._types import arrow_to_cql, check_compatible, to_python
 from sluice.store._writer import CassandraWriter, WriteOptions
 
 __all__ = [
+    "ALERTS_BY_KEY_TABLE",
+    "ALERTS_TABLE",
+    "ALERT_COLUMNS",
+    "AlertWriter",
     "CHECKPOINTS_TABLE",
     "PREDICTION_LOG_TABLE",
     "QUARANTINE_COLUMNS",
@@ -68,6 +78,7 @@ __all__ = [
     "WriteOptions",
     "apply_schema",
     "check_schema",
+    "alert_rows",
     "arrow_to_cql",
     "build_cluster",
     "check_compatible",

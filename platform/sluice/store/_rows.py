@@ -15,11 +15,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sluice.contract import SCORED_COLUMNS, Contract
+from sluice.decisions import ALERTING
 
 __all__ = [
+    "ALERT_COLUMNS",
     "MAX_QUARANTINE_KEY_BYTES",
     "MAX_QUARANTINE_RAW_BYTES",
     "QUARANTINE_COLUMNS",
+    "alert_rows",
     "prediction_columns",
     "prediction_rows",
     "quarantine_rows",
@@ -27,6 +30,10 @@ __all__ = [
     "storable_keys",
     "storable_raw",
 ]
+
+ALERT_COLUMNS = ("contract", "day", "event_time", "key", "entity", "score", "decision",
+                 "policy_id", "model_version", "source", "reasons", "alerted_at")  # fmt: skip
+"""The columns of `alert_rows`: those of ``alerts`` and of ``alerts_by_key``."""
 
 QUARANTINE_COLUMNS = ("source", "day", "key", "row_id", "contract", "raw", "reasons",
                       "quarantined_at")  # fmt: skip
@@ -111,6 +118,35 @@ def prediction_rows(contract: Contract, scored: pa.Table, scored_at: datetime) -
                      pa.timestamp("us", tz="UTC")),  # fmt: skip
         ],
         names=prediction_columns(contract),
+    )
+
+
+def alert_rows(contract: Contract, scored: pa.Table, source: str,
+               alerted_at: datetime) -> pa.Table:  # fmt: skip
+    """The alerts of scored rows (``sluice.scoring.scored_schema``): one per row whose
+    decision is ``review`` or ``block``, its day the UTC date of its event (stable across
+    re-runs and replays, so each rewrites the same row)."""
+    alerting = pa.array(sorted(d.value for d in ALERTING), pa.string())
+    rows = scored.filter(pc.is_in(scored.column("decision"), value_set=alerting))
+    n = rows.num_rows
+    times = rows.column("event_time").cast(pa.timestamp("us", tz="UTC"))
+    return pa.Table.from_arrays(
+        [
+            pa.array([contract.name] * n, pa.string()),
+            pc.cast(times, pa.date32()),
+            times,
+            rows.column("key"),
+            rows.column("entity"),
+            rows.column("score"),
+            rows.column("decision"),
+            rows.column("policy_id"),
+            rows.column("model_version"),
+            pa.array([source] * n, pa.string()),
+            pa.nulls(n, pa.string()),
+            pa.array(np.full(n, np.datetime64(alerted_at.replace(tzinfo=None), "us")),
+                     pa.timestamp("us", tz="UTC")),  # fmt: skip
+        ],
+        names=list(ALERT_COLUMNS),
     )
 
 

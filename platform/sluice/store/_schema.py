@@ -7,6 +7,8 @@ Tables (keyspace from the platform config; ``{contract}`` is the contract's name
     {contract}_feature_events    entity event history, PRIMARY KEY ((entity), event_time_us, key)
     stream_checkpoints           committed offsets, PRIMARY KEY ((job, topic), partition)
     prediction_log               online predictions, PRIMARY KEY (log_id)
+    alerts                       review or block, PRIMARY KEY ((contract, day), event_time, key)
+    alerts_by_key                the same rows, PRIMARY KEY ((contract, key))
     schema_version               one row per table Sluice applied
 
 Choices, and why:
@@ -27,6 +29,13 @@ Choices, and why:
   a client's ``X-Request-ID`` is only a column beside the scored row's key and the API
   key's name, so no client can overwrite earlier rows by reusing an id. (Schema version 2;
   version 1 keyed it by the request id.)
+- Alerts (a ``review`` or ``block`` decision, ``sluice.decisions.ALERTING``) are written
+  twice, as Cassandra recommends for two access paths: ``alerts`` partitions by (contract,
+  day of the event) and clusters by event time, so an analyst pages a day's newest alerts
+  (``ORDER BY event_time DESC``) without a partition growing beyond a day;
+  ``alerts_by_key`` answers "the alert of this transaction". Both are keyed by the
+  transaction (and its event time), so a re-run, a replay or a retry rewrites the same
+  row: one alert per transaction in Cassandra, whatever the path.
 - Every timestamp column is supplied by the client; nothing uses ``now()``.
 
 ``apply_schema`` is idempotent: it creates what is missing and checks what exists
@@ -53,6 +62,8 @@ from sluice.errors import ConfigError
 from sluice.store._types import arrow_to_cql, normalize_cql_type
 
 __all__ = [
+    "ALERTS_BY_KEY_TABLE",
+    "ALERTS_TABLE",
     "CHECKPOINTS_TABLE",
     "PREDICTION_LOG_TABLE",
     "SCHEMA_VERSION",
@@ -180,6 +191,30 @@ PREDICTION_LOG_TABLE = TableSpec(
     comment="Sluice online prediction log",
 )
 
+_ALERT_COLUMNS = (
+    ("entity", "text"),
+    ("score", "double"),
+    ("decision", "text"),
+    ("policy_id", "text"),
+    ("model_version", "text"),
+    ("source", "text"),  # the path and job that wrote it last (batch:<job>, stream:<job>...)
+    ("reasons", "text"),  # JSON list of the top feature attributions (null: none computed)
+    ("alerted_at", "timestamp"),
+)
+ALERTS_TABLE = TableSpec(
+    name="alerts",
+    partition_key=(("contract", "text"), ("day", "date")),
+    clustering=(("event_time", "timestamp"), ("key", "text")),
+    columns=_ALERT_COLUMNS,
+    comment="Sluice alerts (review, block) by day of the event",
+)
+ALERTS_BY_KEY_TABLE = TableSpec(
+    name="alerts_by_key",
+    partition_key=(("contract", "text"), ("key", "text")),
+    columns=(("day", "date"), ("event_time", "timestamp"), *_ALERT_COLUMNS),
+    comment="Sluice alerts (review, block) by transaction key",
+)
+
 SCHEMA_VERSION_TABLE = TableSpec(
     name="schema_version",
     partition_key=(("table_name", "text"),),
@@ -190,9 +225,9 @@ SCHEMA_VERSION_TABLE = TableSpec(
 
 def tables_for(contracts: Iterable[Contract]) -> list[TableSpec]:
     """Every table Sluice needs for these contracts (shared tables once)."""
-    specs: dict[str, TableSpec] = {
-        t.name: t for t in (CHECKPOINTS_TABLE, PREDICTION_LOG_TABLE, SCHEMA_VERSION_TABLE)
-    }
+    shared = (CHECKPOINTS_TABLE, PREDICTION_LOG_TABLE, ALERTS_TABLE, ALERTS_BY_KEY_TABLE,
+              SCHEMA_VERSION_TABLE)  # fmt: skip
+    specs: dict[str, TableSpec] = {t.name: t for t in shared}
     for c in contracts:
         for spec in (
             predictions_table(c),

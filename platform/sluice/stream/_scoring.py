@@ -39,9 +39,12 @@ from sluice.decisions import decision_counts
 from sluice.features import KeyedFeatureStore
 from sluice.scoring import Engine, Scorer, reason_counts
 from sluice.store import (
+    ALERT_COLUMNS,
     QUARANTINE_COLUMNS,
+    AlertWriter,
     CassandraWriter,
     WriteOptions,
+    alert_rows,
     prediction_columns,
     prediction_rows,
     quarantine_rows,
@@ -66,11 +69,12 @@ def pick_engine(rows: int, gx_min_rows: int) -> Engine:
 class OutputWriter(Protocol):
     """Writes a batch's rows and returns once all are written (raises otherwise)."""
 
-    def write(self, predictions: pa.Table, quarantine: pa.Table) -> None: ...
+    def write(self, predictions: pa.Table, quarantine: pa.Table, alerts: pa.Table) -> None: ...
 
 
 class CassandraOutputs:
-    """The contract's predictions and quarantine tables, through ``CassandraWriter``.
+    """The contract's predictions and quarantine tables, through ``CassandraWriter``, and
+    its alerts (``AlertWriter``).
 
     Writers are built on first use in the consumer's process (prepared statements belong
     to that process's session) with the contract's consistency level and TTL.
@@ -80,6 +84,7 @@ class CassandraOutputs:
         self.cfg = cfg
         self.contract = contract
         self._writers: tuple[Any, CassandraWriter, CassandraWriter] | None = None
+        self.alerts = AlertWriter(cfg, contract)
 
     def _for_session(self) -> tuple[CassandraWriter, CassandraWriter]:
         session = session_for(self.cfg)
@@ -96,12 +101,13 @@ class CassandraOutputs:
             )
         return self._writers[1], self._writers[2]
 
-    def write(self, predictions: pa.Table, quarantine: pa.Table) -> None:
+    def write(self, predictions: pa.Table, quarantine: pa.Table, alerts: pa.Table) -> None:
         preds, quar = self._for_session()
         if predictions.num_rows:
             preds.write(predictions)
         if quarantine.num_rows:
             quar.write(quarantine)
+        self.alerts.write(alerts)
 
 
 @dataclass
@@ -152,8 +158,8 @@ class MicroBatchScorer:
     def __call__(self, messages: Sequence[Message]) -> BatchResult:
         late_before = self.state.late_events if self.state else 0
         try:
-            decoded, engine, predictions, quarantine = self._score(messages)
-            self.outputs.write(predictions, quarantine_rows(self.contract, quarantine))
+            decoded, engine, predictions, quarantine, alerts = self._score(messages)
+            self.outputs.write(predictions, quarantine_rows(self.contract, quarantine), alerts)
         finally:
             if self.state is not None:  # no write of this batch outlives it, even on error
                 self.state.flush()  # the feature events' write, started by Scorer.record
@@ -181,21 +187,24 @@ class MicroBatchScorer:
         )
 
     def _score(self, messages: Sequence[Message]):
-        """(decoded, engine, prediction rows, quarantine rows before ``quarantine_rows``)."""
+        """(decoded, engine, prediction rows, quarantine rows before ``quarantine_rows``,
+        alert rows)."""
         now = datetime.now(UTC)
         decoded = decode_messages(messages, self.limits)
         engine = pick_engine(len(decoded.records), self.gx_min_rows)
         quarantined = [malformed_quarantine(decoded, self.source, now, self.limits.max_bytes)]
         predictions = pa.table({})
+        alerts = pa.table({c: [] for c in ALERT_COLUMNS})
         if decoded.records:
             t0 = time.perf_counter()
             result = self.scorer.score(decoded.records, engine, source=self.source, now=now)
             metrics.SCORE_BATCH_SECONDS.observe(time.perf_counter() - t0, path="stream",
                                                 contract=self.contract.name)  # fmt: skip
             predictions = prediction_rows(self.contract, result.scored, scored_at=now)
+            alerts = alert_rows(self.contract, result.scored, self.source, alerted_at=now)
             key_column = self.contract.key_column
             quarantined.append(restamp_quarantine(result.quarantined, decoded, key_column, now))
-        return decoded, engine, predictions, pa.concat_tables(quarantined)
+        return decoded, engine, predictions, pa.concat_tables(quarantined), alerts
 
 
 def _reasons(quarantine: pa.Table) -> Counter[str]:

@@ -50,7 +50,7 @@ def test_second_apply_through_the_cli_changes_nothing(store_cfg, applied) -> Non
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
     assert lines[0] == f"keyspace {store_cfg.keyspace} exists"
-    assert all(line.endswith("is up to date") for line in lines[1:]) and len(lines) == 7
+    assert all(line.endswith("is up to date") for line in lines[1:]) and len(lines) == 9
 
 
 def test_a_table_with_another_key_is_refused_and_left_alone(store_cfg, applied) -> None:

@@ -236,6 +236,17 @@ def predictions(cfg: PlatformConfig) -> dict[str, tuple]:
             for r in rows}  # fmt: skip
 
 
+def alert_rows(cfg: PlatformConfig) -> tuple[list[tuple], dict[str, tuple]]:
+    """(key, decision, policy id) of every row of ``alerts`` (a list: a second row for a key
+    would show) and of ``alerts_by_key``."""
+    ks, session = cfg.cassandra.keyspace, session_for(cfg.cassandra)
+    cols = "key, decision, policy_id"
+    by_day = [tuple(r) for r in session.execute(f"SELECT {cols} FROM {ks}.alerts", timeout=60)]
+    by_key = {r[0]: tuple(r) for r in session.execute(f"SELECT {cols} FROM {ks}.alerts_by_key",
+                                                      timeout=60)}  # fmt: skip
+    return by_day, by_key
+
+
 def prediction_keys(cfg: PlatformConfig) -> set[str]:
     ks = cfg.cassandra.keyspace
     rows = session_for(cfg.cassandra).execute(f"SELECT transaction_id FROM {ks}.predictions",

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pytest
 from stream_helpers import (
     Driver,
+    alert_rows,
     consumer_actor_pids,
     feature_event_keys,
     make_messages,
@@ -141,6 +142,13 @@ def test_sigkilled_stream_job_loses_and_duplicates_nothing(stream_env):
     # Predictions: exactly the valid events, 0 lost, 0 extra.
     got = predictions(cfg)
     assert set(got) == produced.valid_keys
+
+    # Alerts: one row per review or block decision in each alert table, none for the rest.
+    by_day, by_key = alert_rows(cfg)
+    alerting = {k: (k, r[5], r[6]) for k, r in got.items() if r[5] in ("review", "block")}
+    assert alerting, "no event was decided review or block: the alert check is vacuous"
+    assert len(by_day) == len(set(by_day)) == len(alerting), "an alert was stored twice"
+    assert {r[0]: r for r in by_day} == by_key == alerting
 
     # Quarantine: exactly the invalid events and malformed messages, one row each.
     rows = quarantine(cfg, "stream:test_crash")

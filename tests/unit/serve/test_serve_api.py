@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from datetime import UTC, datetime
 
 import httpx
 import pyarrow as pa
@@ -26,6 +27,7 @@ from sluice.errors import (
     WriteFailed,
 )
 from sluice.scoring import QUARANTINE_SCHEMA
+from sluice.store import alert_rows
 
 pytestmark = pytest.mark.anyio
 
@@ -63,9 +65,19 @@ class FakeModel:
                 rejected=[RejectedRow(len(rows) - 1, last["transaction_id"], reasons)],
                 feature_names=("f1", "f2"), quarantine=q,
             )  # fmt: skip
+        keys = [r["transaction_id"] for r in rows]
+        n = len(keys)
+        scored = pa.table({
+            "key": keys, "entity": [str(r.get("card_id")) for r in rows],
+            "event_time": pa.array([datetime(2026, 1, 2, tzinfo=UTC)] * n,
+                                   pa.timestamp("us", tz="UTC")),
+            "score": [0.5] * n, "model_version": ["fraud/7"] * n, "decision": ["review"] * n,
+            "policy_id": ["dp-test"] * n,
+        })  # fmt: skip
         return ScoreReply(
-            scores=[RowScore(r["transaction_id"], 0.5, "fraud/7", (1.0, 2.0)) for r in rows],
+            scores=[RowScore(k, 0.5, "fraud/7", (1.0, 2.0), "review", "dp-test") for k in keys],
             feature_names=("f1", "f2"),
+            alerts=alert_rows(CONTRACT, scored, "online:fraud", datetime.now(UTC)),
         )
 
     async def info(self):
@@ -115,6 +127,8 @@ async def test_predict_one_row_and_many(client, setup):
     body = r.json()
     assert body["key"] == rows[0]["transaction_id"] and body["score"] == 0.5
     assert body["model_version"] == "fraud/7" and body["request_id"] == r.headers["x-request-id"]
+    assert (body["decision"], body["policy_id"]) == ("review", "dp-test")
+    assert body["predictions"][0]["decision"] == "review"
     r = await client.post("/v1/fraud/predict", json=rows, headers={**AUTH, "X-Request-ID": "abc"})
     assert r.status_code == 200 and r.json()["request_id"] == "abc"
     assert [p["key"] for p in r.json()["predictions"]] == [x["transaction_id"] for x in rows]
@@ -123,6 +137,11 @@ async def test_predict_one_row_and_many(client, setup):
     ids = logged["request_id"].to_pylist()
     assert sorted(ids) == sorted([body["request_id"], "abc", "abc", "abc"])
     assert logged["features"][0].as_py() == [("f1", 1.0), ("f2", 2.0)]
+    assert set(logged["decision"].to_pylist()) == {"review"}
+    for table in ("alerts", "alerts_by_key"):  # one alert per scored row, in both tables
+        alerted = pa.concat_tables([t for name, t in setup[2] if name == table])
+        assert sorted(alerted["key"].to_pylist()) == sorted(
+            [rows[0]["transaction_id"]] + [x["transaction_id"] for x in rows])
 
 
 async def test_the_log_key_is_the_servers_and_a_reused_request_id_overwrites_nothing(
@@ -276,7 +295,7 @@ async def test_rows_failing_the_contract_are_422_and_quarantined(client, setup):
     await asyncio.sleep(0.2)
     quarantined = [t for name, t in setup[2] if name == "quarantine"]
     assert quarantined and quarantined[0]["key"].to_pylist() == [rows[2]["transaction_id"]]
-    assert not [t for name, t in setup[2] if name == "prediction_log"]
+    assert not [t for name, t in setup[2] if name in ("prediction_log", "alerts")]
 
 
 async def test_overload_is_answered_at_once_with_retry_after(client, setup):

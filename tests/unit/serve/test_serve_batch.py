@@ -10,6 +10,7 @@ from serve_testkit import json_rows
 from serve_apps.scoring.batch import BatchScorer, canary_bucket
 from sluice.contract import load_contract
 from sluice.datagen import generate_dataset
+from sluice.decisions import DecisionPolicy
 from sluice.errors import StoreUnavailable
 from sluice.features import InMemoryFeatureStore, to_store_events
 from sluice.scoring import Scorer
@@ -48,6 +49,33 @@ def test_batched_requests_score_like_each_request_alone(scorers):
         assert list(reply.scores[0].features) == [alone[n][0].as_py() for n in reply.feature_names]
         assert not reply.rejected and reply.quarantine is None and reply.error is None
     assert len(set(s.score for r in replies for s in r.scores)) > 1
+
+
+def test_each_request_gets_the_alerts_of_its_own_rows(serve_registry, store):
+    """With a policy under which every score alerts (review from 0, block from the median),
+    each request carries one alert row per scored row, its decision the reply's."""
+    champion = Scorer(CONTRACT, serve_registry, store, record_events=False)
+    rows = json_rows(12)
+    median = float(sorted(champion.score(rows, now=NOW).scored["score"].to_pylist())[6])
+    policy = DecisionPolicy.model_validate([{"label": "review", "min_score": 0.0},
+                                            {"label": "block", "min_score": median}])  # fmt: skip
+    alerting = CONTRACT.model_copy(update={"decision": policy})
+    scorer = Scorer(alerting, serve_registry, store, record_events=False)
+    requests = [rows[0:1], rows[1:5], rows[5:12]]
+    for req, reply in zip(requests, BatchScorer(scorer).score(requests, now=NOW), strict=True):
+        got = {r["key"]: r for r in reply.alerts.to_pylist()}
+        assert list(got) == [s.key for s in reply.scores] == [r["transaction_id"] for r in req]
+        for s in reply.scores:
+            assert (got[s.key]["decision"], got[s.key]["score"]) == (s.decision, s.score)
+            assert got[s.key]["policy_id"] == s.policy_id == policy.policy_id
+            assert got[s.key]["source"] == "online:fraud"
+    decisions = {s.decision for r in BatchScorer(scorer).score(requests, now=NOW)
+                 for s in r.scores}  # fmt: skip
+    assert decisions == {"review", "block"}
+    # Under the contract's own policy these rows (scores below 0.5) raise no alert.
+    plain = BatchScorer(Scorer(CONTRACT, serve_registry, store, record_events=False))
+    for reply in plain.score(requests, now=NOW):
+        assert all(s.decision == "approve" for s in reply.scores) and reply.alerts is None
 
 
 def test_rejected_rows_go_back_to_their_request_and_index(scorers):

@@ -22,7 +22,7 @@ from sluice.config import CassandraConfig
 from sluice.contract import load_contract
 from sluice.errors import StoreUnavailable, WriteFailed
 from sluice.scoring import QUARANTINE_SCHEMA
-from sluice.store import PREDICTION_LOG_TABLE, WriteOptions
+from sluice.store import PREDICTION_LOG_TABLE, WriteOptions, alert_rows
 
 CONTRACT = load_contract("fraud")
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -133,6 +133,56 @@ def test_quarantine_rows_survive_a_brief_outage():
     assert sorted(stored) == [f"q{i}" for i in range(6)]
     stats = plog.stats()
     assert stats["quarantine_failed"] == stats["quarantine_dropped"] == 0
+
+
+def alerts(keys: list[str]) -> pa.Table:
+    n = len(keys)
+    scored = pa.table({
+        "key": keys, "entity": ["card_1"] * n,
+        "event_time": pa.array([NOW] * n, pa.timestamp("us", tz="UTC")),
+        "score": [0.95] * n, "model_version": ["fraud/1"] * n, "decision": ["block"] * n,
+        "policy_id": ["dp-x"] * n,
+    })  # fmt: skip
+    return alert_rows(CONTRACT, scored, "online:fraud", NOW)
+
+
+def test_alerts_reach_both_alert_tables_after_an_outage(caplog):
+    """Alerts are durable like quarantine rows: kept through a brief outage, then written
+    to alerts and alerts_by_key; an alert that cannot be written is counted and logged."""
+    writes: list[tuple[str, list[str]]] = []
+
+    def flaky(table, rows):
+        if len(writes) < 2 and table == "alerts_by_key":  # the second table fails twice
+            writes.append(("failed", []))
+            raise StoreUnavailable("down for a moment")
+        writes.append((table, rows.column("key").to_pylist()))
+
+    plog = PredictionLog(CONTRACT, FunctionWriter(flaky),
+                         LogOptions(queue_size=100, batch_rows=10, flush_interval_s=0.01,
+                                    max_backoff_s=0.05))  # fmt: skip
+    plog.alerts(alerts(["a1", "a2"]))
+    plog.alerts(alerts(["a3"]))
+    wait_for(lambda: plog.stats()["alerts_written"] == 3)
+    plog.close()
+    by_table: dict[str, set[str]] = {}
+    for table, keys in writes:
+        by_table.setdefault(table, set()).update(keys)
+    assert by_table["alerts"] == by_table["alerts_by_key"] == {"a1", "a2", "a3"}
+    stats = plog.stats()
+    assert stats["alerts_failed"] == stats["alerts_dropped"] == stats["alerts_retrying"] == 0
+
+    def down(table, rows):
+        raise StoreUnavailable("cannot reach Cassandra")
+
+    lost = PredictionLog(CONTRACT, FunctionWriter(down),
+                         LogOptions(queue_size=100, batch_rows=10, flush_interval_s=0.01))
+    with caplog.at_level(logging.ERROR, logger="serve_apps.scoring.prediction_log"):
+        lost.alerts(alerts(["gone"]))
+        wait_for(lambda: lost.stats()["alerts_retrying"] == 1)
+        lost.close()
+    assert lost.stats()["alerts_failed"] == 1
+    assert any("alerts: 1 row(s) not written" in r.getMessage() and "gone" in r.getMessage()
+               for r in caplog.records)  # fmt: skip
 
 
 def test_one_refused_quarantine_row_fails_alone():

@@ -1,4 +1,4 @@
-"""prediction_rows / quarantine_rows fit the predictions and quarantine tables column for column."""
+"""prediction_rows / quarantine_rows / alert_rows fit their tables column for column."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ import pytest
 
 from sluice.contract import load_contract
 from sluice.store import (
+    ALERTS_BY_KEY_TABLE,
+    ALERTS_TABLE,
+    alert_rows,
     check_compatible,
     prediction_rows,
     predictions_table,
@@ -41,6 +44,28 @@ def test_prediction_rows_fit_the_predictions_table() -> None:
     assert rows["policy_id"].to_pylist() == ["dp-1", "dp-1"]
     assert rows["features"].to_pylist()[1] == [("amount", 2.5), ("hour_of_day", 13.0)]
     assert rows["scored_at"].to_pylist() == [WHEN, WHEN]
+
+
+def test_alert_rows_are_the_review_and_block_rows_and_fit_both_alert_tables() -> None:
+    fraud = load_contract("fraud")
+    late = datetime(2024, 5, 1, 23, 59, 59, 999999, tzinfo=UTC)
+    scored = pa.table({
+        "key": ["tx_1", "tx_2", "tx_3", "tx_4"], "entity": ["c1", "c2", "c3", "c4"],
+        "event_time": pa.array([WHEN, WHEN, late, WHEN], pa.timestamp("us", tz="UTC")),
+        "score": [0.1, 0.6, 0.95, 0.2], "model_version": ["fraud/1"] * 4,
+        "decision": pa.array(["approve", "review", "block", None], pa.string()),
+        "policy_id": ["dp-1", "dp-1", "dp-1", None],
+        "amount": pa.array([1.5, 2.5, 3.5, 4.5], pa.float32()),
+    })  # fmt: skip
+    rows = alert_rows(fraud, scored, "batch:j", WHEN)
+    assert fits(rows, ALERTS_TABLE) == [] and fits(rows, ALERTS_BY_KEY_TABLE) == []
+    got = {r["key"]: r for r in rows.to_pylist()}
+    assert sorted(got) == ["tx_2", "tx_3"]  # approve and no decision raise no alert
+    assert got["tx_3"]["day"] == late.date() and got["tx_3"]["event_time"] == late
+    assert (got["tx_2"]["decision"], got["tx_2"]["score"], got["tx_2"]["source"]) == \
+        ("review", 0.6, "batch:j")  # fmt: skip
+    assert {r["contract"] for r in got.values()} == {"fraud"}
+    assert alert_rows(fraud, scored.slice(0, 1), "batch:j", WHEN).num_rows == 0
 
 
 def test_quarantine_rows_fit_the_quarantine_table() -> None:

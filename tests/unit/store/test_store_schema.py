@@ -9,6 +9,9 @@ import pytest
 from sluice.contract import load_contract
 from sluice.errors import ConfigError
 from sluice.store import (
+    ALERT_COLUMNS,
+    ALERTS_BY_KEY_TABLE,
+    ALERTS_TABLE,
     CHECKPOINTS_TABLE,
     TableSpec,
     diff_table,
@@ -97,7 +100,12 @@ def test_contract_tables() -> None:
     q = quarantine_table()
     assert q.key_columns == ["source", "day", "key", "row_id"]
     names = [t.name for t in tables_for([fraud, fraud])]
-    assert len(names) == len(set(names)) == 6
+    assert len(names) == len(set(names)) == 8
+    by_day, by_key = ALERTS_TABLE, ALERTS_BY_KEY_TABLE
+    assert by_day.key_columns == ["contract", "day", "event_time", "key"]
+    assert by_key.key_columns == ["contract", "key"]
+    # Both alert tables hold every alert column, so one row shape (alert_rows) fits both.
+    assert set(by_day.all_columns) == set(by_key.all_columns) == set(ALERT_COLUMNS)
 
 
 def test_two_contracts_wanting_one_name_for_different_tables_fail() -> None:

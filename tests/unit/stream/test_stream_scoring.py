@@ -11,6 +11,7 @@ from stream_fakes import T0_MS, TOPIC, messages
 
 from sluice.contract import load_contract
 from sluice.datagen import InvalidKind, generate_dataset, to_json_messages
+from sluice.decisions import DecisionPolicy
 from sluice.features import InMemoryFeatureStore
 from sluice.scoring import Scorer
 from sluice.stream import MicroBatchScorer
@@ -25,10 +26,13 @@ class Outputs:
     def __init__(self) -> None:
         self.predictions: dict[str, dict] = {}
         self.quarantine: dict[tuple, dict] = {}
+        self.alerts: dict[str, dict] = {}
         self.calls = 0
 
-    def write(self, predictions: pa.Table, quarantine: pa.Table) -> None:
+    def write(self, predictions: pa.Table, quarantine: pa.Table, alerts: pa.Table) -> None:
         self.calls += 1
+        for row in alerts.to_pylist():
+            self.alerts[row["key"]] = row
         for row in predictions.to_pylist():
             self.predictions[row["transaction_id"]] = row
         for row in quarantine.to_pylist():
@@ -87,6 +91,31 @@ def test_batch_rows_land_in_exactly_one_table(stream_registry, batch):
     assert one["model_version"] == "fraud/1" and len(one["features"]) == len(
         load_contract("fraud").feature_names
     )
+
+
+def test_alerts_are_written_with_their_batch_one_per_alerting_row(stream_registry, batch):
+    """Every scored row whose decision alerts (here: all, review from 0) gets one alert row,
+    in the same write as its batch's predictions; a replay rewrites the same rows."""
+    _, _, batch = batch
+    fraud = load_contract("fraud")
+    alert_all = DecisionPolicy.model_validate([{"label": "review", "min_score": 0.0},
+                                               {"label": "block", "min_score": 0.5}])  # fmt: skip
+    contract = fraud.model_copy(update={"decision": alert_all})
+    scorer = Scorer(contract, stream_registry, InMemoryFeatureStore(), "compiled")
+    first, again = Outputs(), Outputs()
+    processor(scorer, first)(batch)
+    assert first.calls == 1 and set(first.alerts) == set(first.predictions)
+    for key, row in first.alerts.items():
+        pred = first.predictions[key]
+        assert (row["decision"], row["policy_id"], row["score"]) == \
+            (pred["decision"], alert_all.policy_id, pred["score"])  # fmt: skip
+        assert (row["source"], row["event_time"].date()) == ("stream:unit", row["day"])
+    processor(scorer, again)(batch)
+
+    def without_time(rows: dict) -> dict:
+        return {k: {c: v for c, v in r.items() if c != "alerted_at"} for k, r in rows.items()}
+
+    assert without_time(again.alerts) == without_time(first.alerts)
 
 
 def test_a_replayed_batch_writes_the_same_rows(stream_registry, batch):
