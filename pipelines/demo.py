@@ -121,6 +121,12 @@ def batch_stage(cfg: PlatformConfig) -> None:
                                f"policy_id FROM {ks}.predictions LIMIT 5"):  # fmt: skip
         print(f"  {row.transaction_id}  {row.card_id}  score={row.score:.4f}  {row.model_version}  "
               f"{row.decision} ({row.policy_id})")  # fmt: skip
+    alerts = list(session.execute(f"SELECT key, day, decision, score, policy_id "
+                                  f"FROM {ks}.alerts_by_key LIMIT 5"))  # fmt: skip
+    print(f"A few alerts (review, block) from {ks}.alerts and {ks}.alerts_by_key:")
+    for row in alerts:
+        print(f"  {row.key}  {row.decision}  score={row.score:.4f}  {row.policy_id}  "
+              f"(sluice alerts list --day {row.day}; sluice alerts show {row.key})")
     print(f"A few quarantined rows from {ks}.quarantine:")
     for row in session.execute(f"SELECT key, reasons FROM {ks}.quarantine LIMIT 5"):
         reasons = "; ".join(f"{r['expectation']} on {r['column']} (value {r['value']})"

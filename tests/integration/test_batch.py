@@ -14,11 +14,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from typer.testing import CliRunner
 
 from pipelines.batch_score import main as batch_main
 from pipelines.batch_score import run
 from pipelines.train import TrainConfig, train
 from sluice import metrics
+from sluice.cli import app as cli
 from sluice.contract import load_contract
 from sluice.datagen import generate_dataset, write_csv, write_parquet
 from sluice.errors import ConfigError, RowsUnaccounted, ValidationFailed
@@ -129,6 +131,19 @@ def test_batch_job_scores_valid_rows_and_quarantines_invalid_ones(env):
     assert again.rows_read == summary.rows_read
     again_day, again_key = alerts(session)
     assert sorted(again_day) == sorted(by_day) and again_key == by_key
+
+    # What an analyst runs: a day's alerts newest first, and one transaction's alert.
+    env = {"SLUICE_CASSANDRA__KEYSPACE": "sluice_test_batch"}
+    newest = max(by_day, key=lambda r: (r[4], r[0]))
+    listed = CliRunner().invoke(cli, ["alerts", "list", "--day", str(newest[3]), "--limit", "2"],
+                                env=env)  # fmt: skip
+    assert listed.exit_code == 0, listed.output
+    lines = listed.output.strip().splitlines()
+    assert 1 <= len(lines) <= 2 and newest[0] in lines[0] and newest[1] in lines[0]
+    shown = CliRunner().invoke(cli, ["alerts", "show", newest[0]], env=env)
+    assert shown.exit_code == 0 and newest[0] in shown.output and "reasons" in shown.output
+    missing = CliRunner().invoke(cli, ["alerts", "show", "tx_nope"], env=env)
+    assert missing.exit_code == 2 and "no alert for transaction 'tx_nope'" in missing.output
 
 
 def _actor_pids(marker: str) -> list[int]:

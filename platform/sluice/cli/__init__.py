@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from sluice.cli import drift, local, models, schema, stream
+from sluice.cli import alerts, drift, local, models, schema, stream
 from sluice.cli import serve as serve_cli
 
 app = typer.Typer(
@@ -13,6 +13,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+app.add_typer(alerts.app, name="alerts")
 app.add_typer(local.app, name="local")
 app.add_typer(models.app, name="models")
 app.add_typer(schema.app, name="schema")

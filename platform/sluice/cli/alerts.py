@@ -1,0 +1,114 @@
+"""`sluice alerts list | show`: the alerts an analyst works from, read from Cassandra.
+
+    sluice alerts list --contract fraud [--day 2026-12-01] [--decision block] [--limit 20]
+    sluice alerts show tx_0123... --contract fraud
+
+``list`` pages one day's alerts newest first (the ``alerts`` table: one partition per
+contract and day of the event); ``show`` reads one transaction's alert from
+``alerts_by_key``. Both exit 1 with the reason when Cassandra cannot answer, and ``show``
+exits 2 when the transaction has no alert.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from sluice.errors import SluiceError
+
+app = typer.Typer(help="Alerts (review and block decisions) from Cassandra.",
+                  no_args_is_help=True)  # fmt: skip
+
+_COLUMNS = ("key, entity, event_time, day, score, decision, policy_id, model_version, source, "
+            "reasons, alerted_at")  # fmt: skip
+
+
+def _session(config: Path | None) -> tuple[Any, str]:
+    from sluice.config import load_platform_config
+    from sluice.store import session_for
+
+    cfg = load_platform_config(config).cassandra
+    return session_for(cfg), cfg.keyspace
+
+
+def _line(row: Any) -> str:
+    when = row.event_time.replace(tzinfo=UTC).isoformat(timespec="seconds")
+    return (f"{when}  {row.decision:<7}  {row.score:.4f}  {row.key}  card {row.entity}  "
+            f"{row.model_version}  {row.policy_id}  ({row.source})")  # fmt: skip
+
+
+def _driver_error(exc: Exception) -> None:
+    hint = " (run `sluice schema apply`)" if "does not exist" in str(exc) else ""
+    typer.echo(f"error: reading alerts from Cassandra: {type(exc).__name__}: {exc}{hint}",
+               err=True)  # fmt: skip
+    raise typer.Exit(1) from exc
+
+
+@app.command("list")
+def list_alerts(
+    contract: str = typer.Option("fraud", "--contract", help="Contract name."),
+    day: str | None = typer.Option(None, "--day", help="UTC day of the events, YYYY-MM-DD "
+                                   "(default: today)."),  # fmt: skip
+    decision: str | None = typer.Option(None, "--decision", help="Only this decision."),
+    limit: int = typer.Option(20, "--limit", min=1, max=10_000, help="At most this many."),
+    config: Path | None = typer.Option(None, "--config", help="Platform config."),  # noqa: B008
+) -> None:
+    """One day's alerts, newest event first."""
+    try:
+        when = date.fromisoformat(day) if day else datetime.now(UTC).date()
+    except ValueError:
+        typer.echo(f"error: --day {day!r} is not a date (YYYY-MM-DD)", err=True)
+        raise typer.Exit(2) from None
+    try:
+        session, ks = _session(config)
+        rows = session.execute(
+            f"SELECT {_COLUMNS} FROM {ks}.alerts WHERE contract = %s AND day = %s "
+            "ORDER BY event_time DESC", (contract, when), timeout=30)  # fmt: skip
+        shown = 0
+        for row in rows:
+            if decision and row.decision != decision:
+                continue
+            typer.echo(_line(row))
+            shown += 1
+            if shown >= limit:
+                break
+    except SluiceError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    except Exception as exc:  # noqa: BLE001 - the driver's errors: say what failed
+        _driver_error(exc)
+    if shown == 0:
+        typer.echo(f"no {decision + ' ' if decision else ''}alerts for {contract} on {when}")
+
+
+@app.command()
+def show(
+    key: str = typer.Argument(..., help="The transaction key."),
+    contract: str = typer.Option("fraud", "--contract", help="Contract name."),
+    config: Path | None = typer.Option(None, "--config", help="Platform config."),  # noqa: B008
+) -> None:
+    """One transaction's alert, with its reasons."""
+    try:
+        session, ks = _session(config)
+        row = session.execute(
+            f"SELECT {_COLUMNS} FROM {ks}.alerts_by_key WHERE contract = %s AND key = %s",
+            (contract, key), timeout=30).one()  # fmt: skip
+    except SluiceError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    except Exception as exc:  # noqa: BLE001 - the driver's errors: say what failed
+        _driver_error(exc)
+    if row is None:
+        typer.echo(f"no alert for transaction {key!r} of contract {contract}", err=True)
+        raise typer.Exit(2)
+    typer.echo(_line(row))
+    typer.echo(f"  alerted at {row.alerted_at.replace(tzinfo=UTC).isoformat(timespec='seconds')}")
+    reasons = json.loads(row.reasons) if row.reasons else []
+    if not reasons:
+        typer.echo("  reasons: none computed for this alert")
+    for r in reasons:
+        typer.echo(f"  {r['feature']:<24} {r['value']:>12.4f}  {r['contribution']:+.4f}")
