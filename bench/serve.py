@@ -13,7 +13,8 @@ filled with card history) are served five ways, each in a process of its own:
   deployment), a trivial chain (Sluice's shape with no work: a FastAPI ingress calling a
   ``@serve.batch`` deployment that answers a constant, through a handle) and the Sluice app
   (API key, request model, ``@serve.batch`` model deployment, prediction log to
-  Cassandra), one replica each;
+  Cassandra), one replica each, and the Sluice app again with ``?explain=true`` (each
+  row's top feature attributions, issue 17) under HAProxy;
 - the same two with ``RAY_SERVE_ENABLE_HA_PROXY=1`` set before that Ray starts.
 The load generator is ``wrk`` (C; ``apt-get install -y wrk``), one JSON row per request
 from 1,000 different rows, at each --connections, after a warm-up. Prints a table, which
@@ -183,7 +184,8 @@ def run_ray(root: Path, port: int) -> None:
     @serve.deployment(max_ongoing_requests=128, ray_actor_options={"num_cpus": 0})
     class ConstantModel:
         @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
-        async def score(self, requests: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        async def score(self, requests: list[list[dict[str, Any]]],
+                        explain: list[bool]) -> list[dict[str, Any]]:  # fmt: skip
             return [{"scores": [0.5] * len(rows)} for rows in requests]
 
     chain_api = FastAPI()
@@ -198,7 +200,7 @@ def run_ray(root: Path, port: int) -> None:
         async def predict(self, request: Request) -> dict[str, Any]:
             body = json.loads(await request.body())
             rows = body if isinstance(body, list) else [body]
-            got = await self.model.score.remote(rows)
+            got = await self.model.score.remote(rows, False)
             return {"scores": got["scores"], "model_version": ["trivial"], "quarantined": 0}
 
     args = ScoringAppArgs.model_validate({
@@ -365,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
                         a.seconds, figures, proc)  # fmt: skip
                 measure(f"sluice_{ingress}", f"{base}/v1/fraud/predict", root, conns,
                         a.seconds, figures, proc)  # fmt: skip
+                if haproxy:  # explanations on (issue 17): each row's top attributions
+                    measure(f"sluice_explain_{ingress}", f"{base}/v1/fraud/predict?explain=true",
+                            root, conns, a.seconds, figures, proc)  # fmt: skip
             finally:
                 stop(proc)
     return report(figures, conns)
@@ -409,6 +414,10 @@ def report(figures: dict[str, Any], conns: list[int]) -> int:
                                                 / rps(f"trivial_{best}"), 3),
         f"sluice_vs_trivial_chain_{hi}": round(rps(f"sluice_{best}")
                                                / rps(f"trivial_chain_{best}"), 3),
+        f"explain_vs_plain_{hi}": round(rps("sluice_explain_haproxy") / rps("sluice_haproxy"), 3),
+        f"explain_p50_over_plain_c{lo}_ms": round(
+            figures[f"sluice_explain_haproxy_c{lo}"]["p50_ms"]
+            - figures[f"sluice_haproxy_c{lo}"]["p50_ms"], 2),
         f"trivial_chain_p50_over_trivial_c{lo}_ms": round(
             figures[f"trivial_chain_{best}_c{lo}"]["p50_ms"]
             - figures[f"trivial_{best}_c{lo}"]["p50_ms"], 2),

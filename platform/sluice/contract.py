@@ -63,7 +63,8 @@ PREDICTION_COLUMNS = ("score", "model_version", "decision", "policy_id", "featur
                       "scored_at")  # fmt: skip
 """The predictions table's own columns beside the contract's key, entity and event time
 (``sluice.store.predictions_table``): those three must not take one of these names."""
-SCORED_COLUMNS = ("key", "entity", "event_time", "score", "model_version", "decision", "policy_id")
+SCORED_COLUMNS = ("key", "entity", "event_time", "score", "model_version", "decision", "policy_id",
+                  "reasons")  # fmt: skip
 """The columns every scored table starts with (``sluice.scoring.scored_schema``); the
 model's features follow them."""
 

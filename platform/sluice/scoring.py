@@ -36,9 +36,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sluice.contract import SCORED_COLUMNS, Contract
+from sluice.decisions import ALERTING
 from sluice.errors import ConfigError
 from sluice.features import FeatureStore, compute_features, to_store_events
-from sluice.models import LoadedModel, ModelRegistry, check_feature_spec, select_device
+from sluice.models import Explainer, LoadedModel, ModelRegistry, check_feature_spec, select_device
 from sluice.validation import Reason, ValidationReport, conform, load_suite, validate
 
 __all__ = [
@@ -97,13 +98,15 @@ _SCORED_FIXED = [
     pa.field("model_version", pa.string(), nullable=False),
     pa.field("decision", pa.string()),  # null when the contract has no decision section
     pa.field("policy_id", pa.string()),
+    pa.field("reasons", pa.string()),  # JSON top-k attributions of an alerting row, else null
 ]
 assert tuple(f.name for f in _SCORED_FIXED) == SCORED_COLUMNS
 
 
 def scored_schema(feature_names: Sequence[str]) -> pa.Schema:
     """Scored rows: key, entity, event_time, score, model_version (`fraud/3`), decision and
-    policy_id (``sluice.decisions``), then the features."""
+    policy_id (``sluice.decisions``), reasons (an alerting row's top feature attributions,
+    ``sluice.models.Explainer``, as JSON), then the features."""
     return pa.schema(_SCORED_FIXED + [pa.field(n, pa.float32()) for n in feature_names])
 
 
@@ -169,6 +172,7 @@ class Scorer:
                 "contract %s asks for CUDA but none is visible: scoring on CPU", contract.name
             )
         self.model = self._load()
+        self._explainer: Explainer | None = None  # built on the first alert
 
     def _load(self) -> LoadedModel:
         model = self.registry.load(self.model_ref, device=self.device)
@@ -246,17 +250,38 @@ class Scorer:
         matrix = compute_features(valid, spec, model.meta.feature_stats, self.store)
         scores = model.predict(matrix.values, self.batch_rows)
         n, policy = valid.num_rows, c.decision
+        decisions = policy.decide(scores) if policy else pa.nulls(n, pa.string())
         columns = [
             valid.column(c.key_column),
             valid.column(c.entity_column),
             valid.column(c.event_time_column).cast(pa.timestamp("us", tz="UTC")),
             pa.array(scores, pa.float64()),
             _constant(model.ref, n, pa.string()),
-            policy.decide(scores) if policy else pa.nulls(n, pa.string()),
+            decisions,
             _constant(policy.policy_id, n, pa.string()) if policy else pa.nulls(n, pa.string()),
+            self._alert_reasons(matrix.values, decisions),
             *(matrix.values[:, j] for j in range(len(matrix.names))),
         ]
         return pa.Table.from_arrays(columns, schema=scored_schema(matrix.names))
+
+
+    @property
+    def explainer(self) -> Explainer:
+        """This Scorer's model's explainer (built on first use: alerts, `explain=true`)."""
+        if self._explainer is None:
+            self._explainer = Explainer(self.model)
+        return self._explainer
+
+    def _alert_reasons(self, features: np.ndarray, decisions: pa.Array) -> pa.Array:
+        """The top attributions (JSON) of each row that raises an alert, null for the others."""
+        alerting = np.isin(np.asarray(decisions.to_pylist(), dtype=object),
+                           sorted(d.value for d in ALERTING))  # fmt: skip
+        out: list[str | None] = [None] * len(alerting)
+        if alerting.any():
+            rows = np.flatnonzero(alerting)
+            for i, reasons in zip(rows, self.explainer.reasons(features[rows]), strict=True):
+                out[i] = json.dumps(reasons, separators=(",", ":"))
+        return pa.array(out, pa.string())
 
 
 def _conflicting_keys(

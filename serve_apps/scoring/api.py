@@ -182,7 +182,7 @@ def create_api(service: ScoringService) -> FastAPI:
         openapi_extra={"requestBody": {"required": True, "content": {
             "application/json": {"schema": service.parser.openapi_body()["schema"]}}}},
     )  # fmt: skip
-    async def predict(contract: str, request: Request) -> Response:
+    async def predict(contract: str, request: Request, explain: bool = False) -> Response:
         t0 = time.perf_counter()
         request_id = request.state.request_id = _request_id(request)
         ours = request_id if request.headers.get("x-request-id") != request_id else None
@@ -195,7 +195,7 @@ def create_api(service: ScoringService) -> FastAPI:
             raise RequestRejected(415, f"Content-Type {declared!r} is not JSON: send the rows "
                                        "as 'Content-Type: application/json'")  # fmt: skip
         rows, many = service.parser.parse(await service.read_body(request))
-        reply = await service.score(rows)
+        reply = await service.score(rows, explain)
         if reply.error is not None:
             if reply.error.status == 503:  # batch.error_status: a store outage, any subclass
                 request.state.error_class = metrics.STORE_UNAVAILABLE

@@ -229,7 +229,7 @@ def assemble_app(
 
     ``ingress_options`` / ``model_options`` are Serve's own deployment options
     (``max_ongoing_requests``, ``autoscaling_config``...). ``model`` binds another model
-    deployment in place of ScoringModel: the ingress only calls ``score(rows)`` and
+    deployment in place of ScoringModel: the ingress only calls ``score(rows, explain)`` and
     ``info()`` on its handle, so tests (a deliberately slow model) can bind their own.
     """
     if not isinstance(args, ScoringAppArgs):

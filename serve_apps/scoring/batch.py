@@ -88,9 +88,13 @@ class BatchScorer:
         return "challenger" if canary_bucket(key) < self.challenger_share else "champion"
 
     def score(
-        self, requests: Sequence[Sequence[dict[str, Any]]], now: datetime | None = None
+        self, requests: Sequence[Sequence[dict[str, Any]]], now: datetime | None = None,
+        explain: Sequence[bool] | None = None,
     ) -> list[ScoreReply]:
+        """One reply per request; ``explain[i]``: request i's rows carry their reasons."""
         now = now or datetime.now(UTC)
+        # Read by _reasons; one call at a time (the replica scores its batches in turn).
+        self._explain = list(explain) if explain is not None else [False] * len(requests)
         replies: list[ScoreReply | None] = [None] * len(requests)
         for group in _groups(requests, self.contract.key_column):
             for index, reply in self._score_isolated(requests, group, now).items():
@@ -151,6 +155,20 @@ class BatchScorer:
             )
         return out
 
+    def _reasons(self, scorer: Scorer, scored: pa.Table, matrix: np.ndarray, parts: list[_Part],
+                 valid: list[bool]) -> dict[int, list[dict[str, Any]]]:  # fmt: skip
+        """Reasons of the scored rows whose request asked: an alert's come with it, the
+        others are explained here, in one call."""
+        asked = _asked(parts, valid, self._explain)
+        if not asked:
+            return {}
+        known = scored.column("reasons").to_pylist()
+        out = {i: json.loads(known[i]) for i in asked if known[i] is not None}
+        rest = [i for i in asked if i not in out]
+        if rest:
+            out |= dict(zip(rest, scorer.explainer.reasons(matrix[rest]), strict=True))
+        return out
+
     def _run(
         self,
         scorer: Scorer,
@@ -190,6 +208,7 @@ class BatchScorer:
             np.column_stack([scored.column(n).to_numpy() for n in names]).astype(np.float64)
             if names and scored.num_rows else np.empty((scored.num_rows, 0))
         )  # fmt: skip
+        explained = self._reasons(scorer, scored, matrix, parts, valid)
         q_keys = quarantined.column("key").to_pylist()
         q_reasons = quarantined.column("reasons").to_pylist()
         good = bad = pos = 0
@@ -198,7 +217,7 @@ class BatchScorer:
                 if valid[pos]:
                     row = RowScore(keys[good], float(values[good]), versions[good],
                                    tuple(matrix[good].tolist()), decisions[good],
-                                   policies[good])  # fmt: skip
+                                   policies[good], explained.get(good))  # fmt: skip
                     scores[p.request].append((i, row))
                     good += 1
                 else:
@@ -208,6 +227,19 @@ class BatchScorer:
                     bad += 1
                 pos += 1
         return names
+
+
+def _asked(parts: list[_Part], valid: list[bool], explain: list[bool]) -> list[int]:
+    """The scored rows (their index among the scored) whose request asked to explain."""
+    out, good, pos = [], 0, 0
+    for p in parts:
+        for _ in p.rows:
+            if valid[pos]:
+                if explain[p.request]:
+                    out.append(good)
+                good += 1
+            pos += 1
+    return out
 
 
 def _error_reply(exc: Exception, requests: int) -> ErrorReply:

@@ -2,7 +2,7 @@
 
 ``ScoringModel`` loads the contract's Scorer (champion alias, features from the
 Cassandra online feature table, ``record_events=False``: online requests never record
-events, the stream does) and answers ``score(rows)`` through ``@serve.batch``. Its
+events, the stream does) and answers ``score(rows, explain)`` through ``@serve.batch``. Its
 ``user_config`` (``ModelUserConfig``) is applied in ``reconfigure``, in place, without
 restarting the replica: a new ``model_generation`` re-resolves the aliases (after
 ``sluice models promote``), and the batch size, batch wait and canary share change
@@ -158,7 +158,8 @@ class ScoringModel:
             return None
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
-    async def score(self, requests: list[list[dict[str, Any]]]) -> list[ScoreReply]:
+    async def score(self, requests: list[list[dict[str, Any]]],
+                    explain: list[bool]) -> list[ScoreReply]:  # fmt: skip
         # Scored inline, on the replica's user-code loop (Serve runs it in a thread of its
         # own, so health checks stay answered). Requests arriving meanwhile queue up and
         # form the next batch. Measured on 2 cores: handing the batch to a worker thread
@@ -168,7 +169,7 @@ class ScoringModel:
         self.batches += 1
         self.batched_requests += len(requests)
         t0 = time.perf_counter()
-        replies = core.score(requests)
+        replies = core.score(requests, explain=explain)
         metrics.SCORE_BATCH_SECONDS.observe(time.perf_counter() - t0, path="online",
                                             contract=self.contract.name)  # fmt: skip
         return replies
@@ -215,8 +216,8 @@ class HandleModelClient:
     def __init__(self, handle: DeploymentHandle) -> None:
         self.handle = handle
 
-    async def score(self, rows: list[dict[str, Any]]) -> ScoreReply:
-        return await self._call(self.handle.score.remote(rows))
+    async def score(self, rows: list[dict[str, Any]], explain: bool = False) -> ScoreReply:
+        return await self._call(self.handle.score.remote(rows, explain))
 
     async def info(self) -> dict[str, Any]:
         return await self._call(self.handle.info.remote())

@@ -229,6 +229,7 @@ class RowScore:
     features: tuple[float, ...]
     decision: str | None = None  # the contract's decision policy (None: it has none)
     policy_id: str | None = None
+    reasons: list[dict[str, Any]] | None = None  # top attributions, when asked (explain)
 
 
 @dataclass(frozen=True)
@@ -267,6 +268,17 @@ class ScoreReply:
 # -- HTTP response bodies (documented in the OpenAPI schema) ---------------------------
 
 
+class Reason(BaseModel):
+    """One feature's part in a score (``sluice.models.Explainer``): contributions of a
+    row's features sum to its score minus the score of the training medians."""
+
+    model_config = ConfigDict(frozen=True)
+
+    feature: str
+    value: float = Field(description="The row's value of the feature.")
+    contribution: float = Field(description="Its Shapley contribution to the score.")
+
+
 class Prediction(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -276,6 +288,8 @@ class Prediction(BaseModel):
     decision: str | None = Field(None, description="approve, review or block, from the "
                                  "contract's decision policy (null: the contract has none).")
     policy_id: str | None = Field(None, description="The decision policy's id (dp-<digest>).")
+    reasons: list[Reason] | None = Field(None, description="With `?explain=true`: the row's "
+                                         "top features by contribution to its score.")
 
 
 class PredictResponse(BaseModel):
@@ -291,6 +305,7 @@ class PredictResponse(BaseModel):
     model_version: str | None = None
     decision: str | None = None
     policy_id: str | None = None
+    reasons: list[Reason] | None = None
 
 
 def predict_response(
@@ -298,6 +313,9 @@ def predict_response(
 ) -> dict[str, Any]:
     preds = [{"key": s.key, "score": s.score, "model_version": s.model_version,
               "decision": s.decision, "policy_id": s.policy_id} for s in scores]  # fmt: skip
+    for pred, s in zip(preds, scores, strict=True):
+        if s.reasons is not None:  # asked for (explain): absent otherwise
+            pred["reasons"] = s.reasons
     body: dict[str, Any] = {"request_id": request_id, "contract": contract, "predictions": preds}
     if not many and preds:
         body.update(preds[0])

@@ -43,7 +43,9 @@ class ScoringTimeout(Exception):
 
 
 class ModelClient(Protocol):
-    async def score(self, rows: list[dict[str, Any]]) -> ScoreReply: ...
+    async def score(self, rows: list[dict[str, Any]], explain: bool = False) -> ScoreReply:
+        """The rows scored; with ``explain``, each with its top attributions."""
+        ...
 
     async def info(self) -> dict[str, Any]: ...
 
@@ -57,14 +59,14 @@ class FunctionModelClient:
 
     def __init__(
         self,
-        score: Callable[[list[dict[str, Any]]], Awaitable[ScoreReply]],
+        score: Callable[..., Awaitable[ScoreReply]],
         info: Callable[[], Awaitable[dict[str, Any]]] | None = None,
         ready: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     ) -> None:
         self._score, self._info, self._ready = score, info, ready
 
-    async def score(self, rows: list[dict[str, Any]]) -> ScoreReply:
-        return await self._score(rows)
+    async def score(self, rows: list[dict[str, Any]], explain: bool = False) -> ScoreReply:
+        return await (self._score(rows, explain) if explain else self._score(rows))
 
     async def info(self) -> dict[str, Any]:
         return await self._info() if self._info else {}
@@ -115,8 +117,8 @@ class ScoringService:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def score(self, rows: list[dict[str, Any]]) -> ScoreReply:
-        return await self._bounded(self.model.score(rows), "scoring")
+    async def score(self, rows: list[dict[str, Any]], explain: bool = False) -> ScoreReply:
+        return await self._bounded(self.model.score(rows, explain), "scoring")
 
     async def info(self) -> dict[str, Any]:
         return await self._bounded(self.model.info(), "asking the model")

@@ -110,5 +110,7 @@ def show(
     reasons = json.loads(row.reasons) if row.reasons else []
     if not reasons:
         typer.echo("  reasons: none computed for this alert")
+    else:
+        typer.echo(f"  reasons (feature, its value, contribution to the score; {len(reasons)}):")
     for r in reasons:
         typer.echo(f"  {r['feature']:<24} {r['value']:>12.4f}  {r['contribution']:+.4f}")

@@ -18,6 +18,7 @@ remains. Missing names, versions and aliases raise `sluice.errors.ModelNotFound`
 """
 
 from sluice.models._artifact import ModelArtifact, check_artifact, load_artifact, save_artifact
+from sluice.models._explain import Explainer
 from sluice.models._formats import FORMATS, ModelFormat, detect_format
 from sluice.models._manifest import AliasEvent, Manifest, ModelRef, VersionRecord, parse_model_ref
 from sluice.models._meta import ModelMeta, ModelOutput, roc_auc, table_fingerprint
@@ -36,6 +37,7 @@ __all__ = [
     "MLP",
     "SCORE_TOLERANCE",
     "AliasEvent",
+    "Explainer",
     "LoadedModel",
     "MLPConfig",
     "Manifest",

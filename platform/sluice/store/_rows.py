@@ -142,7 +142,7 @@ def alert_rows(contract: Contract, scored: pa.Table, source: str,
             rows.column("policy_id"),
             rows.column("model_version"),
             pa.array([source] * n, pa.string()),
-            pa.nulls(n, pa.string()),
+            rows.column("reasons"),
             pa.array(np.full(n, np.datetime64(alerted_at.replace(tzinfo=None), "us")),
                      pa.timestamp("us", tz="UTC")),  # fmt: skip
         ],

@@ -198,7 +198,7 @@ _ALERT_COLUMNS = (
     ("policy_id", "text"),
     ("model_version", "text"),
     ("source", "text"),  # the path and job that wrote it last (batch:<job>, stream:<job>...)
-    ("reasons", "text"),  # JSON list of the top feature attributions (null: none computed)
+    ("reasons", "text"),  # JSON list of the top feature attributions (sluice.models.Explainer)
     ("alerted_at", "timestamp"),
 )
 ALERTS_TABLE = TableSpec(

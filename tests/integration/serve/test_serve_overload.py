@@ -35,7 +35,7 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 @serve.deployment(max_ongoing_requests=1, max_queued_requests=1, graceful_shutdown_timeout_s=1,
                   graceful_shutdown_wait_loop_s=0.5, ray_actor_options={"num_cpus": 0})  # fmt: skip
 class SlowModel:
-    async def score(self, rows):
+    async def score(self, rows, explain=False):
         await asyncio.sleep(30)  # far past the request timeout
         return ScoreReply(scores=[RowScore(r["transaction_id"], 0.5, "slow/1", ()) for r in rows])
 

@@ -247,6 +247,14 @@ def alert_rows(cfg: PlatformConfig) -> tuple[list[tuple], dict[str, tuple]]:
     return by_day, by_key
 
 
+def alert_reasons(cfg: PlatformConfig) -> dict[str, list[dict]]:
+    """key -> the parsed ``reasons`` of its row in ``alerts_by_key``."""
+    ks = cfg.cassandra.keyspace
+    rows = session_for(cfg.cassandra).execute(f"SELECT key, reasons FROM {ks}.alerts_by_key",
+                                              timeout=60)  # fmt: skip
+    return {r.key: json.loads(r.reasons) for r in rows}
+
+
 def prediction_keys(cfg: PlatformConfig) -> set[str]:
     ks = cfg.cassandra.keyspace
     rows = session_for(cfg.cassandra).execute(f"SELECT transaction_id FROM {ks}.predictions",

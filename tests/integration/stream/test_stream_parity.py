@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from stream_helpers import make_messages, new_topic, predictions, produce, quarantine
+from stream_helpers import (
+    alert_reasons,
+    make_messages,
+    new_topic,
+    predictions,
+    produce,
+    quarantine,
+)
 
 from pipelines.batch_score import run as batch_run
 from pipelines.stream_score import run as stream_run
@@ -62,6 +69,17 @@ def test_stream_and_batch_score_the_same_events_identically(stream_env, tmp_path
     assert [from_stream[k][5] for k in keys] == policy.decide(scores).to_pylist()
     assert {from_stream[k][6] for k in keys} == {policy.policy_id}
     assert {from_stream[k][5] for k in keys} >= {"approve", "review"}, "decisions are vacuous"
+
+    # The same alerts, with the same explanations: the top features in the same order,
+    # their contributions within SCORE_TOLERANCE (as the scores), on both paths.
+    alerts_stream, alerts_batch = alert_reasons(cfg_stream), alert_reasons(cfg_batch)
+    alerting = {k for k in keys if from_stream[k][5] in ("review", "block")}
+    assert set(alerts_stream) == set(alerts_batch) == alerting
+    for k in alerting:
+        a, b = alerts_stream[k], alerts_batch[k]
+        assert len(a) == 5 and [r["feature"] for r in a] == [r["feature"] for r in b], k
+        assert all(abs(x["contribution"] - y["contribution"]) <= SCORE_TOLERANCE
+                   and x["value"] == y["value"] for x, y in zip(a, b, strict=True)), k
 
     q_stream = dict(quarantine(cfg_stream, "stream:test_parity"))
     q_batch = dict(quarantine(cfg_batch, "batch:test_parity_batch"))

@@ -44,8 +44,9 @@ class FakeModel:
         self.behaviour = "ok"
         self.calls = 0
 
-    async def score(self, rows):
+    async def score(self, rows, explain=False):
         self.calls += 1
+        self.explained = explain
         if self.behaviour == "slow":
             await asyncio.sleep(5)
         if self.behaviour == "overloaded":
@@ -72,10 +73,12 @@ class FakeModel:
             "event_time": pa.array([datetime(2026, 1, 2, tzinfo=UTC)] * n,
                                    pa.timestamp("us", tz="UTC")),
             "score": [0.5] * n, "model_version": ["fraud/7"] * n, "decision": ["review"] * n,
-            "policy_id": ["dp-test"] * n,
+            "policy_id": ["dp-test"] * n, "reasons": ['[{"feature":"f1"}]'] * n,
         })  # fmt: skip
+        why = [{"feature": "f1", "value": 1.0, "contribution": 0.25}] if explain else None
         return ScoreReply(
-            scores=[RowScore(k, 0.5, "fraud/7", (1.0, 2.0), "review", "dp-test") for k in keys],
+            scores=[RowScore(k, 0.5, "fraud/7", (1.0, 2.0), "review", "dp-test", why)
+                    for k in keys],  # fmt: skip
             feature_names=("f1", "f2"),
             alerts=alert_rows(CONTRACT, scored, "online:fraud", datetime.now(UTC)),
         )
@@ -142,6 +145,19 @@ async def test_predict_one_row_and_many(client, setup):
         alerted = pa.concat_tables([t for name, t in setup[2] if name == table])
         assert sorted(alerted["key"].to_pylist()) == sorted(
             [rows[0]["transaction_id"]] + [x["transaction_id"] for x in rows])
+
+
+async def test_explain_asks_the_model_for_reasons_and_returns_them(client, setup):
+    rows = json_rows(2)
+    plain = await client.post("/v1/fraud/predict", json=rows, headers=AUTH)
+    assert plain.status_code == 200 and setup[1].explained is False
+    assert all("reasons" not in p for p in plain.json()["predictions"])
+    r = await client.post("/v1/fraud/predict?explain=true", json=rows[0], headers=AUTH)
+    assert r.status_code == 200 and setup[1].explained is True
+    want = [{"feature": "f1", "value": 1.0, "contribution": 0.25}]
+    assert r.json()["reasons"] == r.json()["predictions"][0]["reasons"] == want
+    bad = await client.post("/v1/fraud/predict?explain=maybe", json=rows[0], headers=AUTH)
+    assert bad.status_code == 422 and "explain" in bad.text
 
 
 async def test_the_log_key_is_the_servers_and_a_reused_request_id_overwrites_nothing(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import numpy as np
 import pytest
 from serve_testkit import json_rows
 
@@ -76,6 +77,22 @@ def test_each_request_gets_the_alerts_of_its_own_rows(serve_registry, store):
     plain = BatchScorer(Scorer(CONTRACT, serve_registry, store, record_events=False))
     for reply in plain.score(requests, now=NOW):
         assert all(s.decision == "approve" for s in reply.scores) and reply.alerts is None
+
+
+def test_explain_gives_the_asking_requests_rows_their_reasons(scorers):
+    champion, _ = scorers
+    rows = json_rows(6)
+    rows[4]["amount"] = -1.0  # refused: no score, no reasons
+    plain, asked = BatchScorer(champion).score([rows[:3], rows[3:]], now=NOW,
+                                               explain=[False, True])  # fmt: skip
+    assert all(s.reasons is None for s in plain.scores)
+    assert [s.key for s in asked.scores] == [rows[3]["transaction_id"], rows[5]["transaction_id"]]
+    matrix = np.array([s.features for s in asked.scores])
+    assert [s.reasons for s in asked.scores] == champion.explainer.reasons(matrix)
+    assert all(len(s.reasons) == 5 for s in asked.scores)
+    # The same row explained in another batch, or alone, gets the same reasons.
+    (alone,) = BatchScorer(champion).score([rows[5:6]], now=NOW, explain=[True])
+    assert alone.scores[0].reasons == asked.scores[1].reasons
 
 
 def test_rejected_rows_go_back_to_their_request_and_index(scorers):

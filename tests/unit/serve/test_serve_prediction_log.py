@@ -141,7 +141,7 @@ def alerts(keys: list[str]) -> pa.Table:
         "key": keys, "entity": ["card_1"] * n,
         "event_time": pa.array([NOW] * n, pa.timestamp("us", tz="UTC")),
         "score": [0.95] * n, "model_version": ["fraud/1"] * n, "decision": ["block"] * n,
-        "policy_id": ["dp-x"] * n,
+        "policy_id": ["dp-x"] * n, "reasons": ["[]"] * n,
     })  # fmt: skip
     return alert_rows(CONTRACT, scored, "online:fraud", NOW)
 

@@ -35,7 +35,7 @@ def test_prediction_rows_fit_the_predictions_table() -> None:
         "key": ["tx_1", "tx_2"], "entity": ["card_000001", "card_000002"],
         "event_time": pa.array([WHEN, WHEN], pa.timestamp("us", tz="UTC")),
         "score": [0.1, 0.9], "model_version": ["fraud/1", "fraud/1"],
-        "decision": ["approve", "block"], "policy_id": ["dp-1", "dp-1"],
+        "decision": ["approve", "block"], "policy_id": ["dp-1", "dp-1"], "reasons": [None, "[]"],
         "amount": pa.array([1.5, 2.5], pa.float32()), "hour_of_day": [12.0, 13.0],
     })  # fmt: skip
     rows = prediction_rows(fraud, scored, WHEN)
@@ -55,6 +55,7 @@ def test_alert_rows_are_the_review_and_block_rows_and_fit_both_alert_tables() ->
         "score": [0.1, 0.6, 0.95, 0.2], "model_version": ["fraud/1"] * 4,
         "decision": pa.array(["approve", "review", "block", None], pa.string()),
         "policy_id": ["dp-1", "dp-1", "dp-1", None],
+        "reasons": [None, '[{"feature":"amount"}]', '[{"feature":"hour_of_day"}]', None],
         "amount": pa.array([1.5, 2.5, 3.5, 4.5], pa.float32()),
     })  # fmt: skip
     rows = alert_rows(fraud, scored, "batch:j", WHEN)
@@ -65,6 +66,7 @@ def test_alert_rows_are_the_review_and_block_rows_and_fit_both_alert_tables() ->
     assert (got["tx_2"]["decision"], got["tx_2"]["score"], got["tx_2"]["source"]) == \
         ("review", 0.6, "batch:j")  # fmt: skip
     assert {r["contract"] for r in got.values()} == {"fraud"}
+    assert got["tx_3"]["reasons"] == '[{"feature":"hour_of_day"}]'
     assert alert_rows(fraud, scored.slice(0, 1), "batch:j", WHEN).num_rows == 0
 
 
