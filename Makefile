@@ -21,6 +21,7 @@ system:
 	ls /usr/lib/jvm/*-17-*/bin/java >/dev/null 2>&1 || need="$$need openjdk-17-jre-headless"; \
 	command -v mvn >/dev/null 2>&1 || need="$$need maven"; \
 	command -v promtool >/dev/null 2>&1 || need="$$need prometheus"; \
+	command -v chromium >/dev/null 2>&1 || need="$$need chromium"; \
 	if [ -n "$$need" ]; then \
 	  sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo"; \
 	  echo "make system: installing$$need"; \

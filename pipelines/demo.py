@@ -254,6 +254,18 @@ def online_stage(cfg: PlatformConfig) -> None:
         call("-d '{..., \"currency\": \"XXX\"}'   # 422, quarantined",
              json=dict(rows[0], currency="XXX"), headers=key)  # fmt: skip
         call("(no API key)   # 401", json=rows[0])
+        from sluice.store import session_for
+
+        ks = cfg.cassandra.keyspace
+        newest = session_for(cfg.cassandra).execute(
+            f"SELECT day FROM {ks}.alerts_by_key LIMIT 1").one()  # fmt: skip
+        if newest is not None:
+            url = f"{base}/review?day={newest.day}"
+            page = httpx.get(url, auth=("analyst", "sluice-demo-key"), timeout=30)
+            shown = page.text.count("<tr class='alert'")
+            print(f"Review page for analysts (user: any, password: an API key): {url}\n"
+                  f"  HTTP {page.status_code}, {shown} alert(s) listed; each links to "
+                  f"{base}/review/alert/<key> with a bar per reason")  # fmt: skip
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         try:

@@ -38,6 +38,7 @@ from fastapi.responses import JSONResponse, Response
 
 from serve_apps.scoring.auth import AuthMiddleware
 from serve_apps.scoring.prediction_log import LogEntry
+from serve_apps.scoring.review import REVIEW_PATH, add_review_pages
 from serve_apps.scoring.schemas import (
     PredictResponse,
     RequestRejected,
@@ -280,9 +281,12 @@ def create_api(service: ScoringService) -> FastAPI:
         return api.openapi_schema
 
     api.openapi = openapi  # type: ignore[method-assign]
+    if service.alerts is not None:
+        add_review_pages(api, service.alerts, c.name)
     public = {HEALTH_PATH, READY_PATH} | ({"/docs", "/openapi.json", "/docs/oauth2-redirect"}
                               if service.docs_public else set())  # fmt: skip
-    api.add_middleware(AuthMiddleware, keyring=service.keyring, public_paths=public)
+    api.add_middleware(AuthMiddleware, keyring=service.keyring, public_paths=public,
+                       browser_prefix=REVIEW_PATH)  # fmt: skip
     api.add_middleware(MetricsMiddleware, contract=c.name)  # outermost: sees the 401s too
     return api
 

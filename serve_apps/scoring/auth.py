@@ -1,6 +1,8 @@
 """API keys: stored as SHA-256 digests only, checked in constant time.
 
-A key reaches the endpoint as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``.
+A key reaches the endpoint as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``, or
+from a browser as the password of HTTP Basic auth (any user name; the review pages ask
+for it).
 Its SHA-256 digest is compared with *every* stored digest through
 ``hmac.compare_digest`` (no early exit), so neither the comparison nor the number of
 keys tried reveals how close a guess came. Keys never appear in config, logs or memory
@@ -13,6 +15,7 @@ path): one key per line, ``<name> <sha256 hex>``; ``#`` starts a comment.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import ipaddress
@@ -154,7 +157,8 @@ class KeyRing:
 
 
 def presented_key(headers: Mapping[bytes, bytes] | Iterable[tuple[bytes, bytes]]) -> str | None:
-    """The key of a request: ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``."""
+    """The key of a request: ``Authorization: Bearer <key>``, ``X-API-Key: <key>``, or the
+    password of ``Authorization: Basic``."""
     pairs = headers.items() if isinstance(headers, Mapping) else headers
     for name, value in pairs:
         lname = name.lower()
@@ -164,6 +168,12 @@ def presented_key(headers: Mapping[bytes, bytes] | Iterable[tuple[bytes, bytes]]
             scheme, _, token = value.decode("latin-1").partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 return token.strip()
+            if scheme.lower() == "basic" and token.strip():
+                try:
+                    pair = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+                except (ValueError, UnicodeDecodeError):
+                    return None
+                return pair.partition(":")[2] or None
     return None
 
 
@@ -180,10 +190,12 @@ class AuthMiddleware:
     pages and unknown paths included: without a key nobody learns which routes exist.
     """
 
-    def __init__(self, app: Any, keyring: KeyRing, public_paths: Iterable[str]) -> None:
+    def __init__(self, app: Any, keyring: KeyRing, public_paths: Iterable[str],
+                 browser_prefix: str | None = None) -> None:  # fmt: skip
         self.app = app
         self.keyring = keyring
         self.public = frozenset(public_paths)
+        self.browser_prefix = browser_prefix  # pages a browser opens: ask for Basic auth
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -198,10 +210,13 @@ class AuthMiddleware:
             return
         name = self.keyring.check(presented_key(scope.get("headers", ())))
         if name is None:
+            browser = self.browser_prefix is not None and path.startswith(self.browser_prefix)
+            challenge = b'Basic realm="sluice", charset="UTF-8"' if browser \
+                else b'Bearer realm="sluice"'  # fmt: skip
             await send({
                 "type": "http.response.start", "status": 401,
                 "headers": [(b"content-type", b"application/json"),
-                            (b"www-authenticate", b'Bearer realm="sluice"'),
+                            (b"www-authenticate", challenge),
                             (b"content-length", str(len(_UNAUTHORIZED)).encode())],
             })  # fmt: skip
             await send({"type": "http.response.body", "body": _UNAUTHORIZED})

@@ -37,6 +37,7 @@ from serve_apps.scoring.prediction_log import (
     LogOptions,
     PredictionLog,
 )
+from serve_apps.scoring.review import AlertReader
 from serve_apps.scoring.schemas import RequestParser, ScoreReply
 from serve_apps.scoring.service import Overloaded, ScoringService
 from sluice import metrics
@@ -283,6 +284,7 @@ class ScoringIngress:
             prediction_log=self.prediction_log,
             registry=ModelRegistry.from_config(settings.platform),
             docs_public=settings.docs_public,
+            alerts=AlertReader(settings.platform.cassandra, c.name),
         )
 
     def __serve_build_asgi_app__(self) -> Any:

@@ -19,6 +19,7 @@ from fastapi import Request
 
 from serve_apps.scoring.auth import KeyRing
 from serve_apps.scoring.prediction_log import PredictionLog
+from serve_apps.scoring.review import AlertReader
 from serve_apps.scoring.schemas import RequestParser, RequestRejected, ScoreReply
 from sluice.contract import Contract
 from sluice.models import ModelRegistry
@@ -91,6 +92,7 @@ class ScoringService:
     registry: ModelRegistry | None = None
     docs_public: bool = False
     ready_timeout_s: float = 2.0
+    alerts: AlertReader | None = None  # the review pages read alerts through it
     # Registry reads (a filesystem that may hang) get threads of their own: a stuck read
     # then fails its requests after the timeout without starving asyncio's default pool.
     registry_pool: ThreadPoolExecutor = field(
