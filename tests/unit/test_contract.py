@@ -333,3 +333,40 @@ def test_contract_column_must_not_take_a_predictions_column_name(write, raw, fie
     _rename_column(raw, raw[field], "score")
     message = _error(write(raw))
     assert f"{field}: 'score' is a column the predictions table adds itself" in message
+
+
+# -- the decision section (sluice.decisions) -------------------------------------------------
+
+
+@pytest.mark.parametrize(("rules", "needles"), [
+    ([("approve", 0.1), ("block", 0.9)],
+     ["rules[0].min_score", "is 0.1", "must start at 0"]),
+    ([("approve", 0.0), ("review", 0.5), ("block", 0.5)],
+     ["rules[2].min_score", "0.5 is not above rules[1]'s 0.5", "must increase"]),
+    ([("approve", 0.0), ("block", 0.9), ("review", 0.5)],
+     ["rules[2].min_score", "0.5 is not above rules[1]'s 0.9"]),
+    ([("approve", 0.0), ("review", 0.5), ("approve", 0.8)],
+     ["rules[2].label", "'approve' is already the label of rules[0]"]),
+    ([("approve", 0.0), ("escalate", 0.5)],
+     ["decision.rules[1].label", "'escalate'", "approve", "review", "block"]),
+    ([("approve", 0.0), ("block", 1.5)],
+     ["decision.rules[1].min_score", "1.5", "less than or equal to 1"]),
+    ([], ["decision.rules", "at least 1"]),
+])  # fmt: skip
+def test_a_bad_decision_policy_is_refused_at_load_naming_field_and_rule(write, raw, rules,
+                                                                        needles):  # fmt: skip
+    raw["decision"] = [{"label": a, "min_score": s} for a, s in rules]
+    message = _error(write(raw))
+    assert "c.yaml: invalid contract" in message
+    for needle in needles:
+        assert needle in message, (needle, message)
+
+
+def test_an_unknown_key_in_a_decision_rule_is_refused(write, raw):
+    raw["decision"] = [{"label": "approve", "min_score": 0.0, "max_score": 0.5}]
+    assert "decision.rules[0].max_score: unknown key" in _error(write(raw))
+
+
+def test_a_contract_without_a_decision_policy_scores_without_decisions(write, raw):
+    del raw["decision"]
+    assert load_contract(write(raw)).decision is None
