@@ -264,7 +264,6 @@ class Scorer:
         ]
         return pa.Table.from_arrays(columns, schema=scored_schema(matrix.names))
 
-
     @property
     def explainer(self) -> Explainer:
         """This Scorer's model's explainer (built on first use: alerts, `explain=true`)."""

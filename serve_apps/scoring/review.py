@@ -101,8 +101,10 @@ def add_review_pages(api: FastAPI, reader: AlertReader, contract: str) -> None:
     @api.get(REVIEW_PATH, response_class=HTMLResponse, include_in_schema=False)
     async def review(day: date | None = None, decision: str | None = None) -> HTMLResponse:
         if decision is not None and decision not in _DECISIONS:
-            return _page("Bad filter", f"<p>decision must be one of {', '.join(_DECISIONS)}, "
+            page = _page("Bad filter", f"<p>decision must be one of {', '.join(_DECISIONS)}, "
                          f"got {escape(decision)!s}</p>")  # fmt: skip
+            page.status_code = 422
+            return page
         when = day or datetime.now(UTC).date()
         alerts = await asyncio.to_thread(reader.day, when)
         shown = [a for a in alerts if decision is None or a.decision == decision]

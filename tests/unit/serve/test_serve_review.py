@@ -91,7 +91,8 @@ async def test_a_days_alerts_newest_first_filtered_and_escaped(client):
     blocks = await client.get(f"/review?day={DAY}&decision=block", headers={"X-API-Key": KEY})
     assert re.findall(r"data-key='([^']+)'", blocks.text) == ["tx_3", "tx_&lt;b&gt;"]
     bad = await client.get(f"/review?day={DAY}&decision=approve", headers=basic(KEY))
-    assert "decision must be one of review, block" in bad.text and "data-key" not in bad.text
+    assert bad.status_code == 422 and "decision must be one of review, block" in bad.text
+    assert "data-key" not in bad.text
     empty = await client.get("/review?day=2026-03-05", headers=basic(KEY))
     assert "0 alert(s)" in empty.text
 
