@@ -294,6 +294,18 @@ def stream_stage(cfg: PlatformConfig) -> None:
     quarantined = sum(1 for r in rows if r.source == f"stream:{job.name}")
     print(f"stream: {summary.scored} scored, {quarantined} quarantine rows in {ks}.quarantine, "
           f"final lag {summary.final_lag}")
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from sluice.stream import alert_topic
+
+    topic = alert_topic(summary.contract, job.alerts_topic)
+    print(f"\n$ sluice alerts tail --since 1h --max 3   # Kafka topic {topic}, read_committed")
+    tail = subprocess.run([str(Path(sys.executable).with_name("sluice")), "alerts", "tail",
+                           "--topic", topic, "--since", "1h", "--max", "3",
+                           "--idle-exit-s", "15"], capture_output=True, text=True)  # fmt: skip
+    print("\n".join("  " + line for line in tail.stdout.splitlines()) or f"  {tail.stderr}")
 
 
 def metrics_stage() -> None:

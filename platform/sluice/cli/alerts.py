@@ -1,12 +1,15 @@
-"""`sluice alerts list | show`: the alerts an analyst works from, read from Cassandra.
+"""`sluice alerts list | show | tail`: the alerts an analyst works from.
 
     sluice alerts list --contract fraud [--day 2026-12-01] [--decision block] [--limit 20]
     sluice alerts show tx_0123... --contract fraud
+    sluice alerts tail --contract fraud [--since 10m]
 
 ``list`` pages one day's alerts newest first (the ``alerts`` table: one partition per
 contract and day of the event); ``show`` reads one transaction's alert from
 ``alerts_by_key``. Both exit 1 with the reason when Cassandra cannot answer, and ``show``
-exits 2 when the transaction has no alert.
+exits 2 when the transaction has no alert. ``tail`` follows the alert topic
+(``sluice-<contract>-alerts``, written by stream jobs in Kafka transactions) as a
+``read_committed`` reader: each alert once, as its batch commits.
 """
 
 from __future__ import annotations
@@ -114,3 +117,71 @@ def show(
         typer.echo(f"  reasons (feature, its value, contribution to the score; {len(reasons)}):")
     for r in reasons:
         typer.echo(f"  {r['feature']:<24} {r['value']:>12.4f}  {r['contribution']:+.4f}")
+
+
+def _since_ms(since: str) -> int:
+    """``--since``: an ISO time (UTC if it names no zone) or a duration ago (30s, 10m, 2h, 1d)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if since[-1:] in units and since[:-1].isdigit():
+        return int((datetime.now(UTC).timestamp() - int(since[:-1]) * units[since[-1]]) * 1000)
+    when = datetime.fromisoformat(since)
+    return int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp() * 1000)
+
+
+@app.command()
+def tail(
+    contract: str = typer.Option("fraud", "--contract", help="Contract name."),
+    topic: str | None = typer.Option(None, "--topic", help="Default sluice-<contract>-alerts."),
+    since: str | None = typer.Option(None, "--since", help="Start at this time (ISO) or this "
+                                     "long ago (10m, 2h); default: new alerts only."),
+    max_alerts: int | None = typer.Option(None, "--max", min=1, help="Stop after this many."),
+    idle_exit_s: float | None = typer.Option(None, "--idle-exit-s", min=0.1,
+                                             help="Stop after this long without an alert."),
+    config: Path | None = typer.Option(None, "--config", help="Platform config."),  # noqa: B008
+) -> None:
+    """Follow the alert topic as alerts are committed (read_committed), one line each."""
+    import time
+
+    from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+
+    from sluice.config import load_platform_config
+    from sluice.stream import alert_topic
+
+    try:
+        start = _since_ms(since) if since else None
+    except ValueError:
+        typer.echo(f"error: --since {since!r} is neither an ISO time nor a duration like 10m",
+                   err=True)  # fmt: skip
+        raise typer.Exit(2) from None
+    kafka = load_platform_config(config).kafka
+    name = alert_topic(contract, topic)
+    consumer = Consumer(kafka.client_settings() | {
+        "group.id": "sluice-alerts-tail", "enable.auto.commit": False,
+        "isolation.level": "read_committed"})  # fmt: skip
+    shown, last = 0, time.monotonic()
+    try:
+        meta = consumer.list_topics(name, timeout=kafka.request_timeout_s).topics.get(name)
+        if meta is None or meta.error is not None or not meta.partitions:
+            typer.echo(f"error: alert topic {name!r} does not exist (a stream job creates it)",
+                       err=True)  # fmt: skip
+            raise typer.Exit(1)
+        parts = [TopicPartition(name, p, start if start is not None else OFFSET_END)
+                 for p in sorted(meta.partitions)]  # fmt: skip
+        if start is not None:
+            parts = consumer.offsets_for_times(parts, timeout=kafka.request_timeout_s)
+        consumer.assign(parts)
+        while max_alerts is None or shown < max_alerts:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error() is not None:
+                if idle_exit_s is not None and time.monotonic() - last > idle_exit_s:
+                    break
+                continue
+            a = json.loads(msg.value())
+            top = ", ".join(f"{r['feature']} {r['contribution']:+.3f}" for r in a["reasons"][:3])
+            typer.echo(f"{a['event_time']}  {a['decision']:<7}  {a['score']:.4f}  {a['key']}  "
+                       f"{a['model_version']}  {a['policy_id']}  ({a['path']})  {top}")  # fmt: skip
+            shown, last = shown + 1, time.monotonic()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()

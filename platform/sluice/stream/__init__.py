@@ -5,9 +5,12 @@ At-least-once delivery, exactly-once results (DESIGN.md "Stream")::
     poll a micro-batch (collect_batch)  ->  decode (decode_messages: the contract's fields of
     JSON objects; malformed, too large or too wide messages -> quarantine with their raw
     bytes, bounded)  ->  Scorer.score (records valid events in the feature store,
-    computes features, predicts)  ->  upsert predictions + quarantine rows and wait  ->
-    commit the batch's offsets (ConsumerLoop; while Cassandra is down the batch is
-    retried with backoff, uncommitted, for up to the job's store_outage_max_s)
+    computes features, predicts, decides)  ->  upsert predictions, quarantine rows and
+    alerts and wait  ->  commit the batch's offsets (ConsumerLoop; while Cassandra is
+    down the batch is retried with backoff, uncommitted, for up to the job's
+    store_outage_max_s). A contract with a decision policy also produces the batch's
+    alerts to Kafka (alert_topic), and the commit is a Kafka transaction holding those
+    alerts and the offsets (Transactions): exactly once for read_committed readers.
 
 Every write is an idempotent upsert keyed by the event id (quarantine: the event id or
 ``topic:partition:offset``; feature events: card, time, event id), so a replay after a
@@ -27,6 +30,7 @@ event is refused only when both land in one micro-batch (the batch job refuses i
 its whole input); across batches the later upsert wins.
 """
 
+from sluice.stream._alerts import Transactions, alert_message, alert_topic
 from sluice.stream._consumer import RestartBudget, StreamConsumer
 from sluice.stream._kafka import (
     GroupLag,
@@ -75,6 +79,9 @@ __all__ = [
     "ProduceReport",
     "RestartBudget",
     "StreamConsumer",
+    "Transactions",
+    "alert_message",
+    "alert_topic",
     "collect_batch",
     "consumer_settings",
     "decode_messages",

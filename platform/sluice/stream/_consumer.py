@@ -26,6 +26,8 @@ __all__ = ["RestartBudget", "StreamConsumer"]
 
 log = logging.getLogger(__name__)
 
+_TXN_TIMEOUT_MS = 60_000  # an open alert transaction of a dead consumer aborts by then
+
 
 class StreamConsumer:
     """Consumes ``job.topic`` in group ``job.group`` until ``stop()``; see ``ConsumerLoop``."""
@@ -39,13 +41,14 @@ class StreamConsumer:
         self._loop: ConsumerLoop | None = None
 
     def run(self) -> LoopStats:
-        from confluent_kafka import Consumer
+        from confluent_kafka import Consumer, Producer
 
         from sluice.contract import load_contract
         from sluice.features import InMemoryFeatureStore, KeyedFeatureStore
         from sluice.models import ModelRegistry
         from sluice.scoring import Scorer
         from sluice.store import CassandraFeatureStore, CheckpointStore
+        from sluice.stream._alerts import Transactions, alert_topic, producer_settings
         from sluice.stream._scoring import CassandraOutputs, MicroBatchScorer
 
         cfg, job = self.cfg, self.job
@@ -61,10 +64,21 @@ class StreamConsumer:
                         model_ref=self.model_ref,
                         batch_rows=min(job.max_batch_messages, 8192))  # fmt: skip
         outputs = CassandraOutputs(cfg.cassandra, contract)
+        consumer = Consumer(consumer_settings(cfg.kafka, job, f"{job.name}-{self.member}"))
+        transactions = None
+        if contract.decision is not None:  # its alerts go to Kafka, exactly once
+            stable = self.member.rsplit(".", 1)[0]  # c0 for c0.3: a replacement fences c0.2
+            producer = Producer(producer_settings(cfg.kafka.client_settings(), job.name, stable,
+                                                  _TXN_TIMEOUT_MS))  # fmt: skip
+            transactions = Transactions(producer, consumer,
+                                        alert_topic(contract.name, job.alerts_topic),
+                                        max(30.0, cfg.kafka.request_timeout_s))  # fmt: skip
+            transactions.start()
         process = MicroBatchScorer(scorer, outputs, source=f"stream:{job.name}",
                                    gx_min_rows=job.gx_min_rows,
                                    max_message_bytes=job.max_message_bytes,
-                                   max_unknown_fields=job.max_unknown_fields)  # fmt: skip
+                                   max_unknown_fields=job.max_unknown_fields,
+                                   publish=transactions.publish if transactions else None)
         checkpoints = CheckpointStore(cfg.cassandra)
 
         def mirror(offsets: dict[tuple[str, int], int]) -> None:
@@ -80,10 +94,10 @@ class StreamConsumer:
                             "partitions rewrites it",
                             job.name, exc)  # fmt: skip
 
-        consumer = Consumer(consumer_settings(cfg.kafka, job, f"{job.name}-{self.member}"))
         loop = ConsumerLoop(consumer, process, job=job.name, max_messages=job.max_batch_messages,
                             max_wait_s=job.max_batch_wait_ms / 1000, on_commit=mirror,
                             on_partitions_moved=None if state is None else state.forget,
+                            transactions=transactions,
                             store_outage_max_s=job.store_outage_max_s)  # fmt: skip
         consumer.subscribe([job.topic], on_assign=loop.on_assign, on_revoke=loop.on_revoke,
                            on_lost=loop.on_lost)  # fmt: skip

@@ -6,6 +6,12 @@ that is after all of the batch's rows are written. If ``process`` raises, nothin
 committed and the error propagates: whoever restarts the consumer resumes from the last
 commit and replays the batch, whose idempotent upserts rewrite the same rows.
 
+With ``transactions`` (a contract whose decisions raise alerts: ``_alerts.Transactions``)
+the commit is Kafka's transaction instead: each batch runs in one, its alerts are produced
+after its Cassandra writes, and its offsets are sent into the transaction, which commits
+both at once; any failure aborts it and propagates (the consumer's replacement replays the
+batch), so nothing is left pending.
+
 Rebalances: ``on_revoke`` (called by the Kafka client inside ``consume``, so between
 batches) commits whatever is done but not yet committed for the revoked partitions;
 ``on_lost`` (the group already gave them away) drops it: the new owner replays. A commit
@@ -41,6 +47,7 @@ from typing import Any, Protocol
 
 from sluice.errors import StoreUnavailable, StreamError, WriteFailed
 from sluice.metrics import CONSUMER_LAG, EVENT_LATENCY_SECONDS
+from sluice.stream._alerts import Transactions
 from sluice.stream._messages import BatchSource, Message, collect_batch, next_offsets
 from sluice.stream._scoring import BatchResult
 
@@ -128,6 +135,7 @@ class ConsumerLoop:
         max_wait_s: float,
         on_commit: Callable[[dict[tuple[str, int], int]], None] | None = None,
         on_partitions_moved: Callable[[], None] | None = None,
+        transactions: Transactions | None = None,
         store_outage_max_s: float,
         backoff_s: tuple[float, float] = STORE_BACKOFF_S,
     ) -> None:
@@ -138,6 +146,7 @@ class ConsumerLoop:
         self.max_wait_s = max_wait_s
         self.on_commit = on_commit
         self.on_partitions_moved = on_partitions_moved
+        self.transactions = transactions
         self.store_outage_max_s = store_outage_max_s
         self.backoff_s = backoff_s
         self.stats = LoopStats()
@@ -162,8 +171,18 @@ class ConsumerLoop:
     def _run_batch(self, batch: list[Message], stop: threading.Event) -> None:
         if self.stats.first_batch_at is None:
             self.stats.first_batch_at = time.time()
-        result = self._process(batch, stop)  # returns once every row is written
+        txn = self.transactions
+        if txn is not None:
+            txn.begin()
+        try:
+            result = self._process(batch, stop)  # returns once every row is written
+        except BaseException:
+            if txn is not None:
+                txn.abort()
+            raise
         if result is None:
+            if txn is not None:
+                txn.abort()
             return  # stopped while Cassandra was down: not committed, replayed later
         for tp, offset in next_offsets(batch).items():
             self._pending[tp] = max(offset, self._pending.get(tp, -1))
@@ -208,6 +227,9 @@ class ConsumerLoop:
         if not offsets:
             return
         tps = [TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())]
+        if self.transactions is not None:
+            self._commit_transaction(offsets)
+            return
         try:
             done = self.consumer.commit(offsets=tps, asynchronous=False) or tps
         except KafkaException as exc:
@@ -231,6 +253,27 @@ class ConsumerLoop:
             self.stats.last_commit_at = time.time()
             if self.on_commit is not None:
                 self.on_commit(committed)
+
+    def _commit_transaction(self, offsets: dict[tuple[str, int], int]) -> None:
+        """The open transaction, with ``offsets``; on failure abort it and stop: the
+        replacement consumer replays the batch (its alerts unpublished, its offsets not
+        moved), so no commit is ever kept for later."""
+        txn = self.transactions
+        assert txn is not None
+        try:
+            txn.commit(offsets)
+        except Exception as exc:
+            txn.abort()
+            raise StreamError(f"{self.job}: committing the transaction of offsets {offsets} "
+                              f"failed: {exc}; the batch is replayed") from exc
+        for key, offset in offsets.items():
+            if self._pending.get(key) == offset:
+                del self._pending[key]
+            self._committed[key] = offset
+        self.stats.commits += 1
+        self.stats.last_commit_at = time.time()
+        if self.on_commit is not None:
+            self.on_commit(offsets)
 
     def _close(self) -> None:
         try:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -142,8 +142,11 @@ class MicroBatchScorer:
         gx_min_rows: int,
         max_message_bytes: int,
         max_unknown_fields: int,
+        publish: Callable[[pa.Table], None] | None = None,
     ) -> None:
         self.scorer = scorer
+        # Alerts to Kafka (``Transactions.publish``), after the batch's Cassandra writes.
+        self.publish = publish
         self.contract: Contract = scorer.contract
         self.outputs = outputs
         # The consumer's keyed state, if its Scorer records into one: flushed before the
@@ -163,6 +166,10 @@ class MicroBatchScorer:
         finally:
             if self.state is not None:  # no write of this batch outlives it, even on error
                 self.state.flush()  # the feature events' write, started by Scorer.record
+        # Last, once every Cassandra write is acknowledged: a store outage retries the batch
+        # (ConsumerLoop), and that must not produce its alerts twice in one transaction.
+        if self.publish is not None and alerts.num_rows:
+            self.publish(alerts)
         late = self.state.late_events - late_before if self.state else 0
         scored_rows = predictions.num_rows
         model_version = self.scorer.model.ref

@@ -255,6 +255,33 @@ def alert_reasons(cfg: PlatformConfig) -> dict[str, list[dict]]:
     return {r.key: json.loads(r.reasons) for r in rows}
 
 
+def topic_alerts(cfg: PlatformConfig, topic: str, timeout_s: float = 60.0) -> list[dict]:
+    """Every alert on ``topic`` as a ``read_committed`` reader sees it (a list: a second
+    message for a key would show), read from the start to the end of each partition."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(cfg.kafka.client_settings() | {
+        "group.id": f"sluice-test-reader-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
+        "isolation.level": "read_committed", "auto.offset.reset": "earliest"})  # fmt: skip
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        parts = [TopicPartition(topic, p, 0) for p in sorted(meta.partitions)]
+        ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in parts}
+        consumer.assign(parts)
+        out: list[dict] = []
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for msg in consumer.consume(500, timeout=0.5):
+                if msg.error() is None:
+                    out.append(json.loads(msg.value()))
+            positions = {tp.partition: tp.offset for tp in consumer.position(parts)}
+            if all(positions[p] >= end for p, end in ends.items()):
+                return out
+        raise AssertionError(f"{topic}: not read to its end in {timeout_s:.0f} s: {ends}")
+    finally:
+        consumer.close()
+
+
 def prediction_keys(cfg: PlatformConfig) -> set[str]:
     ks = cfg.cassandra.keyspace
     rows = session_for(cfg.cassandra).execute(f"SELECT transaction_id FROM {ks}.predictions",

@@ -23,10 +23,13 @@ from stream_helpers import (
     produce,
     quarantine,
     reference_scores,
+    topic_alerts,
     wait_for,
     write_job,
 )
+from typer.testing import CliRunner
 
+from sluice.cli import app as cli
 from sluice.contract import load_contract
 from sluice.features import AggregateSpec
 from sluice.models import SCORE_TOLERANCE
@@ -93,7 +96,8 @@ def test_sigkilled_stream_job_loses_and_duplicates_nothing(stream_env):
     produced.positions[:] = [(-1, -1)] * total  # filled slice by slice as they are sent
     producer = threading.Thread(target=produce_in_slices, args=(cfg, produced), daemon=True)
     producer.start()
-    job = write_job(stream_env.root, "test_crash", topic, consumers=2)
+    job = write_job(stream_env.root, "test_crash", topic, consumers=2,
+                    alerts_topic=f"{topic}-alerts")  # fmt: skip
     env, log = stream_env.env(ks), stream_env.root / "test_crash.log"
     group = GroupLag(cfg.kafka, "sluice-test_crash", topic)
 
@@ -149,6 +153,18 @@ def test_sigkilled_stream_job_loses_and_duplicates_nothing(stream_env):
     assert alerting, "no event was decided review or block: the alert check is vacuous"
     assert len(by_day) == len(set(by_day)) == len(alerting), "an alert was stored twice"
     assert {r[0]: r for r in by_day} == by_key == alerting
+    # ... and on Kafka, for a read_committed reader: each alert exactly once, none else
+    # (each batch's alerts and offsets commit in one transaction; the kills abort some).
+    on_topic = topic_alerts(cfg, f"{topic}-alerts")
+    keys_on_topic = [m["key"] for m in on_topic]
+    assert len(keys_on_topic) == len(set(keys_on_topic)), "an alert was published twice"
+    assert set(keys_on_topic) == set(alerting)
+    assert all((m["decision"], m["policy_id"]) == alerting[m["key"]][1:] for m in on_topic)
+    tailed = CliRunner().invoke(cli, ["alerts", "tail", "--topic", f"{topic}-alerts",
+                                      "--since", "1d", "--max", "3", "--idle-exit-s", "30"])
+    assert tailed.exit_code == 0, tailed.output
+    lines = tailed.output.strip().splitlines()
+    assert len(lines) == 3 and all(line.split()[3] in alerting for line in lines), lines
 
     # Quarantine: exactly the invalid events and malformed messages, one row each.
     rows = quarantine(cfg, "stream:test_crash")

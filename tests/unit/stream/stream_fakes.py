@@ -142,3 +142,44 @@ class FakeConsumer:
 
     def commits(self) -> list[dict]:
         return [entry[1] for entry in self.log if entry[0] == "commit"]
+
+    def consumer_group_metadata(self) -> str:
+        return "group-metadata"
+
+
+@dataclass
+class FakeProducer:
+    """A transactional producer that logs into its consumer's ``log``: ("begin",),
+    ("produce", key), ("send offsets", {(t, p): offset}), ("commit txn",), ("abort",).
+    ``fail_commit`` makes ``commit_transaction`` fail."""
+
+    log: list[tuple]
+    fail_commit: bool = False
+    produced: list[tuple[str, bytes, bytes]] = field(default_factory=list)
+
+    def init_transactions(self, timeout: float) -> None:
+        self.log.append(("init",))
+
+    def begin_transaction(self) -> None:
+        self.log.append(("begin",))
+
+    def produce(self, topic: str, key: bytes, value: bytes) -> None:
+        self.produced.append((topic, key, value))
+        self.log.append(("produce", key.decode()))
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+    def send_offsets_to_transaction(self, positions: list[Any], metadata: Any,
+                                    timeout: float) -> None:  # fmt: skip
+        assert metadata == "group-metadata"
+        self.log.append(("send offsets", {(tp.topic, tp.partition): tp.offset
+                                          for tp in positions}))  # fmt: skip
+
+    def commit_transaction(self, timeout: float) -> None:
+        if self.fail_commit:
+            raise KafkaException(KafkaError(KafkaError._FENCED))
+        self.log.append(("commit txn",))
+
+    def abort_transaction(self, timeout: float) -> None:
+        self.log.append(("abort",))

@@ -1,0 +1,158 @@
+"""Alerts on Kafka: each batch's alerts and offsets commit in one transaction, or neither."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pytest
+from confluent_kafka import TopicPartition
+from stream_fakes import TOPIC, FakeConsumer, FakeProducer, messages
+
+from sluice.contract import load_contract
+from sluice.errors import StreamError, WriteFailed
+from sluice.store import alert_rows
+from sluice.stream import BatchResult, ConsumerLoop, Transactions, alert_message, alert_topic
+
+FRAUD = load_contract("fraud")
+WHEN = datetime(2026, 5, 6, 7, 8, 9, tzinfo=UTC)
+
+
+def alerts(keys: list[str]) -> pa.Table:
+    n = len(keys)
+    scored = pa.table({
+        "key": keys, "entity": ["card_1"] * n,
+        "event_time": pa.array([WHEN] * n, pa.timestamp("us", tz="UTC")),
+        "score": [0.93] * n, "model_version": ["fraud/2"] * n, "decision": ["block"] * n,
+        "policy_id": ["dp-1"] * n,
+        "reasons": ['[{"feature":"amount","value":900.0,"contribution":0.4}]'] * n,
+    })  # fmt: skip
+    return alert_rows(FRAUD, scored, "stream:unit", WHEN)
+
+
+class AlertingProcess:
+    """Writes (logs) the batch, then publishes one alert per message, as MicroBatchScorer
+    does once its Cassandra writes are acknowledged; ``fail_on`` fails that call."""
+
+    def __init__(self, consumer: FakeConsumer, txn: Transactions, stop: threading.Event,
+                 batches: int, fail_on: int | None = None) -> None:  # fmt: skip
+        self.consumer, self.txn, self.stop = consumer, txn, stop
+        self.batches, self.fail_on, self.calls = batches, fail_on, 0
+
+    def __call__(self, batch) -> BatchResult:
+        self.calls += 1
+        if self.calls == self.fail_on:
+            raise OSError("scoring failed")
+        self.consumer.log.append(("writes done", len(batch)))
+        self.txn.publish(alerts([f"tx_{m.partition()}_{m.offset()}" for m in batch]))
+        if self.calls >= self.batches:
+            self.stop.set()
+        return BatchResult(messages=len(batch), scored=len(batch), quarantined=0, malformed=0,
+                           engine="compiled", written_at=0.0)  # fmt: skip
+
+
+def run(consumer: FakeConsumer, producer: FakeProducer, batches: int, **kw):
+    stop = threading.Event()
+    txn = Transactions(producer, consumer, "sluice-fraud-alerts", timeout_s=5.0)
+    committed: list[dict] = []
+    loop = ConsumerLoop(consumer, AlertingProcess(consumer, txn, stop, batches, **kw),
+                        job="unit", max_messages=4, max_wait_s=0.01, store_outage_max_s=1.0,
+                        on_commit=committed.append, transactions=txn)  # fmt: skip
+    loop.on_assign(consumer, [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)])
+    loop.run(stop)
+    return loop, committed
+
+
+def test_a_batch_is_one_transaction_its_alerts_after_its_writes_then_its_offsets():
+    batch2 = messages([b"{}"] * 2, start_ms=0)
+    for m in batch2:
+        m._offset += 2
+    consumer = FakeConsumer(batches=[messages([b"{}"] * 4), batch2])
+    producer = FakeProducer(consumer.log)
+    loop, committed = run(consumer, producer, batches=2)
+    steps = [e for e in consumer.log if e[0] not in ("consume",)]
+    assert steps == [
+        ("begin",), ("writes done", 4), ("produce", "tx_0_0"), ("produce", "tx_1_0"),
+        ("produce", "tx_0_1"), ("produce", "tx_1_1"),
+        ("send offsets", {(TOPIC, 0): 2, (TOPIC, 1): 2}), ("commit txn",),
+        ("begin",), ("writes done", 2), ("produce", "tx_0_2"), ("produce", "tx_1_2"),
+        ("send offsets", {(TOPIC, 0): 3, (TOPIC, 1): 3}), ("commit txn",), ("close",),
+    ]  # fmt: skip
+    assert consumer.commits() == []  # the transaction moves the group's offsets, alone
+    assert committed == [{(TOPIC, 0): 2, (TOPIC, 1): 2}, {(TOPIC, 0): 3, (TOPIC, 1): 3}]
+    assert loop.stats.commits == 2 and {t for t, _, _ in producer.produced} == \
+        {"sluice-fraud-alerts"}  # fmt: skip
+
+
+def test_a_failed_batch_aborts_its_transaction_and_commits_nothing():
+    consumer = FakeConsumer(batches=[messages([b"{}"] * 2), messages([b"{}"] * 2)])
+    producer = FakeProducer(consumer.log)
+    with pytest.raises(OSError, match="scoring failed"):
+        run(consumer, producer, batches=3, fail_on=2)
+    txn_steps = [e[0] for e in consumer.log if e[0] in ("begin", "commit txn", "abort")]
+    assert txn_steps == ["begin", "commit txn", "begin", "abort"]
+    assert consumer.closed and consumer.commits() == []
+
+
+def test_a_transaction_that_does_not_commit_is_aborted_and_stops_the_consumer():
+    consumer = FakeConsumer(batches=[messages([b"{}"] * 2)])
+    producer = FakeProducer(consumer.log, fail_commit=True)
+    with pytest.raises(StreamError, match="committing the transaction of offsets .* replayed"):
+        run(consumer, producer, batches=1)
+    assert [e[0] for e in consumer.log if e[0] in ("begin", "abort")] == ["begin", "abort"]
+    assert consumer.commits() == []
+
+
+def test_alerts_cannot_be_produced_outside_a_transaction():
+    txn = Transactions(FakeProducer([]), FakeConsumer(batches=[]), "t", timeout_s=1.0)
+    with pytest.raises(StreamError, match="outside a transaction"):
+        txn.publish(alerts(["tx_1"]))
+
+
+def test_the_alert_message_carries_the_decision_and_its_reasons():
+    (row,) = alerts(["tx_9"]).to_pylist()
+    message = json.loads(alert_message(row))
+    assert message == {
+        "key": "tx_9", "contract": "fraud", "score": 0.93, "decision": "block",
+        "model_version": "fraud/2", "policy_id": "dp-1",
+        "reasons": [{"feature": "amount", "value": 900.0, "contribution": 0.4}],
+        "event_time": "2026-05-06T07:08:09+00:00", "path": "stream:unit",
+    }  # fmt: skip
+    assert alert_topic("fraud") == "sluice-fraud-alerts"
+    assert alert_topic("fraud", "my-alerts") == "my-alerts"
+
+
+def test_a_store_outage_retry_publishes_the_batchs_alerts_once(stream_registry):
+    """MicroBatchScorer publishes after every Cassandra write is acknowledged: a batch
+    retried after an outage produces its alerts once, in its one transaction."""
+    from sluice.decisions import DecisionPolicy
+    from sluice.features import InMemoryFeatureStore
+    from sluice.scoring import Scorer
+    from sluice.stream import MicroBatchScorer
+
+    alert_all = DecisionPolicy.model_validate([{"label": "review", "min_score": 0.0}])
+    scorer = Scorer(FRAUD.model_copy(update={"decision": alert_all}), stream_registry,
+                    InMemoryFeatureStore(), "compiled")  # fmt: skip
+    published: list[int] = []
+
+    class FlakyOutputs:
+        calls = 0
+
+        def write(self, predictions, quarantine, alerts) -> None:
+            FlakyOutputs.calls += 1
+            if FlakyOutputs.calls == 1:
+                raise WriteFailed("cannot write to ks.alerts", 0, ["k"])
+
+    process = MicroBatchScorer(scorer, FlakyOutputs(), source="stream:unit", gx_min_rows=10_000,
+                               max_message_bytes=65_536, max_unknown_fields=64,
+                               publish=lambda t: published.append(t.num_rows))  # fmt: skip
+    from sluice.datagen import generate_dataset, to_json_messages
+
+    batch = messages(to_json_messages(generate_dataset(20, seed=4).table).payloads)
+    with pytest.raises(WriteFailed):
+        process(batch)
+    assert published == []  # nothing produced for a batch whose writes failed
+    process(batch)
+    assert published == [20]
