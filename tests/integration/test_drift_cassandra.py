@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from pipelines.train import TrainConfig, train_on
 from sluice.cli import app
-from sluice.contract import load_contract
+from sluice.contract import SCORED_COLUMNS, load_contract
 from sluice.datagen import DEFAULT_START, DriftShift, generate_dataset, write_parquet
 from sluice.drift import Source, read_recent
 from sluice.features import InMemoryFeatureStore, to_store_events
@@ -93,7 +93,7 @@ def write_predictions(env, scored: pa.Table, scored_at: datetime, version: str |
 
 def write_log(env, scored: pa.Table, logged_at: datetime) -> None:
     """Scorer rows as online prediction-log rows (PREDICTION_LOG_TABLE's columns)."""
-    names = [f.name for f in scored.schema][5:]
+    names = [n for n in scored.column_names if n not in SCORED_COLUMNS]
     features = pa.array(
         [list(zip(names, vals, strict=True))
          for vals in zip(*(scored[n].to_pylist() for n in names), strict=True)],

@@ -1,19 +1,22 @@
 """Alerts on Kafka, exactly once: a micro-batch's alert messages and the offsets it consumed
 commit in one Kafka transaction (consume–transform–produce), after its Cassandra writes.
 
-Per batch (``ConsumerLoop`` with ``transactions=``): ``begin()``; the batch is scored and
-written to Cassandra (idempotent upserts), then its alerts are produced (``publish``);
-``commit(offsets)`` sends the consumed offsets into the transaction
-(``send_offsets_to_transaction`` with the consumer's group metadata) and commits it. A
-crash or any failure before the commit aborts both: a reader with
-``isolation.level=read_committed`` never sees the alerts, the group's offsets do not
-move, and the batch is replayed, its Cassandra rows rewritten, its alerts produced again
-in a new transaction. So the topic holds each alert once, whatever crashes.
+Per batch (``ConsumerLoop`` with ``transactions=``): the batch is scored and written to
+Cassandra (idempotent upserts, retried through outages); once every write is
+acknowledged, ``begin()``, its alerts are produced (``publish``), and ``commit(offsets)``
+sends the consumed offsets into the transaction (``send_offsets_to_transaction`` with the
+consumer's group metadata) and commits it. A crash or any failure before the commit
+aborts both: a reader with ``isolation.level=read_committed`` never sees the alerts, the
+group's offsets do not move, and the batch is replayed, its Cassandra rows rewritten, its
+alerts produced again in a new transaction. So the topic holds each alert once, whatever
+crashes.
 
-Each consumer has one transactional producer whose ``transactional.id`` is stable for its
-member of the job (``sluice-<job>-<member>``): the replacement of a crashed consumer
-calls ``init_transactions()`` with the same id, which aborts what its predecessor left
-open and fences it, should it still be alive.
+Fencing is the consumer group's (KIP-447): the offsets carry the group's generation, so a
+consumer whose partitions moved cannot commit, and its transaction aborts. Each consumer
+instance has a ``transactional.id`` of its own (``sluice-<job>-<member>-<random>``): two
+drivers of one job run side by side without fencing each other. A transaction is open only
+for the produce and the commit (milliseconds), and one left open by a killed consumer
+aborts after ``transaction.timeout.ms`` (15 s).
 
 Messages are keyed by the transaction key; the value is the alert as JSON
 (``alert_message``): key, contract, score, decision, model version, policy id, reasons,

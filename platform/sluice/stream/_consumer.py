@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
@@ -26,7 +27,7 @@ __all__ = ["RestartBudget", "StreamConsumer"]
 
 log = logging.getLogger(__name__)
 
-_TXN_TIMEOUT_MS = 60_000  # an open alert transaction of a dead consumer aborts by then
+_TXN_TIMEOUT_MS = 15_000  # an alert transaction a dead consumer left open aborts by then
 
 
 class StreamConsumer:
@@ -67,9 +68,9 @@ class StreamConsumer:
         consumer = Consumer(consumer_settings(cfg.kafka, job, f"{job.name}-{self.member}"))
         transactions = None
         if contract.decision is not None:  # its alerts go to Kafka, exactly once
-            stable = self.member.rsplit(".", 1)[0]  # c0 for c0.3: a replacement fences c0.2
-            producer = Producer(producer_settings(cfg.kafka.client_settings(), job.name, stable,
-                                                  _TXN_TIMEOUT_MS))  # fmt: skip
+            instance = f"{self.member}-{uuid.uuid4().hex[:8]}"  # unique: see _alerts
+            producer = Producer(producer_settings(cfg.kafka.client_settings(), job.name,
+                                                  instance, _TXN_TIMEOUT_MS))  # fmt: skip
             transactions = Transactions(producer, consumer,
                                         alert_topic(contract.name, job.alerts_topic),
                                         max(30.0, cfg.kafka.request_timeout_s))  # fmt: skip
@@ -77,8 +78,7 @@ class StreamConsumer:
         process = MicroBatchScorer(scorer, outputs, source=f"stream:{job.name}",
                                    gx_min_rows=job.gx_min_rows,
                                    max_message_bytes=job.max_message_bytes,
-                                   max_unknown_fields=job.max_unknown_fields,
-                                   publish=transactions.publish if transactions else None)
+                                   max_unknown_fields=job.max_unknown_fields)  # fmt: skip
         checkpoints = CheckpointStore(cfg.cassandra)
 
         def mirror(offsets: dict[tuple[str, int], int]) -> None:

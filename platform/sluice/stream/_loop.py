@@ -7,9 +7,9 @@ committed and the error propagates: whoever restarts the consumer resumes from t
 commit and replays the batch, whose idempotent upserts rewrite the same rows.
 
 With ``transactions`` (a contract whose decisions raise alerts: ``_alerts.Transactions``)
-the commit is Kafka's transaction instead: each batch runs in one, its alerts are produced
-after its Cassandra writes, and its offsets are sent into the transaction, which commits
-both at once; any failure aborts it and propagates (the consumer's replacement replays the
+the commit is a Kafka transaction instead, opened once the batch's writes are all
+acknowledged: its alerts are produced and its offsets sent into it, and it commits both
+at once; any failure aborts it and propagates (the consumer's replacement replays the
 batch), so nothing is left pending.
 
 Rebalances: ``on_revoke`` (called by the Kafka client inside ``consume``, so between
@@ -153,6 +153,7 @@ class ConsumerLoop:
         self._pending: dict[tuple[str, int], int] = {}  # done, not yet committed
         self._committed: dict[tuple[str, int], int] = {}
         self._assigned: set[tuple[str, int]] = set()
+        self._alerts: Any = None  # the last batch's alerts, for its transaction
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> LoopStats:
@@ -171,21 +172,12 @@ class ConsumerLoop:
     def _run_batch(self, batch: list[Message], stop: threading.Event) -> None:
         if self.stats.first_batch_at is None:
             self.stats.first_batch_at = time.time()
-        txn = self.transactions
-        if txn is not None:
-            txn.begin()
-        try:
-            result = self._process(batch, stop)  # returns once every row is written
-        except BaseException:
-            if txn is not None:
-                txn.abort()
-            raise
+        result = self._process(batch, stop)  # returns once every row is written
         if result is None:
-            if txn is not None:
-                txn.abort()
             return  # stopped while Cassandra was down: not committed, replayed later
         for tp, offset in next_offsets(batch).items():
             self._pending[tp] = max(offset, self._pending.get(tp, -1))
+        self._alerts = result.alerts
         self._commit(set(self._pending))
         self._count(result)
 
@@ -228,7 +220,7 @@ class ConsumerLoop:
             return
         tps = [TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())]
         if self.transactions is not None:
-            self._commit_transaction(offsets)
+            self._commit_transaction(offsets, self._alerts)
             return
         try:
             done = self.consumer.commit(offsets=tps, asynchronous=False) or tps
@@ -254,16 +246,23 @@ class ConsumerLoop:
             if self.on_commit is not None:
                 self.on_commit(committed)
 
-    def _commit_transaction(self, offsets: dict[tuple[str, int], int]) -> None:
-        """The open transaction, with ``offsets``; on failure abort it and stop: the
-        replacement consumer replays the batch (its alerts unpublished, its offsets not
-        moved), so no commit is ever kept for later."""
+    def _commit_transaction(self, offsets: dict[tuple[str, int], int],
+                            alerts: Any) -> None:  # fmt: skip
+        """One transaction of the batch's alerts and ``offsets``; on failure abort it and
+        stop: the replacement consumer replays the batch (its alerts unpublished, its
+        offsets not moved), so no commit is ever kept for later."""
         txn = self.transactions
         assert txn is not None
+        self._alerts = None
         try:
+            txn.begin()
+            if alerts is not None and alerts.num_rows:
+                txn.publish(alerts)
             txn.commit(offsets)
         except Exception as exc:
             txn.abort()
+            for key in offsets:  # never retried here: the replacement replays the batch
+                self._pending.pop(key, None)
             raise StreamError(f"{self.job}: committing the transaction of offsets {offsets} "
                               f"failed: {exc}; the batch is replayed") from exc
         for key, offset in offsets.items():

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -124,6 +124,9 @@ class BatchResult:
     reasons: Counter[str] = field(default_factory=Counter)
     latencies_s: list[float] = field(default_factory=list)  # producer timestamp -> written
     sent_at_s: list[float] = field(default_factory=list)  # the producer timestamps (epoch s)
+    # Its alert rows (sluice.store.alert_rows), written to Cassandra; ConsumerLoop produces
+    # them to Kafka in the transaction that commits the batch's offsets.
+    alerts: pa.Table | None = None
 
 
 class MicroBatchScorer:
@@ -142,11 +145,8 @@ class MicroBatchScorer:
         gx_min_rows: int,
         max_message_bytes: int,
         max_unknown_fields: int,
-        publish: Callable[[pa.Table], None] | None = None,
     ) -> None:
         self.scorer = scorer
-        # Alerts to Kafka (``Transactions.publish``), after the batch's Cassandra writes.
-        self.publish = publish
         self.contract: Contract = scorer.contract
         self.outputs = outputs
         # The consumer's keyed state, if its Scorer records into one: flushed before the
@@ -166,10 +166,6 @@ class MicroBatchScorer:
         finally:
             if self.state is not None:  # no write of this batch outlives it, even on error
                 self.state.flush()  # the feature events' write, started by Scorer.record
-        # Last, once every Cassandra write is acknowledged: a store outage retries the batch
-        # (ConsumerLoop), and that must not produce its alerts twice in one transaction.
-        if self.publish is not None and alerts.num_rows:
-            self.publish(alerts)
         late = self.state.late_events - late_before if self.state else 0
         scored_rows = predictions.num_rows
         model_version = self.scorer.model.ref
@@ -191,6 +187,7 @@ class MicroBatchScorer:
             reasons=reasons,
             latencies_s=[written_at - t for t in sent_at],
             sent_at_s=sent_at,
+            alerts=alerts,
         )
 
     def _score(self, messages: Sequence[Message]):

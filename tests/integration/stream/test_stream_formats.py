@@ -74,9 +74,10 @@ def test_stream_and_batch_agree_for_each_model_format(formats_env, kind, tmp_pat
     from_stream, from_batch = predictions(cfg_stream), predictions(cfg_batch)
     assert set(from_stream) == produced.valid_keys == set(from_batch)
     worst = 0.0
-    for key, (card, at, score, model_version, features) in from_stream.items():
-        b_card, b_at, b_score, b_version, b_features = from_batch[key]
+    for key, (card, at, score, model_version, features, decision, policy) in from_stream.items():
+        b_card, b_at, b_score, b_version, b_features, b_decision, b_policy = from_batch[key]
         assert (card, at, features) == (b_card, b_at, b_features), key  # bit-identical
+        assert (decision, policy) == (b_decision, b_policy), key
         assert model_version == b_version == f"fraud/{version}", key
         worst = max(worst, abs(score - b_score))
     assert worst <= SCORE_TOLERANCE, f"{kind}: scores differ by up to {worst}"

@@ -33,33 +33,37 @@ def alerts(keys: list[str]) -> pa.Table:
 
 
 class AlertingProcess:
-    """Writes (logs) the batch, then publishes one alert per message, as MicroBatchScorer
-    does once its Cassandra writes are acknowledged; ``fail_on`` fails that call."""
+    """Writes (logs) the batch and returns one alert per message, as MicroBatchScorer does;
+    ``fail_on`` fails that call, ``outage_on`` fails it as a Cassandra outage (retried)."""
 
-    def __init__(self, consumer: FakeConsumer, txn: Transactions, stop: threading.Event,
-                 batches: int, fail_on: int | None = None) -> None:  # fmt: skip
-        self.consumer, self.txn, self.stop = consumer, txn, stop
-        self.batches, self.fail_on, self.calls = batches, fail_on, 0
+    def __init__(self, consumer: FakeConsumer, stop: threading.Event, batches: int,
+                 fail_on: int | None = None, outage_on: int | None = None) -> None:  # fmt: skip
+        self.consumer, self.stop = consumer, stop
+        self.batches, self.fail_on, self.outage_on, self.calls = batches, fail_on, outage_on, 0
 
     def __call__(self, batch) -> BatchResult:
         self.calls += 1
         if self.calls == self.fail_on:
             raise OSError("scoring failed")
+        if self.calls == self.outage_on:
+            self.consumer.log.append(("store down", len(batch)))
+            raise WriteFailed("cannot write to ks.alerts", 0, ["k"])
         self.consumer.log.append(("writes done", len(batch)))
-        self.txn.publish(alerts([f"tx_{m.partition()}_{m.offset()}" for m in batch]))
         if self.calls >= self.batches:
             self.stop.set()
         return BatchResult(messages=len(batch), scored=len(batch), quarantined=0, malformed=0,
-                           engine="compiled", written_at=0.0)  # fmt: skip
+                           engine="compiled", written_at=0.0,
+                           alerts=alerts([f"tx_{m.partition()}_{m.offset()}" for m in batch]))
 
 
 def run(consumer: FakeConsumer, producer: FakeProducer, batches: int, **kw):
     stop = threading.Event()
     txn = Transactions(producer, consumer, "sluice-fraud-alerts", timeout_s=5.0)
     committed: list[dict] = []
-    loop = ConsumerLoop(consumer, AlertingProcess(consumer, txn, stop, batches, **kw),
-                        job="unit", max_messages=4, max_wait_s=0.01, store_outage_max_s=1.0,
-                        on_commit=committed.append, transactions=txn)  # fmt: skip
+    loop = ConsumerLoop(consumer, AlertingProcess(consumer, stop, batches, **kw),
+                        job="unit", max_messages=4, max_wait_s=0.01, store_outage_max_s=5.0,
+                        backoff_s=(0.001, 0.004), on_commit=committed.append,
+                        transactions=txn)  # fmt: skip
     loop.on_assign(consumer, [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)])
     loop.run(stop)
     return loop, committed
@@ -74,10 +78,10 @@ def test_a_batch_is_one_transaction_its_alerts_after_its_writes_then_its_offsets
     loop, committed = run(consumer, producer, batches=2)
     steps = [e for e in consumer.log if e[0] not in ("consume",)]
     assert steps == [
-        ("begin",), ("writes done", 4), ("produce", "tx_0_0"), ("produce", "tx_1_0"),
+        ("writes done", 4), ("begin",), ("produce", "tx_0_0"), ("produce", "tx_1_0"),
         ("produce", "tx_0_1"), ("produce", "tx_1_1"),
         ("send offsets", {(TOPIC, 0): 2, (TOPIC, 1): 2}), ("commit txn",),
-        ("begin",), ("writes done", 2), ("produce", "tx_0_2"), ("produce", "tx_1_2"),
+        ("writes done", 2), ("begin",), ("produce", "tx_0_2"), ("produce", "tx_1_2"),
         ("send offsets", {(TOPIC, 0): 3, (TOPIC, 1): 3}), ("commit txn",), ("close",),
     ]  # fmt: skip
     assert consumer.commits() == []  # the transaction moves the group's offsets, alone
@@ -92,7 +96,8 @@ def test_a_failed_batch_aborts_its_transaction_and_commits_nothing():
     with pytest.raises(OSError, match="scoring failed"):
         run(consumer, producer, batches=3, fail_on=2)
     txn_steps = [e[0] for e in consumer.log if e[0] in ("begin", "commit txn", "abort")]
-    assert txn_steps == ["begin", "commit txn", "begin", "abort"]
+    assert txn_steps == ["begin", "commit txn"]  # batch 2 never opened one
+    assert [k for _, k, _ in producer.produced] == [b"tx_0_0", b"tx_1_0"]
     assert consumer.closed and consumer.commits() == []
 
 
@@ -124,9 +129,19 @@ def test_the_alert_message_carries_the_decision_and_its_reasons():
     assert alert_topic("fraud", "my-alerts") == "my-alerts"
 
 
-def test_a_store_outage_retry_publishes_the_batchs_alerts_once(stream_registry):
-    """MicroBatchScorer publishes after every Cassandra write is acknowledged: a batch
-    retried after an outage produces its alerts once, in its one transaction."""
+def test_a_batch_retried_through_an_outage_produces_its_alerts_once():
+    """The transaction opens once the batch's writes are acknowledged: the failed attempt
+    produced nothing, the retry produces each alert once."""
+    consumer = FakeConsumer(batches=[messages([b"{}"] * 2)])
+    producer = FakeProducer(consumer.log)
+    run(consumer, producer, batches=2, outage_on=1)
+    steps = [e[0] for e in consumer.log if e[0] != "consume"]
+    assert steps == ["store down", "writes done", "begin", "produce", "produce",
+                     "send offsets", "commit txn", "close"]  # fmt: skip
+    assert [k for _, k, _ in producer.produced] == [b"tx_0_0", b"tx_1_0"]
+
+
+def test_the_scorer_hands_its_alerts_to_the_loop(stream_registry):
     from sluice.decisions import DecisionPolicy
     from sluice.features import InMemoryFeatureStore
     from sluice.scoring import Scorer
@@ -135,24 +150,15 @@ def test_a_store_outage_retry_publishes_the_batchs_alerts_once(stream_registry):
     alert_all = DecisionPolicy.model_validate([{"label": "review", "min_score": 0.0}])
     scorer = Scorer(FRAUD.model_copy(update={"decision": alert_all}), stream_registry,
                     InMemoryFeatureStore(), "compiled")  # fmt: skip
-    published: list[int] = []
 
-    class FlakyOutputs:
-        calls = 0
-
+    class Outputs:
         def write(self, predictions, quarantine, alerts) -> None:
-            FlakyOutputs.calls += 1
-            if FlakyOutputs.calls == 1:
-                raise WriteFailed("cannot write to ks.alerts", 0, ["k"])
+            self.alerts = alerts
 
-    process = MicroBatchScorer(scorer, FlakyOutputs(), source="stream:unit", gx_min_rows=10_000,
-                               max_message_bytes=65_536, max_unknown_fields=64,
-                               publish=lambda t: published.append(t.num_rows))  # fmt: skip
+    outputs = Outputs()
+    process = MicroBatchScorer(scorer, outputs, source="stream:unit", gx_min_rows=10_000,
+                               max_message_bytes=65_536, max_unknown_fields=64)  # fmt: skip
     from sluice.datagen import generate_dataset, to_json_messages
 
-    batch = messages(to_json_messages(generate_dataset(20, seed=4).table).payloads)
-    with pytest.raises(WriteFailed):
-        process(batch)
-    assert published == []  # nothing produced for a batch whose writes failed
-    process(batch)
-    assert published == [20]
+    result = process(messages(to_json_messages(generate_dataset(20, seed=4).table).payloads))
+    assert result.alerts is outputs.alerts and result.alerts.num_rows == result.scored == 20
