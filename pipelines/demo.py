@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import UTC, datetime
 
 from sluice.config import PlatformConfig, load_platform_config
 
@@ -287,6 +288,7 @@ def stream_stage(cfg: PlatformConfig) -> None:
     payloads, keys, _ = event_messages(5_000, seed=7, invalid=0.02, malformed=0.01)
     produce_messages(cfg.kafka, job.topic, payloads, keys, rate=2_000)
     print(f"\nProduced {len(payloads)} events to Kafka topic {job.topic}")
+    began = datetime.now(UTC).replace(microsecond=0).isoformat()
     summary = stream_run(job, cfg, until_caught_up=True)
     print_summary(summary)
     ks = cfg.cassandra.keyspace
@@ -301,9 +303,9 @@ def stream_stage(cfg: PlatformConfig) -> None:
     from sluice.stream import alert_topic
 
     topic = alert_topic(summary.contract, job.alerts_topic)
-    print(f"\n$ sluice alerts tail --since 1h --max 3   # Kafka topic {topic}, read_committed")
+    print(f"\n$ sluice alerts tail --since {began} --max 3   # topic {topic}, read_committed")
     tail = subprocess.run([str(Path(sys.executable).with_name("sluice")), "alerts", "tail",
-                           "--topic", topic, "--since", "1h", "--max", "3",
+                           "--topic", topic, "--since", began, "--max", "3",
                            "--idle-exit-s", "15"], capture_output=True, text=True)  # fmt: skip
     print("\n".join("  " + line for line in tail.stdout.splitlines()) or f"  {tail.stderr}")
 
