@@ -22,7 +22,8 @@ from sluice.config import CassandraConfig
 from sluice.contract import load_contract
 from sluice.errors import StoreUnavailable, WriteFailed
 from sluice.scoring import QUARANTINE_SCHEMA
-from sluice.store import PREDICTION_LOG_TABLE, WriteOptions, alert_rows
+from sluice.store import PREDICTION_LOG_TABLE, WriteOptions
+from tests.unit.alert_tables import alerts as alert_table
 
 CONTRACT = load_contract("fraud")
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -136,14 +137,7 @@ def test_quarantine_rows_survive_a_brief_outage():
 
 
 def alerts(keys: list[str]) -> pa.Table:
-    n = len(keys)
-    scored = pa.table({
-        "key": keys, "entity": ["card_1"] * n,
-        "event_time": pa.array([NOW] * n, pa.timestamp("us", tz="UTC")),
-        "score": [0.95] * n, "model_version": ["fraud/1"] * n, "decision": ["block"] * n,
-        "policy_id": ["dp-x"] * n, "reasons": ["[]"] * n,
-    })  # fmt: skip
-    return alert_rows(CONTRACT, scored, "online:fraud", NOW)
+    return alert_table(keys, NOW, "online:fraud")
 
 
 def test_alerts_reach_both_alert_tables_after_an_outage(caplog):

@@ -13,23 +13,16 @@ from stream_fakes import TOPIC, FakeConsumer, FakeProducer, messages
 
 from sluice.contract import load_contract
 from sluice.errors import StreamError, WriteFailed
-from sluice.store import alert_rows
 from sluice.stream import BatchResult, ConsumerLoop, Transactions, alert_message, alert_topic
+from tests.unit.alert_tables import alerts as alert_table
 
 FRAUD = load_contract("fraud")
 WHEN = datetime(2026, 5, 6, 7, 8, 9, tzinfo=UTC)
 
 
 def alerts(keys: list[str]) -> pa.Table:
-    n = len(keys)
-    scored = pa.table({
-        "key": keys, "entity": ["card_1"] * n,
-        "event_time": pa.array([WHEN] * n, pa.timestamp("us", tz="UTC")),
-        "score": [0.93] * n, "model_version": ["fraud/2"] * n, "decision": ["block"] * n,
-        "policy_id": ["dp-1"] * n,
-        "reasons": ['[{"feature":"amount","value":900.0,"contribution":0.4}]'] * n,
-    })  # fmt: skip
-    return alert_rows(FRAUD, scored, "stream:unit", WHEN)
+    return alert_table(keys, WHEN, "stream:unit", score=0.93,
+                       reasons=[{"feature": "amount", "value": 900.0, "contribution": 0.4}])
 
 
 class AlertingProcess:
