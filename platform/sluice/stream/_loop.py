@@ -153,7 +153,6 @@ class ConsumerLoop:
         self._pending: dict[tuple[str, int], int] = {}  # done, not yet committed
         self._committed: dict[tuple[str, int], int] = {}
         self._assigned: set[tuple[str, int]] = set()
-        self._alerts: Any = None  # the last batch's alerts, for its transaction
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> LoopStats:
@@ -177,8 +176,10 @@ class ConsumerLoop:
             return  # stopped while Cassandra was down: not committed, replayed later
         for tp, offset in next_offsets(batch).items():
             self._pending[tp] = max(offset, self._pending.get(tp, -1))
-        self._alerts = result.alerts
-        self._commit(set(self._pending))
+        if self.transactions is not None:  # no commit is ever pending in this mode
+            self._commit_transaction(dict(self._pending), result.alerts)
+        else:
+            self._commit(set(self._pending))
         self._count(result)
 
     def _process(self, batch: list[Message], stop: threading.Event) -> BatchResult | None:
@@ -219,9 +220,6 @@ class ConsumerLoop:
         if not offsets:
             return
         tps = [TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())]
-        if self.transactions is not None:
-            self._commit_transaction(offsets, self._alerts)
-            return
         try:
             done = self.consumer.commit(offsets=tps, asynchronous=False) or tps
         except KafkaException as exc:
@@ -253,7 +251,6 @@ class ConsumerLoop:
         offsets not moved), so no commit is ever kept for later."""
         txn = self.transactions
         assert txn is not None
-        self._alerts = None
         try:
             txn.begin()
             if alerts is not None and alerts.num_rows:
