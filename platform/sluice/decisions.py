@@ -30,7 +30,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["ALERTING", "Decision", "DecisionPolicy", "DecisionRule", "decision_counts"]
+__all__ = ["ALERTING", "Decision", "DecisionPolicy", "DecisionRule", "decision_counts",
+           "is_alerting"]
 
 
 class Decision(StrEnum):
@@ -43,6 +44,11 @@ class Decision(StrEnum):
 
 ALERTING = frozenset({Decision.REVIEW, Decision.BLOCK})
 """Decisions that raise an alert for an analyst."""
+
+
+def is_alerting(decisions: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Whether each decision raises an alert (false where there is none)."""
+    return pc.is_in(decisions, value_set=pa.array(sorted(d.value for d in ALERTING)))
 
 
 class DecisionRule(BaseModel):

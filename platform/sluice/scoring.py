@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sluice.contract import SCORED_COLUMNS, Contract
-from sluice.decisions import ALERTING
+from sluice.decisions import is_alerting
 from sluice.errors import ConfigError
 from sluice.features import FeatureStore, compute_features, to_store_events
 from sluice.models import Explainer, LoadedModel, ModelRegistry, check_feature_spec, select_device
@@ -273,8 +273,7 @@ class Scorer:
 
     def _alert_reasons(self, features: np.ndarray, decisions: pa.Array) -> pa.Array:
         """The top attributions (JSON) of each row that raises an alert, null for the others."""
-        alerting = np.isin(np.asarray(decisions.to_pylist(), dtype=object),
-                           sorted(d.value for d in ALERTING))  # fmt: skip
+        alerting = is_alerting(decisions).to_numpy(zero_copy_only=False)
         out: list[str | None] = [None] * len(alerting)
         if alerting.any():
             rows = np.flatnonzero(alerting)

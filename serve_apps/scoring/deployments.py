@@ -37,13 +37,13 @@ from serve_apps.scoring.prediction_log import (
     LogOptions,
     PredictionLog,
 )
-from serve_apps.scoring.review import AlertReader
 from serve_apps.scoring.schemas import RequestParser, ScoreReply
 from serve_apps.scoring.service import Overloaded, ScoringService
 from sluice import metrics
 from sluice.config import CassandraConfig, PlatformConfig
 from sluice.contract import Contract
 from sluice.errors import ModelNotFound, StoreUnavailable
+from sluice.store import AlertReader
 
 __all__ = [
     "HandleModelClient",

@@ -5,9 +5,9 @@
     GET /review/alert/{key}     one alert: score, decision, model, policy, a bar per reason
 
 Server-rendered HTML (no script, no front-end build), read from Cassandra's ``alerts`` and
-``alerts_by_key`` tables (``AlertReader``). The pages sit behind the same API keys as the
-API (``auth.AuthMiddleware``); a browser sends the key as the password of HTTP Basic auth
-(any user name), which the middleware asks for on these paths. Every value shown is
+``alerts_by_key`` tables (``sluice.store.AlertReader``). The pages sit behind the same API
+keys as the API (``auth.AuthMiddleware``); a browser sends the key as the password of HTTP
+Basic auth (any user name), which the middleware asks for on these paths. Every value shown is
 escaped. Each reason's bar carries its stored numbers (``data-feature``,
 ``data-contribution``) and is as wide as its share of the largest contribution: green
 lowers the score, red raises it.
@@ -19,45 +19,18 @@ import asyncio
 import json
 from datetime import UTC, date, datetime
 from html import escape
+from itertools import islice
 from typing import Any
 from urllib.parse import quote
 
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
-from sluice.config import CassandraConfig
-
-__all__ = ["REVIEW_PATH", "AlertReader", "add_review_pages"]
+__all__ = ["REVIEW_PATH", "add_review_pages"]
 
 REVIEW_PATH = "/review"
-_COLUMNS = ("key, entity, event_time, day, score, decision, policy_id, model_version, source, "
-            "reasons, alerted_at")  # fmt: skip
 _LIMIT = 500
 _DECISIONS = ("review", "block")
-
-
-class AlertReader:
-    """Reads a contract's alerts from Cassandra (blocking: call it from a thread)."""
-
-    def __init__(self, cfg: CassandraConfig, contract: str) -> None:
-        self.cfg, self.contract = cfg, contract
-
-    def _session(self) -> Any:
-        from sluice.store import session_for
-
-        return session_for(self.cfg)
-
-    def day(self, day: date, limit: int = _LIMIT) -> list[Any]:
-        return list(self._session().execute(
-            f"SELECT {_COLUMNS} FROM {self.cfg.keyspace}.alerts WHERE contract = %s AND day = %s "
-            f"ORDER BY event_time DESC LIMIT {int(limit)}", (self.contract, day),
-            timeout=self.cfg.request_timeout_s))  # fmt: skip
-
-    def one(self, key: str) -> Any:
-        return self._session().execute(
-            f"SELECT {_COLUMNS} FROM {self.cfg.keyspace}.alerts_by_key "
-            "WHERE contract = %s AND key = %s", (self.contract, key),
-            timeout=self.cfg.request_timeout_s).one()  # fmt: skip
 
 
 _STYLE = """body{font:14px system-ui,sans-serif;margin:2em;color:#222}
@@ -95,7 +68,7 @@ def _bars(reasons_json: str | None) -> str:
             + "".join(rows) + "</table>")  # fmt: skip
 
 
-def add_review_pages(api: FastAPI, reader: AlertReader, contract: str) -> None:
+def add_review_pages(api: FastAPI, reader: Any, contract: str) -> None:
     """The review routes on ``api`` (the auth middleware covers them like every path)."""
 
     @api.get(REVIEW_PATH, response_class=HTMLResponse, include_in_schema=False)
@@ -106,7 +79,7 @@ def add_review_pages(api: FastAPI, reader: AlertReader, contract: str) -> None:
             page.status_code = 422
             return page
         when = day or datetime.now(UTC).date()
-        alerts = await asyncio.to_thread(reader.day, when)
+        alerts = await asyncio.to_thread(lambda: list(islice(reader.day(when), _LIMIT)))
         shown = [a for a in alerts if decision is None or a.decision == decision]
         links = " ".join(f"<a href='{REVIEW_PATH}?day={when}&decision={d}'>{d}</a>"
                          for d in _DECISIONS)  # fmt: skip

@@ -19,10 +19,10 @@ from fastapi import Request
 
 from serve_apps.scoring.auth import KeyRing
 from serve_apps.scoring.prediction_log import PredictionLog
-from serve_apps.scoring.review import AlertReader
 from serve_apps.scoring.schemas import RequestParser, RequestRejected, ScoreReply
 from sluice.contract import Contract
 from sluice.models import ModelRegistry
+from sluice.store import AlertReader
 
 __all__ = [
     "FunctionModelClient",

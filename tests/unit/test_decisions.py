@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from sluice.contract import load_contract
-from sluice.decisions import Decision, DecisionPolicy, decision_counts
+from sluice.decisions import Decision, DecisionPolicy, decision_counts, is_alerting
 
 
 def policy(*rules: tuple[str, float]) -> DecisionPolicy:
@@ -53,3 +53,8 @@ def test_policy_id_is_a_digest_of_the_rules() -> None:
 def test_decision_counts_leave_rows_without_a_decision_aside() -> None:
     table = pa.table({"decision": pa.array(["block", None, "approve", "block"], pa.string())})
     assert decision_counts(table) == {"block": 2, "approve": 1}
+
+
+def test_review_and_block_alert_and_rows_without_a_decision_do_not() -> None:
+    decisions = pa.array(["approve", None, "block", "review"], pa.string())
+    assert is_alerting(decisions).to_pylist() == [False, False, True, True]

@@ -26,16 +26,12 @@ from sluice.errors import SluiceError
 app = typer.Typer(help="Alerts (review and block decisions) from Cassandra.",
                   no_args_is_help=True)  # fmt: skip
 
-_COLUMNS = ("key, entity, event_time, day, score, decision, policy_id, model_version, source, "
-            "reasons, alerted_at")  # fmt: skip
 
-
-def _session(config: Path | None) -> tuple[Any, str]:
+def _reader(config: Path | None, contract: str) -> Any:
     from sluice.config import load_platform_config
-    from sluice.store import session_for
+    from sluice.store import AlertReader
 
-    cfg = load_platform_config(config).cassandra
-    return session_for(cfg), cfg.keyspace
+    return AlertReader(load_platform_config(config).cassandra, contract)
 
 
 def _line(row: Any) -> str:
@@ -67,12 +63,8 @@ def list_alerts(
         typer.echo(f"error: --day {day!r} is not a date (YYYY-MM-DD)", err=True)
         raise typer.Exit(2) from None
     try:
-        session, ks = _session(config)
-        rows = session.execute(
-            f"SELECT {_COLUMNS} FROM {ks}.alerts WHERE contract = %s AND day = %s "
-            "ORDER BY event_time DESC", (contract, when), timeout=30)  # fmt: skip
         shown = 0
-        for row in rows:
+        for row in _reader(config, contract).day(when):
             if decision and row.decision != decision:
                 continue
             typer.echo(_line(row))
@@ -96,10 +88,7 @@ def show(
 ) -> None:
     """One transaction's alert, with its reasons."""
     try:
-        session, ks = _session(config)
-        row = session.execute(
-            f"SELECT {_COLUMNS} FROM {ks}.alerts_by_key WHERE contract = %s AND key = %s",
-            (contract, key), timeout=30).one()  # fmt: skip
+        row = _reader(config, contract).one(key)
     except SluiceError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc

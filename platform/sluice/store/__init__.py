@@ -19,7 +19,7 @@ differs: run ``sluice schema apply``).
 
 from typing import Any
 
-from sluice.store._alerts import AlertWriter
+from sluice.store._alerts import AlertReader, AlertWriter
 from sluice.store._checkpoints import CheckpointStore
 from sluice.store._features import CassandraFeatureStore, feature_ttl_s
 from sluice.store._retry import is_transient
@@ -62,6 +62,7 @@ __all__ = [
     "ALERTS_BY_KEY_TABLE",
     "ALERTS_TABLE",
     "ALERT_COLUMNS",
+    "AlertReader",
     "AlertWriter",
     "CHECKPOINTS_TABLE",
     "PREDICTION_LOG_TABLE",

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sluice.contract import SCORED_COLUMNS, Contract
-from sluice.decisions import ALERTING
+from sluice.decisions import is_alerting
 
 __all__ = [
     "ALERT_COLUMNS",
@@ -126,8 +126,7 @@ def alert_rows(contract: Contract, scored: pa.Table, source: str,
     """The alerts of scored rows (``sluice.scoring.scored_schema``): one per row whose
     decision is ``review`` or ``block``, its day the UTC date of its event (stable across
     re-runs and replays, so each rewrites the same row)."""
-    alerting = pa.array(sorted(d.value for d in ALERTING), pa.string())
-    rows = scored.filter(pc.is_in(scored.column("decision"), value_set=alerting))
+    rows = scored.filter(is_alerting(scored.column("decision")))
     n = rows.num_rows
     times = rows.column("event_time").cast(pa.timestamp("us", tz="UTC"))
     return pa.Table.from_arrays(

@@ -40,9 +40,9 @@ class FakeReader:
         self.alerts = [alert("tx_<b>", 9, "block"), alert("tx_2", 14, "review", None),
                        alert("tx_3", 11, "block")]  # fmt: skip
 
-    def day(self, day: date, limit: int = 500) -> list:
+    def day(self, day: date) -> list:
         got = [a for a in self.alerts if a.day == day]
-        return sorted(got, key=lambda a: a.event_time, reverse=True)[:limit]
+        return sorted(got, key=lambda a: a.event_time, reverse=True)
 
     def one(self, key: str):
         return next((a for a in self.alerts if a.key == key), None)
