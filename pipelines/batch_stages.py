@@ -135,8 +135,10 @@ class ScoreStage(_Stage):
         self.refused_keys = pa.array(sorted(self.refused), pa.string())
         self.record_engine = record_engine
         from sluice.store import AlertWriter
+        from sluice.stream import AlertPublisher
 
         self.alerts = AlertWriter(self.cfg.cassandra, self.contract)
+        self.proposals = AlertPublisher(self.cfg.kafka, self.contract.name)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from sluice import metrics
@@ -152,9 +154,13 @@ class ScoreStage(_Stage):
         # Counted here, before the sink writes them: a write failure fails the job.
         metrics.record_rows(self.source, name, self.scorer.model.ref, scored.num_rows, {},
                             decision_counts(scored))
-        # The batch's alerts are written before its predictions are handed on: a failure
-        # fails the job, and a re-run rewrites the same alert rows (keyed by transaction).
-        self.alerts.write(alert_rows(self.contract, scored, self.source, alerted_at=self.now))
+        # The batch's alerts are written, and proposed to the alert relay, before its
+        # predictions are handed on: a failure fails the job, and a re-run rewrites the
+        # same alert rows (keyed by transaction) and proposes them again (the relay
+        # publishes each transaction's alert once).
+        alerts = alert_rows(self.contract, scored, self.source, alerted_at=self.now)
+        self.alerts.write(alerts)
+        self.proposals.publish(alerts)
         return prediction_rows(self.contract, scored, scored_at=self.now)
 
     def check_agreement(self, quarantined: pa.Table, valid: pa.Table) -> None:

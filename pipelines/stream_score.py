@@ -129,7 +129,7 @@ def run(
 
     from sluice.models import ModelRegistry
     from sluice.store import check_schema, session_for
-    from sluice.stream import alert_topic, ensure_topic, topic_partitions
+    from sluice.stream import ensure_alert_topics, topic_partitions
 
     started = time.monotonic()
     stop = stop or threading.Event()
@@ -148,8 +148,8 @@ def run(
         log.warning("job %s asks for %d consumers but %s has %d partitions: starting %d",
                     job.name, job.consumers, job.topic, partitions, n)  # fmt: skip
     check_schema(session_for(cfg.cassandra), cfg.cassandra, [contract])  # `sluice schema apply`'s
-    if contract.decision is not None:  # the consumers produce its alerts, in transactions
-        ensure_topic(cfg.kafka, alert_topic(contract.name, job.alerts_topic), partitions)
+    if contract.decision is not None:  # the consumers propose its alerts, in transactions
+        ensure_alert_topics(cfg.kafka, contract.name, partitions)
 
     connect_ray(cfg)
     actor_cls = ray.remote(StreamConsumer).options(

@@ -218,6 +218,12 @@ class KafkaConfig(Frozen):
     sasl: SASLConfig | None = None
     tls: TLSConfig = TLSConfig()
     request_timeout_s: float = Field(10.0, gt=0)
+    alerts_topic: str = Field(
+        "sluice-{contract}-alerts", pattern=r"^[A-Za-z0-9._{}-]{1,200}$",
+        description="The alert topic; {contract} is replaced by the contract's name. Every "
+        "path proposes its alerts on <this>-candidates, and the alert relay publishes each "
+        "transaction's first one here (sluice.stream.AlertRelay).",
+    )  # fmt: skip
 
     def client_settings(self) -> dict[str, Any]:
         """The confluent-kafka (librdkafka) settings common to producers and consumers."""

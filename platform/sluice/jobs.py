@@ -169,11 +169,6 @@ class StreamJob(Frozen):
         description="Fields outside the contract a message may carry (they are dropped); a "
         "message with more is quarantined as too wide.",
     )  # fmt: skip
-    alerts_topic: str | None = Field(
-        None, pattern=r"^[A-Za-z0-9._-]{1,249}$",
-        description="Kafka topic of the alerts (review and block decisions), written in one "
-        "transaction with each batch's offsets; default sluice-<contract>-alerts.",
-    )  # fmt: skip
 
     @property
     def group(self) -> str:

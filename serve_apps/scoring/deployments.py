@@ -44,6 +44,7 @@ from sluice.config import CassandraConfig, PlatformConfig
 from sluice.contract import Contract
 from sluice.errors import ModelNotFound, StoreUnavailable
 from sluice.store import AlertReader
+from sluice.stream import AlertPublisher
 
 __all__ = [
     "HandleModelClient",
@@ -267,9 +268,12 @@ class ScoringIngress:
         from sluice.models import ModelRegistry
 
         c = settings.contract
+        # Alerts are proposed to the alert relay, which publishes each transaction's once.
+        proposals = None if c.decision is None else AlertPublisher(settings.platform.kafka, c.name)
         self.prediction_log = PredictionLog(
             c, CassandraTables(settings.log_targets), settings.log_options,
             log_predictions=settings.log_predictions,
+            propose=None if proposals is None else proposals.publish,
         )  # fmt: skip
         self.service = ScoringService(
             contract=c,

@@ -6,9 +6,10 @@ queue is full the entry is dropped and counted, so a slow or dead Cassandra can 
 log rows but never memory or latency. The thread drains the queue in batches (up to
 ``batch_rows`` rows or ``flush_interval_s``), writes prediction-log rows
 (``PREDICTION_LOG_TABLE``), quarantine rows (the contract's quarantine table) and alerts
-(``alerts`` and ``alerts_by_key``) with idempotent upserts, and counts what it wrote and
-what failed. After a failure it backs off (doubling up to ``max_backoff_s``);
-prediction-log rows that arrive meanwhile are counted as failed instead of piling up.
+(``alerts`` and ``alerts_by_key``, then proposed on Kafka to the alert relay:
+``propose``) with idempotent upserts, and counts what it wrote and what failed. After a
+failure it backs off, per kind (doubling up to ``max_backoff_s``); prediction-log rows
+that arrive meanwhile are counted as failed instead of piling up.
 Quarantine rows and alerts (the *durable* kinds) are not given up so easily: rows a later
 try may write (a brief outage, rows not attempted yet) wait in a bounded retry buffer per
 kind (``quarantine_buffer_rows`` rows each) and go out with the next try; failures are per
@@ -29,9 +30,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any, Protocol
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from sluice.config import CassandraConfig
 from sluice.contract import Contract
@@ -138,6 +141,15 @@ class CassandraTables:
         self._writers.clear()  # the process's sessions are closed at exit (sluice.store)
 
 
+def _without(rows: pa.Table, *drop: pa.Table | None) -> pa.Table:
+    """``rows`` less those whose key is in a ``drop`` table."""
+    keys = [t.column("key") for t in drop if t is not None and t.num_rows]
+    if not keys:
+        return rows
+    gone = pa.chunked_array([c for k in keys for c in k.chunks], pa.string())
+    return rows.filter(pc.invert(pc.is_in(rows.column("key"), value_set=gone.combine_chunks())))
+
+
 def log_table(
     contract: str, feature_names: Sequence[str], entries: Sequence[LogEntry]
 ) -> pa.Table:
@@ -195,6 +207,7 @@ class PredictionLog:
         options: LogOptions = LogOptions(),
         *,
         log_predictions: bool = True,
+        propose: Callable[[pa.Table], None] | None = None,
     ) -> None:
         self.contract = contract
         self.writer = writer
@@ -203,13 +216,20 @@ class PredictionLog:
         self.counts = _Counts()
         self._queue: queue.Queue[tuple[str, Any, Any]] = queue.Queue(options.queue_size)
         self._stop = threading.Event()
-        self._backoff_s = 0.0
-        self._retry_at = 0.0
-        # The durable kinds' tables; rows waiting for a retry, per kind (writer thread only).
-        self._tables = {"quarantine": (contract.output.quarantine_table,),
-                        "alerts": (ALERTS_TABLE.name, ALERTS_BY_KEY_TABLE.name)}  # fmt: skip
+        # Per kind: the next try's backoff and time (a Kafka outage holds no table back).
+        self._backoff_s: dict[str, float] = {}
+        self._retry_at: dict[str, float] = {}
+        # The durable kinds' destinations, in order; an alert is proposed to the alert
+        # relay (``propose``: AlertPublisher.publish) once both its tables hold it.
+        write = self.writer.write
+        alerts = [partial(write, ALERTS_TABLE.name), partial(write, ALERTS_BY_KEY_TABLE.name)]
+        self._sinks: dict[str, list[Callable[[pa.Table], None]]] = {
+            "quarantine": [partial(write, contract.output.quarantine_table)],
+            "alerts": alerts + ([propose] if propose is not None else []),
+        }  # fmt: skip
+        # Rows waiting for a retry, per kind (writer thread only).
         self._retry: dict[str, pa.Table] = {}
-        self._retry_rows = dict.fromkeys(self._tables, 0)
+        self._retry_rows = dict.fromkeys(self._sinks, 0)
         self._thread = threading.Thread(target=self._run, name="sluice-prediction-log",
                                         daemon=True)  # fmt: skip
         self._thread.start()
@@ -233,7 +253,7 @@ class PredictionLog:
             self._queue.put_nowait(item)
         except queue.Full:
             self.counts.add(dropped=n)
-            if item[0] in self._tables:
+            if item[0] in self._sinks:
                 self.counts.add(**{f"{item[0]}_dropped": n})
                 self._report_lost(item[0], item[1], "the write queue is full")
         else:
@@ -283,17 +303,17 @@ class PredictionLog:
                     rows += a.num_rows
             if logs:
                 self._write_log(logs)
-            for kind in self._tables:
+            for kind in self._sinks:
                 if durable.get(kind) or kind in self._retry:
                     self._write_durable(kind, durable.get(kind, []))
         for kind in list(self._retry):  # closing: one last try, then give up
-            self._retry_at = 0.0
+            self._retry_at[kind] = 0.0
             self._write_durable(kind, [])
             self._give_up(kind, self._take_retry(kind), "the store is unavailable at close")
 
     def _write_log(self, logs: list[tuple[tuple[str, ...], list[LogEntry]]]) -> None:
         n = sum(len(e) for _, e in logs)
-        if not self._may_try():
+        if not self._may_try("log"):
             self.counts.add(failed=n)
             return
         try:
@@ -304,10 +324,10 @@ class PredictionLog:
                 table = log_table(self.contract.name, names, entries)
                 self.writer.write(PREDICTION_LOG_TABLE.name, table.select(_LOG_COLUMNS))
         except Exception as exc:  # noqa: BLE001 - counted and reported; the endpoint goes on
-            self._failed(exc)
+            self._failed("log", exc)
             self.counts.add(failed=n)
         else:
-            self._ok()
+            self._ok("log")
             self.counts.add(written=n)
 
     def _shape(self, kind: str, new: list[pa.Table]) -> list[pa.Table]:
@@ -327,31 +347,38 @@ class PredictionLog:
 
     def _write_durable(self, kind: str, new: list[pa.Table]) -> None:
         """A durable kind's new rows plus those waiting for a retry, written per row to each
-        of its tables (a retry rewrites a table that took them: upserts)."""
+        of its destinations in turn (a retry rewrites one that took them: upserts; the relay
+        drops a proposal made twice). A row waits for a retry when a destination could not
+        take it, is given up when one refused it for good, and goes on to the next one
+        otherwise."""
         parts = ([] if (retry := self._take_retry(kind)) is None else [retry])
         parts += self._shape(kind, new)
         if not parts:
             return
         rows = pa.concat_tables(parts)
-        if not self._may_try():
+        if not self._may_try(kind):
             self._keep(kind, rows)
             return
-        try:
-            for table in self._tables[kind]:
-                self.writer.write(table, rows)
-        except WriteFailed as exc:  # some rows written; the rest split by what may help
-            self._failed(exc)
-            self._give_up(kind, exc.refused_rows, "refused by the store")
-            self._keep(kind, exc.retry_rows)
-            refused = exc.refused_rows.num_rows if exc.refused_rows is not None else 0
-            left = exc.retry_rows.num_rows if exc.retry_rows is not None else 0
-            self.counts.add(**{f"{kind}_written": rows.num_rows - refused - left})
-        except Exception as exc:  # noqa: BLE001 - nothing written: every row waits
-            self._failed(exc)
-            self._keep(kind, rows)
+        failed: BaseException | None = None
+        for sink in self._sinks[kind]:
+            try:
+                sink(rows)
+            except WriteFailed as exc:  # some rows taken; the rest split by what may help
+                failed = exc
+                self._give_up(kind, exc.refused_rows, "refused by the store")
+                self._keep(kind, exc.retry_rows)
+                rows = _without(rows, exc.refused_rows, exc.retry_rows)
+            except Exception as exc:  # noqa: BLE001 - none taken: every row waits
+                failed = exc
+                self._keep(kind, rows)
+                rows = rows.slice(0, 0)
+            if rows.num_rows == 0:
+                break
+        if failed is not None:
+            self._failed(kind, failed)
         else:
-            self._ok()
-            self.counts.add(**{f"{kind}_written": rows.num_rows})
+            self._ok(kind)
+        self.counts.add(**{f"{kind}_written": rows.num_rows})
 
     def _take_retry(self, kind: str) -> pa.Table | None:
         self._retry_rows[kind] = 0
@@ -361,6 +388,8 @@ class PredictionLog:
         """Hold rows for the next try, up to the buffer's bound; count what falls off."""
         if rows is None or rows.num_rows == 0:
             return
+        if kind in self._retry:  # rows an earlier destination of this try kept
+            rows = pa.concat_tables([self._retry[kind], rows])
         bound = self.options.quarantine_buffer_rows
         if rows.num_rows > bound:
             over = rows.slice(bound)
@@ -374,18 +403,18 @@ class PredictionLog:
             self.counts.add(**{f"{kind}_failed": rows.num_rows})
             self._report_lost(kind, rows, self.counts.last_error or why)
 
-    def _may_try(self) -> bool:
-        return time.monotonic() >= self._retry_at
+    def _may_try(self, kind: str) -> bool:
+        return time.monotonic() >= self._retry_at.get(kind, 0.0)
 
-    def _ok(self) -> None:
-        self._backoff_s = 0.0
+    def _ok(self, kind: str) -> None:
+        self._backoff_s[kind] = 0.0
 
-    def _failed(self, exc: BaseException) -> None:
-        self._backoff_s = min(max(self._backoff_s * 2, 0.25), self.options.max_backoff_s)
-        self._retry_at = time.monotonic() + self._backoff_s
+    def _failed(self, kind: str, exc: BaseException) -> None:
+        backoff = min(max(self._backoff_s.get(kind, 0.0) * 2, 0.25), self.options.max_backoff_s)
+        self._backoff_s[kind], self._retry_at[kind] = backoff, time.monotonic() + backoff
         with self.counts.lock:
             self.counts.last_error = f"{type(exc).__name__}: {exc}"[:500]
-        log.warning("prediction log: write failed (next try in %.2f s): %s", self._backoff_s,
+        log.warning("prediction log: %s write failed (next try in %.2f s): %s", kind, backoff,
                     self.counts.last_error)  # fmt: skip
 
     def _report_lost(self, kind: str, rows: pa.Table, why: str) -> None:

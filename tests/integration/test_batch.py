@@ -7,6 +7,8 @@ import os
 import signal
 import threading
 import time
+import uuid
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from pipelines.alert_relay import run as relay
 from pipelines.batch_score import main as batch_main
 from pipelines.batch_score import run
 from pipelines.train import TrainConfig, train
@@ -29,6 +32,7 @@ from sluice.jobs import ActorPool, BatchJob, InputFormat, InputSpec
 from sluice.models import SCORE_TOLERANCE, ModelRegistry
 from sluice.scoring import Scorer
 from sluice.store import apply_schema, session_for
+from sluice.stream import alert_topic, candidate_topic, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -41,6 +45,8 @@ def env(local_services, platform_config, ray_session, tmp_path_factory):
     cfg = platform_config.model_copy(update={
         "cassandra": platform_config.cassandra.model_copy(update={"keyspace": "sluice_test_batch"}),
         "registry": platform_config.registry.model_copy(update={"root_uri": str(root / "reg")}),
+        "kafka": platform_config.kafka.model_copy(update={
+            "alerts_topic": f"test-batch-{uuid.uuid4().hex[:8]}-{{contract}}-alerts"}),
     })  # fmt: skip
     session = session_for(cfg.cassandra)
     session.execute("DROP KEYSPACE IF EXISTS sluice_test_batch", timeout=120)
@@ -131,6 +137,18 @@ def test_batch_job_scores_valid_rows_and_quarantines_invalid_ones(env):
     assert again.rows_read == summary.rows_read
     again_day, again_key = alerts(session)
     assert sorted(again_day) == sorted(by_day) and again_key == by_key
+    # Each run proposed every alert to the relay; the alert topic holds each once.
+    proposed = Counter(m.key().decode() for m in read_topic(cfg.kafka, candidate_topic(
+        cfg.kafka, "fraud")))  # fmt: skip
+    assert set(proposed) == alerting and min(proposed.values()) >= 2
+    relayed = relay(cfg, "fraud", until_caught_up=True, max_seconds=120)
+    assert (relayed.published, relayed.duplicates) == (len(alerting), sum(proposed.values())
+                                                       - len(alerting))  # fmt: skip
+    on_topic = [json.loads(m.value()) for m in read_topic(cfg.kafka, alert_topic(cfg.kafka,
+                                                                                 "fraud"))]
+    assert sorted(m["key"] for m in on_topic) == sorted(alerting)
+    assert all((m["decision"], m["path"]) == (decided[m["key"]], "batch:test_batch")
+               for m in on_topic)  # fmt: skip
 
     # What an analyst runs: a day's alerts newest first, and one transaction's alert.
     env = {"SLUICE_CASSANDRA__KEYSPACE": "sluice_test_batch"}

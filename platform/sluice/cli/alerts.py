@@ -3,13 +3,15 @@
     sluice alerts list --contract fraud [--day 2026-12-01] [--decision block] [--limit 20]
     sluice alerts show tx_0123... --contract fraud
     sluice alerts tail --contract fraud [--since 10m]
+    sluice alerts relay --contract fraud [--until-caught-up] [--max-seconds N]
 
 ``list`` pages one day's alerts newest first (the ``alerts`` table: one partition per
 contract and day of the event); ``show`` reads one transaction's alert from
 ``alerts_by_key``. Both exit 1 with the reason when Cassandra cannot answer, and ``show``
 exits 2 when the transaction has no alert. ``tail`` follows the alert topic
-(``sluice-<contract>-alerts``, written by stream jobs in Kafka transactions) as a
-``read_committed`` reader: each alert once, as its batch commits.
+(``sluice-<contract>-alerts``, written by the alert relay in Kafka transactions) as a
+``read_committed`` reader: each alert once, as the relay commits it. ``relay`` runs the
+relay (``pipelines.alert_relay``).
 """
 
 from __future__ import annotations
@@ -120,7 +122,8 @@ def _since_ms(since: str) -> int:
 @app.command()
 def tail(
     contract: str = typer.Option("fraud", "--contract", help="Contract name."),
-    topic: str | None = typer.Option(None, "--topic", help="Default sluice-<contract>-alerts."),
+    topic: str | None = typer.Option(None, "--topic", help="Default: the platform config's "
+                                     "kafka.alerts_topic (sluice-<contract>-alerts)."),
     since: str | None = typer.Option(None, "--since", help="Start at this time (ISO) or this "
                                      "long ago (10m, 2h); default: new alerts only."),
     max_alerts: int | None = typer.Option(None, "--max", min=1, help="Stop after this many."),
@@ -143,7 +146,7 @@ def tail(
                    err=True)  # fmt: skip
         raise typer.Exit(2) from None
     kafka = load_platform_config(config).kafka
-    name = alert_topic(contract, topic)
+    name = topic or alert_topic(kafka, contract)
     consumer = Consumer(kafka.client_settings() | {
         "group.id": "sluice-alerts-tail", "enable.auto.commit": False,
         "isolation.level": "read_committed"})  # fmt: skip
@@ -151,7 +154,8 @@ def tail(
     try:
         meta = consumer.list_topics(name, timeout=kafka.request_timeout_s).topics.get(name)
         if meta is None or meta.error is not None or not meta.partitions:
-            typer.echo(f"error: alert topic {name!r} does not exist (a stream job creates it)",
+            typer.echo(f"error: alert topic {name!r} does not exist (the alert relay creates "
+                       "it)",
                        err=True)  # fmt: skip
             raise typer.Exit(1)
         parts = [TopicPartition(name, p, start if start is not None else OFFSET_END)
@@ -174,3 +178,27 @@ def tail(
         pass
     finally:
         consumer.close()
+
+
+@app.command()
+def relay(
+    contract: str = typer.Option("fraud", "--contract", help="Contract name."),
+    until_caught_up: bool = typer.Option(False, "--until-caught-up",
+                                         help="Stop once every candidate is relayed."),
+    max_seconds: float | None = typer.Option(None, "--max-seconds", min=0.1),
+    config: Path | None = typer.Option(None, "--config", help="Platform config."),  # noqa: B008
+) -> None:
+    """Publish each transaction's first alert candidate on the alert topic, exactly once
+    (`pipelines.alert_relay`, run at the repo root)."""
+    import subprocess
+    import sys
+
+    from sluice.cli._paths import child_env, user_path
+    from sluice.config import REPO_ROOT
+
+    cmd = [sys.executable, "-m", "pipelines.alert_relay", "--contract", contract]
+    cmd += ["--until-caught-up"] if until_caught_up else []
+    cmd += [] if max_seconds is None else ["--max-seconds", str(max_seconds)]
+    cmd += [] if config is None else ["--config", user_path(str(config))]
+    done = subprocess.run(cmd, cwd=REPO_ROOT, env=child_env(), check=False)
+    raise typer.Exit(done.returncode)

@@ -8,9 +8,11 @@ At-least-once delivery, exactly-once results (DESIGN.md "Stream")::
     computes features, predicts, decides)  ->  upsert predictions, quarantine rows and
     alerts and wait  ->  commit the batch's offsets (ConsumerLoop; while Cassandra is
     down the batch is retried with backoff, uncommitted, for up to the job's
-    store_outage_max_s). A contract with a decision policy also produces the batch's
-    alerts to Kafka (alert_topic), and the commit is a Kafka transaction holding those
-    alerts and the offsets (Transactions): exactly once for read_committed readers.
+    store_outage_max_s). A contract with a decision policy also proposes the batch's
+    alerts to Kafka (candidate_topic), and the commit is a Kafka transaction holding those
+    candidates and the offsets (Transactions): exactly once for read_committed readers.
+    The alert relay (AlertRelay) publishes each transaction's first candidate, from any
+    path, on the alert topic (alert_topic).
 
 Every write is an idempotent upsert keyed by the event id (quarantine: the event id or
 ``topic:partition:offset``; feature events: card, time, event id), so a replay after a
@@ -30,7 +32,15 @@ event is refused only when both land in one micro-batch (the batch job refuses i
 its whole input); across batches the later upsert wins.
 """
 
-from sluice.stream._alerts import Transactions, alert_message, alert_topic
+from sluice.stream._alerts import (
+    AlertPublisher,
+    Transactions,
+    alert_message,
+    alert_messages,
+    alert_topic,
+    candidate_topic,
+    ensure_alert_topics,
+)
 from sluice.stream._consumer import RestartBudget, StreamConsumer
 from sluice.stream._kafka import (
     GroupLag,
@@ -54,6 +64,7 @@ from sluice.stream._messages import (
     next_offsets,
     position_key,
 )
+from sluice.stream._relay import AlertRelay, Deduplicator, RelayStats, pending_messages, read_topic
 from sluice.stream._scoring import (
     BatchResult,
     CassandraOutputs,
@@ -63,6 +74,15 @@ from sluice.stream._scoring import (
 )
 
 __all__ = [
+    "AlertPublisher",
+    "AlertRelay",
+    "Deduplicator",
+    "RelayStats",
+    "alert_messages",
+    "candidate_topic",
+    "ensure_alert_topics",
+    "pending_messages",
+    "read_topic",
     "MALFORMED_EXPECTATION",
     "BatchResult",
     "CassandraOutputs",

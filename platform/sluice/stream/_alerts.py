@@ -1,15 +1,25 @@
-"""Alerts on Kafka, exactly once: a micro-batch's alert messages and the offsets it consumed
-commit in one Kafka transaction (consume–transform–produce), after its Cassandra writes.
+"""Alerts on Kafka, exactly once: every path proposes, one relay publishes.
 
-Per batch (``ConsumerLoop`` with ``transactions=``): the batch is scored and written to
-Cassandra (idempotent upserts, retried through outages); once every write is
-acknowledged, ``begin()``, its alerts are produced (``publish``), and ``commit(offsets)``
-sends the consumed offsets into the transaction (``send_offsets_to_transaction`` with the
-consumer's group metadata) and commits it. A crash or any failure before the commit
-aborts both: a reader with ``isolation.level=read_committed`` never sees the alerts, the
-group's offsets do not move, and the batch is replayed, its Cassandra rows rewritten, its
-alerts produced again in a new transaction. So the topic holds each alert once, whatever
-crashes.
+    batch ScoreStage  ─┐  AlertPublisher: idempotent producer (a re-run proposes again)
+    online log thread ─┼─>  <alerts>-candidates  ──>  AlertRelay  ──>  <alerts>
+    stream consumer   ─┘  Transactions, with the batch's offsets    (dedup by key, in
+                                                                     Kafka transactions)
+    (<alerts>: kafka.alerts_topic, sluice-<contract>-alerts by default)
+
+Every path writes its alert rows to Cassandra (idempotent upserts keyed by the
+transaction) and proposes them as *candidates* on ``candidate_topic``, at least once: a
+batch re-run, an online retry, a stream replay may each propose an alert again. The relay
+(``_relay.AlertRelay``) is the alert topic's only writer: it publishes a transaction's
+first candidate and drops the rest, so a ``read_committed`` reader of ``alert_topic``
+sees each transaction's alert once, whichever path or paths scored it.
+
+``Transactions`` is Kafka's consume–transform–produce, used by both loops that read
+Kafka: the stream consumer (its batch's candidates, after its Cassandra writes) and the
+relay (its batch's new alerts). Per batch: ``begin()``, produce (``publish``), then
+``commit(offsets)`` sends the consumed offsets into the transaction
+(``send_offsets_to_transaction`` with the consumer's group metadata) and commits it. A
+crash or any failure before the commit aborts both: the messages are never visible to a
+``read_committed`` reader, the group's offsets do not move, and the batch is replayed.
 
 Fencing is the consumer group's (KIP-447): the offsets carry the group's generation, so a
 consumer whose partitions moved cannot commit, and its transaction aborts. Each consumer
@@ -27,20 +37,47 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
 
+from sluice.config import KafkaConfig
 from sluice.errors import StreamError
 
-__all__ = ["Transactions", "alert_message", "alert_topic", "producer_settings"]
+__all__ = [
+    "AlertPublisher",
+    "Transactions",
+    "alert_message",
+    "alert_messages",
+    "alert_topic",
+    "candidate_topic",
+    "ensure_alert_topics",
+    "producer_settings",
+]
 
 log = logging.getLogger(__name__)
 
+Outgoing = Sequence[tuple[bytes, bytes]]
+"""Messages to produce: (key, value) pairs."""
 
-def alert_topic(contract: str, configured: str | None = None) -> str:
-    """The job's alert topic: ``configured``, or ``sluice-<contract>-alerts``."""
-    return configured or f"sluice-{contract}-alerts"
+
+def alert_topic(kafka: KafkaConfig, contract: str) -> str:
+    """The contract's alert topic (``kafka.alerts_topic``: ``sluice-<contract>-alerts``)."""
+    return kafka.alerts_topic.replace("{contract}", contract)
+
+
+def candidate_topic(kafka: KafkaConfig, contract: str) -> str:
+    """Where every path proposes the contract's alerts, for the relay."""
+    return f"{alert_topic(kafka, contract)}-candidates"
+
+
+def ensure_alert_topics(kafka: KafkaConfig, contract: str, partitions: int = 4) -> None:
+    """Create the contract's candidate and alert topics unless they exist."""
+    from sluice.stream._kafka import ensure_topic
+
+    for topic in (candidate_topic(kafka, contract), alert_topic(kafka, contract)):
+        ensure_topic(kafka, topic, partitions)
 
 
 def producer_settings(client: dict[str, Any], job: str, member: str,
@@ -51,7 +88,7 @@ def producer_settings(client: dict[str, Any], job: str, member: str,
 
 
 def alert_message(row: dict[str, Any]) -> bytes:
-    """One alert row (``sluice.store.alert_rows``) as the topic's JSON value."""
+    """One alert row (``sluice.store.alert_rows``) as the topics' JSON value."""
     return json.dumps({
         "key": row["key"], "contract": row["contract"], "score": row["score"],
         "decision": row["decision"], "model_version": row["model_version"],
@@ -59,6 +96,54 @@ def alert_message(row: dict[str, Any]) -> bytes:
         "reasons": json.loads(row["reasons"]) if row["reasons"] else [],
         "event_time": row["event_time"].isoformat(), "path": row["source"],
     }, separators=(",", ":")).encode()  # fmt: skip
+
+
+def alert_messages(alerts: pa.Table | None) -> list[tuple[bytes, bytes]]:
+    """Alert rows as (key, value) messages."""
+    if alerts is None:
+        return []
+    return [(row["key"].encode(), alert_message(row)) for row in alerts.to_pylist()]
+
+
+class AlertPublisher:
+    """Proposes alert rows on the candidate topic, every delivery confirmed or raise
+    (batch and online; the stream proposes in its transactions). Idempotent producer: a
+    retry inside the client never duplicates; a retry of ``publish`` may, and the relay
+    drops it. Picklable until first used (the producer is built in the process using it).
+    """
+
+    def __init__(self, kafka: KafkaConfig, contract: str) -> None:
+        self.kafka, self.contract = kafka, contract
+        self.topic = candidate_topic(kafka, contract)
+        self._producer: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"kafka": self.kafka, "contract": self.contract, "topic": self.topic,
+                "_producer": None}  # fmt: skip
+
+    def publish(self, alerts: pa.Table) -> None:
+        messages = alert_messages(alerts)
+        if not messages:
+            return
+        if self._producer is None:
+            from confluent_kafka import Producer
+
+            ensure_alert_topics(self.kafka, self.contract)
+            self._producer = Producer(self.kafka.client_settings() | {
+                "enable.idempotence": True, "acks": "all", "linger.ms": 5,
+                "message.timeout.ms": int(self.kafka.request_timeout_s * 3000)})  # fmt: skip
+        failed: list[str] = []
+
+        def delivered(err: Any, msg: Any) -> None:
+            if err is not None:
+                failed.append(str(err))
+
+        for key, value in messages:
+            self._producer.produce(self.topic, key=key, value=value, on_delivery=delivered)
+        left = self._producer.flush(self.kafka.request_timeout_s * 3)
+        if left or failed:
+            raise StreamError(f"{self.topic}: {len(failed) + left} of {len(messages)} alert "
+                              f"candidate(s) not delivered: {(failed or ['timed out'])[0]}")
 
 
 class Transactions:
@@ -78,17 +163,17 @@ class Transactions:
         self.producer.begin_transaction()
         self.open = True
 
-    def publish(self, alerts: pa.Table) -> None:
-        """Produce the batch's alerts into the open transaction."""
+    def publish(self, messages: Outgoing) -> None:
+        """Produce the batch's messages into the open transaction."""
         if not self.open:
-            raise StreamError("alerts produced outside a transaction")
-        for row in alerts.to_pylist():
-            self.producer.produce(self.topic, key=row["key"].encode(), value=alert_message(row))
+            raise StreamError("messages produced outside a transaction")
+        for key, value in messages:
+            self.producer.produce(self.topic, key=key, value=value)
         self.producer.poll(0)  # serve delivery callbacks; the commit flushes
-        self.published += alerts.num_rows
+        self.published += len(messages)
 
     def commit(self, offsets: dict[tuple[str, int], int]) -> None:
-        """The consumed ``offsets`` (next to read, per partition) and the alerts, at once."""
+        """The consumed ``offsets`` (next to read, per partition) and the messages, at once."""
         from confluent_kafka import TopicPartition
 
         tps = [TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())]
@@ -98,7 +183,7 @@ class Transactions:
         self.open = False
 
     def abort(self) -> None:
-        """Drop the open transaction (its alerts and offsets); a failure here is logged:
+        """Drop the open transaction (its messages and offsets); a failure here is logged:
         the transaction times out, or the next ``init_transactions`` aborts it."""
         if not self.open:
             return
@@ -106,5 +191,5 @@ class Transactions:
         try:
             self.producer.abort_transaction(self.timeout_s)
         except Exception as exc:  # noqa: BLE001 - the caller is already failing the batch
-            log.warning("aborting the alert transaction failed (%s); it times out or the "
+            log.warning("aborting the transaction failed (%s); it times out or the "
                         "consumer's replacement aborts it", exc)  # fmt: skip

@@ -49,7 +49,7 @@ class StreamConsumer:
         from sluice.models import ModelRegistry
         from sluice.scoring import Scorer
         from sluice.store import CassandraFeatureStore, CheckpointStore
-        from sluice.stream._alerts import Transactions, alert_topic, producer_settings
+        from sluice.stream._alerts import Transactions, candidate_topic, producer_settings
         from sluice.stream._scoring import CassandraOutputs, MicroBatchScorer
 
         cfg, job = self.cfg, self.job
@@ -67,12 +67,12 @@ class StreamConsumer:
         outputs = CassandraOutputs(cfg.cassandra, contract)
         consumer = Consumer(consumer_settings(cfg.kafka, job, f"{job.name}-{self.member}"))
         transactions = None
-        if contract.decision is not None:  # its alerts go to Kafka, exactly once
+        if contract.decision is not None:  # its alert candidates, for the relay, exactly once
             instance = f"{self.member}-{uuid.uuid4().hex[:8]}"  # unique: see _alerts
             producer = Producer(producer_settings(cfg.kafka.client_settings(), job.name,
                                                   instance, _TXN_TIMEOUT_MS))  # fmt: skip
             transactions = Transactions(producer, consumer,
-                                        alert_topic(contract.name, job.alerts_topic),
+                                        candidate_topic(cfg.kafka, contract.name),
                                         max(30.0, cfg.kafka.request_timeout_s))  # fmt: skip
             transactions.start()
         process = MicroBatchScorer(scorer, outputs, source=f"stream:{job.name}",

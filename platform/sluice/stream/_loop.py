@@ -6,11 +6,11 @@ that is after all of the batch's rows are written. If ``process`` raises, nothin
 committed and the error propagates: whoever restarts the consumer resumes from the last
 commit and replays the batch, whose idempotent upserts rewrite the same rows.
 
-With ``transactions`` (a contract whose decisions raise alerts: ``_alerts.Transactions``)
-the commit is a Kafka transaction instead, opened once the batch's writes are all
-acknowledged: its alerts are produced and its offsets sent into it, and it commits both
-at once; any failure aborts it and propagates (the consumer's replacement replays the
-batch), so nothing is left pending.
+With ``transactions`` (``_alerts.Transactions``: the stream of a contract whose decisions
+raise alerts, and the alert relay) the commit is a Kafka transaction instead, opened once
+the batch's writes are all acknowledged: its ``BatchResult.outbox`` is produced and its
+offsets sent into it, and it commits both at once; any failure aborts it and propagates
+(the consumer's replacement replays the batch), so nothing is left pending.
 
 Rebalances: ``on_revoke`` (called by the Kafka client inside ``consume``, so between
 batches) commits whatever is done but not yet committed for the revoked partitions;
@@ -41,7 +41,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -177,7 +177,7 @@ class ConsumerLoop:
         for tp, offset in next_offsets(batch).items():
             self._pending[tp] = max(offset, self._pending.get(tp, -1))
         if self.transactions is not None:  # no commit is ever pending in this mode
-            self._commit_transaction(dict(self._pending), result.alerts)
+            self._commit_transaction(dict(self._pending), result.outbox)
         else:
             self._commit(set(self._pending))
         self._count(result)
@@ -245,16 +245,16 @@ class ConsumerLoop:
                 self.on_commit(committed)
 
     def _commit_transaction(self, offsets: dict[tuple[str, int], int],
-                            alerts: Any) -> None:  # fmt: skip
-        """One transaction of the batch's alerts and ``offsets``; on failure abort it and
-        stop: the replacement consumer replays the batch (its alerts unpublished, its
+                            outbox: Sequence[tuple[bytes, bytes]]) -> None:  # fmt: skip
+        """One transaction of the batch's ``outbox`` and ``offsets``; on failure abort it
+        and stop: the replacement consumer replays the batch (its messages unpublished, its
         offsets not moved), so no commit is ever kept for later."""
         txn = self.transactions
         assert txn is not None
         try:
             txn.begin()
-            if alerts is not None and alerts.num_rows:
-                txn.publish(alerts)
+            if outbox:
+                txn.publish(outbox)
             txn.commit(offsets)
         except Exception as exc:
             txn.abort()

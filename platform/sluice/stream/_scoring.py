@@ -50,6 +50,7 @@ from sluice.store import (
     quarantine_rows,
     session_for,
 )
+from sluice.stream._alerts import alert_messages
 from sluice.stream._messages import (
     Message,
     MessageLimits,
@@ -124,9 +125,10 @@ class BatchResult:
     reasons: Counter[str] = field(default_factory=Counter)
     latencies_s: list[float] = field(default_factory=list)  # producer timestamp -> written
     sent_at_s: list[float] = field(default_factory=list)  # the producer timestamps (epoch s)
-    # Its alert rows (sluice.store.alert_rows), written to Cassandra; ConsumerLoop produces
-    # them to Kafka in the transaction that commits the batch's offsets.
-    alerts: pa.Table | None = None
+    # Messages (key, value) that ConsumerLoop produces in the Kafka transaction committing
+    # the batch's offsets: the stream's alert candidates (written to Cassandra already),
+    # the relay's new alerts.
+    outbox: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
 class MicroBatchScorer:
@@ -187,7 +189,7 @@ class MicroBatchScorer:
             reasons=reasons,
             latencies_s=[written_at - t for t in sent_at],
             sent_at_s=sent_at,
-            alerts=alerts,
+            outbox=alert_messages(alerts),
         )
 
     def _score(self, messages: Sequence[Message]):

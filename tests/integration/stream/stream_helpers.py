@@ -27,9 +27,17 @@ from sluice.features import InMemoryFeatureStore
 from sluice.models import ModelRegistry
 from sluice.scoring import Scorer
 from sluice.store import apply_schema, session_for
-from sluice.stream import ensure_topic, produce_messages
+from sluice.stream import ensure_topic, produce_messages, read_topic
 
 KINDS = [k for k in InvalidKind if k is not InvalidKind.DUPLICATE_KEY]
+
+
+_RUN = uuid.uuid4().hex[:8]
+
+
+def alerts_topic(keyspace: str) -> str:
+    """A keyspace's alert topic template, new in each test session (Kafka outlives it)."""
+    return f"test-{keyspace}-{_RUN}-{{contract}}-alerts"
 
 
 @dataclass
@@ -47,6 +55,7 @@ class StreamEnv:
         cassandra = self.base.cassandra.model_copy(update={"keyspace": keyspace, "port": port})
         cfg = self.base.model_copy(update={
             "cassandra": cassandra,
+            "kafka": self.base.kafka.model_copy(update={"alerts_topic": alerts_topic(keyspace)}),
             "registry": self.base.registry.model_copy(update={"root_uri": str(self.registry_root)}),
         })  # fmt: skip
         session = session_for(cfg.cassandra)
@@ -62,6 +71,7 @@ class StreamEnv:
                 "SLUICE_CASSANDRA__PORT": str(port),
                 "SLUICE_REGISTRY__ROOT_URI": str(self.registry_root),
                 "SLUICE_RAY__ADDRESS": self.ray_address, "RAY_AUTH_MODE": "disabled",
+                "SLUICE_KAFKA__ALERTS_TOPIC": alerts_topic(keyspace),
                 "PYTHONUNBUFFERED": "1"}  # fmt: skip
 
 
@@ -255,31 +265,10 @@ def alert_reasons(cfg: PlatformConfig) -> dict[str, list[dict]]:
     return {r.key: json.loads(r.reasons) for r in rows}
 
 
-def topic_alerts(cfg: PlatformConfig, topic: str, timeout_s: float = 60.0) -> list[dict]:
+def topic_alerts(cfg: PlatformConfig, topic: str) -> list[dict]:
     """Every alert on ``topic`` as a ``read_committed`` reader sees it (a list: a second
     message for a key would show), read from the start to the end of each partition."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer(cfg.kafka.client_settings() | {
-        "group.id": f"sluice-test-reader-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
-        "isolation.level": "read_committed", "auto.offset.reset": "earliest"})  # fmt: skip
-    try:
-        meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        parts = [TopicPartition(topic, p, 0) for p in sorted(meta.partitions)]
-        ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in parts}
-        consumer.assign(parts)
-        out: list[dict] = []
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for msg in consumer.consume(500, timeout=0.5):
-                if msg.error() is None:
-                    out.append(json.loads(msg.value()))
-            positions = {tp.partition: tp.offset for tp in consumer.position(parts)}
-            if all(positions[p] >= end for p, end in ends.items()):
-                return out
-        raise AssertionError(f"{topic}: not read to its end in {timeout_s:.0f} s: {ends}")
-    finally:
-        consumer.close()
+    return [json.loads(m.value()) for m in read_topic(cfg.kafka, topic)]
 
 
 def prediction_keys(cfg: PlatformConfig) -> set[str]:

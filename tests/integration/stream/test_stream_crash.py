@@ -29,11 +29,12 @@ from stream_helpers import (
 )
 from typer.testing import CliRunner
 
+from pipelines.alert_relay import run as relay
 from sluice.cli import app as cli
 from sluice.contract import load_contract
 from sluice.features import AggregateSpec
 from sluice.models import SCORE_TOLERANCE
-from sluice.stream import GroupLag
+from sluice.stream import GroupLag, alert_topic, candidate_topic
 
 pytestmark = pytest.mark.integration
 
@@ -96,8 +97,7 @@ def test_sigkilled_stream_job_loses_and_duplicates_nothing(stream_env):
     produced.positions[:] = [(-1, -1)] * total  # filled slice by slice as they are sent
     producer = threading.Thread(target=produce_in_slices, args=(cfg, produced), daemon=True)
     producer.start()
-    job = write_job(stream_env.root, "test_crash", topic, consumers=2,
-                    alerts_topic=f"{topic}-alerts")  # fmt: skip
+    job = write_job(stream_env.root, "test_crash", topic, consumers=2)
     env, log = stream_env.env(ks), stream_env.root / "test_crash.log"
     group = GroupLag(cfg.kafka, "sluice-test_crash", topic)
 
@@ -153,15 +153,20 @@ def test_sigkilled_stream_job_loses_and_duplicates_nothing(stream_env):
     assert alerting, "no event was decided review or block: the alert check is vacuous"
     assert len(by_day) == len(set(by_day)) == len(alerting), "an alert was stored twice"
     assert {r[0]: r for r in by_day} == by_key == alerting
-    # ... and on Kafka, for a read_committed reader: each alert exactly once, none else
-    # (each batch's alerts and offsets commit in one transaction; the kills abort some).
-    on_topic = topic_alerts(cfg, f"{topic}-alerts")
+    # ... and on Kafka, for a read_committed reader: each alert proposed exactly once
+    # (each batch's candidates and offsets commit in one transaction; the kills abort
+    # some), then relayed to the alert topic once.
+    proposed = topic_alerts(cfg, candidate_topic(cfg.kafka, "fraud"))
+    assert sorted(m["key"] for m in proposed) == sorted(alerting), "proposed twice, or lost"
+    relayed = relay(cfg, "fraud", until_caught_up=True, max_seconds=120)
+    assert (relayed.published, relayed.duplicates) == (len(alerting), 0)
+    on_topic = topic_alerts(cfg, alert_topic(cfg.kafka, "fraud"))
     keys_on_topic = [m["key"] for m in on_topic]
     assert len(keys_on_topic) == len(set(keys_on_topic)), "an alert was published twice"
     assert set(keys_on_topic) == set(alerting)
     assert all((m["decision"], m["policy_id"]) == alerting[m["key"]][1:] for m in on_topic)
-    tailed = CliRunner().invoke(cli, ["alerts", "tail", "--topic", f"{topic}-alerts",
-                                      "--since", "1d", "--max", "3", "--idle-exit-s", "30"])
+    tailed = CliRunner().invoke(cli, ["alerts", "tail", "--since", "1d", "--max", "3",
+                                      "--idle-exit-s", "30"], env=env)  # fmt: skip
     assert tailed.exit_code == 0, tailed.output
     lines = tailed.output.strip().splitlines()
     assert len(lines) == 3 and all(line.split()[3] in alerting for line in lines), lines

@@ -179,6 +179,46 @@ def test_alerts_reach_both_alert_tables_after_an_outage(caplog):
                for r in caplog.records)  # fmt: skip
 
 
+def test_an_alert_is_proposed_once_both_tables_hold_it_and_kafka_down_holds_back_nothing():
+    """Order per alert: alerts, alerts_by_key, then the proposal to the relay. Kafka down
+    keeps the alerts for a retry (the tables are rewritten: upserts) while prediction-log
+    rows go on being written; a row Cassandra refuses for good is never proposed, the
+    others of its write are."""
+    calls: list[tuple[str, tuple[str, ...]]] = []
+    kafka_up = threading.Event()
+
+    def write(table, rows):
+        keys = tuple(rows.column("key").to_pylist()) if "key" in rows.column_names else ()
+        if table == "alerts" and "bad" in keys:
+            at = keys.index("bad")
+            calls.append((table, keys[:at] + keys[at + 1:]))
+            raise WriteFailed("refused", written=len(keys) - 1, failed_keys=["bad"],
+                              refused_rows=rows.slice(at, 1), retry_rows=rows.slice(0, 0))
+        calls.append((table, keys))
+
+    def propose(rows):
+        if not kafka_up.is_set():
+            calls.append(("kafka down", ()))
+            raise OSError("no broker")
+        calls.append(("proposed", tuple(rows.column("key").to_pylist())))
+
+    plog = PredictionLog(CONTRACT, FunctionWriter(write),
+                         LogOptions(queue_size=100, batch_rows=10, flush_interval_s=0.01,
+                                    max_backoff_s=0.02), propose=propose)  # fmt: skip
+    plog.alerts(alerts(["a1", "bad", "a2"]))
+    wait_for(lambda: ("kafka down", ()) in calls)
+    plog.predictions(("a", "b"), entries(3))
+    wait_for(lambda: plog.stats()["written"] == 3)  # not held back by Kafka's backoff
+    assert plog.stats()["alerts_retrying"] == 2 and plog.stats()["alerts_failed"] == 1
+    kafka_up.set()
+    wait_for(lambda: plog.stats()["alerts_written"] == 2)
+    plog.close()
+    assert calls[:3] == [("alerts", ("a1", "a2")), ("alerts_by_key", ("a1", "a2")),
+                         ("kafka down", ())]  # fmt: skip
+    assert [c for c in calls if c[0] == "proposed"] == [("proposed", ("a1", "a2"))]
+    assert plog.stats()["alerts_retrying"] == 0
+
+
 def test_one_refused_quarantine_row_fails_alone():
     # The store refuses one row for good; every other row of the same write is stored,
     # and rows not yet attempted go out with the next try.

@@ -11,9 +11,18 @@ import pytest
 from confluent_kafka import TopicPartition
 from stream_fakes import TOPIC, FakeConsumer, FakeProducer, messages
 
+from sluice.config import KafkaConfig
 from sluice.contract import load_contract
 from sluice.errors import StreamError, WriteFailed
-from sluice.stream import BatchResult, ConsumerLoop, Transactions, alert_message, alert_topic
+from sluice.stream import (
+    BatchResult,
+    ConsumerLoop,
+    Transactions,
+    alert_message,
+    alert_messages,
+    alert_topic,
+    candidate_topic,
+)
 from tests.unit.alert_tables import alerts as alert_table
 
 FRAUD = load_contract("fraud")
@@ -46,7 +55,8 @@ class AlertingProcess:
             self.stop.set()
         return BatchResult(messages=len(batch), scored=len(batch), quarantined=0, malformed=0,
                            engine="compiled", written_at=0.0,
-                           alerts=alerts([f"tx_{m.partition()}_{m.offset()}" for m in batch]))
+                           outbox=alert_messages(alerts([f"tx_{m.partition()}_{m.offset()}"
+                                                         for m in batch])))  # fmt: skip
 
 
 def run(consumer: FakeConsumer, producer: FakeProducer, batches: int, **kw):
@@ -106,7 +116,7 @@ def test_a_transaction_that_does_not_commit_is_aborted_and_stops_the_consumer():
 def test_alerts_cannot_be_produced_outside_a_transaction():
     txn = Transactions(FakeProducer([]), FakeConsumer(batches=[]), "t", timeout_s=1.0)
     with pytest.raises(StreamError, match="outside a transaction"):
-        txn.publish(alerts(["tx_1"]))
+        txn.publish(alert_messages(alerts(["tx_1"])))
 
 
 def test_the_alert_message_carries_the_decision_and_its_reasons():
@@ -118,8 +128,12 @@ def test_the_alert_message_carries_the_decision_and_its_reasons():
         "reasons": [{"feature": "amount", "value": 900.0, "contribution": 0.4}],
         "event_time": "2026-05-06T07:08:09+00:00", "path": "stream:unit",
     }  # fmt: skip
-    assert alert_topic("fraud") == "sluice-fraud-alerts"
-    assert alert_topic("fraud", "my-alerts") == "my-alerts"
+    kafka = KafkaConfig()
+    assert alert_topic(kafka, "fraud") == "sluice-fraud-alerts"
+    assert candidate_topic(kafka, "fraud") == "sluice-fraud-alerts-candidates"
+    mine = KafkaConfig(alerts_topic="team-{contract}.alerts")
+    assert (alert_topic(mine, "fraud"), candidate_topic(mine, "fraud")) == \
+        ("team-fraud.alerts", "team-fraud.alerts-candidates")  # fmt: skip
 
 
 def test_a_batch_retried_through_an_outage_produces_its_alerts_once():
@@ -154,4 +168,5 @@ def test_the_scorer_hands_its_alerts_to_the_loop(stream_registry):
     from sluice.datagen import generate_dataset, to_json_messages
 
     result = process(messages(to_json_messages(generate_dataset(20, seed=4).table).payloads))
-    assert result.alerts is outputs.alerts and result.alerts.num_rows == result.scored == 20
+    assert outputs.alerts.num_rows == result.scored == 20
+    assert result.outbox == alert_messages(outputs.alerts)  # the rows Cassandra got
