@@ -7,10 +7,10 @@
 Batch, stream and online scoring propose their alerts on ``<alerts>-candidates``, at least
 once; the relay (``sluice.stream.AlertRelay``) publishes each transaction's first candidate
 on the alert topic in Kafka transactions, so a ``read_committed`` reader sees each alert
-once. Long-running: one relay in this process; more processes share the candidate
-partitions through the relay's consumer group. A relay whose transaction fails is
-replaced (a fresh consumer, producer and key set, resuming from the group's offsets) up
-to ``--max-restarts`` within any 5 minutes.
+once. Long-running: one relay in this process; more processes, each with a ``--member``
+name of its own, share the candidate partitions through the relay's consumer group. A
+relay whose transaction fails is replaced (a fresh consumer, producer and key set,
+resuming from the group's offsets) up to ``--max-restarts`` within any 5 minutes.
 
 It runs until SIGTERM/SIGINT (the batch in flight is committed first), ``--max-seconds``,
 or, with ``--until-caught-up``, until no committed candidate is past the group's offsets.
@@ -66,8 +66,9 @@ class RelaySummary:
 class _Running:
     """One relay in a thread; ``error`` is what ended it, if it failed."""
 
-    def __init__(self, cfg: PlatformConfig, contract: str) -> None:
-        self.relay = AlertRelay(cfg.kafka, contract)
+    def __init__(self, cfg: PlatformConfig, contract: str, member: str,
+                 batch_messages: int) -> None:  # fmt: skip
+        self.relay = AlertRelay(cfg.kafka, contract, member=member, max_messages=batch_messages)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="alert-relay", daemon=True)
         self.thread.start()
@@ -85,7 +86,8 @@ class _Running:
 
 
 def run(cfg: PlatformConfig, contract: str, *, until_caught_up: bool = False,
-        max_seconds: float | None = None, max_restarts: int = 5,
+        max_seconds: float | None = None, max_restarts: int = 5, member: str = "0",
+        batch_messages: int = 1000,
         stop: threading.Event | None = None) -> RelaySummary:  # fmt: skip
     """Relay until stopped (see the module doc)."""
     started = time.monotonic()
@@ -93,7 +95,7 @@ def run(cfg: PlatformConfig, contract: str, *, until_caught_up: bool = False,
     summary = RelaySummary(contract, candidate_topic(cfg.kafka, contract),
                            alert_topic(cfg.kafka, contract))  # fmt: skip
     budget = RestartBudget(max_restarts, 300.0)
-    running = _Running(cfg, contract)
+    running = _Running(cfg, contract, member, batch_messages)
     try:
         while True:
             if stop.wait(_CHECK_EVERY_S):
@@ -106,7 +108,7 @@ def run(cfg: PlatformConfig, contract: str, *, until_caught_up: bool = False,
                 log.warning("alert relay failed (%s); starting a new one", running.error)
                 summary.add(running.relay.stats())
                 summary.restarts += 1
-                running = _Running(cfg, contract)
+                running = _Running(cfg, contract, member, batch_messages)
                 continue
             if max_seconds is not None and time.monotonic() - started >= max_seconds:
                 summary.stopped_by = "max-seconds"
@@ -138,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--until-caught-up", action="store_true")
     parser.add_argument("--max-seconds", type=float, default=None)
     parser.add_argument("--max-restarts", type=int, default=5)
+    parser.add_argument("--member", default="0", help="this relay's name, one per process")
+    parser.add_argument("--batch-messages", type=int, default=1000,
+                        help="most candidates per transaction")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
@@ -145,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = run(load_platform_config(args.config), args.contract,
                       until_caught_up=args.until_caught_up, max_seconds=args.max_seconds,
-                      max_restarts=args.max_restarts, stop=stop)  # fmt: skip
+                      max_restarts=args.max_restarts, member=args.member,
+                      batch_messages=args.batch_messages, stop=stop)  # fmt: skip
     except SluiceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -16,8 +16,12 @@ The set is rebuilt at the first batch after each assignment (the group's committ
 offsets are fetched by then, so a transaction of the partitions' previous owner has
 finished: KIP-447) and dropped when partitions move. A transaction's candidates always
 land in one candidate partition (keyed by its key), so one relay at a time decides on it.
-Known limit: the dedup window is the alert topic's retention (7 days by default); a
-candidate for a transaction whose alert has expired from the topic is published again.
+Each relay process has a ``member`` name of its own (``--member``), which is both its
+static group membership (``group.instance.id``) and its transactional id: its replacement,
+under the same name, takes its partitions back without a rebalance, fences it, and aborts
+what it left open, at once (a relay gone for good is noticed after the 10 s session). Known limit: the dedup window is the alert topic's retention
+(7 days by default); a candidate for a transaction whose alert has expired from the topic
+is published again.
 """
 
 from __future__ import annotations
@@ -173,9 +177,9 @@ class AlertRelay:
     """Relays ``contract``'s alert candidates until ``stop()``; ``run`` returns its stats and
     raises when a transaction fails (its replacement resumes from the last commit)."""
 
-    def __init__(self, kafka: KafkaConfig, contract: str, *, max_messages: int = 1000,
-                 max_wait_s: float = 0.2) -> None:  # fmt: skip
-        self.kafka, self.contract = kafka, contract
+    def __init__(self, kafka: KafkaConfig, contract: str, *, member: str = "0",
+                 max_messages: int = 1000, max_wait_s: float = 0.2) -> None:  # fmt: skip
+        self.kafka, self.contract, self.member = kafka, contract, member
         self.source, self.sink = candidate_topic(kafka, contract), alert_topic(kafka, contract)
         self.group = f"{self.sink}-relay"
         self.max_messages, self.max_wait_s = max_messages, max_wait_s
@@ -187,13 +191,16 @@ class AlertRelay:
         from confluent_kafka import Consumer, Producer
 
         ensure_alert_topics(self.kafka, self.contract)
-        member = uuid.uuid4().hex[:8]
+        member = self.member
         consumer = Consumer(self.kafka.client_settings() | {
             "group.id": self.group, "client.id": f"{self.group}-{member}",
+            "group.instance.id": f"{self.group}-{member}", "session.timeout.ms": 10_000,
             "enable.auto.commit": False, "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest", "isolation.level": "read_committed"})  # fmt: skip
-        producer = Producer(producer_settings(self.kafka.client_settings(), f"{self.contract}-"
-                                              "alert-relay", member, _TXN_TIMEOUT_MS))  # fmt: skip
+        # A stable transactional.id: a relay's replacement aborts what it left open at once
+        # (init_transactions) instead of after the transaction timeout.
+        producer = Producer(producer_settings(self.kafka.client_settings(), self.group,
+                                              member, _TXN_TIMEOUT_MS))  # fmt: skip
         txn = Transactions(producer, consumer, self.sink, max(30.0, self.kafka.request_timeout_s))
         txn.start()
         self._dedup = dedup = Deduplicator(

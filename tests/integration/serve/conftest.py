@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import socket
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,8 @@ def serve_world(local_services, platform_config, serve_base, tmp_path_factory) -
     cfg = platform_config.model_copy(update={
         "cassandra": platform_config.cassandra.model_copy(update={"keyspace": KEYSPACE}),
         "registry": platform_config.registry.model_copy(update={"root_uri": str(root / "reg")}),
+        "kafka": platform_config.kafka.model_copy(update={  # new each session: Kafka outlives it
+            "alerts_topic": f"test-serve-{uuid.uuid4().hex[:8]}-{{contract}}-alerts"}),
     })  # fmt: skip
     (root / "platform.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     contract_doc = yaml.safe_load((REPO_ROOT / "configs/contracts/fraud.yaml").read_text())
@@ -81,7 +84,8 @@ def serve_world(local_services, platform_config, serve_base, tmp_path_factory) -
     session.execute(f"DROP KEYSPACE IF EXISTS {KEYSPACE}", timeout=120)
     apply_schema(session, cfg.cassandra, [load_contract("fraud")])
     registry = ModelRegistry.from_config(cfg)
-    train(TrainConfig(rows=3000, epochs=1, seed=5), registry)
+    # A champion good enough to decide some transactions review or block (alerts).
+    train(TrainConfig(rows=10_000, epochs=2, seed=5), registry)
     if train(TrainConfig(rows=3000, epochs=2, seed=6), registry).alias != "challenger":
         registry.promote("fraud", 1)
         registry.promote("fraud", 2, alias="challenger")

@@ -13,12 +13,15 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from serve_live import AUTH, TEST_KEY, client, json_rows, table_rows, wait_until
 
 from serve_apps.scoring.batch import canary_bucket
 from sluice.contract import load_contract
 from sluice.datagen import generate_dataset
+from sluice.errors import StreamError
 from sluice.features import to_store_events
 from sluice.models import SCORE_TOLERANCE
 from sluice.scoring import Scorer
@@ -145,6 +148,55 @@ def test_online_equals_batch_on_the_same_events(world, http, tmp_path):
         assert decided[key][0] == load_contract("fraud").decision.label_of(score), key
     assert any(dict(world.session.execute(select, (k,)).one().features)["card_count_24h"] > 0
                for k in online), "no event had earlier events of its card: parity is vacuous"
+
+
+def test_an_online_retry_raises_one_alert_in_cassandra_and_on_the_topic(world, http):
+    """A client sends the same transactions twice (a retry after a timeout): each alert is
+    stored once, proposed to the relay twice, and on the alert topic once."""
+    from pipelines.alert_relay import run as relay
+    from sluice.features import InMemoryFeatureStore
+    from sluice.stream import alert_topic, candidate_topic, read_topic
+
+    # Fraud bursts: the first alerting event of each, after its card's earlier events
+    # (recorded as the stream would have; online scoring records none).
+    events = generate_dataset(2000, seed=909).table
+    full = Scorer(CONTRACT, world.registry, InMemoryFeatureStore()).score(events).scored
+    decided = dict(zip(full["key"].to_pylist(), full["decision"].to_pylist(), strict=True))
+    keys_in_order = events["transaction_id"].to_pylist()
+    alerting = [decided.get(k) in ("review", "block") for k in keys_in_order]
+    first = {k for i, k in enumerate(keys_in_order) if alerting[i] and not alerting[i - 1]}
+    chosen = pa.array(sorted(first)[:8])
+    store = CassandraFeatureStore.for_contract(world.cfg.cassandra, CONTRACT)
+    store.record(to_store_events(events.filter(pc.invert(pc.is_in(
+        events["transaction_id"], value_set=chosen))), CONTRACT.features))  # fmt: skip
+    risky = table_rows(events.filter(pc.is_in(events["transaction_id"], value_set=chosen)))
+    replies = []
+    for _ in range(2):
+        r = http.post(PREDICT, json=risky, headers=AUTH)
+        assert r.status_code == 200, r.text
+        replies.append({p["key"]: p["decision"] for p in r.json()["predictions"]})
+    assert replies[0] == replies[1]
+    keys = {k for k, d in replies[0].items() if d in ("review", "block")}
+    assert keys, f"no transaction was decided review or block: vacuous ({replies[0]})"
+
+    kafka = world.cfg.kafka
+
+    def proposed_twice() -> bool:
+        try:  # the replica creates the topic with its first proposal
+            seen = Counter(m.key().decode()
+                           for m in read_topic(kafka, candidate_topic(kafka, "fraud")))
+        except StreamError:
+            return False
+        return all(seen[k] >= 2 for k in keys)
+
+    wait_until(proposed_twice, 30, "both attempts' alerts proposed to the relay")
+    stored = Counter(r.key for r in world.session.execute(
+        "SELECT key FROM sluice_test_serve.alerts", timeout=60) if r.key in keys)  # fmt: skip
+    assert stored == dict.fromkeys(keys, 1)
+    relay(world.cfg, "fraud", until_caught_up=True, max_seconds=120)
+    on_topic = Counter(json.loads(m.value())["key"] for m in read_topic(kafka, alert_topic(
+        kafka, "fraud")))  # fmt: skip
+    assert {k: on_topic[k] for k in keys} == dict.fromkeys(keys, 1)
 
 
 def _problems(r) -> set[tuple[str, str]]:
