@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import UTC, datetime
 
 from sluice.config import PlatformConfig, load_platform_config
 
@@ -288,7 +287,6 @@ def stream_stage(cfg: PlatformConfig) -> None:
     payloads, keys, _ = event_messages(5_000, seed=7, invalid=0.02, malformed=0.01)
     produce_messages(cfg.kafka, job.topic, payloads, keys, rate=2_000)
     print(f"\nProduced {len(payloads)} events to Kafka topic {job.topic}")
-    began = datetime.now(UTC).replace(microsecond=0).isoformat()
     summary = stream_run(job, cfg, until_caught_up=True)
     print_summary(summary)
     ks = cfg.cassandra.keyspace
@@ -296,17 +294,25 @@ def stream_stage(cfg: PlatformConfig) -> None:
     quarantined = sum(1 for r in rows if r.source == f"stream:{job.name}")
     print(f"stream: {summary.scored} scored, {quarantined} quarantine rows in {ks}.quarantine, "
           f"final lag {summary.final_lag}")
+
+
+def alerts_stage(cfg: PlatformConfig) -> None:
+    """Every path proposed its alerts; the relay publishes each transaction's once."""
     import subprocess
     import sys
     from pathlib import Path
 
-    from sluice.stream import alert_topic
+    from pipelines.alert_relay import print_summary
+    from pipelines.alert_relay import run as relay
 
-    topic = alert_topic(summary.contract, job.alerts_topic)
-    print(f"\n$ sluice alerts tail --since {began} --max 3   # topic {topic}, read_committed")
+    print("\n$ sluice alerts relay --until-caught-up   # candidates of every path -> alert topic")
+    summary = relay(cfg, "fraud", until_caught_up=True, max_seconds=300)
+    print_summary(summary)
+    print(f"\n$ sluice alerts tail --since 7d --max 3   # topic {summary.alerts_topic}, "
+          "read_committed: each alert once, whatever re-runs proposed")
     tail = subprocess.run([str(Path(sys.executable).with_name("sluice")), "alerts", "tail",
-                           "--topic", topic, "--since", began, "--max", "3",
-                           "--idle-exit-s", "15"], capture_output=True, text=True)  # fmt: skip
+                           "--since", "7d", "--max", "3", "--idle-exit-s", "15"],
+                          capture_output=True, text=True)  # fmt: skip
     print("\n".join("  " + line for line in tail.stdout.splitlines()) or f"  {tail.stderr}")
 
 
@@ -371,6 +377,7 @@ def main() -> None:
     finally:
         ray.shutdown()
     online_stage(cfg)
+    alerts_stage(cfg)
     print(f"Results are in Cassandra at {cfg.cassandra.contact_points[0]}:{cfg.cassandra.port}, "
           f"keyspace {cfg.cassandra.keyspace}.")
 

@@ -19,7 +19,8 @@ land in one candidate partition (keyed by its key), so one relay at a time decid
 Each relay process has a ``member`` name of its own (``--member``), which is both its
 static group membership (``group.instance.id``) and its transactional id: its replacement,
 under the same name, takes its partitions back without a rebalance, fences it, and aborts
-what it left open, at once (a relay gone for good is noticed after the 10 s session). Known limit: the dedup window is the alert topic's retention
+what it left open, at once (a relay gone for good is noticed after the 10 s session).
+Known limit: the dedup window is the alert topic's retention
 (7 days by default); a candidate for a transaction whose alert has expired from the topic
 is published again.
 """
