@@ -218,12 +218,27 @@ class KafkaConfig(Frozen):
     sasl: SASLConfig | None = None
     tls: TLSConfig = TLSConfig()
     request_timeout_s: float = Field(10.0, gt=0)
+    replication_factor: int = Field(
+        1, ge=1, le=9, description="Replicas of each topic Sluice creates (3 on a cluster).")
+    min_insync_replicas: int = Field(
+        1, ge=1, le=9, description="Replicas that must take a write (acks=all) for it to "
+        "succeed, set on each topic Sluice creates (2 with 3 replicas: one broker may be "
+        "down).",
+    )  # fmt: skip
     alerts_topic: str = Field(
         "sluice-{contract}-alerts", pattern=r"^[A-Za-z0-9._{}-]{1,200}$",
         description="The alert topic; {contract} is replaced by the contract's name. Every "
         "path proposes its alerts on <this>-candidates, and the alert relay publishes each "
         "transaction's first one here (sluice.stream.AlertRelay).",
     )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _isr_within_replicas(self) -> KafkaConfig:
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(f"min_insync_replicas {self.min_insync_replicas} is above "
+                             f"replication_factor {self.replication_factor}: no write could "
+                             "succeed")  # fmt: skip
+        return self
 
     def client_settings(self) -> dict[str, Any]:
         """The confluent-kafka (librdkafka) settings common to producers and consumers."""
@@ -282,6 +297,13 @@ class LocalServicesConfig(Frozen):
     kafka_controller_port: int = Field(9093, gt=0, lt=65536)
     cassandra_storage_port: int = Field(7000, gt=0, lt=65536)
     start_timeout_s: float = Field(180.0, gt=0)
+    nodes: int = Field(
+        1, ge=1, le=3,
+        description="Nodes of each server: 1 (on 127.0.0.1), or 3 for a local cluster on "
+        "127.0.0.1-3 (the loopback range needs no setup on Linux): a Cassandra ring and a "
+        "KRaft quorum of three brokers, every node on the same ports of its own address "
+        "(configs/platform-cluster.yaml).",
+    )  # fmt: skip
 
 
 class PlatformConfig(Frozen):

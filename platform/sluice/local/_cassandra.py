@@ -1,4 +1,5 @@
-"""Apache Cassandra 5.0 as a local single-node server: config, command line, readiness."""
+"""Apache Cassandra 5.0 as a local server, one node or a ring of three on 127.0.0.1-3:
+config, command line, readiness."""
 
 from __future__ import annotations
 
@@ -55,28 +56,39 @@ def mode(auth: bool) -> str:
     return "auth=password" if auth else "auth=none"
 
 
-def write_config(cfg: PlatformConfig, home: Path, auth: bool) -> Path:
-    """cassandra.yaml with 5.0 key names (unknown keys are rejected by the server)."""
+def host(node: int) -> str:
+    """Node ``node`` (1-based) listens on its own loopback address, on the same ports."""
+    return f"127.0.0.{node}"
+
+
+def initial_token(node: int, nodes: int) -> int:
+    """One token per node, evenly spaced over Murmur3's range (0 for a single node)."""
+    return 0 if nodes == 1 else (2**64 // nodes) * (node - 1) - 2**63
+
+
+def write_config(cfg: PlatformConfig, home: Path, auth: bool, node: int = 1) -> Path:
+    """cassandra.yaml with 5.0 key names (unknown keys are rejected by the server). Node 1
+    is the seed; the others join it one at a time (``LocalServices.up``)."""
     conf = home / "conf"
     conf.mkdir(parents=True, exist_ok=True)
     authenticator = "PasswordAuthenticator" if auth else "AllowAllAuthenticator"
     authorizer = "CassandraAuthorizer" if auth else "AllowAllAuthorizer"
     storage = cfg.local.cassandra_storage_port
-    # num_tokens 1 + initial_token 0 and no allocate_tokens_* key: that key adds a ~30 s wait.
+    # num_tokens 1 + initial_token and no allocate_tokens_* key: that key adds a ~30 s wait.
     # Request timeouts are generous: a 2-core machine running tests beside the server can
     # stall a scan for seconds, which would otherwise fail reads that are merely slow.
     (conf / "cassandra.yaml").write_text(
         f"""cluster_name: sluice-local
 num_tokens: 1
-initial_token: 0
+initial_token: {initial_token(node, cfg.local.nodes)}
 partitioner: org.apache.cassandra.dht.Murmur3Partitioner
 endpoint_snitch: SimpleSnitch
 seed_provider:
   - class_name: org.apache.cassandra.locator.SimpleSeedProvider
     parameters:
       - seeds: "127.0.0.1:{storage}"
-listen_address: 127.0.0.1
-rpc_address: 127.0.0.1
+listen_address: {host(node)}
+rpc_address: {host(node)}
 storage_port: {storage}
 native_transport_port: {cfg.cassandra.port}
 start_native_transport: true
@@ -126,20 +138,27 @@ def command(cfg: PlatformConfig, java: Path, lib: Path, home: Path) -> list[str]
     ]  # fmt: skip
 
 
-def ready(cfg: PlatformConfig, auth: bool) -> str | None:
-    """The release version when CQL answers, else None."""
+def ready(cfg: PlatformConfig, auth: bool, node: int = 1) -> str | None:
+    """Node ``node``'s release version and how many of its peers it sees up, when its CQL
+    answers, else None."""
     from cassandra.auth import PlainTextAuthProvider
-    from cassandra.cluster import Cluster, NoHostAvailable
+    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable
+    from cassandra.policies import WhiteListRoundRobinPolicy
 
     provider = PlainTextAuthProvider("cassandra", "cassandra") if auth else None
+    only = ExecutionProfile(load_balancing_policy=WhiteListRoundRobinPolicy([host(node)]))
     cluster = Cluster(
-        ["127.0.0.1"], port=cfg.cassandra.port, auth_provider=provider,
+        [host(node)], port=cfg.cassandra.port, auth_provider=provider,
         connect_timeout=2, control_connection_timeout=2, protocol_version=5,
+        execution_profiles={EXEC_PROFILE_DEFAULT: only},
     )  # fmt: skip
     try:
         session = cluster.connect()
         row = session.execute("SELECT release_version FROM system.local", timeout=5).one()
-        return row.release_version
+        if cfg.local.nodes == 1:
+            return row.release_version
+        peers = session.execute("SELECT peer FROM system.peers_v2", timeout=5).all()
+        return f"{row.release_version}, {len(peers)} peer(s)"
     except (NoHostAvailable, OSError, Exception):  # noqa: BLE001 - any failure means "not yet"
         return None
     finally:

@@ -1,4 +1,5 @@
-"""Apache Kafka (KRaft, broker and controller in one process) as a local server."""
+"""Apache Kafka (KRaft, broker and controller in one process) as a local server: one node,
+or a quorum of three on 127.0.0.1-3 (every node a broker and a controller voter)."""
 
 from __future__ import annotations
 
@@ -34,29 +35,39 @@ def ports(cfg: PlatformConfig) -> dict[str, int]:
     return {"broker": broker_port(cfg), "controller": cfg.local.kafka_controller_port}
 
 
-def write_config(cfg: PlatformConfig, home: Path) -> Path:
+def host(node: int) -> str:
+    return f"127.0.0.{node}"
+
+
+def write_config(cfg: PlatformConfig, home: Path, node: int = 1) -> Path:
     conf = home / "conf"
     conf.mkdir(parents=True, exist_ok=True)
-    port, ctl = broker_port(cfg), cfg.local.kafka_controller_port
+    port, ctl, n = broker_port(cfg), cfg.local.kafka_controller_port, cfg.local.nodes
+    voters = ",".join(f"{i}@{host(i)}:{ctl}" for i in range(1, n + 1))
+    # Internal topics as replicated as the cluster allows: a transaction or a group
+    # commit survives one broker of three down (min ISR 2).
+    rf, isr = min(n, 3), 2 if n >= 3 else 1
     # Static quorum (controller.quorum.voters), so `format` needs no --standalone.
     # Few partitions for the internal topics: their creation dominates a cold start. The log
     # cleaner's dedupe buffer (128 MiB by default, allocated at start) is cut to 16 MiB: a
     # 256 MiB-heap test broker died of OutOfMemoryError allocating it.
     (conf / "server.properties").write_text(
         f"""process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:{ctl}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{ctl}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+node.id={node}
+controller.quorum.voters={voters}
+listeners=PLAINTEXT://{host(node)}:{port},CONTROLLER://{host(node)}:{ctl}
+advertised.listeners=PLAINTEXT://{host(node)}:{port}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 log.dirs={home / 'data'}
 num.partitions=4
-offsets.topic.replication.factor=1
+default.replication.factor={rf}
+min.insync.replicas={isr}
+offsets.topic.replication.factor={rf}
 offsets.topic.num.partitions=8
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor={rf}
+transaction.state.log.min.isr={isr}
 transaction.state.log.num.partitions=4
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=true
@@ -79,12 +90,16 @@ def _jvm(cfg: PlatformConfig, java: Path, lib: Path, home: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def format_storage(cfg: PlatformConfig, java: Path, lib: Path, home: Path) -> None:
-    """KRaft needs its log directory formatted once with a cluster id."""
+def new_cluster_id() -> str:
+    """Kafka's Uuid: 16 random bytes, URL-safe base64 without padding."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def format_storage(cfg: PlatformConfig, java: Path, lib: Path, home: Path,
+                   cluster_id: str) -> None:  # fmt: skip
+    """KRaft needs each node's log directory formatted once, with the cluster's id."""
     if (home / "data" / "meta.properties").exists():
         return
-    # Kafka's Uuid: 16 random bytes, URL-safe base64 without padding.
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     cmd = [
         *_jvm(cfg, java, lib, home), "kafka.tools.StorageTool", "format",
         "-t", cluster_id, "-c", str(home / "conf" / "server.properties"), "--ignore-formatted",
@@ -98,13 +113,17 @@ def command(cfg: PlatformConfig, java: Path, lib: Path, home: Path) -> list[str]
     return [*_jvm(cfg, java, lib, home), "kafka.Kafka", str(home / "conf" / "server.properties")]
 
 
-def ready(cfg: PlatformConfig) -> str | None:
-    """The broker count when a metadata request answers, else None."""
+def ready(cfg: PlatformConfig, node: int = 1) -> str | None:
+    """When node ``node``'s broker answers a metadata request and knows every broker of the
+    cluster: how many it knows; else None."""
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({**cfg.kafka.client_settings(), "socket.timeout.ms": 2000})
+    admin = AdminClient({**cfg.kafka.client_settings(), "socket.timeout.ms": 2000,
+                         "bootstrap.servers": f"{host(node)}:{broker_port(cfg)}"})  # fmt: skip
     try:
         md = admin.list_topics(timeout=2)
     except Exception:  # noqa: BLE001 - KafkaException or timeout: "not yet"
         return None
-    return f"{len(md.brokers)} broker(s)" if md.brokers else None
+    if len(md.brokers) < cfg.local.nodes:
+        return None
+    return f"{len(md.brokers)} broker(s)"

@@ -1,8 +1,11 @@
-"""`sluice local up | down | status`: real Cassandra and Kafka on 127.0.0.1.
+"""`sluice local up | down | status`: real Cassandra and Kafka on 127.0.0.1, or a 3-node
+cluster of each on 127.0.0.1-3 (``local.nodes: 3``: configs/platform-cluster.yaml).
 
 Layout under the state directory (configs/platform.yaml `local.state_dir`):
     lib/cassandra-<v>/   lib/kafka-<v>/     jars from Maven Central (fetched once)
-    cassandra/{conf,data,logs}  kafka/{conf,data,logs}
+    cassandra/{conf,data,logs}  kafka/{conf,data,logs}     one node each, or
+    cassandra-<n>/...  kafka-<n>/...   (n = 1..3)          a cluster's nodes
+    kafka-cluster-id     the KRaft cluster id every Kafka node is formatted with
     run/<name>.json      the pid (and its start time) of each server `up` started
 """
 
@@ -38,34 +41,49 @@ class LocalServices:
         self.state = cfg.resolve(cfg.local.state_dir)
         self.run_dir = self.state / "run"
 
-    # -- paths ------------------------------------------------------------------------------
-    def _lib(self, name: str) -> Path:
-        version = self.cfg.local.cassandra_version if name == _cassandra.NAME else (
+    # -- names and paths ---------------------------------------------------------------------
+    def nodes(self, service: str) -> list[str]:
+        """The service's node names: ``cassandra``, or ``cassandra-1`` .. ``-3`` in a cluster."""
+        n = self.cfg.local.nodes
+        return [service] if n == 1 else [f"{service}-{i}" for i in range(1, n + 1)]
+
+    @staticmethod
+    def _split(name: str) -> tuple[str, int]:
+        """``cassandra-2`` -> ("cassandra", 2); ``kafka`` -> ("kafka", 1)."""
+        service, _, node = name.partition("-")
+        return service, int(node or 1)
+
+    def _lib(self, service: str) -> Path:
+        version = self.cfg.local.cassandra_version if service == _cassandra.NAME else (
             self.cfg.local.kafka_version
         )
-        return self.state / "lib" / f"{name}-{version}"
-
-    def _home(self, name: str) -> Path:
-        return self.state / name
+        return self.state / "lib" / f"{service}-{version}"
 
     def _ports(self, name: str) -> dict[str, int]:
-        return (_cassandra if name == _cassandra.NAME else _kafka).ports(self.cfg)
+        service, _ = self._split(name)
+        return (_cassandra if service == _cassandra.NAME else _kafka).ports(self.cfg)
+
+    def _host(self, name: str) -> str:
+        return _cassandra.host(self._split(name)[1])
 
     def _record(self, name: str) -> _jvm.ProcessRecord | None:
         return _jvm.ProcessRecord.load(self.run_dir, name)
 
     # -- commands ---------------------------------------------------------------------------
     def up(self, auth: bool = False) -> dict[str, float]:
-        """Start whatever is not running; wait until both answer. Returns seconds per server."""
+        """Start whatever is not running; wait until every node answers. Returns seconds per
+        node started. Kafka's nodes start together (a quorum needs two of three); Cassandra's
+        one at a time, each once the one before answers (a node may not join a ring while
+        another is joining)."""
         want_mode = {_cassandra.NAME: _cassandra.mode(auth), _kafka.NAME: ""}
         to_start = []
-        for name in SERVICES:
-            rec = self._record(name)
+        for name in (n for service in SERVICES for n in self.nodes(service)):
+            rec, service = self._record(name), self._split(name)[0]
             if rec is not None and rec.alive():
-                if rec.mode != want_mode[name]:
+                if rec.mode != want_mode[service]:
                     raise LocalServiceError(
                         f"{name} is already running with {rec.mode or 'default settings'}; "
-                        f"run `sluice local down` first to restart it with {want_mode[name]}"
+                        f"run `sluice local down` first to restart it with {want_mode[service]}"
                     )
                 self.echo(f"{name}: already running (pid {rec.pid})")
                 continue
@@ -76,23 +94,32 @@ class LocalServices:
 
         java = _jvm.find_java17() if to_start else None
         t0 = time.monotonic()
-        for name, pom, prop, version in (
+        for service, pom, prop, version in (
             (_cassandra.NAME, _cassandra.POM, _cassandra.VERSION_PROPERTY,
              self.cfg.local.cassandra_version),
             (_kafka.NAME, _kafka.POM, _kafka.VERSION_PROPERTY, self.cfg.local.kafka_version),
         ):  # fmt: skip
-            if name in to_start:
-                fetched = _jvm.fetch_jars(pom, prop, version, self._lib(name))
+            if any(self._split(name)[0] == service for name in to_start):
+                fetched = _jvm.fetch_jars(pom, prop, version, self._lib(service))
                 if fetched:
-                    self.echo(f"{name}: fetched {version} from Maven Central "
+                    self.echo(f"{service}: fetched {version} from Maven Central "
                               f"({time.monotonic() - t0:.1f} s)")
 
         started: dict[str, float] = {}
         begun: dict[str, float] = {}
-        for name in to_start:
+        kafka_id = self._kafka_cluster_id()
+        later = []
+        for name in to_start:  # Kafka's nodes, and the first Cassandra node, at once
+            service, node = self._split(name)
+            if service == _cassandra.NAME and node > 1:
+                later.append(name)
+                continue
             begun[name] = time.monotonic()
-            self._start(name, java, auth)  # type: ignore[arg-type]
-        for name in to_start:
+            self._start(name, java, auth, kafka_id)  # type: ignore[arg-type]
+        for name in [n for n in to_start if n not in later] + later:
+            if name in later:  # the next Cassandra node, once the ones before answer
+                begun[name] = time.monotonic()
+                self._start(name, java, auth, kafka_id)  # type: ignore[arg-type]
             self._wait_ready(name, auth)
             started[name] = time.monotonic() - begun[name]
             self.echo(f"{name}: ready in {started[name]:.1f} s")
@@ -101,7 +128,7 @@ class LocalServices:
     def down(self) -> list[str]:
         """Stop exactly the processes `up` recorded; returns the names stopped."""
         stopped = []
-        for name in reversed(SERVICES):
+        for name in (n for service in reversed(SERVICES) for n in self.nodes(service)):
             rec = self._record(name)
             if rec is None:
                 self.echo(f"{name}: not started by sluice")
@@ -116,7 +143,7 @@ class LocalServices:
 
     def status(self) -> list[ServiceStatus]:
         out = []
-        for name in SERVICES:
+        for name in (n for service in SERVICES for n in self.nodes(service)):
             rec = self._record(name)
             if rec is None or not rec.alive():
                 out.append(ServiceStatus(name, False, False, None, "down"))
@@ -128,34 +155,46 @@ class LocalServices:
 
     # -- internals --------------------------------------------------------------------------
     def _check_ports_free(self, name: str) -> None:
+        where = self._host(name)
         for what, port in self._ports(name).items():
-            if _jvm.port_open(port):
+            if _jvm.port_open(port, where):
                 raise LocalServiceError(
-                    f"port {port} ({name} {what}) is already taken by another program; "
-                    f"stop it (`ss -ltnp 'sport = :{port}'` shows which) or change the port "
-                    "in configs/platform.yaml / SLUICE_* variables"
+                    f"port {where}:{port} ({name} {what}) is already taken by another "
+                    f"program; stop it (`ss -ltnp 'sport = :{port}'` shows which) or change "
+                    "the port in configs/platform.yaml / SLUICE_* variables"
                 )
 
-    def _start(self, name: str, java: Path, auth: bool) -> None:
-        home, lib = self._home(name), self._lib(name)
+    def _kafka_cluster_id(self) -> str:
+        """One id for every Kafka node of this state directory, kept across restarts."""
+        path = self.state / "kafka-cluster-id"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(_kafka.new_cluster_id() + "\n")
+        return path.read_text().strip()
+
+    def _start(self, name: str, java: Path, auth: bool, kafka_id: str) -> None:
+        service, node = self._split(name)
+        home, lib = self.state / name, self._lib(service)
         (home / "tmp").mkdir(parents=True, exist_ok=True)
-        if name == _cassandra.NAME:
-            _cassandra.write_config(self.cfg, home, auth)
+        if service == _cassandra.NAME:
+            _cassandra.write_config(self.cfg, home, auth, node)
             cmd, mode = _cassandra.command(self.cfg, java, lib, home), _cassandra.mode(auth)
         else:
-            _kafka.write_config(self.cfg, home)
-            _kafka.format_storage(self.cfg, java, lib, home)
+            _kafka.write_config(self.cfg, home, node)
+            _kafka.format_storage(self.cfg, java, lib, home, kafka_id)
             cmd, mode = _kafka.command(self.cfg, java, lib, home), ""
         rec = _jvm.spawn(name, cmd, home / "logs" / "server.log", cwd=home, mode=mode)
         rec.save(self.run_dir)
 
     def _health(self, name: str, auth: bool) -> str | None:
-        if name == _cassandra.NAME:
-            version = _cassandra.ready(self.cfg, auth)
-            where = f"127.0.0.1:{self.cfg.cassandra.port}"
+        service, node = self._split(name)
+        if service == _cassandra.NAME:
+            version = _cassandra.ready(self.cfg, auth, node)
+            where = f"{self._host(name)}:{self.cfg.cassandra.port}"
             return f"Cassandra {version} on {where}" if version else None
-        brokers = _kafka.ready(self.cfg)
-        return f"Kafka {brokers} on {self.cfg.kafka.bootstrap_servers[0]}" if brokers else None
+        brokers = _kafka.ready(self.cfg, node)
+        where = f"{self._host(name)}:{_kafka.broker_port(self.cfg)}"
+        return f"Kafka, {brokers}, on {where}" if brokers else None
 
     def _wait_ready(self, name: str, auth: bool) -> None:
         rec = self._record(name)
@@ -169,7 +208,7 @@ class LocalServices:
                     f"{name} exited during start; last lines of {rec.log}:\n"
                     f"{_jvm.log_tail(Path(rec.log))}"
                 )
-            if _jvm.port_open(main_port) and self._health(name, auth) is not None:
+            if _jvm.port_open(main_port, self._host(name)) and self._health(name, auth):
                 return
             time.sleep(0.5)
         raise LocalServiceError(
@@ -177,4 +216,3 @@ class LocalServices:
             f"(it is still running, pid {rec.pid}); last lines of {rec.log}:\n"
             f"{_jvm.log_tail(Path(rec.log))}"
         )
-

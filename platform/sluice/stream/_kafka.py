@@ -73,8 +73,9 @@ def topic_partitions(kafka: KafkaConfig, topic: str) -> int | None:
     return len(found.partitions)
 
 
-def ensure_topic(kafka: KafkaConfig, topic: str, partitions: int = 4, replication: int = 1) -> int:
-    """Create ``topic`` unless it exists; returns its partition count."""
+def ensure_topic(kafka: KafkaConfig, topic: str, partitions: int = 4) -> int:
+    """Create ``topic`` unless it exists, with the config's replication factor and
+    ``min.insync.replicas``; returns its partition count."""
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import NewTopic
 
@@ -83,7 +84,8 @@ def ensure_topic(kafka: KafkaConfig, topic: str, partitions: int = 4, replicatio
         return have
     admin = _admin(kafka)  # keep the handle alive until the future resolves
     futures = admin.create_topics(
-        [NewTopic(topic, num_partitions=partitions, replication_factor=replication)],
+        [NewTopic(topic, num_partitions=partitions, replication_factor=kafka.replication_factor,
+                  config={"min.insync.replicas": str(kafka.min_insync_replicas)})],
         operation_timeout=kafka.request_timeout_s,
     )
     try:
