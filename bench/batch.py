@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     print("measuring R (raw driver ceiling) ...", flush=True)
     r_rate, r_level = raw_ceiling(min(args.rows, 100_000))
     r_max, r_max_k, _ = raw_ceiling_max(min(args.rows, 100_000), r_level)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
 
     print(f"Sluice batch job on {args.rows:,} rows ...", flush=True)

@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from sluice.store import CassandraDatasink
 
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  object_store_memory=300 * 1024 * 1024)  # fmt: skip
         ray.data.DataContext.get_current().enable_progress_bars = False
         logging.getLogger("ray.data").setLevel(logging.WARNING)

@@ -152,7 +152,7 @@ def run_ray(root: Path, port: int) -> None:
 
     from serve_apps.scoring.app import ScoringAppArgs, assemble_app
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     bare_api = FastAPI()
 

@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     session.execute(f"DROP KEYSPACE IF EXISTS {KEYSPACE}", timeout=120)
     apply_schema(session, cfg.cassandra, [load_contract("fraud")])
     train(TrainConfig(rows=10_000, epochs=2), ModelRegistry.from_config(cfg))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              object_store_memory=200 * 1024 * 1024)  # fmt: skip
 
     print(f"sustained: draining a backlog of {args.events:,} events ...", flush=True)

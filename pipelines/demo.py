@@ -362,7 +362,7 @@ def main() -> None:
     print(f"Cassandra round trip: {cassandra_round_trip(cfg)}")
     print(f"Kafka round trip:     {kafka_round_trip(cfg)}")
     schema_apply()
-    ray.init(address=cfg.ray.address, num_cpus=2, include_dashboard=False,
+    ray.init(address=cfg.ray.address or "local", num_cpus=2, include_dashboard=False,
              log_to_driver=False, namespace=cfg.ray.namespace,
              _system_config={"metrics_report_interval_ms": 2000})  # fmt: skip
     try:

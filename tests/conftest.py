@@ -40,6 +40,7 @@ def ray_session():
     import ray
 
     ctx = ray.init(
+        address="local",  # never a cluster `ray start` left on this machine
         num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False,
         object_store_memory=300 * 1024 * 1024, namespace="sluice-tests",
         # Metrics reach Ray's Prometheus export within a second (default 10 s).

@@ -302,8 +302,12 @@ class LocalServicesConfig(Frozen):
         description="Nodes of each server: 1 (on 127.0.0.1), or 3 for a local cluster on "
         "127.0.0.1-3 (the loopback range needs no setup on Linux): a Cassandra ring and a "
         "KRaft quorum of three brokers, every node on the same ports of its own address "
-        "(configs/platform-cluster.yaml).",
+        "(configs/platform-cluster.yaml). A cluster also starts a Ray head and worker node.",
     )  # fmt: skip
+    ray_port: int = Field(6400, gt=0, lt=65000, description="A cluster's Ray GCS port; its "
+                          "nodes' other ports follow it (sluice.local._ray.ports).")
+    ray_cpus_per_node: int = Field(1, ge=1, le=64)
+    ray_object_store_mb: int = Field(256, ge=78)
 
 
 class PlatformConfig(Frozen):

@@ -75,6 +75,8 @@ def write_config(cfg: PlatformConfig, home: Path, auth: bool, node: int = 1) -> 
     authorizer = "CassandraAuthorizer" if auth else "AllowAllAuthorizer"
     storage = cfg.local.cassandra_storage_port
     # num_tokens 1 + initial_token and no allocate_tokens_* key: that key adds a ~30 s wait.
+    # auto_bootstrap false: a node joins an empty ring with its own token and nothing to
+    # stream, so it skips bootstrap's waits (a restarted node has bootstrapped already).
     # Request timeouts are generous: a 2-core machine running tests beside the server can
     # stall a scan for seconds, which would otherwise fail reads that are merely slow.
     (conf / "cassandra.yaml").write_text(
@@ -92,6 +94,7 @@ rpc_address: {host(node)}
 storage_port: {storage}
 native_transport_port: {cfg.cassandra.port}
 start_native_transport: true
+auto_bootstrap: false
 authenticator: {authenticator}
 authorizer: {authorizer}
 role_manager: CassandraRoleManager
@@ -113,7 +116,7 @@ range_request_timeout: 30000ms
     return conf
 
 
-def command(cfg: PlatformConfig, java: Path, lib: Path, home: Path) -> list[str]:
+def command(cfg: PlatformConfig, java: Path, lib: Path, home: Path, node: int = 1) -> list[str]:
     conf = home / "conf"
     jamm = sorted(lib.glob("jamm-*.jar"))
     heap = f"{cfg.local.cassandra_heap_mb}M"
@@ -130,7 +133,10 @@ def command(cfg: PlatformConfig, java: Path, lib: Path, home: Path) -> list[str]
         f"-Dlogback.configurationFile=file://{conf / 'logback.xml'}",
         f"-Djna.tmpdir={home / 'tmp'}",
         "-Dcassandra.skip_wait_for_gossip_to_settle=0",
-        "-Dcassandra.ring_delay_ms=1000",
+        # How long a joining node tries to reach the seed (the gossip shadow round): a loaded
+        # 2-core machine took over 1 s ("Unable to contact any seeds"). The seed, node 1,
+        # has none to reach, and would only wait longer.
+        f"-Dcassandra.ring_delay_ms={1000 if node == 1 else 30_000}",
         "-Dcassandra.load_ring_state=false",
         "-Dcassandra.superuser_setup_delay_ms=0",
         "-cp", f"{conf}:{lib}/*",

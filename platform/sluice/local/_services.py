@@ -18,9 +18,10 @@ from pathlib import Path
 
 from sluice.config import PlatformConfig
 from sluice.errors import LocalServiceError
-from sluice.local import _cassandra, _jvm, _kafka
+from sluice.local import _cassandra, _jvm, _kafka, _ray
 
 SERVICES = (_cassandra.NAME, _kafka.NAME)
+"""What every config starts; a cluster (``local.nodes: 3``) also starts Ray's two nodes."""
 
 
 @dataclass(frozen=True)
@@ -42,10 +43,18 @@ class LocalServices:
         self.run_dir = self.state / "run"
 
     # -- names and paths ---------------------------------------------------------------------
+    def services(self) -> tuple[str, ...]:
+        return SERVICES + ((_ray.NAME,) if self.cfg.local.nodes > 1 else ())
+
     def nodes(self, service: str) -> list[str]:
-        """The service's node names: ``cassandra``, or ``cassandra-1`` .. ``-3`` in a cluster."""
-        n = self.cfg.local.nodes
+        """The service's node names: ``cassandra``, or ``cassandra-1`` .. ``-3`` in a cluster
+        (and ``ray-1``, the head, and ``ray-2``)."""
+        n = _ray.NODES if service == _ray.NAME else self.cfg.local.nodes
         return [service] if n == 1 else [f"{service}-{i}" for i in range(1, n + 1)]
+
+    def _all(self, reverse: bool = False) -> list[str]:
+        order = self.services()[::-1] if reverse else self.services()
+        return [name for service in order for name in self.nodes(service)]
 
     @staticmethod
     def _split(name: str) -> tuple[str, int]:
@@ -60,7 +69,9 @@ class LocalServices:
         return self.state / "lib" / f"{service}-{version}"
 
     def _ports(self, name: str) -> dict[str, int]:
-        service, _ = self._split(name)
+        service, node = self._split(name)
+        if service == _ray.NAME:
+            return _ray.ports(self.cfg, node)
         return (_cassandra if service == _cassandra.NAME else _kafka).ports(self.cfg)
 
     def _host(self, name: str) -> str:
@@ -75,9 +86,9 @@ class LocalServices:
         node started. Kafka's nodes start together (a quorum needs two of three); Cassandra's
         one at a time, each once the one before answers (a node may not join a ring while
         another is joining)."""
-        want_mode = {_cassandra.NAME: _cassandra.mode(auth), _kafka.NAME: ""}
+        want_mode = {_cassandra.NAME: _cassandra.mode(auth), _kafka.NAME: "", _ray.NAME: ""}
         to_start = []
-        for name in (n for service in SERVICES for n in self.nodes(service)):
+        for name in self._all():
             rec, service = self._record(name), self._split(name)[0]
             if rec is not None and rec.alive():
                 if rec.mode != want_mode[service]:
@@ -92,7 +103,7 @@ class LocalServices:
             self._check_ports_free(name)
             to_start.append(name)
 
-        java = _jvm.find_java17() if to_start else None
+        java = _jvm.find_java17() if any(not n.startswith(_ray.NAME) for n in to_start) else None
         t0 = time.monotonic()
         for service, pom, prop, version in (
             (_cassandra.NAME, _cassandra.POM, _cassandra.VERSION_PROPERTY,
@@ -109,15 +120,15 @@ class LocalServices:
         begun: dict[str, float] = {}
         kafka_id = self._kafka_cluster_id()
         later = []
-        for name in to_start:  # Kafka's nodes, and the first Cassandra node, at once
+        for name in to_start:  # Kafka's nodes, and the first of Cassandra and Ray, at once
             service, node = self._split(name)
-            if service == _cassandra.NAME and node > 1:
+            if service in (_cassandra.NAME, _ray.NAME) and node > 1:
                 later.append(name)
                 continue
             begun[name] = time.monotonic()
             self._start(name, java, auth, kafka_id)  # type: ignore[arg-type]
         for name in [n for n in to_start if n not in later] + later:
-            if name in later:  # the next Cassandra node, once the ones before answer
+            if name in later:  # the next Cassandra or Ray node, once the ones before answer
                 begun[name] = time.monotonic()
                 self._start(name, java, auth, kafka_id)  # type: ignore[arg-type]
             self._wait_ready(name, auth)
@@ -128,7 +139,7 @@ class LocalServices:
     def down(self) -> list[str]:
         """Stop exactly the processes `up` recorded; returns the names stopped."""
         stopped = []
-        for name in (n for service in reversed(SERVICES) for n in self.nodes(service)):
+        for name in self._all(reverse=True):
             rec = self._record(name)
             if rec is None:
                 self.echo(f"{name}: not started by sluice")
@@ -139,11 +150,13 @@ class LocalServices:
             else:
                 self.echo(f"{name}: was not running")
             rec.forget(self.run_dir)
+            if name == f"{_ray.NAME}-1":
+                _ray.forget_address(self.cfg)
         return stopped
 
     def status(self) -> list[ServiceStatus]:
         out = []
-        for name in (n for service in SERVICES for n in self.nodes(service)):
+        for name in self._all():
             rec = self._record(name)
             if rec is None or not rec.alive():
                 out.append(ServiceStatus(name, False, False, None, "down"))
@@ -159,8 +172,8 @@ class LocalServices:
         for what, port in self._ports(name).items():
             if _jvm.port_open(port, where):
                 raise LocalServiceError(
-                    f"port {where}:{port} ({name} {what}) is already taken by another "
-                    f"program; stop it (`ss -ltnp 'sport = :{port}'` shows which) or change "
+                    f"port {port} ({name} {what}) is already taken by another program on "
+                    f"{where}; stop it (`ss -ltnp 'sport = :{port}'` shows which) or change "
                     "the port in configs/platform.yaml / SLUICE_* variables"
                 )
 
@@ -176,9 +189,11 @@ class LocalServices:
         service, node = self._split(name)
         home, lib = self.state / name, self._lib(service)
         (home / "tmp").mkdir(parents=True, exist_ok=True)
-        if service == _cassandra.NAME:
+        if service == _ray.NAME:
+            cmd, mode = _ray.command(self.cfg, node), ""
+        elif service == _cassandra.NAME:
             _cassandra.write_config(self.cfg, home, auth, node)
-            cmd, mode = _cassandra.command(self.cfg, java, lib, home), _cassandra.mode(auth)
+            cmd, mode = _cassandra.command(self.cfg, java, lib, home, node), _cassandra.mode(auth)
         else:
             _kafka.write_config(self.cfg, home, node)
             _kafka.format_storage(self.cfg, java, lib, home, kafka_id)
@@ -188,6 +203,12 @@ class LocalServices:
 
     def _health(self, name: str, auth: bool) -> str | None:
         service, node = self._split(name)
+        if service == _ray.NAME:  # its GCS and raylet answer (a driver would cost seconds)
+            needed = {w: p for w, p in self._ports(name).items() if w in ("GCS", "node manager")}
+            if not all(_jvm.port_open(p, _ray.host(node)) for p in needed.values()):
+                return None
+            role = f"head, GCS {_ray.gcs_address(self.cfg)}" if node == 1 else "worker"
+            return f"Ray {role} on {_ray.host(node)}, resource node{node}"
         if service == _cassandra.NAME:
             version = _cassandra.ready(self.cfg, auth, node)
             where = f"{self._host(name)}:{self.cfg.cassandra.port}"

@@ -35,7 +35,11 @@ class Cluster:
 @pytest.fixture(scope="package")
 def cluster(local_services) -> Cluster:
     c = Cluster()
-    c.services.up()
+    try:
+        c.services.up()
+    except BaseException:
+        c.services.down()  # the nodes that did start: nothing outlives a failed start
+        raise
     yield c
     from sluice.store import close_sessions
 
