@@ -32,8 +32,8 @@ class Cluster:
         self.services.up()
 
 
-@pytest.fixture(scope="package")
-def cluster(local_services) -> Cluster:
+@pytest.fixture(scope="module")  # stopped after its module (a directory's "package"
+def cluster(local_services) -> Cluster:  # scope lasted the whole session in CI)
     c = Cluster()
     try:
         c.services.up()
