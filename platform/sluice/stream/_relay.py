@@ -44,6 +44,7 @@ from sluice.stream._alerts import (
     ensure_alert_topics,
     producer_settings,
 )
+from sluice.stream._kafka import GroupLag
 from sluice.stream._loop import ConsumerLoop, LoopStats
 from sluice.stream._messages import Message
 from sluice.stream._scoring import BatchResult
@@ -107,18 +108,18 @@ def read_topic(kafka: KafkaConfig, topic: str, timeout_s: float = 60.0) -> Itera
 def pending_messages(kafka: KafkaConfig, group: str, topic: str, timeout_s: float = 30.0) -> int:
     """Committed messages of ``topic`` past ``group``'s committed offsets (0: caught up).
     Exact where offsets and log-end lag are not: transaction markers take offsets too."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+    from confluent_kafka import OFFSET_BEGINNING
 
+    lag = GroupLag(kafka, group, topic)
+    try:
+        committed = lag.committed()  # -1001 where the group committed none
+    finally:
+        lag.close()
+    if not committed:
+        raise StreamError(f"topic {topic!r} does not exist")
+    starts = {p: o if o >= 0 else OFFSET_BEGINNING for p, o in committed.items()}
     consumer = _reader(kafka, "lag")
     try:
-        parts = [TopicPartition(topic, p) for p in _partitions(consumer, kafka, topic)]
-        group_view = Consumer(kafka.client_settings() | {"group.id": group,
-                                                          "enable.auto.commit": False})  # fmt: skip
-        try:
-            done = group_view.committed(parts, timeout=kafka.request_timeout_s)
-        finally:
-            group_view.close()
-        starts = {tp.partition: tp.offset if tp.offset >= 0 else OFFSET_BEGINNING for tp in done}
         return sum(1 for _ in _to_end(consumer, starts, topic, timeout_s))
     finally:
         consumer.close()
