@@ -61,9 +61,28 @@ def test_stop_ends_the_whole_process_group(tmp_path):
     while len(pids) < 3 and time.monotonic() < deadline:  # sh and its two sleeps
         pids = _jvm.group_members(rec.pid)
     assert len(pids) == 3, pids
-    assert _jvm.stop(rec, timeout_s=5)
+    assert _jvm.stop(rec, timeout_s=5) == [True]
     for pid in pids:
         assert _jvm.process_start_ticks(pid) is None
+
+
+def test_stop_ends_what_a_dead_server_left_in_its_group(tmp_path):
+    """A Ray node whose raylet was SIGKILLed exits, and its agents hold the node's ports a
+    while longer: stopping the dead record still ends them (and says it was not running)."""
+    import os
+    import signal
+
+    rec = _jvm.spawn("x", ["sh", "-c", "sleep 60 & wait"], tmp_path / "log", cwd=tmp_path)
+    deadline = time.monotonic() + 10
+    while len(_jvm.group_members(rec.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = [p for p in _jvm.group_members(rec.pid) if p != rec.pid]
+    assert len(left) == 1, left
+    os.kill(rec.pid, signal.SIGKILL)
+    os.waitpid(rec.pid, 0)
+    assert not rec.alive() and _jvm.group_members(rec.pid) == left
+    assert _jvm.stop(rec, timeout_s=5) == [False]
+    assert _jvm.group_members(rec.pid) == []
 
 
 def test_server_exiting_during_start_shows_its_log(tmp_path):

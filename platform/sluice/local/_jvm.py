@@ -150,18 +150,26 @@ def spawn(name: str, cmd: list[str], log: Path, cwd: Path, mode: str = "",
     return ProcessRecord(name, proc.pid, -1 if ticks is None else ticks, str(log), mode)
 
 
-def stop(record: ProcessRecord, timeout_s: float = 60.0) -> bool:
-    """SIGTERM the recorded process group, SIGKILL after timeout_s; True when it was running.
+def stop(*records: ProcessRecord, timeout_s: float = 60.0) -> list[bool]:
+    """SIGTERM the recorded process groups together, SIGKILL what is left after timeout_s;
+    for each record, True when its server was running.
 
-    Returns once no live process is left in the group (the server and anything it forked).
+    Returns once no live process is left in any group (the servers and anything they
+    forked, also when the server itself had died and left helpers behind: a Ray node
+    whose raylet was killed leaves its agents holding the node's ports for a while).
+    Nodes of one service stop together: a KRaft broker shut down after its quorum has
+    gone waits for a controller that never answers.
     """
-    if not record.alive():
-        return False
-    _signal_group(record.pid, signal.SIGTERM)
-    if not _wait_group_gone(record.pid, timeout_s):
-        _signal_group(record.pid, signal.SIGKILL)
-        _wait_group_gone(record.pid, 10.0)
-    return True
+    running = [r.alive() for r in records]
+    groups = [r.pid for r in records if group_members(r.pid)]
+    for pgid in groups:
+        _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for pgid in groups:
+        if not _wait_group_gone(pgid, max(0.0, deadline - time.monotonic())):
+            _signal_group(pgid, signal.SIGKILL)
+            _wait_group_gone(pgid, 10.0)
+    return running
 
 
 def group_members(pgid: int) -> list[int]:

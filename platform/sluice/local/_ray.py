@@ -20,6 +20,9 @@ from sluice.config import PlatformConfig
 
 NAME = "ray"
 NODES = 2
+STOP_GRACE_S = 10.0
+"""SIGTERM, then SIGKILL after this: some of a node's processes outlive a SIGTERM to its
+group (measured: the whole 60 s grace the JVMs get, every time); `ray stop` gives 16 s."""
 
 
 def host(node: int) -> str:

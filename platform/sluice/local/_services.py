@@ -98,7 +98,8 @@ class LocalServices:
                     )
                 self.echo(f"{name}: already running (pid {rec.pid})")
                 continue
-            if rec is not None:
+            if rec is not None:  # it died: what it left behind goes first (its ports)
+                _jvm.stop(rec)
                 rec.forget(self.run_dir)
             self._check_ports_free(name)
             to_start.append(name)
@@ -137,21 +138,27 @@ class LocalServices:
         return started
 
     def down(self) -> list[str]:
-        """Stop exactly the processes `up` recorded; returns the names stopped."""
+        """Stop exactly the processes `up` recorded, the nodes of each service together;
+        returns the names stopped."""
         stopped = []
-        for name in self._all(reverse=True):
-            rec = self._record(name)
-            if rec is None:
-                self.echo(f"{name}: not started by sluice")
-                continue
-            if _jvm.stop(rec):
-                stopped.append(name)
-                self.echo(f"{name}: stopped (pid {rec.pid})")
-            else:
-                self.echo(f"{name}: was not running")
-            rec.forget(self.run_dir)
-            if name == f"{_ray.NAME}-1":
-                _ray.forget_address(self.cfg)
+        for service in self.services()[::-1]:
+            recs = []
+            for name in self.nodes(service)[::-1]:
+                rec = self._record(name)
+                if rec is None:
+                    self.echo(f"{name}: not started by sluice")
+                else:
+                    recs.append(rec)
+            grace = _ray.STOP_GRACE_S if service == _ray.NAME else 60.0
+            for rec, was_running in zip(recs, _jvm.stop(*recs, timeout_s=grace), strict=True):
+                if was_running:
+                    stopped.append(rec.name)
+                    self.echo(f"{rec.name}: stopped (pid {rec.pid})")
+                else:
+                    self.echo(f"{rec.name}: was not running")
+                rec.forget(self.run_dir)
+                if rec.name == f"{_ray.NAME}-1":
+                    _ray.forget_address(self.cfg)
         return stopped
 
     def status(self) -> list[ServiceStatus]:
