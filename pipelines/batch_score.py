@@ -67,6 +67,13 @@ class KeyCheck:
     keyed_rows: int  # rows with a key
 
 
+WRITE_TASK = {"num_cpus": 0.25}
+"""A write task waits on Cassandra (the driver's async requests), not on a CPU. Asking for a
+whole one let the writes hold every CPU of a 2-node cluster while the objects they needed,
+lost with a node, waited for a scoring actor to restart: the job hung (tests/integration/
+cluster/test_batch_faults.py)."""
+
+
 def conflicting_keys(ds, key_column: str, rows: int,
                      rows_per_bucket: int = 500_000) -> KeyCheck:  # fmt: skip
     """Keys that carry different rows anywhere in the data set (identical copies are a
@@ -204,7 +211,7 @@ def run(job: BatchJob, cfg: PlatformConfig) -> JobSummary:
     quarantined = quarantined.materialize()
     qsink = CassandraDatasink(cfg.cassandra, out.quarantine_table, consistency=out.consistency,
                               ttl_s=out.ttl_s)  # fmt: skip
-    quarantined.write_datasink(qsink)
+    quarantined.write_datasink(qsink, ray_remote_args=WRITE_TASK)
     reasons: Counter[str] = Counter()
     for batch in quarantined.iter_batches(batch_format="pyarrow", batch_size=65536):
         reasons.update(reason_counts(batch.column("reasons").to_pylist()))
@@ -235,7 +242,7 @@ def run(job: BatchJob, cfg: PlatformConfig) -> JobSummary:
     psink = CassandraDatasink(cfg.cassandra, out.predictions_table, consistency=out.consistency,
                               ttl_s=out.ttl_s)  # fmt: skip
     try:
-        scored.write_datasink(psink)
+        scored.write_datasink(psink, ray_remote_args=WRITE_TASK)
         if job.parquet_copy_dir:
             # A second execution of pass 2: deterministic, so it writes the same rows.
             scored.drop_columns(["features"]).write_parquet(job.parquet_copy_dir)
