@@ -214,11 +214,11 @@ def run(
                 summary.stopped_by = "consumers ended"
             elif max_seconds is not None and time.monotonic() - started >= max_seconds:
                 summary.stopped_by = "max_seconds"
-            elif until_caught_up and not any(lag.lag().values()):
+            elif until_caught_up and _lag(lag) == {}:
                 summary.stopped_by = "caught up"
             if time.monotonic() >= next_progress:
                 next_progress += _PROGRESS_EVERY_S
-                log.info("job %s: lag %s", job.name, lag.lag())
+                log.info("job %s: lag %s", job.name, _lag(lag))
     finally:
         for m in members:
             if m.name not in finished:
@@ -237,6 +237,17 @@ def run(
     summary.elapsed_s = round(time.monotonic() - started, 3)
     _add_up(summary, [*retired, *finished.values()], latency_after)
     return summary
+
+
+def _lag(lag: GroupLag) -> dict[int, int] | None:
+    """The partitions still behind (empty: caught up), or None while Kafka cannot say (a
+    broker down, the group coordinator moving): the job goes on and asks again later. A
+    progress report must never end the job its consumers are keeping alive."""
+    try:
+        return {p: n for p, n in lag.lag().items() if n}
+    except Exception as exc:  # noqa: BLE001 - logged; the consumers carry on regardless
+        log.warning("reading the group's lag failed (%s); asking again later", exc)
+        return None
 
 
 def connect_ray(cfg: PlatformConfig) -> None:

@@ -146,11 +146,21 @@ class GroupLag:
                 time.sleep(0.2)
 
     def end_offsets(self, partitions: Sequence[int]) -> dict[int, tuple[int, int]]:
-        from confluent_kafka import TopicPartition
+        """Partition -> (low, high) watermarks; transient errors (a partition's leader
+        moving after a broker dies) are retried within the request timeout."""
+        from confluent_kafka import KafkaException, TopicPartition
 
         timeout = self.kafka.request_timeout_s
-        get = self._consumer.get_watermark_offsets
-        return {p: get(TopicPartition(self.topic, p), timeout=timeout) for p in partitions}
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                get = self._consumer.get_watermark_offsets
+                return {p: get(TopicPartition(self.topic, p), timeout=timeout)
+                        for p in partitions}  # fmt: skip
+            except KafkaException as exc:
+                if not _transient(exc) or time.monotonic() >= deadline:
+                    raise StreamError(f"reading the end offsets of {self.topic}: {exc}") from exc
+                time.sleep(0.2)
 
     def lag(self) -> dict[int, int]:
         """Partition -> messages not yet committed (end offset - committed offset)."""

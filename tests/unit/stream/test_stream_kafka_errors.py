@@ -1,4 +1,5 @@
-"""Which Kafka errors the lag reader retries: the group coordinator moving, not a bad topic."""
+"""Which Kafka errors the lag reader retries (the group coordinator moving, not a bad topic),
+and the stream driver going on while the lag cannot be read."""
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
@@ -23,3 +24,29 @@ def test_transient_kafka_errors(code, transient):
 
 def test_other_exceptions_are_not_transient():
     assert _transient(ValueError("no")) is False
+
+
+class _Lag:
+    """GroupLag's ``lag`` as the driver sees it: answers, or raises while a broker is down."""
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+
+    def lag(self):
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def test_the_stream_driver_reads_lag_through_a_broker_outage():
+    """A lag read that fails (a SIGKILLed broker held the group coordinator, then the
+    leaders moved) is 'unknown', not the end of the job; caught up only at 0 everywhere."""
+    from pipelines.stream_score import _lag
+    from sluice.errors import StreamError
+
+    lag = _Lag(StreamError("reading offsets of group g: coordinator not available"),
+               {0: 3, 1: 0}, {0: 0, 1: 0})  # fmt: skip
+    assert _lag(lag) is None
+    assert _lag(lag) == {0: 3}
+    assert _lag(lag) == {}
