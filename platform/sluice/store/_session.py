@@ -35,6 +35,7 @@ from cassandra.cluster import (
     Session,
 )
 from cassandra.policies import (
+    ConstantSpeculativeExecutionPolicy,
     DCAwareRoundRobinPolicy,
     ExponentialReconnectionPolicy,
     RetryPolicy,
@@ -62,6 +63,9 @@ RECONNECT_MAX_DELAY_S = 10.0
 attempts. The driver's default doubles the wait up to 10 minutes, which keeps a client
 away for minutes after a short outage has ended (a stream waiting out a 2-minute outage
 would give up first); this bounds the lag after recovery to about 10 s."""
+
+SPECULATIVE_ATTEMPTS = 2
+"""Extra coordinators an unanswered idempotent request is sent to (``speculative_delay_s``)."""
 
 TUPLES = "sluice_tuples"
 """Execution profile whose rows are plain tuples (bulk reads build Arrow columns from them)."""
@@ -98,6 +102,8 @@ def build_cluster(cfg: CassandraConfig) -> Cluster:
             consistency_level=consistency(cfg.read_consistency),
             request_timeout=cfg.request_timeout_s,
             row_factory=row_factory,
+            speculative_execution_policy=None if cfg.speculative_delay_s is None else (
+                ConstantSpeculativeExecutionPolicy(cfg.speculative_delay_s, SPECULATIVE_ATTEMPTS)),
         )
 
     auth = (

@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT
-from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+from cassandra.policies import (
+    ConstantSpeculativeExecutionPolicy,
+    DCAwareRoundRobinPolicy,
+    NoSpeculativeExecutionPolicy,
+    TokenAwarePolicy,
+)
 
 from sluice.config import CassandraConfig
 from sluice.store import _session, build_cluster, session_for
@@ -36,6 +41,22 @@ def test_cluster_follows_the_config() -> None:
             assert isinstance(lb._child_policy, DCAwareRoundRobinPolicy)
             assert lb._child_policy.local_dc == "dc-east"
             assert profile.request_timeout == 7.0
+            assert isinstance(profile.speculative_execution_policy, NoSpeculativeExecutionPolicy)
+    finally:
+        cluster.shutdown()
+
+
+def test_speculative_execution_follows_the_config() -> None:
+    """``speculative_delay_s``: an unanswered idempotent request goes to the next
+    coordinator too after the delay (the driver's ConstantSpeculativeExecutionPolicy)."""
+    cluster = build_cluster(CassandraConfig(speculative_delay_s=0.5))
+    try:
+        for name in (EXEC_PROFILE_DEFAULT, _session.TUPLES):
+            plan = cluster.profile_manager.profiles[name].speculative_execution_policy
+            assert isinstance(plan, ConstantSpeculativeExecutionPolicy)
+            schedule = plan.new_plan("ks", None)
+            delays = [schedule.next_execution(None) for _ in range(3)]
+            assert delays == [0.5, 0.5, -1]  # two extra coordinators, then no more
     finally:
         cluster.shutdown()
 
