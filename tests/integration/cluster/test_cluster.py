@@ -81,12 +81,30 @@ def test_a_write_at_local_quorum_is_read_after_its_coordinator_is_killed(cluster
     assert status.exit_code == 0, status.output
 
 
+def topic_config(admin, topic: str) -> dict:
+    """The topic's config. The broker asked may not know a topic created a moment ago
+    (UNKNOWN_TOPIC_OR_PART, seen in CI): asked again until it does, for up to 30 s."""
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import ConfigResource
+
+    deadline = time.monotonic() + 30
+    while True:
+        (future,) = admin.describe_configs([ConfigResource("topic", topic)]).values()
+        try:
+            return future.result(timeout=10)
+        except KafkaException as exc:
+            unknown = exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+            if not unknown or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.2)
+
+
 def test_a_topic_has_three_replicas_and_takes_writes_with_a_broker_killed(cluster):
     """Topics come with the config's replication (3) and min.insync.replicas (2): with one
     broker SIGKILLed, acks=all writes go on (after its partitions' leaders move) and every
     message is read back once."""
     from confluent_kafka import Producer
-    from confluent_kafka.admin import AdminClient, ConfigResource
+    from confluent_kafka.admin import AdminClient
 
     kafka = cluster.cfg.kafka
     topic = f"test-cluster-{uuid.uuid4().hex[:8]}"
@@ -94,8 +112,7 @@ def test_a_topic_has_three_replicas_and_takes_writes_with_a_broker_killed(cluste
     admin = AdminClient(kafka.client_settings())
     meta = admin.list_topics(topic, timeout=10).topics[topic]
     assert all(len(p.replicas) == 3 for p in meta.partitions.values())
-    (conf,) = admin.describe_configs([ConfigResource("topic", topic)]).values()
-    assert conf.result(timeout=10)["min.insync.replicas"].value == "2"
+    assert topic_config(admin, topic)["min.insync.replicas"].value == "2"
 
     producer = Producer(kafka.client_settings() | {"enable.idempotence": True, "acks": "all"})
     sent = [f"m{i}".encode() for i in range(300)]
