@@ -163,10 +163,11 @@ class CassandraConfig(Frozen):
     connect_timeout_s: float = Field(5.0, gt=0)
     request_timeout_s: float = Field(10.0, gt=0)
     speculative_delay_s: float | None = Field(
-        None, gt=0, description="With several nodes: an idempotent request (every Sluice "
-        "read and write) not answered within this is sent to the next coordinator too, up to "
-        "twice (the driver's ConstantSpeculativeExecutionPolicy). A coordinator waiting on a "
-        "replica that just died answers only at the server's read timeout; null: off.")
+        None, gt=0, description="With several nodes: an idempotent request (Sluice's "
+        "writes, feature and checkpoint reads) not answered within this is sent to the next "
+        "coordinator too, up to twice (the driver's ConstantSpeculativeExecutionPolicy). A "
+        "coordinator waiting on a replica that just died answers only at the server's read "
+        "timeout; null: off.")
     write_concurrency: int = Field(64, ge=1, le=4096, description="In-flight writes per session.")
     write_retries: int = Field(5, ge=0, le=50)
     retry_backoff_s: float = Field(0.2, ge=0)
