@@ -108,3 +108,26 @@ def test_server_exiting_during_start_shows_its_log(tmp_path):
 def test_local_package_has_its_poms():
     here = Path(_jvm.POM_DIR)
     assert (here / "cassandra-pom.xml").is_file() and (here / "kafka-pom.xml").is_file()
+
+
+def test_a_dead_nodes_port_is_given_time_to_go_free(tmp_path):
+    """``up`` waits (bounded) for a dead node's ports, which a helper outside its process
+    group may hold a few seconds more; a port held past the wait is still refused."""
+    import socket
+    import threading
+
+    from sluice.config import PlatformConfig
+    from sluice.errors import LocalServiceError
+    from sluice.local import LocalServices
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    cfg = PlatformConfig.model_validate({"local": {"state_dir": str(tmp_path)},
+                                         "kafka": {"bootstrap_servers": [f"127.0.0.1:{port}"]}})
+    services = LocalServices(cfg, echo=lambda _: None)
+    with pytest.raises(LocalServiceError, match=f"port {port}"):
+        services._check_ports_free("kafka", wait_s=0.3)
+    threading.Timer(0.5, holder.close).start()
+    services._check_ports_free("kafka", wait_s=10)  # freed after 0.5 s: no error

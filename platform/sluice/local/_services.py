@@ -20,6 +20,11 @@ from sluice.config import PlatformConfig
 from sluice.errors import LocalServiceError
 from sluice.local import _cassandra, _jvm, _kafka, _ray
 
+DEAD_NODE_PORTS_WAIT_S = 30.0
+"""How long ``up`` lets a dead node's ports go free before refusing to start it again: a
+SIGKILLed raylet ends its ``ray start --block``, whose dashboard agent keeps the node's
+metrics port a few seconds more (seen: port 6423 taken right after)."""
+
 SERVICES = (_cassandra.NAME, _kafka.NAME)
 """What every config starts; a cluster (``local.nodes: 3``) also starts Ray's two nodes."""
 
@@ -101,6 +106,7 @@ class LocalServices:
             if rec is not None:  # it died: what it left behind goes first (its ports)
                 _jvm.stop(rec)
                 rec.forget(self.run_dir)
+                self._check_ports_free(name, wait_s=DEAD_NODE_PORTS_WAIT_S)
             self._check_ports_free(name)
             to_start.append(name)
 
@@ -174,9 +180,14 @@ class LocalServices:
         return out
 
     # -- internals --------------------------------------------------------------------------
-    def _check_ports_free(self, name: str) -> None:
+    def _check_ports_free(self, name: str, wait_s: float = 0.0) -> None:
+        """Refuse to start ``name`` on a port another program holds; ``wait_s``: first give
+        the holders that long to let go (a dead node's helpers outside its group)."""
         where = self._host(name)
+        deadline = time.monotonic() + wait_s
         for what, port in self._ports(name).items():
+            while _jvm.port_open(port, where) and time.monotonic() < deadline:
+                time.sleep(0.2)
             if _jvm.port_open(port, where):
                 raise LocalServiceError(
                     f"port {port} ({name} {what}) is already taken by another program on "

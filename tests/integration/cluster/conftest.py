@@ -214,3 +214,10 @@ def cluster(local_services, tmp_path_factory) -> Cluster:
 
     close_sessions()
     c.services.down()
+
+
+@pytest.fixture(autouse=True)
+def every_node_up(cluster: Cluster) -> None:
+    """Each test starts with every node answering (quick when they all are): a fault test
+    that failed before restarting its node must not fail the tests after it."""
+    cluster.restart()
