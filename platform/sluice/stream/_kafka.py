@@ -16,11 +16,13 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sluice.config import KafkaConfig
 from sluice.errors import StreamError
 from sluice.jobs import StreamJob
+
+T = TypeVar("T")
 
 __all__ = [
     "GroupLag",
@@ -127,39 +129,40 @@ class GroupLag:
 
     def committed(self) -> dict[int, int]:
         """Partition -> committed offset (-1001 where the group committed none)."""
-        from confluent_kafka import KafkaException, TopicPartition
+        from confluent_kafka import TopicPartition
 
         n = topic_partitions(self.kafka, self.topic) or 0
         tps = [TopicPartition(self.topic, p) for p in range(n)]
         if not tps:
             return {}
-        # Retriable errors (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS while the group
-        # coordinator moves or loads) are retried within the request timeout.
+        timeout = self.kafka.request_timeout_s
+        got = self._retrying(lambda: self._consumer.committed(tps, timeout=timeout),
+                             f"reading offsets of group {self.group}")  # fmt: skip
+        return {tp.partition: tp.offset for tp in got}
+
+    def end_offsets(self, partitions: Sequence[int]) -> dict[int, tuple[int, int]]:
+        """Partition -> (low, high) watermarks."""
+        from confluent_kafka import TopicPartition
+
+        timeout = self.kafka.request_timeout_s
+        get = self._consumer.get_watermark_offsets
+        return self._retrying(
+            lambda: {p: get(TopicPartition(self.topic, p), timeout=timeout) for p in partitions},
+            f"reading the end offsets of {self.topic}")  # fmt: skip
+
+    def _retrying(self, call: Callable[[], T], what: str) -> T:
+        """``call()``, with transient errors (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS
+        while the group coordinator moves or loads; a partition's leader moving after a
+        broker dies) retried within the request timeout; else StreamError naming ``what``."""
+        from confluent_kafka import KafkaException
+
         deadline = time.monotonic() + self.kafka.request_timeout_s
         while True:
             try:
-                got = self._consumer.committed(tps, timeout=self.kafka.request_timeout_s)
-                return {tp.partition: tp.offset for tp in got}
+                return call()
             except KafkaException as exc:
                 if not _transient(exc) or time.monotonic() >= deadline:
-                    raise StreamError(f"reading offsets of group {self.group}: {exc}") from exc
-                time.sleep(0.2)
-
-    def end_offsets(self, partitions: Sequence[int]) -> dict[int, tuple[int, int]]:
-        """Partition -> (low, high) watermarks; transient errors (a partition's leader
-        moving after a broker dies) are retried within the request timeout."""
-        from confluent_kafka import KafkaException, TopicPartition
-
-        timeout = self.kafka.request_timeout_s
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                get = self._consumer.get_watermark_offsets
-                return {p: get(TopicPartition(self.topic, p), timeout=timeout)
-                        for p in partitions}  # fmt: skip
-            except KafkaException as exc:
-                if not _transient(exc) or time.monotonic() >= deadline:
-                    raise StreamError(f"reading the end offsets of {self.topic}: {exc}") from exc
+                    raise StreamError(f"{what}: {exc}") from exc
                 time.sleep(0.2)
 
     def lag(self) -> dict[int, int]:
