@@ -106,8 +106,7 @@ class LocalServices:
             if rec is not None:  # it died: what it left behind goes first (its ports)
                 _jvm.stop(rec)
                 rec.forget(self.run_dir)
-                self._check_ports_free(name, wait_s=DEAD_NODE_PORTS_WAIT_S)
-            self._check_ports_free(name)
+            self._check_ports_free(name, wait_s=0.0 if rec is None else DEAD_NODE_PORTS_WAIT_S)
             to_start.append(name)
 
         java = _jvm.find_java17() if any(not n.startswith(_ray.NAME) for n in to_start) else None
