@@ -9,6 +9,8 @@ Sized to prove the property in CI, not to load the cluster: 200k rows take 274 s
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -19,6 +21,7 @@ import pytest
 
 from sluice.config import REPO_ROOT
 from sluice.datagen import generate_dataset, write_parquet
+from sluice.local._jvm import process_start_ticks
 from sluice.store import session_for
 
 from .conftest import Cluster, Meter, WritesCounter, raylet_pid
@@ -139,13 +142,8 @@ def test_batch_survives_the_worker_raylet_killed_mid_job(cluster, batch_input):
     the head node, or the job fails naming the loss; either way the rows add up."""
 
     def kill_the_worker(meter: Meter, proc) -> tuple[str, float, float]:
-        import os
-        import signal
-
         os.kill(raylet_pid("127.0.0.2"), signal.SIGKILL)
         at = time.monotonic()
-        from sluice.local._jvm import process_start_ticks
-
         ray2 = cluster.services._record("ray-2")
         deadline = time.monotonic() + 60  # `ray start --block` sees its raylet die and exits
         while process_start_ticks(ray2.pid) is not None and time.monotonic() < deadline:
