@@ -124,8 +124,12 @@ def test_a_dead_nodes_port_is_given_time_to_go_free(tmp_path):
     holder.bind(("127.0.0.1", 0))
     holder.listen()
     port = holder.getsockname()[1]
-    cfg = PlatformConfig.model_validate({"local": {"state_dir": str(tmp_path)},
-                                         "kafka": {"bootstrap_servers": [f"127.0.0.1:{port}"]}})
+    with socket.socket() as free:  # the controller's port: not the default 9093, which the
+        free.bind(("127.0.0.1", 0))  # local Kafka of `make test` holds
+        controller = free.getsockname()[1]
+    cfg = PlatformConfig.model_validate({
+        "local": {"state_dir": str(tmp_path), "kafka_controller_port": controller},
+        "kafka": {"bootstrap_servers": [f"127.0.0.1:{port}"]}})  # fmt: skip
     services = LocalServices(cfg, echo=lambda _: None)
     with pytest.raises(LocalServiceError, match=f"port {port}"):
         services._check_ports_free("kafka", wait_s=0.3)
