@@ -68,6 +68,10 @@ def _not_reserved(name: str) -> str:
 CqlName = Annotated[str, Field(pattern=CQL_NAME_PATTERN), AfterValidator(_not_reserved)]
 """A name that reaches CQL text unquoted: ``CQL_NAME_PATTERN`` and not a reserved word."""
 
+SPECULATIVE_RETRY = (r"^(NEVER|ALWAYS|[0-9]+(\.[0-9]+)?p|[0-9]+ms"
+                     r"|(MIN|MAX)\([0-9]+(\.[0-9]+)?p,[0-9]+ms\))$")
+"""Cassandra's ``speculative_retry`` values, spelled as ``system_schema.tables`` shows them."""
+
 DatacenterName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 """A Cassandra datacenter name (``datacenter1``, ``us-east-1``): CQL quotes it as a string
 literal in the replication map, so quotes and spaces are refused."""
@@ -168,6 +172,12 @@ class CassandraConfig(Frozen):
         "coordinator too, up to twice (the driver's ConstantSpeculativeExecutionPolicy). A "
         "coordinator waiting on a replica that just died answers only at the server's read "
         "timeout; null: off.")
+    speculative_retry: str = Field(
+        "99p", pattern=SPECULATIVE_RETRY, description="The tables' `speculative_retry` (set by "
+        "`sluice schema apply`): a coordinator not answered by a replica within this asks "
+        "another. A percentile (or MIN/MAX) waits half the server's read timeout until the "
+        "node has sampled reads; a fixed `Nms` holds from the node's first update (one read "
+        "timeout after it starts or the table is created).")
     write_concurrency: int = Field(64, ge=1, le=4096, description="In-flight writes per session.")
     write_retries: int = Field(5, ge=0, le=50)
     retry_backoff_s: float = Field(0.2, ge=0)

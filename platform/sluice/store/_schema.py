@@ -105,7 +105,7 @@ class TableSpec:
     def key_columns(self) -> list[str]:
         return [n for n, _ in (*self.partition_key, *self.clustering)]
 
-    def create_cql(self, keyspace: str) -> str:
+    def create_cql(self, keyspace: str, speculative_retry: str = "99p") -> str:
         cols = ",\n".join(f"  {n} {t}" for n, t in self.all_columns.items())
         pk = ", ".join(n for n, _ in self.partition_key)
         key = f"({pk})" + "".join(f", {n}" for n, _ in self.clustering)
@@ -113,6 +113,7 @@ class TableSpec:
         return (
             f"CREATE TABLE IF NOT EXISTS {keyspace}.{self.name} (\n{cols},\n"
             f"  PRIMARY KEY ({key})\n) WITH comment = '{comment}'"
+            f" AND speculative_retry = '{speculative_retry}'"
         )
 
 
@@ -349,13 +350,16 @@ def apply_schema(
     for spec in tables_for(contracts):
         found = existing_table(cluster.metadata, ks, spec.name)
         if found is None:
-            session.execute(spec.create_cql(ks))
+            session.execute(spec.create_cql(ks, cfg.speculative_retry))
             cluster.refresh_table_metadata(ks, spec.name)
             found = existing_table(cluster.metadata, ks, spec.name)
             lines.append(f"created table {ks}.{spec.name}")
         if found is None:  # pragma: no cover - the driver always knows a table it created
             problems.append(f"table {ks}.{spec.name} was created but is not in the metadata")
             continue
+        if _set_speculative_retry(session, ks, spec.name, cfg.speculative_retry):
+            lines.append(f"set speculative_retry '{cfg.speculative_retry}' on table "
+                         f"{ks}.{spec.name}")  # fmt: skip
         added = _add_missing_columns(session, ks, spec, found)
         if added:
             found = existing_table(cluster.metadata, ks, spec.name) or found
@@ -378,6 +382,17 @@ def apply_schema(
     if problems:
         raise ConfigError("sluice schema apply: tables differ:\n  " + "\n  ".join(problems))
     return lines
+
+
+def _set_speculative_retry(session: Any, ks: str, table: str, value: str) -> bool:
+    """``ALTER TABLE ... WITH speculative_retry`` when the table has another value (an
+    option, not the table's shape: apply follows the config)."""
+    meta = session.cluster.metadata.keyspaces[ks].tables[table]
+    if meta.options.get("speculative_retry") == value:
+        return False
+    session.execute(f"ALTER TABLE {ks}.{table} WITH speculative_retry = '{value}'")
+    session.cluster.refresh_table_metadata(ks, table)
+    return True
 
 
 def _add_missing_columns(session: Any, ks: str, spec: TableSpec, found: TableSpec) -> list[str]:

@@ -100,6 +100,29 @@ def test_a_schema_2_predictions_table_gains_the_decision_columns(store_cfg, appl
         f"table {ks}.{t.name} is up to date" for t in tables_for([old])]
 
 
+def test_apply_sets_the_configs_speculative_retry_on_existing_tables(store_cfg, applied) -> None:
+    """``cassandra.speculative_retry`` is a table option: apply follows the config on tables
+    that exist (an ALTER, rows kept), and a second apply changes nothing."""
+    session, _ = applied
+    ks = store_cfg.keyspace
+    fraud = load_contract("fraud")
+    names = [t.name for t in tables_for([fraud])]
+    fixed = store_cfg.model_copy(update={"speculative_retry": "50ms"})
+    try:
+        lines = apply_schema(session, fixed, [fraud])
+        assert lines[1:] == [f"set speculative_retry '50ms' on table {ks}.{n}" for n in names]
+        rows = session.execute("SELECT table_name, speculative_retry FROM system_schema.tables "
+                               "WHERE keyspace_name = %s", (ks,))  # fmt: skip
+        assert {r.table_name: r.speculative_retry for r in rows if r.table_name in names} == (
+            dict.fromkeys(names, "50ms"))
+        assert apply_schema(session, fixed, [fraud])[1:] == [
+            f"table {ks}.{n} is up to date" for n in names]
+    finally:
+        apply_schema(session, store_cfg, [fraud])  # back to the default for the other tests
+    assert all(session.cluster.metadata.keyspaces[ks].tables[n].options["speculative_retry"]
+               == store_cfg.speculative_retry for n in names)  # fmt: skip
+
+
 def test_a_newer_schema_version_is_not_overwritten(store_cfg, applied) -> None:
     session, _ = applied
     ks = store_cfg.keyspace

@@ -86,6 +86,8 @@ def test_create_cql() -> None:
     assert cql.startswith("CREATE TABLE IF NOT EXISTS sluice.stream_checkpoints (")
     assert "PRIMARY KEY ((job, topic), partition)" in cql
     assert "offset bigint" in cql
+    assert cql.endswith("AND speculative_retry = '99p'")
+    assert CHECKPOINTS_TABLE.create_cql("sluice", "50ms").endswith("speculative_retry = '50ms'")
 
 
 def test_contract_tables() -> None:
