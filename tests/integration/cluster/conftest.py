@@ -144,6 +144,7 @@ class Meter:
     count: Callable[[], int]
     every: float = 0.5
     samples: list[tuple[float, int]] = field(default_factory=list)
+    last_error: str | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
@@ -154,8 +155,8 @@ class Meter:
         while not self._stop.is_set():
             try:
                 self.samples.append((time.monotonic(), self.count()))
-            except Exception:  # noqa: BLE001 - a sample lost to the fault is just skipped
-                pass
+            except Exception as exc:  # noqa: BLE001 - a sample lost to the fault is skipped
+                self.last_error = f"{time.monotonic():.1f}: {exc}"
             self._stop.wait(self.every)
 
     def stop(self) -> None:

@@ -3,7 +3,7 @@ raylet, mid-job: it completes (or fails loudly and a re-run completes), and pred
 quarantine hold exactly the valid and the invalid rows, each once.
 
 Sized to prove the property in CI, not to load the cluster: 200k rows take 274 s on this
-2-core machine with three Cassandra replicas (docs/scaling.md), so the tests run 10k.
+2-core machine with three Cassandra replicas (docs/scaling.md), so the tests run 5k.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from .conftest import Cluster, Meter, WritesCounter, raylet_pid
 
 pytestmark = pytest.mark.integration
 
-ROWS = 10_000
+ROWS = 5_000
 
 
 @pytest.fixture(scope="module")

@@ -224,13 +224,17 @@ def consumer_actor_pids() -> list[int]:
     return pids
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, what: str, every: float = 0.3) -> None:
+def wait_for(condition: Callable[[], bool], timeout: float, what: str, every: float = 0.3,
+             detail: Callable[[], str] | None = None) -> None:  # fmt: skip
+    """Poll ``condition`` until true; past ``timeout``, fail naming ``what`` (and what
+    ``detail()`` says of the state then)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
         time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}"
+                         + (f": {detail()}" if detail else ""))  # fmt: skip
 
 
 # -- reading back ------------------------------------------------------------------------------
