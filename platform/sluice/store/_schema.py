@@ -105,7 +105,7 @@ class TableSpec:
     def key_columns(self) -> list[str]:
         return [n for n, _ in (*self.partition_key, *self.clustering)]
 
-    def create_cql(self, keyspace: str, speculative_retry: str = "99p") -> str:
+    def create_cql(self, keyspace: str, speculative_retry: str) -> str:
         cols = ",\n".join(f"  {n} {t}" for n, t in self.all_columns.items())
         pk = ", ".join(n for n, _ in self.partition_key)
         key = f"({pk})" + "".join(f", {n}" for n, _ in self.clustering)

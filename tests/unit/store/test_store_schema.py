@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from sluice.config import CassandraConfig
 from sluice.contract import load_contract
 from sluice.errors import ConfigError
 from sluice.store import (
@@ -82,7 +83,7 @@ def test_column_of_another_type_is_reported_per_column() -> None:
 
 
 def test_create_cql() -> None:
-    cql = CHECKPOINTS_TABLE.create_cql("sluice")
+    cql = CHECKPOINTS_TABLE.create_cql("sluice", CassandraConfig().speculative_retry)
     assert cql.startswith("CREATE TABLE IF NOT EXISTS sluice.stream_checkpoints (")
     assert "PRIMARY KEY ((job, topic), partition)" in cql
     assert "offset bigint" in cql
