@@ -77,7 +77,7 @@ def make_world(root: Path) -> None:
     session = session_for(cfg.cassandra)
     session.execute(f"DROP KEYSPACE IF EXISTS {KEYSPACE}", timeout=120)
     apply_schema(session, cfg.cassandra, [contract])
-    train(TrainConfig(rows=3000, epochs=1, seed=5), ModelRegistry.from_config(cfg))
+    train(TrainConfig(rows=10_000, epochs=2, seed=5), ModelRegistry.from_config(cfg))
     data = generate_dataset(4000, seed=1).table
     store = CassandraFeatureStore.for_contract(cfg.cassandra, contract)
     store.record(to_store_events(data, contract.features))

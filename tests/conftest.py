@@ -56,7 +56,9 @@ def own_keyspace(local_services, platform_config: PlatformConfig, tmp_path):
     keyspace of the test's own (dropped first; applied as `sluice schema apply` would unless
     ``apply=False``) and a registry under ``tmp_path`` holding a trained champion (none when
     ``train_rows=0``); ``serve`` overrides the platform's serve section (e.g. ``port``)."""
-    from pipelines.train import TrainConfig, train
+    from fixture_models import train_champion
+
+    from pipelines.train import TrainConfig
     from sluice.contract import load_contract
     from sluice.models import ModelRegistry
     from sluice.store import apply_schema, session_for
@@ -74,7 +76,7 @@ def own_keyspace(local_services, platform_config: PlatformConfig, tmp_path):
         if apply:
             apply_schema(session, cfg.cassandra, [load_contract("fraud")])
         if train_rows:
-            train(TrainConfig(rows=train_rows, epochs=1), ModelRegistry.from_config(cfg))
+            train_champion(TrainConfig(rows=train_rows, epochs=1), ModelRegistry.from_config(cfg))
         return cfg
 
     return make

@@ -4,7 +4,8 @@
 frozen ``Contract``: the input schema (column -> Arrow type string), the key,
 entity, event-time and label columns, the expectation suite, the features, the
 model reference (``fraud@champion``), the decision policy (``sluice.decisions``), the
-outputs, the device and the drift thresholds (``sluice drift``). Everything a
+outputs, the device, the drift thresholds (``sluice drift``) and the promotion gate
+(``sluice.gate``). Everything a
 contract names is checked at load — columns, feature kinds, the suite file — and
 a problem fails with ``ConfigError`` naming the file, the field and the bad name.
 """
@@ -23,6 +24,7 @@ from sluice.config import CQL_NAME_PATTERN, REPO_ROOT, ConsistencyLevel, CqlName
 from sluice.decisions import DecisionPolicy
 from sluice.errors import ConfigError
 from sluice.features import CategoryIndex, DayOfWeek, EqualityFlag, FeatureSpec, HourOfDay
+from sluice.gate import GateSpec
 
 __all__ = [
     "CONTRACTS_DIR",
@@ -187,6 +189,10 @@ class Contract(_Frozen):
     output: OutputSpec
     device: Device = Device.AUTO
     drift: DriftSpec = DriftSpec()
+    gate: GateSpec | None = Field(
+        None, description="Promotion checks a version must pass to become champion "
+        "(sluice.gate); without it, training promotes on holdout AUC alone.",
+    )  # fmt: skip
     trainer: str = Field(
         "pipelines.trainers:fit_mlp_candidate",
         pattern=r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$",
@@ -248,6 +254,8 @@ class Contract(_Frozen):
         ):
             problems.append(f"event_time_column: {self.event_time_column!r} is not a timestamp")
         problems.extend(_feature_problems(self.features, types, self.label_column))
+        if self.gate is not None:
+            problems.extend(self.gate.problems(types, self.label_column, self.alert_threshold))
         agg = self.features.aggregates
         if agg is not None:
             for col in ("entity_column", "event_time_column", "key_column"):
@@ -270,6 +278,11 @@ class Contract(_Frozen):
         if self.label_column is None:
             return schema
         return schema.remove(schema.get_field_index(self.label_column))
+
+    @property
+    def alert_threshold(self) -> float | None:
+        """The lowest score the decision policy alerts at (None without an alerting rule)."""
+        return None if self.decision is None else self.decision.alert_threshold
 
     @property
     def feature_names(self) -> tuple[str, ...]:

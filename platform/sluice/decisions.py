@@ -100,6 +100,11 @@ class DecisionPolicy(BaseModel):
         canon = json.dumps([[r.label.value, r.min_score] for r in self.rules])
         return "dp-" + hashlib.sha256(canon.encode()).hexdigest()[:12]
 
+    @property
+    def alert_threshold(self) -> float | None:
+        """The lowest score that raises an alert (review or block); None if none does."""
+        return min((r.min_score for r in self.rules if r.label in ALERTING), default=None)
+
     def decide(self, scores: np.ndarray) -> pa.Array:
         """The label of each score (a score below 0 takes the first rule's, above 1 the last's)."""
         bounds = np.array([r.min_score for r in self.rules], dtype=np.float64)

@@ -9,6 +9,8 @@ The tree is branched by what the caller can do about an error:
     ├── ValidationFailed       input rows broke the contract: fix the data (rows are quarantined)
     ├── RowsUnaccounted        a job could not place every input row in exactly one output: a bug
     ├── ModelNotFound          no such model, version or alias in the registry
+    ├── PromotionRefused       a version failed its contract's promotion gate: retrain it, or
+    │                          force the promotion with a recorded reason
     ├── StoreUnavailable       Cassandra cannot be reached or refused the request: retry later
     │   └── WriteFailed        some rows were not written; carries the keys that failed
     ├── StreamError            Kafka cannot be reached or refused the request
@@ -27,6 +29,7 @@ __all__ = [
     "CredentialsRefused",
     "LocalServiceError",
     "ModelNotFound",
+    "PromotionRefused",
     "RowsUnaccounted",
     "SluiceError",
     "StoreUnavailable",
@@ -67,6 +70,15 @@ class ValidationFailed(SluiceError):
 
 class ModelNotFound(SluiceError):
     """No such model, version or alias in the registry."""
+
+
+class PromotionRefused(SluiceError):
+    """A version may not become champion: its gate report failed, is missing, or was made
+    for another gate. ``failures`` names each failed check with its figure and threshold."""
+
+    def __init__(self, message: str, failures: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.failures = list(failures)
 
 
 class StoreUnavailable(SluiceError):

@@ -13,8 +13,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 import yaml
+from fixture_models import train_champion
 
-from pipelines.train import TrainConfig, train
+from pipelines.train import TrainConfig
 from sluice.config import REPO_ROOT
 from sluice.contract import load_contract
 from sluice.datagen import generate_dataset, write_parquet
@@ -98,7 +99,7 @@ def job_files(local_services, platform_config, tmp_path_factory):
     })  # fmt: skip
     session_for(cfg.cassandra).execute(f"DROP KEYSPACE IF EXISTS {KEYSPACE}", timeout=120)
     apply_schema(session_for(cfg.cassandra), cfg.cassandra, [load_contract("fraud")])
-    train(TrainConfig(rows=5_000, epochs=1), ModelRegistry.from_config(cfg))
+    train_champion(TrainConfig(rows=5_000, epochs=1), ModelRegistry.from_config(cfg))
     data = generate_dataset(3_000, seed=4, invalid_fraction=0.03)
     write_parquet(data.table, root / "in" / "part-0.parquet")
     platform_yaml = root / "platform.yaml"

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fixture_models import train_champion
 
-from pipelines.train import TrainConfig, train
+from pipelines.train import TrainConfig
 from serve_apps.scoring.auth import hash_key
 from sluice.config import REPO_ROOT
 from sluice.contract import load_contract
@@ -115,7 +116,7 @@ def test_load_adds_gpu_nodes_and_replicas_which_go_when_it_stops(fake_head, plat
     session = session_for(cfg.cassandra)
     session.execute(f"DROP KEYSPACE IF EXISTS {KEYSPACE}", timeout=120)
     apply_schema(session, cfg.cassandra, [load_contract("fraud")])
-    train(TrainConfig(rows=3000, epochs=1, seed=5), ModelRegistry.from_config(cfg))
+    train_champion(TrainConfig(rows=3000, epochs=1, seed=5), ModelRegistry.from_config(cfg))
     (tmp_path / "serve.yaml").write_text(yaml.safe_dump(serve_doc(tmp_path, cfg)))
 
     out = tmp_path / "timeline.json"

@@ -1,4 +1,9 @@
-"""`sluice models list | register | promote | rollback | show`: the model registry by hand."""
+"""`sluice models list | register | promote | rollback | show`: the model registry by hand.
+
+`show NAME/VERSION` (or `NAME@ALIAS`) prints the version's model card: metrics, score
+output, lineage, the promotion gate's report (each check, the slices table) and the
+training reference of every feature. `promote` enforces the contract's gate.
+"""
 
 from __future__ import annotations
 
@@ -82,6 +87,25 @@ def _aliases(aliases: dict[str, int]) -> str:
 
 def _metrics(metrics: dict[str, float]) -> str:
     return ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())) or "-"
+
+
+def _lineage_lines(meta: ModelMeta) -> list[str]:
+    """The model card's lineage: data range, contract digest, code and library versions."""
+    lin = meta.lineage
+    if lin is None:
+        return ["lineage       not recorded (registered by hand from an artifact)"]
+    code = "-" if lin.code_commit is None else lin.code_commit + (" (dirty)" if lin.code_dirty
+                                                                  else "")  # fmt: skip
+    span = "-" if lin.data_start is None else f"{lin.data_start:%Y-%m-%d %H:%M} .. " \
+        f"{lin.data_end:%Y-%m-%d %H:%M} UTC"  # fmt: skip
+    libs = ", ".join(f"{k}={v}" for k, v in sorted(lin.libraries.items()))
+    return [
+        f"data source   {lin.data_source}",
+        f"data rows     {lin.data_rows}  event time {span}",
+        f"contract sha  {lin.contract_digest}",
+        f"code          {code}",
+        f"libraries     python={lin.python}, {libs}",
+    ]
 
 
 def _num(value: float | None) -> str:
@@ -240,21 +264,37 @@ def promote(
     name: str = typer.Argument(..., help="Model name."),
     version: int | None = typer.Argument(None, help="Version (default: the challenger)."),
     alias: str = AliasOption,
+    force: bool = typer.Option(
+        False, "--force", help="Promote to champion although the version fails its contract's "
+        "gate (or has no gate report); needs --reason. Recorded in the alias history.",
+    ),
+    reason: str | None = typer.Option(None, "--reason", help="Why the gate is overridden."),
     contract: str | None = ContractOption,
     config: Path | None = ConfigOption,
     registry: str | None = RegistryOption,
 ) -> None:
     """Point an alias (default champion) at a version; the old one is kept for rollback.
 
-    A version trained on another feature spec than its contract declares is refused.
+    A version trained on another feature spec than its contract declares is refused; so is
+    a champion that fails the contract's promotion gate, each failed check named with its
+    figure and threshold (`sluice models show NAME/VERSION` prints the whole report).
     """
+    if force != (reason is not None):
+        raise typer.BadParameter("--force and --reason \"...\" go together: say why the gate "
+                                 "is overridden", param_hint="--force")  # fmt: skip
     reg = _registry(config, registry)
     manifest = _run(lambda: reg.manifest(name))
     before = manifest.aliases.get(alias)
     target = version if version is not None else manifest.aliases.get("challenger")
     spec = _contract_of(manifest, target, contract)
-    after = _run(lambda: reg.promote(name, version, alias=alias, contract=spec))
+    after = _run(lambda: reg.promote(name, version, alias=alias, contract=spec,
+                                     force_reason=reason))  # fmt: skip
     typer.echo(f"{name}@{alias}: {before if before is not None else '-'} -> {after}")
+    moves = [e for e in reg.manifest(name).events if e.action == "promote"] if force else []
+    event = moves[-1] if moves else None
+    if event is not None and event.overridden:
+        typer.echo(f"forced past {len(event.overridden)} failed gate check(s) by {event.actor}; "
+                   f"reason recorded: {event.reason}")  # fmt: skip
 
 
 @app.command()
@@ -301,10 +341,15 @@ def show(
                     e.alias,
                     "-" if e.previous is None else e.previous,
                     "-" if e.version is None else e.version,
+                    e.actor or "-",
+                    "-" if e.reason is None else f"forced: {e.reason}",
                 )
                 for e in manifest.events
             ]
-            typer.echo(_table(("AT (UTC)", "ACTION", "ALIAS", "FROM", "TO"), rows))
+            typer.echo(_table(("AT (UTC)", "ACTION", "ALIAS", "FROM", "TO", "BY", "REASON"), rows))
+            for e in manifest.events:
+                for check in e.overridden:
+                    typer.echo(f"  {e.at:%Y-%m-%d %H:%M:%S} overrode: {check}")
         return
     info = _run(lambda: reg.show(parsed))
     meta, rec = info.meta, info.record
@@ -325,7 +370,15 @@ def show(
     if meta.train_params:
         params = ", ".join(f"{k}={v}" for k, v in sorted(meta.train_params.items()))
         typer.echo(f"train params  {params}")
+    for line in _lineage_lines(meta):
+        typer.echo(line)
     typer.echo("")
+    if meta.gate is None:
+        typer.echo("gate          no report (registered without a labelled holdout)\n")
+    else:
+        from sluice.gate import format_report
+
+        typer.echo(format_report(meta.gate) + "\n")
     rows = [
         (n, r.count, _num(r.mean), _num(r.std), _num(r.min), _num(r.max))
         for n, r in ((n, meta.reference.features[n]) for n in meta.feature_names)

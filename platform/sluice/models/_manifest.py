@@ -102,6 +102,11 @@ class AliasEvent(_Frozen):
     alias: str
     version: int | None
     previous: int | None
+    actor: str | None = Field(None, description="Who moved it (user@host), when recorded.")
+    reason: str | None = Field(None, description="Why, as given with --reason.")
+    overridden: tuple[str, ...] = Field(
+        (), description="Gate checks the version failed, promoted anyway (--force)."
+    )
 
 
 class Manifest(BaseModel):

@@ -1,5 +1,8 @@
 """Metadata stored beside every model version, the data fingerprint and the AUC metric.
 
+A version trained by `pipelines.train` also carries its lineage (`_lineage`) and its
+gate report (`sluice.gate`).
+
 Everything here is plain JSON (pydantic models with extra="forbid"): the
 registry never stores a pickled object, so reading a version's metadata
 cannot run code.
@@ -18,7 +21,9 @@ import pyarrow.ipc as ipc
 from pydantic import BaseModel, ConfigDict, Field
 
 from sluice.features import FeatureStats, ReferenceStatistics
+from sluice.gate._report import GateReport
 from sluice.models._formats import ModelFormat
+from sluice.models._lineage import Lineage
 
 __all__ = ["ModelMeta", "ModelOutput", "roc_auc", "table_fingerprint"]
 
@@ -64,6 +69,14 @@ class ModelMeta(BaseModel):
     metrics: dict[str, float] = Field(default_factory=dict, description="e.g. holdout_auc.")
     data_fingerprint: str = Field(..., min_length=1, description="table_fingerprint of the data.")
     train_params: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    lineage: Lineage | None = Field(
+        None, description="Data rows and time range, contract digest, code and library "
+        "versions (null: registered by hand from an artifact without them).",
+    )  # fmt: skip
+    gate: GateReport | None = Field(
+        None, description="The contract's promotion gate on the holdout, judged at "
+        "registration (null: registered without a labelled holdout).",
+    )  # fmt: skip
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
     def model_post_init(self, __context: Any) -> None:

@@ -15,9 +15,11 @@ parseable and a version directory that exists is never overwritten.
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
 import re
+import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -31,7 +33,8 @@ import pyarrow.fs as pafs
 from pydantic import ValidationError
 
 from sluice.config import PlatformConfig, load_platform_config
-from sluice.errors import ConfigError, ModelNotFound
+from sluice.errors import ConfigError, ModelNotFound, PromotionRefused
+from sluice.gate import refusals
 from sluice.models import _artifact as art
 from sluice.models._formats import model_file
 from sluice.models._lock import writer_lock
@@ -71,6 +74,15 @@ def _manifest_format(data: bytes) -> object:
     except ValueError:
         return None
     return doc.get("format") if isinstance(doc, dict) else None
+
+
+def _who() -> str:
+    """user@host of the caller, for the alias history."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (a container's arbitrary uid)
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
 
 
 @dataclass(frozen=True)
@@ -275,15 +287,24 @@ class ModelRegistry:
         alias: str = CHAMPION,
         *,
         contract: Contract | None = None,
+        force_reason: str | None = None,
+        actor: str | None = None,
     ) -> int:
         """Point `alias` (default champion) at `version` (default: the challenger).
 
         The previous holder is pushed on the alias history for `rollback`. When
         the challenger becomes champion, the challenger alias is cleared. With a
         `contract`, a version trained on another feature spec is refused
-        (``ConfigError``) before the alias moves, so no scorer fails on it later.
+        (``ConfigError``) before the alias moves, so no scorer fails on it later; and
+        when the contract declares a gate, a version whose gate report failed, is
+        missing or was made for another gate may not become champion
+        (``PromotionRefused`` naming each failed check), unless `force_reason` says why:
+        the event then records the reason, the `actor` (default user@host) and the
+        checks overridden.
         """
         check_name(alias, "alias")
+        if force_reason is not None and not force_reason.strip():
+            raise ConfigError("a forced promotion needs a reason (--reason \"...\")")
         self.manifest(name)  # checks the name and that the model exists before locking
         with self._writer(name):
             manifest = self.manifest(name)
@@ -294,14 +315,32 @@ class ModelRegistry:
                     )
                 version = manifest.aliases[CHALLENGER]
             record = manifest.record(version)
+            overridden: list[str] = []
             if contract is not None:
                 check_feature_spec(f"{name}/{version}", record.feature_spec_hash, contract)
+                if contract.gate is not None and alias == CHAMPION:
+                    meta = art.parse_meta(self._read_checked(name, record, art.META_FILE),
+                                          f"{name}/{version}")  # fmt: skip
+                    overridden = refusals(meta.gate, contract.gate.digest())
+                    if overridden and force_reason is None:
+                        raise PromotionRefused(
+                            f"{name}/{version} may not become {alias}: it fails the promotion "
+                            f"gate of contract {contract.name!r}:\n  - " + "\n  - ".join(overridden)
+                            + "\nretrain it, or override with --force --reason \"...\" "
+                            "(recorded in the alias history)", overridden,
+                        )  # fmt: skip
             previous = manifest.aliases.get(alias)
-            if previous != version:
-                if previous is not None:
+            if previous != version or force_reason is not None:
+                if previous is not None and previous != version:
                     manifest.alias_history.setdefault(alias, []).append(previous)
                 manifest.aliases[alias] = version
-                manifest.events.append(self._event("promote", alias, version, previous))
+                event = self._event("promote", alias, version, previous)
+                if force_reason is not None:
+                    event = event.model_copy(update={
+                        "actor": actor or _who(), "reason": force_reason.strip(),
+                        "overridden": tuple(overridden),
+                    })  # fmt: skip
+                manifest.events.append(event)
             if alias == CHAMPION and manifest.aliases.get(CHALLENGER) == version:
                 del manifest.aliases[CHALLENGER]
                 manifest.events.append(self._event("clear_alias", CHALLENGER, None, version))

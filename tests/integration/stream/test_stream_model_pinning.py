@@ -13,10 +13,11 @@ import signal
 import threading
 
 import pytest
+from fixture_models import train_champion
 from stream_helpers import consumer_actor_pids, make_messages, new_topic, produce, wait_for
 
 from pipelines.stream_score import run as stream_run
-from pipelines.train import TrainConfig, train
+from pipelines.train import TrainConfig
 from sluice.jobs import StreamJob
 from sluice.models import ModelRegistry
 from sluice.store import session_for
@@ -39,7 +40,7 @@ def test_a_promotion_mid_stream_waits_for_the_reload(stream_env, tmp_path):
         "registry": cfg.registry.model_copy(update={"root_uri": str(tmp_path / "reg")}),
     })  # fmt: skip
     registry = ModelRegistry.from_config(cfg)
-    assert train(TrainConfig(rows=2_000, epochs=1), registry).version == 1  # champion
+    assert train_champion(TrainConfig(rows=2_000, epochs=1), registry).version == 1
     artifact = registry.load_artifact("fraud/1")
     assert registry.register("fraud", artifact.data, artifact.meta) == 2
 

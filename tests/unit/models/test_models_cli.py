@@ -35,10 +35,19 @@ def test_register_list_promote_rollback_round_trip(tmp_path):
     for i in range(2):
         _register(tmp_path, root, i)
 
+    # Registered by hand, without a labelled holdout: no gate report, so the fraud
+    # contract's gate refuses them as champion until someone overrides it, saying why.
     result = runner.invoke(app, ["models", "promote", "fraud", "1", *opts])
+    assert result.exit_code == 1
+    assert "fraud/1 may not become champion" in result.output
+    assert "no gate report" in result.output
+    assert "champion" not in ModelRegistry(root).manifest("fraud").aliases
+    force = ["--force", "--reason", "judged offline by the risk team"]
+    result = runner.invoke(app, ["models", "promote", "fraud", "1", *force, *opts])
     assert result.exit_code == 0, result.output
     assert "fraud@champion: - -> 1" in result.output
-    result = runner.invoke(app, ["models", "promote", "fraud", "2", *opts])
+    assert "forced past 1 failed gate check(s)" in result.output
+    result = runner.invoke(app, ["models", "promote", "fraud", "2", *force, *opts])
     assert "fraud@champion: 1 -> 2" in result.output
     assert ModelRegistry(root).resolve("fraud@champion") == ("fraud", 2)
 
@@ -63,6 +72,8 @@ def test_register_list_promote_rollback_round_trip(tmp_path):
     assert "fraud/1" in result.output and "amount_z" in result.output
     result = runner.invoke(app, ["models", "show", "fraud", *opts])
     assert "rollback" in result.output and "champion=1" in result.output
+    assert "forced: judged offline by the risk team" in result.output
+    assert "overrode: no gate report" in result.output
 
 
 def test_errors_are_one_line_and_exit_1(tmp_path):
@@ -94,7 +105,8 @@ def test_promote_and_rollback_refuse_a_version_of_another_feature_spec(tmp_path)
 
     # a rollback onto it is refused too, and the alias and its history stay
     ModelRegistry(root).promote("fraud", 1)  # the registry alone does not know the contract
-    assert runner.invoke(app, ["models", "promote", "fraud", "2", *opts]).exit_code == 0
+    forced = ["--force", "--reason", "no holdout for the factory models"]
+    assert runner.invoke(app, ["models", "promote", "fraud", "2", *forced, *opts]).exit_code == 0
     result = runner.invoke(app, ["models", "rollback", "fraud", *opts])
     assert result.exit_code == 1 and "fraud/1 was trained on feature spec ffff" in result.output
     manifest = ModelRegistry(root).manifest("fraud")

@@ -55,6 +55,10 @@ def test_same_seed_in_another_process_gives_identical_weights_and_scores(trained
     assert two.model_sha256 == one.model_sha256
     assert two.data_fingerprint == one.data_fingerprint
     assert two.metrics["holdout_auc"] == one.metrics["holdout_auc"]
+    # Lineage too: the same rows, contract, code and libraries, the same training config.
+    first, second = copy.show("fraud/1").meta, copy.show("fraud/2").meta
+    assert first.lineage is not None and first.lineage == second.lineage
+    assert first.train_params == second.train_params
     assert copy.resolve("fraud@champion") == ("fraud", 1)
     assert load_artifact(tmp_path / "artifact").meta == copy.show("fraud/2").meta
 

@@ -17,10 +17,12 @@ if str(REPO_ROOT) not in sys.path:
 @pytest.fixture(scope="session")
 def serve_registry(tmp_path_factory) -> ModelRegistry:
     """A registry with fraud/1 (champion) and fraud/2 (challenger), both small."""
+    from fixture_models import train_champion
+
     from pipelines.train import TrainConfig, train
 
     registry = ModelRegistry(tmp_path_factory.mktemp("serve_models") / "registry")
-    train(TrainConfig(rows=3000, epochs=1, seed=5), registry)
+    train_champion(TrainConfig(rows=3000, epochs=1, seed=5), registry)
     second = train(TrainConfig(rows=3000, epochs=2, seed=6), registry)
     if second.alias != "challenger":  # the second beat the first: make the roles explicit
         registry.promote("fraud", 1)

@@ -1,0 +1,40 @@
+"""The promotion gate: what a model version must show before it may become champion.
+
+    spec = contract.gate                      # the contract's `gate` section (GateSpec)
+    report = evaluate_gate(spec, holdout=..., labels=y, scores=s, ...)
+    print(format_report(report))              # checks, figures, thresholds, slices
+    report.passed, report.failures()
+
+`pipelines.train` (and so `sluice drift --retrain`) judges every candidate and stores
+the report in the version's metadata; `ModelRegistry.promote` refuses a champion whose
+report failed, is missing or was made for another gate, unless forced with a reason.
+"""
+
+from sluice.gate._evaluate import calibration_error, evaluate_gate
+from sluice.gate._report import CheckResult, GateReport, SliceRow, format_report, refusals
+from sluice.gate._spec import (
+    SLICE_METRICS,
+    AucCheck,
+    CalibrationCheck,
+    GateSpec,
+    LatencyBudget,
+    SliceLimit,
+    SliceSpec,
+)
+
+__all__ = [
+    "SLICE_METRICS",
+    "AucCheck",
+    "CalibrationCheck",
+    "CheckResult",
+    "GateReport",
+    "GateSpec",
+    "LatencyBudget",
+    "SliceLimit",
+    "SliceRow",
+    "SliceSpec",
+    "calibration_error",
+    "evaluate_gate",
+    "format_report",
+    "refusals",
+]
