@@ -7,7 +7,8 @@
    Data, and read scored rows and quarantine reasons back from Cassandra;
    bring your own model: train a LightGBM model (300 trees, exported to ONNX) through
    the trainer hook, register it, and score other transactions with it on the batch path;
-4. drift: `sluice drift` on the batch (no drift), then on a shifted batch (drift, exit 3);
+4. drift: `sluice drift` on the batch (no drift), then on a shifted batch (drift, exit 3)
+   with `--retrain` on its labels: the candidate's promotion gate report is printed;
 5. online: `sluice serve` (Ray Serve, HAProxy ingress), a few authenticated requests, one
    rejected input and one call without a key;
 6. stream: produce a burst of events to Kafka (2% invalid, 1% malformed), run
@@ -184,11 +185,12 @@ def drift_stage(cfg: PlatformConfig, since: float) -> None:
 
     metrics = cfg.resolve(".state/metrics/sluice_drift.prom")
 
-    def check(label: str) -> int:
+    def check(label: str, *extra: str) -> int:
         window = f"{int(time.time() - since) + 5}s"
-        print(f"\n$ sluice drift --window {window}   # {label}")
+        shown = " ".join(("sluice drift --window", window, *extra))
+        print(f"\n$ {shown}   # {label}")
         cmd = [str(Path(sys.executable).with_name("sluice")), "drift", "--window", window,
-               "--source", "predictions", "--metrics-file", str(metrics)]  # fmt: skip
+               "--source", "predictions", "--metrics-file", str(metrics), *extra]  # fmt: skip
         return subprocess.run(cmd, check=False).returncode
 
     print(f"exit status {check('the batch above: the training world')}")
@@ -202,7 +204,11 @@ def drift_stage(cfg: PlatformConfig, since: float) -> None:
                    input=InputSpec(paths=(str(out / "*.parquet"),)),
                    summary_path=str(out / "summary.json"))  # fmt: skip
     print_summary(run(job, cfg))
-    code = check("half the window is now shifted")
+    # The shifted rows' labels have arrived: on drift, retrain on them. The candidate is
+    # judged by the contract's promotion gate (its report is printed) and becomes champion
+    # only if it passes every check and beats the champion on the same holdout.
+    labels = out / "part-0.parquet"
+    code = check("half the window is now shifted", "--retrain", "--labels", str(labels))
     print(f"exit status {code} (3 means drift); metrics for Prometheus in {metrics}")
 
 

@@ -226,8 +226,14 @@ def test_retrain_on_drift_registers_a_challenger_and_the_gate_decides(env):
     new = versions[-1]
     assert new.version == 2
     auc, champion_auc = new.metrics["holdout_auc"], new.metrics["champion_holdout_auc"]
-    # The gate: champion only if it beats the champion on the same (shifted) holdout.
-    assert (_champion(registry) == 2) == (auc > champion_auc), result.output
+    # The gate: champion only if it passes every check of the contract's promotion gate
+    # and beats the champion on the same (shifted) holdout; the report is printed.
+    report = registry.show("fraud/2").meta.gate
+    assert report is not None and report.champion == 1
+    assert (_champion(registry) == 2) == (report.passed and auc > champion_auc), result.output
+    assert f"gate {report.gate}: 1600 holdout rows, champion version 1" in result.output
+    assert ("gate: passed" if report.passed else "gate: FAILED") in result.output
+    assert "slices.card_country_vs_country.fpr_difference" in result.output
     events = [(e.action, e.alias, e.version) for e in registry.manifest("fraud").events]
     assert events[-1][2] == 2
     print(result.output)
@@ -253,3 +259,4 @@ def test_retrain_on_drift_registers_a_challenger_and_the_gate_decides(env):
     assert _champion(registry) == before
     assert manifest.aliases["challenger"] == 3
     assert "fraud/3 -> fraud@challenger" in result.output
+    assert "gate: FAILED (auc_vs_champion" in result.output  # noise loses by more than 0.02
