@@ -33,13 +33,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import pyarrow as pa
 
 from pipelines.trainers import Candidate, TrainConfig, TrainingData, load_trainer
 from sluice.contract import Contract, load_contract
 from sluice.datagen import generate_dataset
-from sluice.errors import ConfigError, ModelNotFound, SluiceError, ValidationFailed
+from sluice.errors import ConfigError, SluiceError, ValidationFailed
 from sluice.features import (
     InMemoryFeatureStore,
     compute_features,
@@ -47,19 +46,14 @@ from sluice.features import (
     reference_statistics,
     to_store_events,
 )
-from sluice.gate import GateReport, evaluate_gate, format_report
+from sluice.gate import GateReport, format_report, judge_candidate, labels_of, open_candidate
 from sluice.models import (
-    LoadedModel,
     ModelMeta,
     ModelRegistry,
-    check_artifact,
-    roc_auc,
     save_artifact,
-    select_device,
     table_fingerprint,
 )
 from sluice.models._lineage import training_lineage
-from sluice.models._runtime import open_runner
 
 __all__ = ["Candidate", "TrainConfig", "TrainResult", "TrainingData", "main", "train", "train_on"]
 
@@ -76,47 +70,6 @@ class TrainResult:
     holdout_rows: int
     seconds: float
     gate: GateReport | None  # None when the contract declares no gate
-
-
-def _labels(table: pa.Table, contract: Contract) -> np.ndarray:
-    if contract.label_column is None:
-        raise ConfigError(f"contract {contract.name!r} has no label_column: cannot train")
-    column = table[contract.label_column]
-    if column.null_count:
-        raise ValueError(f"{contract.label_column}: {column.null_count} null label(s)")
-    return column.to_numpy().astype(np.float32)
-
-
-def _champion_auc(
-    registry: ModelRegistry,
-    name: str,
-    contract: Contract,
-    holdout: pa.Table,
-    store: InMemoryFeatureStore,
-    y: np.ndarray,
-) -> tuple[int | None, float | None, str]:
-    """The current champion's AUC on this holdout, or why it cannot be compared."""
-    try:
-        champion = registry.load(f"{name}@champion", device="cpu")
-    except ModelNotFound:
-        return None, None, "no champion yet"
-    spec = contract.features
-    if champion.meta.feature_spec_hash != spec.spec_hash():
-        # Features changed since the champion was trained: it cannot score this
-        # holdout the same way, so a human decides (the new version waits as challenger).
-        return champion.version, None, "champion was trained on another feature spec"
-    matrix = compute_features(holdout, spec, champion.meta.feature_stats, store)
-    return champion.version, roc_auc(y, champion.predict(matrix.values)), "compared"
-
-
-def _open_candidate(model: bytes, meta: ModelMeta, contract: Contract) -> LoadedModel:
-    """The candidate on the runtime and device it will be served with (the contract's)."""
-    runner = check_artifact(model, meta, "candidate")  # refused here: nothing registered
-    device = select_device(contract.device.value)
-    if device != "cpu":
-        runner = open_runner(model, meta.format, device=device, trusted=meta.trusted,
-                             where="candidate")  # fmt: skip
-    return LoadedModel("candidate", 0, meta, runner)
 
 
 def train(config: TrainConfig, registry: ModelRegistry) -> TrainResult:
@@ -169,12 +122,8 @@ def _fit_and_register(
     table = table.sort_by([(contract.event_time_column, "ascending")])
     cut = int(round(table.num_rows * (1 - config.holdout_fraction)))
     train_table, holdout = table.slice(0, cut), table.slice(cut)
-    y_train, y_holdout = _labels(train_table, contract), _labels(holdout, contract)
-    for part, y in (("training", y_train), ("holdout", y_holdout)):
-        if y.min() == y.max():
-            raise ValidationFailed(
-                f"the {part} rows all have label {int(y[0])}: an AUC needs both classes"
-            )
+    y_train = labels_of(train_table, contract, "training")
+    y_holdout = labels_of(holdout, contract)
 
     # Record every event, then compute: aggregates only look strictly back in
     # time, so holdout features never see later events (no leakage).
@@ -211,33 +160,17 @@ def _fit_and_register(
             **extra_params,
         },
     )
-    # The AUC of the artifact as it will be served: the checked file, through its runtime.
-    candidate_model = _open_candidate(candidate.model, meta, contract)
-    scores = candidate_model.predict(x_holdout.values)
-    auc = roc_auc(y_holdout, scores)
-    previous, champion_auc, why = _champion_auc(registry, name, contract, holdout, store, y_holdout)
-    report = None
-    if contract.gate is not None:
-        report = evaluate_gate(
-            contract.gate, holdout=holdout, labels=y_holdout, scores=scores,
-            alert_threshold=contract.alert_threshold,
-            champion=None if champion_auc is None else (previous, champion_auc),
-            predict=candidate_model.predict, sample=x_holdout.values,
-            runtime=f"{meta.format}/{candidate_model.device}",
-        )  # fmt: skip
-    meta = meta.model_copy(update={"gate": report, "metrics": {
-        "holdout_auc": auc,
-        **candidate.metrics,
-        "holdout_fraud_rate": float(y_holdout.mean()),
-        # The gate's evidence: the champion it was judged against, on the same rows.
-        **({} if champion_auc is None else {"champion_holdout_auc": champion_auc}),
-    }})  # fmt: skip
+    # Judged as it will be served: the checked file, through its runtime, on the holdout.
+    verdict = judge_candidate(contract, registry, open_candidate(candidate.model, meta, contract),
+                              holdout, store, features=x_holdout)  # fmt: skip
+    meta = meta.model_copy(update={
+        "gate": verdict.report, "metrics": {**candidate.metrics, **verdict.metrics(y_holdout)},
+    })  # fmt: skip
     version = registry.register(name, candidate.model, meta)
-    # Champion by itself only when it passes every gate check and beats the champion.
-    beats = previous is None or (champion_auc is not None and auc > champion_auc)
-    alias = "champion" if beats and (report is None or report.passed) else "challenger"
+    alias = "champion" if verdict.leads else "challenger"
     registry.promote(name, version, alias=alias, contract=contract)
     if alias == "challenger":
+        report, why = verdict.report, verdict.why
         because = ("it failed the gate" if report is not None and not report.passed
                    else why if why != "compared" else "it does not beat the champion's AUC")
         print(f"note: {because}; registered as challenger", file=sys.stderr)
@@ -245,13 +178,13 @@ def _fit_and_register(
         name=name,
         version=version,
         alias=alias,
-        holdout_auc=auc,
-        champion_auc=champion_auc,
-        previous_champion=previous,
+        holdout_auc=verdict.auc,
+        champion_auc=verdict.champion_auc,
+        previous_champion=verdict.champion,
         train_rows=train_table.num_rows,
         holdout_rows=holdout.num_rows,
         seconds=time.perf_counter() - started,
-        gate=report,
+        gate=verdict.report,
     )
 
 

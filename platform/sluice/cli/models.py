@@ -167,6 +167,11 @@ def register(
     output_column: int | None = typer.Option(None, "--output-column", min=0,
                                              help="Column of a (rows, k) output, e.g. 1."),
     alias: str | None = typer.Option(None, "--alias", help="Also point this alias at it."),
+    holdout: str | None = typer.Option(
+        None, "--holdout", help="Labelled Parquet (the contract's input columns and label) "
+        "the model never trained on: the version is judged on it by the contract's promotion "
+        "gate and the report is stored with it (without one, it cannot lead under a gate).",
+    ),
     contract: str | None = ContractOption,
     config: Path | None = ConfigOption,
     registry: str | None = RegistryOption,
@@ -176,6 +181,7 @@ def register(
     The format is detected from the file's content (--format must agree); the model's
     input and output are checked against the feature names in meta.json; a format that
     runs code when loaded needs --trusted. A refused artifact leaves nothing registered.
+    With --holdout the version is judged by its contract's gate before it is registered.
     """
     from sluice.models._artifact import read_artifact
 
@@ -193,13 +199,43 @@ def register(
         output.update({k: v for k, v in (("link", link), ("index", output_index),
                                           ("column", output_column)) if v is not None})  # fmt: skip
         meta = meta.model_copy(update={"output": _run(lambda: _output(output))})
+    if holdout is not None:
+        meta = _run(lambda: _judged(reg, model, meta, holdout, contract))
     version = _run(lambda: reg.register(name, model, meta))
     trust = "  (trusted source)" if meta.trusted else ""
     typer.echo(f"registered {name}/{version}  format {meta.format}{trust}")
+    if meta.gate is not None:
+        from sluice.gate import format_report
+
+        typer.echo(f"\n{format_report(meta.gate)}\n")
     if alias:  # the same check as `promote`: the alias moves only to a version that fits
         spec = _contract_of(_run(lambda: reg.manifest(name)), version, contract)
         _run(lambda: reg.promote(name, version, alias=alias, contract=spec))
         typer.echo(f"{name}@{alias} -> {version}")
+
+
+def _judged(reg: ModelRegistry, model: Path | bytes, meta: ModelMeta, holdout: str,
+            contract: str | None) -> ModelMeta:  # fmt: skip
+    """`meta` with the gate's report and the holdout metrics of the model on `holdout`'s
+    valid rows (their aggregates computed from the file's own events, in time order)."""
+    from sluice.cli._paths import user_path
+    from sluice.contract import load_contract
+    from sluice.drift import read_labels
+    from sluice.features import InMemoryFeatureStore, to_store_events
+    from sluice.gate import judge_candidate, labels_of, open_candidate
+    from sluice.models import check_feature_spec
+    from sluice.models._artifact import model_bytes
+
+    spec = load_contract(contract or meta.contract)
+    check_feature_spec(f"{meta.contract} model", meta.feature_spec_hash, spec)
+    rows = read_labels(user_path(holdout), spec).table
+    rows = rows.sort_by([(spec.event_time_column, "ascending")])
+    store = InMemoryFeatureStore()
+    store.record(to_store_events(rows, spec.features))
+    candidate = open_candidate(model_bytes(model), meta, spec)
+    verdict = judge_candidate(spec, reg, candidate, rows, store)
+    metrics = {**meta.metrics, **verdict.metrics(labels_of(rows, spec))}
+    return meta.model_copy(update={"gate": verdict.report, "metrics": metrics})
 
 
 def _local_artifact(path: str, meta_path: str | None, fmt: str | None,

@@ -151,3 +151,33 @@ def test_lineage_records_the_rows_the_contract_and_the_code(trained):
 
     assert lineage.libraries["torch"] == torch.__version__.split("+")[0]
     assert meta.train_params["seed"] == 3 and meta.train_params["epochs"] == 4
+
+
+def test_a_model_brought_as_a_file_is_judged_on_the_holdout_it_comes_with(judged, tmp_path):
+    """`sluice models register --holdout`: the gate for a model trained elsewhere."""
+    from sluice.datagen import write_parquet
+    from sluice.models import save_artifact
+
+    source, _ = judged
+    root = tmp_path / "registry"
+    shutil.copytree(source.root_uri, root)
+    holdout = write_parquet(generate_dataset(8000, seed=21).table, tmp_path / "holdout.parquet")
+    opts = ["--registry", str(root)]
+    for version, passes in ((1, True), (2, False)):  # the good model, then the ATM-biased one
+        artifact = source.load_artifact(f"fraud/{version}")
+        meta = artifact.meta.model_copy(update={"gate": None, "lineage": None})  # as if brought
+        path = save_artifact(tmp_path / f"brought{version}", artifact.data, meta)
+        champion = ModelRegistry(root).resolve("fraud@champion")[1]
+        out = runner.invoke(app, ["models", "register", "fraud", str(path), "--holdout",
+                                  str(holdout), *opts])  # fmt: skip
+        assert out.exit_code == 0, out.output
+        new = ModelRegistry(root).manifest("fraud").latest
+        report = ModelRegistry(root).show(f"fraud/{new}").meta.gate
+        assert report is not None and report.holdout_rows == 8000
+        assert report.champion == champion
+        assert report.passed == passes, out.output
+        assert ("gate: passed" if passes else "gate: FAILED") in out.output
+        result = runner.invoke(app, ["models", "promote", "fraud", str(new), *opts])
+        assert (result.exit_code == 0) == passes, result.output
+    bad = next(c for c in report.checks if c.check == "slices.channel.fpr_difference")
+    assert not bad.passed  # the bias shows on the team's holdout as on training's
