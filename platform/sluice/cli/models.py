@@ -7,12 +7,14 @@ training reference of every feature. `promote` enforces the contract's gate.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
+from sluice._text import text_table
+from sluice.cli._model_card import aliases_text, model_card, model_history, num
 from sluice.config import load_platform_config
 from sluice.errors import SluiceError
 
@@ -73,45 +75,6 @@ def _run(action: Callable[[], T]) -> T:
         raise typer.Exit(1) from exc
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _aliases(aliases: dict[str, int]) -> str:
-    return ", ".join(f"{a}={v}" for a, v in sorted(aliases.items())) or "-"
-
-
-def _metrics(metrics: dict[str, float]) -> str:
-    return ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())) or "-"
-
-
-def _lineage_lines(meta: ModelMeta) -> list[str]:
-    """The model card's lineage: data range, contract digest, code and library versions."""
-    lin = meta.lineage
-    if lin is None:
-        return ["lineage       not recorded (registered by hand from an artifact)"]
-    code = "-" if lin.code_commit is None else lin.code_commit + (" (dirty)" if lin.code_dirty
-                                                                  else "")  # fmt: skip
-    span = "-" if lin.data_start is None else f"{lin.data_start:%Y-%m-%d %H:%M} .. " \
-        f"{lin.data_end:%Y-%m-%d %H:%M} UTC"  # fmt: skip
-    libs = ", ".join(f"{k}={v}" for k, v in sorted(lin.libraries.items()))
-    return [
-        f"data source   {lin.data_source}",
-        f"data rows     {lin.data_rows}  event time {span}",
-        f"contract sha  {lin.contract_digest}",
-        f"code          {code}",
-        f"libraries     python={lin.python}, {libs}",
-    ]
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4g}"
-
-
 @app.command("list")
 def list_(
     name: str | None = typer.Argument(None, help="A model: list its versions."),
@@ -125,8 +88,8 @@ def list_(
         if not models:
             typer.echo(f"no models in {reg.root_uri}")
             return
-        rows = [(m.name, m.versions, m.latest, _aliases(m.aliases)) for m in models]
-        typer.echo(_table(("MODEL", "VERSIONS", "LATEST", "ALIASES"), rows))
+        rows = [(m.name, m.versions, m.latest, aliases_text(m.aliases)) for m in models]
+        typer.echo(text_table(("MODEL", "VERSIONS", "LATEST", "ALIASES"), rows))
         return
     manifest = _run(lambda: reg.manifest(name))
     rows = [
@@ -134,12 +97,13 @@ def list_(
             r.version,
             r.registered_at.strftime("%Y-%m-%d %H:%M:%S"),
             r.contract,
-            _num(r.metrics.get("holdout_auc")),
+            num(r.metrics.get("holdout_auc")),
             ",".join(manifest.aliases_of(r.version)) or "-",
         )
         for r in manifest.versions
     ]
-    typer.echo(_table(("VERSION", "REGISTERED (UTC)", "CONTRACT", "HOLDOUT AUC", "ALIASES"), rows))
+    headers = ("VERSION", "REGISTERED (UTC)", "CONTRACT", "HOLDOUT AUC", "ALIASES")
+    typer.echo(text_table(headers, rows))
 
 
 @app.command()
@@ -363,60 +327,6 @@ def show(
 
     parsed = _run(lambda: parse_model_ref(ref))
     if "@" not in ref and "/" not in ref:
-        manifest = _run(lambda: reg.manifest(parsed.name))
-        typer.echo(f"model      {manifest.name}  ({len(manifest.versions)} versions)")
-        typer.echo(f"aliases    {_aliases(manifest.aliases)}")
-        for alias, history in sorted(manifest.alias_history.items()):
-            typer.echo(f"history    {alias}: {' -> '.join(map(str, history)) or '-'}")
-        if manifest.events:
-            typer.echo("")
-            rows = [
-                (
-                    e.at.strftime("%Y-%m-%d %H:%M:%S"),
-                    e.action,
-                    e.alias,
-                    "-" if e.previous is None else e.previous,
-                    "-" if e.version is None else e.version,
-                    e.actor or "-",
-                    "-" if e.reason is None else f"forced: {e.reason}",
-                )
-                for e in manifest.events
-            ]
-            typer.echo(_table(("AT (UTC)", "ACTION", "ALIAS", "FROM", "TO", "BY", "REASON"), rows))
-            for e in manifest.events:
-                for check in e.overridden:
-                    typer.echo(f"  {e.at:%Y-%m-%d %H:%M:%S} overrode: {check}")
-        return
-    info = _run(lambda: reg.show(parsed))
-    meta, rec = info.meta, info.record
-    typer.echo(f"version       {info.name}/{rec.version}  aliases: {','.join(info.aliases) or '-'}")
-    typer.echo(f"registered    {rec.registered_at.isoformat()}")
-    typer.echo(f"contract      {meta.contract}")
-    typer.echo(f"metrics       {_metrics(meta.metrics)}")
-    trust = "trusted source (may run code when loaded)" if meta.trusted else "untrusted-safe"
-    typer.echo(f"format        {meta.format}  {trust}")
-    out = meta.output
-    column = "" if out.column is None else f", column {out.column}"
-    typer.echo(f"score output  #{out.index}{column}, link {out.link}")
-    arch = ", ".join(f"{k}={v}" for k, v in meta.architecture.items()) or "-"
-    typer.echo(f"architecture  {arch}")
-    typer.echo(f"feature spec  {meta.feature_spec_hash}")
-    typer.echo(f"training data {meta.data_fingerprint}")
-    typer.echo(f"model file    {rec.model_sha256}")
-    if meta.train_params:
-        params = ", ".join(f"{k}={v}" for k, v in sorted(meta.train_params.items()))
-        typer.echo(f"train params  {params}")
-    for line in _lineage_lines(meta):
-        typer.echo(line)
-    typer.echo("")
-    if meta.gate is None:
-        typer.echo("gate          no report (registered without a labelled holdout)\n")
+        typer.echo(model_history(_run(lambda: reg.manifest(parsed.name))))
     else:
-        from sluice.gate import format_report
-
-        typer.echo(format_report(meta.gate) + "\n")
-    rows = [
-        (n, r.count, _num(r.mean), _num(r.std), _num(r.min), _num(r.max))
-        for n, r in ((n, meta.reference.features[n]) for n in meta.feature_names)
-    ]
-    typer.echo(_table(("FEATURE", "COUNT", "MEAN", "STD", "MIN", "MAX"), rows))
+        typer.echo(model_card(_run(lambda: reg.show(parsed))))

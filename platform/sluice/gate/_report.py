@@ -8,10 +8,11 @@ null, never NaN.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from sluice._text import text_table
 
 __all__ = ["CheckResult", "GateReport", "SliceRow", "format_report", "refusals"]
 
@@ -79,14 +80,6 @@ def refusals(report: GateReport | None, gate_digest: str) -> list[str]:
     return report.failures()
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
-    cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return lines
-
-
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
@@ -102,7 +95,7 @@ def format_report(report: GateReport) -> str:
          "pass" if c.passed else "FAIL", c.detail)
         for c in report.checks
     ]  # fmt: skip
-    lines += _table(("CHECK", "FIGURE", "THRESHOLD", "RESULT", "DETAIL"), rows)
+    lines += text_table(("CHECK", "FIGURE", "THRESHOLD", "RESULT", "DETAIL"), rows).splitlines()
     failed = [c.check for c in report.checks if not c.passed]
     lines.append("")
     lines.append(f"gate: FAILED ({', '.join(failed)})" if failed else "gate: passed")
@@ -114,5 +107,6 @@ def format_report(report: GateReport) -> str:
             for s in report.slices
         ]  # fmt: skip
         lines.append("")
-        lines += _table(("SLICING", "SLICE", "ROWS", "NEG", "POS", "JUDGED", *names), rows)
+        headers = ("SLICING", "SLICE", "ROWS", "NEG", "POS", "JUDGED", *names)
+        lines += text_table(headers, rows).splitlines()
     return "\n".join(lines)

@@ -23,13 +23,8 @@ from sluice.models._formats import FORMATS, ModelFormat, detect_format
 from sluice.models._manifest import AliasEvent, Manifest, ModelRef, VersionRecord, parse_model_ref
 from sluice.models._meta import ModelMeta, ModelOutput, roc_auc, table_fingerprint
 from sluice.models._net import MLP, MLPConfig, export_module
-from sluice.models._registry import (
-    LoadedModel,
-    ModelRegistry,
-    ModelSummary,
-    VersionInfo,
-    check_feature_spec,
-)
+from sluice.models._promotion import check_feature_spec
+from sluice.models._registry import LoadedModel, ModelRegistry, ModelSummary, VersionInfo
 from sluice.models._runtime import SCORE_TOLERANCE, select_device
 
 __all__ = [

@@ -15,11 +15,9 @@ parseable and a version directory that exists is never overwritten.
 
 from __future__ import annotations
 
-import getpass
 import json
 import logging
 import re
-import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -33,8 +31,7 @@ import pyarrow.fs as pafs
 from pydantic import ValidationError
 
 from sluice.config import PlatformConfig, load_platform_config
-from sluice.errors import ConfigError, ModelNotFound, PromotionRefused
-from sluice.gate import refusals
+from sluice.errors import ConfigError, ModelNotFound
 from sluice.models import _artifact as art
 from sluice.models._formats import model_file
 from sluice.models._lock import writer_lock
@@ -49,12 +46,13 @@ from sluice.models._manifest import (
     parse_model_ref,
 )
 from sluice.models._meta import ModelMeta
+from sluice.models._promotion import check_feature_spec, check_gate, who
 from sluice.models._runtime import LoadedModel, open_runner, select_device
 
 if TYPE_CHECKING:
     from sluice.contract import Contract
 
-__all__ = ["ModelRegistry", "ModelSummary", "VersionInfo", "check_feature_spec"]
+__all__ = ["ModelRegistry", "ModelSummary", "VersionInfo"]
 
 log = logging.getLogger(__name__)
 MANIFEST_FILE = "manifest.json"
@@ -76,15 +74,6 @@ def _manifest_format(data: bytes) -> object:
     return doc.get("format") if isinstance(doc, dict) else None
 
 
-def _who() -> str:
-    """user@host of the caller, for the alias history."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (a container's arbitrary uid)
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
-
-
 @dataclass(frozen=True)
 class VersionInfo:
     name: str
@@ -99,17 +88,6 @@ class ModelSummary:
     versions: int
     latest: int
     aliases: dict[str, int]
-
-
-def check_feature_spec(where: str, trained_spec_hash: str, contract: Contract) -> None:
-    """Refuse a model version trained on another feature spec than `contract` declares."""
-    expected = contract.features.spec_hash()
-    if trained_spec_hash != expected:
-        raise ConfigError(
-            f"model {where} was trained on feature spec {trained_spec_hash}, but contract "
-            f"{contract.name!r} declares spec {expected}; retrain the model for this contract "
-            "or use a version trained on its spec"
-        )
 
 
 class ModelRegistry:
@@ -318,17 +296,11 @@ class ModelRegistry:
             overridden: list[str] = []
             if contract is not None:
                 check_feature_spec(f"{name}/{version}", record.feature_spec_hash, contract)
-                if contract.gate is not None and alias == CHAMPION:
+                if alias == CHAMPION:
                     meta = art.parse_meta(self._read_checked(name, record, art.META_FILE),
                                           f"{name}/{version}")  # fmt: skip
-                    overridden = refusals(meta.gate, contract.gate.digest())
-                    if overridden and force_reason is None:
-                        raise PromotionRefused(
-                            f"{name}/{version} may not become {alias}: it fails the promotion "
-                            f"gate of contract {contract.name!r}:\n  - " + "\n  - ".join(overridden)
-                            + "\nretrain it, or override with --force --reason \"...\" "
-                            "(recorded in the alias history)", overridden,
-                        )  # fmt: skip
+                    overridden = check_gate(f"{name}/{version}", meta.gate, contract,
+                                            force_reason)  # fmt: skip
             previous = manifest.aliases.get(alias)
             if previous != version or force_reason is not None:
                 if previous is not None and previous != version:
@@ -337,7 +309,7 @@ class ModelRegistry:
                 event = self._event("promote", alias, version, previous)
                 if force_reason is not None:
                     event = event.model_copy(update={
-                        "actor": actor or _who(), "reason": force_reason.strip(),
+                        "actor": actor or who(), "reason": force_reason.strip(),
                         "overridden": tuple(overridden),
                     })  # fmt: skip
                 manifest.events.append(event)
