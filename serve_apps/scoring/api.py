@@ -37,11 +37,13 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 
 from serve_apps.scoring.auth import AuthMiddleware
+from serve_apps.scoring.oip import OIP_PREFIX, OIP_PUBLIC_PATHS, add_oip_routes
 from serve_apps.scoring.prediction_log import LogEntry
 from serve_apps.scoring.review import REVIEW_PATH, add_review_pages
 from serve_apps.scoring.schemas import (
     PredictResponse,
     RequestRejected,
+    ScoreReply,
     predict_response,
     rejected_body,
 )
@@ -116,6 +118,20 @@ def _ours(request: Request) -> str | None:
     return rid if rid and request.headers.get("x-request-id") != rid else None
 
 
+def _error(request: Request, status: int, kind: str, message: str,
+           headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:  # fmt: skip
+    """An error in the protocol of the route: ``{"error": message}`` under ``/v2`` (Open
+    Inference Protocol), ``{"error": kind, "message": ..., ...}`` under ``/v1``."""
+    if request.url.path.startswith(OIP_PREFIX):
+        problems = "; ".join(f"{p['loc']}: {p['message']}" + (f" (value {p['value']})"
+                             if p.get("value") is not None else "")
+                             for p in extra.get("problems", ()))  # fmt: skip
+        body: dict[str, Any] = {"error": f"{message}: {problems}" if problems else message}
+    else:
+        body = {"error": kind, "message": message, **extra}
+    return _json(status, body, _ours(request), headers)
+
+
 def create_api(service: ScoringService) -> FastAPI:
     """The FastAPI app of one ingress replica (routes close over ``service``)."""
     c = service.contract
@@ -129,20 +145,17 @@ def create_api(service: ScoringService) -> FastAPI:
     async def _rejected(request: Request, exc: RequestRejected) -> Response:
         kind = {413: "too_large", 400: "bad_request",
                 415: "unsupported_media_type"}.get(exc.status, "invalid_request")  # fmt: skip
-        body = {"error": kind, "message": exc.message,
-                "problems": [p.as_dict() for p in exc.problems]}  # fmt: skip
-        return _json(exc.status, body, _ours(request))
+        return _error(request, exc.status, kind, exc.message,
+                      problems=[p.as_dict() for p in exc.problems])  # fmt: skip
 
     @api.exception_handler(Overloaded)
     async def _overloaded(request: Request, exc: Overloaded) -> Response:
-        body = {"error": "overloaded", "message": str(exc)}
-        return _json(service.overload_status, body, _ours(request),
-                     service.retry_headers)  # fmt: skip
+        return _error(request, service.overload_status, "overloaded", str(exc),
+                      service.retry_headers)  # fmt: skip
 
     @api.exception_handler(ScoringTimeout)
     async def _timeout(request: Request, exc: ScoringTimeout) -> Response:
-        body = {"error": "timeout", "message": str(exc)}
-        return _json(504, body, _ours(request), service.retry_headers)
+        return _error(request, 504, "timeout", str(exc), service.retry_headers)
 
     @api.exception_handler(SluiceError)
     async def _sluice(request: Request, exc: SluiceError) -> Response:
@@ -151,8 +164,45 @@ def create_api(service: ScoringService) -> FastAPI:
             request.state.error_class = metrics.STORE_UNAVAILABLE
         headers = service.retry_headers if status == 503 else None
         log.warning("%s answered %d: %s", request.url.path, status, exc)
-        body = {"error": type(exc).__name__, "message": str(exc)}
-        return _json(status, body, _ours(request), headers)
+        return _error(request, status, type(exc).__name__, str(exc), headers)
+
+    async def score_rows(request: Request, rows: list[dict[str, Any]], explain: bool,
+                         t0: float) -> ScoreReply:  # fmt: skip
+        """Score parsed rows and record what every protocol records alike: quarantined
+        rows (metrics, log), then, when none was refused, the predictions (log, metrics)
+        and alerts. The caller renders the reply in its protocol."""
+        reply = await service.score(rows, explain)
+        if reply.error is not None:
+            if reply.error.status == 503:  # batch.error_status: a store outage, any subclass
+                request.state.error_class = metrics.STORE_UNAVAILABLE
+            return reply
+        if reply.quarantine is not None:
+            reasons = reason_counts(reply.quarantine.column("reasons").to_pylist())
+            for reason, n in reasons.items():
+                metrics.ROWS_QUARANTINED.inc(n, path="online", source=source, contract=c.name,
+                                             reason=reason)  # fmt: skip
+            if service.prediction_log is not None:
+                service.prediction_log.quarantine(reply.quarantine)
+        if reply.rejected:
+            return reply
+        latency_ms = (time.perf_counter() - t0) * 1000.0
+        if service.prediction_log is not None:
+            now = datetime.now(UTC)
+            key_name = getattr(request.state, "api_key_name", "")
+            entries = [
+                LogEntry(uuid.uuid4().hex, request.state.request_id, str(s.key), key_name,
+                         s.model_version, s.features, s.score, latency_ms, now, s.decision,
+                         s.policy_id)
+                for s in reply.scores
+            ]  # fmt: skip
+            service.prediction_log.predictions(reply.feature_names, entries)
+            if reply.alerts is not None:  # written off the path; the reply has the decisions
+                service.prediction_log.alerts(reply.alerts)
+        for version, n in Counter(s.model_version for s in reply.scores).items():
+            decided = Counter(s.decision for s in reply.scores
+                              if s.model_version == version and s.decision)  # fmt: skip
+            metrics.record_rows(source, c.name, version, n, {}, decided)
+        return reply
 
     @api.get(HEALTH_PATH, tags=["ops"], summary="Liveness (no API key needed)",
              openapi_extra={"security": []})
@@ -196,41 +246,15 @@ def create_api(service: ScoringService) -> FastAPI:
             raise RequestRejected(415, f"Content-Type {declared!r} is not JSON: send the rows "
                                        "as 'Content-Type: application/json'")  # fmt: skip
         rows, many = service.parser.parse(await service.read_body(request))
-        reply = await service.score(rows, explain)
+        reply = await score_rows(request, rows, explain, t0)
         if reply.error is not None:
-            if reply.error.status == 503:  # batch.error_status: a store outage, any subclass
-                request.state.error_class = metrics.STORE_UNAVAILABLE
             headers = service.retry_headers if reply.error.status == 503 else None
             return _json(reply.error.status, {"error": reply.error.kind,
                                               "message": reply.error.message},
                          ours, headers)  # fmt: skip
-        if reply.quarantine is not None:
-            reasons = reason_counts(reply.quarantine.column("reasons").to_pylist())
-            for reason, n in reasons.items():
-                metrics.ROWS_QUARANTINED.inc(n, path="online", source=source, contract=c.name,
-                                             reason=reason)  # fmt: skip
-            if service.prediction_log is not None:
-                service.prediction_log.quarantine(reply.quarantine)
         if reply.rejected:
             return _json(422, rejected_body(request_id, reply.rejected, many), ours)
-        body = predict_response(request_id, c.name, reply.scores, many)
-        latency_ms = (time.perf_counter() - t0) * 1000.0
-        if service.prediction_log is not None:
-            now = datetime.now(UTC)
-            key_name = getattr(request.state, "api_key_name", "")
-            entries = [
-                LogEntry(uuid.uuid4().hex, request_id, str(s.key), key_name, s.model_version,
-                         s.features, s.score, latency_ms, now, s.decision, s.policy_id)
-                for s in reply.scores
-            ]  # fmt: skip
-            service.prediction_log.predictions(reply.feature_names, entries)
-            if reply.alerts is not None:  # written off the path; the reply has the decisions
-                service.prediction_log.alerts(reply.alerts)
-        for version, n in Counter(s.model_version for s in reply.scores).items():
-            decided = Counter(s.decision for s in reply.scores
-                              if s.model_version == version and s.decision)  # fmt: skip
-            metrics.record_rows(source, c.name, version, n, {}, decided)
-        return _json(200, body, ours)
+        return _json(200, predict_response(request_id, c.name, reply.scores, many), ours)
 
     @api.get("/v1/models", tags=["models"], summary="Versions, aliases and what is served")
     async def models() -> dict[str, Any]:
@@ -281,14 +305,18 @@ def create_api(service: ScoringService) -> FastAPI:
         return api.openapi_schema
 
     api.openapi = openapi  # type: ignore[method-assign]
+    add_oip_routes(api, service, score_rows)
     if service.alerts is not None:
         add_review_pages(api, service.alerts, c.name)
-    public = {HEALTH_PATH, READY_PATH} | ({"/docs", "/openapi.json", "/docs/oauth2-redirect"}
-                              if service.docs_public else set())  # fmt: skip
+    docs = {"/docs", "/openapi.json", "/docs/oauth2-redirect"} if service.docs_public else set()
+    public = {HEALTH_PATH, READY_PATH, *OIP_PUBLIC_PATHS} | docs
     api.add_middleware(AuthMiddleware, keyring=service.keyring, public_paths=public,
                        browser_prefix=REVIEW_PATH)  # fmt: skip
     api.add_middleware(MetricsMiddleware, contract=c.name)  # outermost: sees the 401s too
     return api
+
+
+_PROBES = (HEALTH_PATH, READY_PATH, *OIP_PUBLIC_PATHS)
 
 
 class MetricsMiddleware:
@@ -300,7 +328,7 @@ class MetricsMiddleware:
         self.contract = contract
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope.get("path", "").endswith((HEALTH_PATH, READY_PATH)):
+        if scope["type"] != "http" or scope.get("path", "").endswith(_PROBES):
             await self.app(scope, receive, send)
             return
         t0 = time.perf_counter()
