@@ -14,7 +14,8 @@ filled with card history) are served five ways, each in a process of its own:
   ``@serve.batch`` deployment that answers a constant, through a handle) and the Sluice app
   (API key, request model, ``@serve.batch`` model deployment, prediction log to
   Cassandra), one replica each, and the Sluice app again with ``?explain=true`` (each
-  row's top feature attributions, issue 17) under HAProxy;
+  row's top feature attributions, issue 17) and through the Open Inference Protocol
+  (``/v2/models/fraud/infer``, one tensor per column, issue 18) under HAProxy;
 - the same two with ``RAY_SERVE_ENABLE_HA_PROXY=1`` set before that Ray starts.
 The load generator is ``wrk`` (C; ``apt-get install -y wrk``), one JSON row per request
 from 1,000 different rows, at each --connections, after a warm-up. Prints a table, which
@@ -84,9 +85,16 @@ def make_world(root: Path) -> None:
     rows = data.slice(data.num_rows - N_BODIES).drop(["is_fraud"]).to_pylist()
     bodies = [json.dumps({k: (v.isoformat() if hasattr(v, "isoformat") else v)
                           for k, v in r.items()}) for r in rows]  # fmt: skip
-    (root / "bodies.json").write_text(json.dumps(bodies))
-    lua = ["local bodies = {"] + [f"[==[{b}]==]," for b in bodies] + ["}", WRK_LUA % KEY]
-    (root / "post.lua").write_text("\n".join(lua))
+    # The same rows as Open Inference Protocol requests: one [1]-shaped tensor per column.
+    from serve_apps.scoring.oip import input_datatype
+
+    types = {f.name: input_datatype(f.type) for f in contract.scoring_schema}
+    oip = [json.dumps({"inputs": [{"name": k, "shape": [1], "datatype": types[k], "data": [v]}
+                                  for k, v in json.loads(b).items()]}) for b in bodies]  # fmt: skip
+    for name, texts in (("post", bodies), ("oip", oip)):
+        (root / f"{name}-bodies.json").write_text(json.dumps(texts))
+        lua = ["local bodies = {"] + [f"[==[{b}]==]," for b in texts] + ["}", WRK_LUA % KEY]
+        (root / f"{name}.lua").write_text("\n".join(lua))
     close_sessions()
 
 
@@ -269,13 +277,15 @@ def wrk(url: str, script: Path, connections: int, seconds: int) -> dict[str, flo
 
 
 def measure(name: str, url: str, root: Path, conns: list[int], seconds: int,
-            figures: dict[str, Any], proc: subprocess.Popen) -> None:  # fmt: skip
-    body = json.loads((root / "bodies.json").read_text())[0]
+            figures: dict[str, Any], proc: subprocess.Popen,
+            script: str = "post") -> None:  # fmt: skip
+    """wrk on `url` with `script`'s bodies: "post" (/v1 rows) or "oip" (v2 tensors)."""
+    body = json.loads((root / f"{script}-bodies.json").read_text())[0]
     wait_http(url, body, proc)
-    wrk(url, root / "post.lua", max(conns), 3)  # warm-up: batching, connections, caches
+    wrk(url, root / f"{script}.lua", max(conns), 3)  # warm-up: batching, connections, caches
     for c in conns:
         load = os.getloadavg()[0]
-        figures[f"{name}_c{c}"] = r = wrk(url, root / "post.lua", c, seconds)
+        figures[f"{name}_c{c}"] = r = wrk(url, root / f"{script}.lua", c, seconds)
         r["load_1m"] = round(load, 2)  # other work on the machine disturbs the figures
         print(f"  {name:<20} c={c:<3} {r['rps']:8.1f} req/s  p50 {r['p50_ms']:7.2f} ms  "
               f"p99 {r['p99_ms']:7.2f} ms  non-2xx {r['non_2xx']}  (load {load:.1f})", flush=True)
@@ -370,6 +380,9 @@ def main(argv: list[str] | None = None) -> int:
                 if haproxy:  # explanations on (issue 17): each row's top attributions
                     measure(f"sluice_explain_{ingress}", f"{base}/v1/fraud/predict?explain=true",
                             root, conns, a.seconds, figures, proc)  # fmt: skip
+                    # The same rows through the Open Inference Protocol (issue 18).
+                    measure(f"sluice_oip_{ingress}", f"{base}/v2/models/fraud/infer", root,
+                            conns, a.seconds, figures, proc, script="oip")  # fmt: skip
             finally:
                 stop(proc)
     return report(figures, conns)
@@ -415,6 +428,9 @@ def report(figures: dict[str, Any], conns: list[int]) -> int:
         f"sluice_vs_trivial_chain_{hi}": round(rps(f"sluice_{best}")
                                                / rps(f"trivial_chain_{best}"), 3),
         f"explain_vs_plain_{hi}": round(rps("sluice_explain_haproxy") / rps("sluice_haproxy"), 3),
+        f"oip_vs_v1_{hi}": round(rps("sluice_oip_haproxy") / rps("sluice_haproxy"), 3),
+        f"oip_p50_over_v1_c{lo}_ms": round(figures[f"sluice_oip_haproxy_c{lo}"]["p50_ms"]
+                                           - figures[f"sluice_haproxy_c{lo}"]["p50_ms"], 2),
         f"explain_p50_over_plain_c{lo}_ms": round(
             figures[f"sluice_explain_haproxy_c{lo}"]["p50_ms"]
             - figures[f"sluice_haproxy_c{lo}"]["p50_ms"], 2),

@@ -41,6 +41,7 @@ from serve_apps.scoring.oip import OIP_PREFIX, OIP_PUBLIC_PATHS, add_oip_routes
 from serve_apps.scoring.prediction_log import LogEntry
 from serve_apps.scoring.review import REVIEW_PATH, add_review_pages
 from serve_apps.scoring.schemas import (
+    REQUEST_ID,
     PredictResponse,
     RequestRejected,
     ScoreReply,
@@ -70,7 +71,6 @@ log = logging.getLogger(__name__)
 
 HEALTH_PATH = "/v1/health"
 READY_PATH = "/v1/ready"
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 # application/json, or a structured-syntax JSON type (application/problem+json), any params.
 _JSON_MEDIA_TYPE = re.compile(r"^application/([a-z0-9.!#$&^_-]+\+)?json$")
 
@@ -99,7 +99,7 @@ def status_for(exc_type: type[BaseException]) -> int:
 
 def _request_id(request: Request) -> str:
     given = request.headers.get("x-request-id")
-    return given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
+    return given if given and REQUEST_ID.match(given) else uuid.uuid4().hex
 
 
 def _json(status: int, body: dict[str, Any], request_id: str | None = None,

@@ -35,7 +35,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from serve_apps.scoring.schemas import Problem, RequestRejected, ScoreReply
+from serve_apps.scoring.schemas import REQUEST_ID, Problem, RequestRejected, ScoreReply
 from serve_apps.scoring.service import ScoringService
 from sluice.contract import Contract
 
@@ -210,7 +210,6 @@ def add_oip_routes(api: FastAPI, service: ScoringService, score_rows: ScoreRows)
               summary="Score (the version must be one this endpoint serves)")  # fmt: skip
     async def infer(model: str, request: Request, version: str | None = None) -> Response:
         t0 = time.perf_counter()
-        request.state.request_id = uuid.uuid4().hex
         if (missing := await unknown(model, version)) is not None:
             return missing
         body = await service.read_body(request)  # read whole, even to refuse it
@@ -222,6 +221,9 @@ def add_oip_routes(api: FastAPI, service: ScoringService, score_rows: ScoreRows)
         except ValidationError as exc:
             where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             return _err(400, f"not an inference request: {where}")
+        # The client's id names the request in the prediction log, as X-Request-ID on /v1.
+        given = parsed.id
+        request.state.request_id = given if given and REQUEST_ID.match(given) else uuid.uuid4().hex
         wanted = [o.name for o in parsed.outputs or ()]
         if unknown_outputs := [o for o in wanted if o not in output_names]:
             return _err(400, f"unknown output(s) {unknown_outputs}; outputs: "
@@ -240,7 +242,7 @@ def add_oip_routes(api: FastAPI, service: ScoringService, score_rows: ScoreRows)
             return _err(400, _rejected_message(reply))
         tensors = [o for o in _outputs(reply, c) if not wanted or o["name"] in wanted]
         versions = {s.model_version for s in reply.scores}
-        body: dict[str, Any] = {"model_name": c.name, "id": parsed.id or request.state.request_id,
+        body: dict[str, Any] = {"model_name": c.name, "id": given or request.state.request_id,
                                 "outputs": tensors}  # fmt: skip
         if len(versions) == 1:
             body["model_version"] = versions.pop().rpartition("/")[2]

@@ -16,6 +16,7 @@ problem per field: where (``rows[3].amount``), the rule and the value.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -60,6 +61,8 @@ _INT_BOUNDS = {
     pa.uint64(): (0, 2**64 - 1),
 }
 _FLOAT_MAX = {pa.float16(): 65504.0, pa.float32(): 3.4028234663852886e38}
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+"""A request id a client may choose (X-Request-ID on /v1, the inference request's id on /v2)."""
 
 
 def _python_type(column: str, typ: pa.DataType) -> Any:
