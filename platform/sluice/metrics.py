@@ -237,12 +237,17 @@ BATCH_EXPECTATION_UNEXPECTED = Family("gauge", "sluice_batch_expectation_unexpec
                                       "finds unexpected (duplicates, for uniqueness).",
                                       ["source", "contract", "expectation",
                                        "column"])  # fmt: skip
+SHADOW_ROWS = Family("counter", "sluice_shadow_rows_total",
+                     "Online rows sent to the shadow model, by outcome: scored (logged), "
+                     "dropped (too many shadow requests in flight) or failed.",
+                     ["contract", "outcome"])  # fmt: skip
 
 FAMILIES: tuple[Family, ...] = (
     ROWS_SCORED, ROWS_QUARANTINED, MODEL_IN_USE, SCORE_BATCH_SECONDS, ONLINE_REQUESTS,
     ONLINE_REQUEST_SECONDS, ONLINE_ERRORS, CONSUMER_LAG, EVENT_LATENCY_SECONDS,
     CASSANDRA_WRITE_SECONDS, CASSANDRA_ROWS_WRITTEN, CASSANDRA_WRITE_FAILURES,
     BATCH_EXPECTATION_SUCCESS, BATCH_EXPECTATION_UNEXPECTED, DECISIONS, LATE_EVENTS,
+    SHADOW_ROWS,
 )  # fmt: skip
 
 DRIFT_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {  # name -> (help, labels)

@@ -192,12 +192,16 @@ def create_api(service: ScoringService) -> FastAPI:
             entries = [
                 LogEntry(uuid.uuid4().hex, request.state.request_id, str(s.key), key_name,
                          s.model_version, s.features, s.score, latency_ms, now, s.decision,
-                         s.policy_id)
+                         s.policy_id, s.role)
                 for s in reply.scores
             ]  # fmt: skip
             service.prediction_log.predictions(reply.feature_names, entries)
             if reply.alerts is not None:  # written off the path; the reply has the decisions
                 service.prediction_log.alerts(reply.alerts)
+        if reply.shadow_rows:  # scored again by the shadow model, after the answer
+            service.shadow_later(request.state.request_id,
+                                 getattr(request.state, "api_key_name", ""),
+                                 [rows[i] for i in reply.shadow_rows])  # fmt: skip
         for version, n in Counter(s.model_version for s in reply.scores).items():
             decided = Counter(s.decision for s in reply.scores
                               if s.model_version == version and s.decision)  # fmt: skip

@@ -28,7 +28,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -75,12 +75,22 @@ class BatchScorer:
         challenger_share: float = 0.0,
         *,
         source: str | None = None,
+        shadow_share: float = 0.0,
+        role: str = "champion",
     ) -> None:
         self.champion = champion
         self.challenger = challenger
         self.challenger_share = challenger_share
+        self.shadow_share = shadow_share
+        self.role = role  # "shadow": scores are logged, never acted on (no alerts)
         self.contract = champion.contract
         self.source = source or f"online:{self.contract.name}"
+
+    def shadowed(self, key: Any) -> bool:
+        """Whether a scored row also goes to the shadow model (by key hash, its own salt:
+        independent of the canary's split)."""
+        return (self.shadow_share > 0 and isinstance(key, str)
+                and canary_bucket(f"shadow:{key}") < self.shadow_share)  # fmt: skip
 
     def variant(self, key: Any) -> str:
         if self.challenger is None or self.challenger_share <= 0 or not isinstance(key, str):
@@ -99,7 +109,16 @@ class BatchScorer:
         for group in _groups(requests, self.contract.key_column):
             for index, reply in self._score_isolated(requests, group, now).items():
                 replies[index] = reply
-        return [r if r is not None else ScoreReply() for r in replies]
+        out = [r if r is not None else ScoreReply() for r in replies]
+        if self.shadow_share > 0:  # which scored rows of each request the shadow sees
+            key_col = self.contract.key_column
+            for n, (rows, reply) in enumerate(zip(requests, out, strict=True)):
+                scored = {s.key for s in reply.scores}
+                picked = tuple(i for i, r in enumerate(rows)
+                               if r.get(key_col) in scored and self.shadowed(r.get(key_col)))
+                if picked:
+                    out[n] = replace(reply, shadow_rows=picked)
+        return out
 
     # -- internals ---------------------------------------------------------------------
     def _score_isolated(
@@ -196,7 +215,8 @@ class BatchScorer:
                                       scores, rejected, alerts) or names  # fmt: skip
             return names
         names = tuple(n for n in scored.column_names if n not in SCORED_COLUMNS)
-        raised = alert_rows(self.contract, scored, self.source, alerted_at=now)
+        raised = (alert_rows(self.contract, scored, self.source, alerted_at=now)
+                  if self.role != "shadow" else scored.slice(0, 0))  # fmt: skip
         for j, key in enumerate(raised.column("key").to_pylist()):
             alerts[key] = raised.slice(j, 1)
         keys = scored.column("key").to_pylist()
@@ -215,9 +235,11 @@ class BatchScorer:
         for p in parts:
             for i in p.rows:
                 if valid[pos]:
+                    role = "champion" if scorer is self.champion else "challenger"
                     row = RowScore(keys[good], float(values[good]), versions[good],
                                    tuple(matrix[good].tolist()), decisions[good],
-                                   policies[good], explained.get(good))  # fmt: skip
+                                   policies[good], explained.get(good),
+                                   self.role if self.role == "shadow" else role)  # fmt: skip
                     scores[p.request].append((i, row))
                     good += 1
                 else:

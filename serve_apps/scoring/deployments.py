@@ -37,7 +37,7 @@ from serve_apps.scoring.prediction_log import (
     LogOptions,
     PredictionLog,
 )
-from serve_apps.scoring.schemas import RequestParser, ScoreReply
+from serve_apps.scoring.schemas import ErrorReply, RequestParser, ScoreReply
 from serve_apps.scoring.service import Overloaded, ScoringService
 from sluice import metrics
 from sluice.config import CassandraConfig, PlatformConfig
@@ -85,6 +85,11 @@ class ModelUserConfig(BaseModel):
         0.0, ge=0, le=1, description="Share of keys (by key hash) scored by the challenger."
     )
     challenger_alias: str = Field("challenger", pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    shadow_share: float = Field(
+        0.0, ge=0, le=1, description="Share of scored rows (by key hash) also scored by the "
+        "shadow model after the answer: logged with role shadow, never returned or acted on.",
+    )  # fmt: skip
+    shadow_alias: str = Field("shadow", pattern=r"^[a-z][a-z0-9_-]{0,31}$")
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,7 @@ class ScoringModel:
         self._scope = f"serve:{_app_name()}:{self.contract.name}:{settings.build_id}"
         champion = self._pinned_scorer(str(self.contract.model), self.config)
         self.core = BatchScorer(champion)
+        self.shadow_core: BatchScorer | None = None
         self.batches = self.batched_requests = 0
         try:  # connect now, so the first request does not pay for it
             session = session_for(settings.feature_store)
@@ -139,10 +145,13 @@ class ScoringModel:
             champion = self._pinned_scorer(str(self.contract.model), new)  # loads, then swaps
             log.info("model generation %d: champion %s -> %s", new.model_generation, before,
                      champion.model.ref)  # fmt: skip
-        challenger = self._challenger(new) if new.challenger_share > 0 else None
+        challenger = self._other(new.challenger_alias, new, "canary", new.challenger_share)
+        shadow = self._other(new.shadow_alias, new, "shadow", new.shadow_share)
         self.score.set_max_batch_size(new.max_batch_size)
         self.score.set_batch_wait_timeout_s(new.batch_wait_timeout_s)
-        self.core = BatchScorer(champion, challenger, new.challenger_share if challenger else 0.0)
+        self.shadow_core = None if shadow is None else BatchScorer(shadow, role="shadow")
+        self.core = BatchScorer(champion, challenger, new.challenger_share if challenger else 0.0,
+                                shadow_share=new.shadow_share if shadow else 0.0)  # fmt: skip
         self.config = new
 
     def _pinned_scorer(self, alias_ref: str, cfg: ModelUserConfig) -> Any:
@@ -151,12 +160,15 @@ class ScoringModel:
         return self._scorer_cls(self.contract, self.registry, self.store,
                                 model_ref=f"{name}/{version}", record_events=False)  # fmt: skip
 
-    def _challenger(self, cfg: ModelUserConfig) -> Any:
+    def _other(self, alias: str, cfg: ModelUserConfig, what: str, share: float) -> Any:
+        """The Scorer of the canary's or the shadow's alias; None when its share is 0 or the
+        alias is not set (logged: that feature stays off)."""
+        if share <= 0:
+            return None
         try:
-            return self._pinned_scorer(f"{self.contract.model.name}@{cfg.challenger_alias}", cfg)
+            return self._pinned_scorer(f"{self.contract.model.name}@{alias}", cfg)
         except ModelNotFound as exc:
-            log.warning("canary off: %s (challenger_share %.3f ignored)", exc,
-                        cfg.challenger_share)  # fmt: skip
+            log.warning("%s off: %s (share %.3f ignored)", what, exc, share)
             return None
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
@@ -175,6 +187,15 @@ class ScoringModel:
         metrics.SCORE_BATCH_SECONDS.observe(time.perf_counter() - t0, path="online",
                                             contract=self.contract.name)  # fmt: skip
         return replies
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
+    async def shadow(self, requests: list[list[dict[str, Any]]]) -> list[ScoreReply]:
+        """The shadow model on rows already answered by the champion (no alerts raised)."""
+        core = self.shadow_core
+        if core is None:  # shadow turned off since the rows were picked
+            off = ScoreReply(error=ErrorReply(503, "shadow_off", "no shadow model configured"))
+            return [off] * len(requests)
+        return core.score(requests)
 
     async def ready(self) -> dict[str, Any]:
         """Readiness of this replica: its model is loaded (in ``__init__``, so a replica that
@@ -226,6 +247,9 @@ class HandleModelClient:
 
     async def ready(self) -> dict[str, Any]:
         return await self._call(self.handle.ready.remote())
+
+    async def shadow(self, rows: list[dict[str, Any]]) -> ScoreReply:
+        return await self._call(self.handle.shadow.remote(rows))
 
     @staticmethod
     async def _call(response: Any) -> Any:

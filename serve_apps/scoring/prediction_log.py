@@ -82,6 +82,7 @@ class LogEntry:
     logged_at: datetime
     decision: str | None = None  # the contract's decision policy (None: it has none)
     policy_id: str | None = None
+    role: str = "champion"  # who scored it: champion, challenger (canary) or shadow
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,7 @@ def log_table(
         "score": pa.array([e.score for e in entries], pa.float64()),
         "decision": pa.array([e.decision for e in entries], pa.string()),
         "policy_id": pa.array([e.policy_id for e in entries], pa.string()),
+        "role": pa.array([e.role for e in entries], pa.string()),
         "latency_ms": pa.array([e.latency_ms for e in entries], pa.float64()),
         "logged_at": pa.array([e.logged_at for e in entries], pa.timestamp("us", tz="UTC")),
     })  # fmt: skip

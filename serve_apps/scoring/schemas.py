@@ -233,6 +233,7 @@ class RowScore:
     decision: str | None = None  # the contract's decision policy (None: it has none)
     policy_id: str | None = None
     reasons: list[dict[str, Any]] | None = None  # top attributions, when asked (explain)
+    role: str = "champion"  # champion or challenger (the canary), or shadow
 
 
 @dataclass(frozen=True)
@@ -266,6 +267,7 @@ class ScoreReply:
     quarantine: pa.Table | None = None
     alerts: pa.Table | None = None
     error: ErrorReply | None = None
+    shadow_rows: tuple[int, ...] = ()  # indices of the request's rows to score in shadow
 
 
 # -- HTTP response bodies (documented in the OpenAPI schema) ---------------------------

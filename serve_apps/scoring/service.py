@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from fastapi import Request
 
 from serve_apps.scoring.auth import KeyRing
-from serve_apps.scoring.prediction_log import PredictionLog
-from serve_apps.scoring.schemas import RequestParser, RequestRejected, ScoreReply
+from serve_apps.scoring.prediction_log import LogEntry, PredictionLog
+from serve_apps.scoring.schemas import ErrorReply, RequestParser, RequestRejected, ScoreReply
+from sluice import metrics
 from sluice.contract import Contract
 from sluice.models import ModelRegistry
 from sluice.store import AlertReader
@@ -54,6 +58,10 @@ class ModelClient(Protocol):
         """``{"model": <ref>, "cassandra": <bool>}`` from a replica that has its model."""
         ...
 
+    async def shadow(self, rows: list[dict[str, Any]]) -> ScoreReply:
+        """The rows scored by the shadow model (logged only: never answered or acted on)."""
+        ...
+
 
 class FunctionModelClient:
     """A ``ModelClient`` around plain (async) functions: for tests and local tools."""
@@ -63,8 +71,9 @@ class FunctionModelClient:
         score: Callable[..., Awaitable[ScoreReply]],
         info: Callable[[], Awaitable[dict[str, Any]]] | None = None,
         ready: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+        shadow: Callable[[list[dict[str, Any]]], Awaitable[ScoreReply]] | None = None,
     ) -> None:
-        self._score, self._info, self._ready = score, info, ready
+        self._score, self._info, self._ready, self._shadow = score, info, ready, shadow
 
     async def score(self, rows: list[dict[str, Any]], explain: bool = False) -> ScoreReply:
         return await (self._score(rows, explain) if explain else self._score(rows))
@@ -74,6 +83,11 @@ class FunctionModelClient:
 
     async def ready(self) -> dict[str, Any]:
         return await self._ready() if self._ready else {}
+
+    async def shadow(self, rows: list[dict[str, Any]]) -> ScoreReply:
+        if self._shadow is None:
+            raise RuntimeError("this model client has no shadow model")
+        return await self._shadow(rows)
 
 
 @dataclass
@@ -93,10 +107,12 @@ class ScoringService:
     docs_public: bool = False
     ready_timeout_s: float = 2.0
     alerts: AlertReader | None = None  # the review pages read alerts through it
+    max_shadow_requests: int = 64  # shadow calls in flight per replica; beyond: dropped
     # Registry reads (a filesystem that may hang) get threads of their own: a stuck read
     # then fails its requests after the timeout without starving asyncio's default pool.
     registry_pool: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="sluice-registry"))
+    _shadows: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def retry_headers(self) -> dict[str, str]:
@@ -141,6 +157,40 @@ class ScoringService:
                         self.ready_timeout_s, exc)  # fmt: skip
             return {"model": False, "cassandra": False}
         return {"model": bool(got.get("model")), "cassandra": got.get("cassandra") is True}
+
+    def shadow_later(self, request_id: str, api_key: str, rows: list[dict[str, Any]]) -> None:
+        """Score `rows` with the shadow model after the answer, off the request path, and
+        log its scores with role ``shadow``. At most ``max_shadow_requests`` calls are in
+        flight (more are dropped and counted); a failing or slow shadow is only counted
+        (``sluice_shadow_rows_total``): the answer never waits for it."""
+        name = self.contract.name
+        if len(self._shadows) >= self.max_shadow_requests:
+            metrics.SHADOW_ROWS.inc(len(rows), contract=name, outcome="dropped")
+            return
+        task = asyncio.get_running_loop().create_task(self._shadow(request_id, api_key, rows))
+        self._shadows.add(task)
+        task.add_done_callback(self._shadows.discard)
+
+    async def _shadow(self, request_id: str, api_key: str, rows: list[dict[str, Any]]) -> None:
+        name = self.contract.name
+        t0 = time.perf_counter()
+        try:
+            reply = await asyncio.wait_for(self.model.shadow(rows), self.request_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - a shadow's failure is counted, never raised
+            reply = ScoreReply(error=ErrorReply(500, type(exc).__name__, str(exc)))
+        if reply.error is not None or not reply.scores:
+            log.warning("shadow scoring of %d row(s) failed: %s", len(rows),
+                        reply.error.message if reply.error else "no row scored")  # fmt: skip
+            metrics.SHADOW_ROWS.inc(len(rows), contract=name, outcome="failed")
+            return
+        if self.prediction_log is not None:
+            now, ms = datetime.now(UTC), (time.perf_counter() - t0) * 1000.0
+            self.prediction_log.predictions(reply.feature_names, [
+                LogEntry(uuid.uuid4().hex, request_id, str(s.key), api_key, s.model_version,
+                         s.features, s.score, ms, now, s.decision, s.policy_id, "shadow")
+                for s in reply.scores
+            ])  # fmt: skip
+        metrics.SHADOW_ROWS.inc(len(reply.scores), contract=name, outcome="scored")
 
     async def _bounded(self, call: Awaitable[Any], what: str) -> Any:
         try:

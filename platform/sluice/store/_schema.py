@@ -186,6 +186,7 @@ PREDICTION_LOG_TABLE = TableSpec(
         ("score", "double"),
         ("decision", "text"),
         ("policy_id", "text"),
+        ("role", "text"),  # champion, challenger (canary) or shadow
         ("latency_ms", "double"),
         ("logged_at", "timestamp"),
     ),

@@ -189,3 +189,35 @@ def test_an_unexpected_error_fails_only_its_own_request(scorers):
         assert reply.error is None
         assert [s.score for s in reply.scores] == champion.score(req, now=NOW).scored[
             "score"].to_pylist()  # fmt: skip
+
+
+def test_shadow_rows_are_picked_by_key_hash_and_the_shadow_raises_no_alerts(scorers):
+    champion, challenger = scorers
+    rows = json_rows(300, seed=9)
+    requests = [rows[:100], rows[100:300]]
+    replies = BatchScorer(champion, challenger, 0.3, shadow_share=0.25).score(requests, now=NOW)
+    for req, reply in zip(requests, replies, strict=True):
+        want = tuple(i for i, r in enumerate(req)
+                     if canary_bucket(f"shadow:{r['transaction_id']}") < 0.25)  # fmt: skip
+        assert reply.shadow_rows == want  # every request row was valid, so every one counts
+        roles = {s.role for s in reply.scores}
+        assert roles == {"champion", "challenger"}  # the canary split names its rows' role
+        for s in reply.scores:
+            expected = "challenger" if canary_bucket(s.key) < 0.3 else "champion"
+            assert s.role == expected
+    picked = sum(len(r.shadow_rows) for r in replies)
+    assert 0.15 * 300 < picked < 0.35 * 300  # independent of the canary's 30 %
+    assert BatchScorer(champion).score(requests, now=NOW)[0].shadow_rows == ()
+
+    # The shadow scores like the model it is, names its role, and never alerts.
+    policy = DecisionPolicy.model_validate([{"label": "review", "min_score": 0.0}])
+    alerting = CONTRACT.model_copy(update={"decision": policy})
+    shadow = Scorer(alerting, challenger.registry, challenger.store,
+                    model_ref="fraud@challenger", record_events=False)  # fmt: skip
+    (reply,) = BatchScorer(shadow, role="shadow").score([rows[:20]], now=NOW)
+    assert {s.role for s in reply.scores} == {"shadow"} and reply.alerts is None
+    assert [s.score for s in reply.scores] == \
+        challenger.score(rows[:20], now=NOW).scored["score"].to_pylist()  # fmt: skip
+    (served,) = BatchScorer(Scorer(alerting, challenger.registry, challenger.store,
+                                   record_events=False)).score([rows[:20]], now=NOW)  # fmt: skip
+    assert served.alerts is not None and served.alerts.num_rows == 20  # served rows alert
