@@ -261,6 +261,23 @@ DRIFT_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {  # name -> (help, label
     "sluice_drift_last_run_timestamp_seconds": ("When the drift check last ran", ("contract",)),
 }  # fmt: skip
 
+COMPARE_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {  # name -> (help, labels)
+    "sluice_compare_rows": ("Live rows scored by both versions of a pair (prediction log)",
+                            ("contract", "a", "b")),
+    "sluice_compare_score_correlation": ("Pearson correlation of the pair's scores",
+                                         ("contract", "a", "b")),
+    "sluice_compare_decision_agreement": ("Share of the pair's rows with the same decision",
+                                          ("contract", "a", "b")),
+    "sluice_compare_mean_abs_score_delta": ("Mean |score of a - score of b| over the pair's rows",
+                                            ("contract", "a", "b")),
+    "sluice_compare_auc": ("A version's AUC on the compared rows that have labels",
+                           ("contract", "version")),
+    "sluice_compare_last_run_timestamp_seconds": ("When `sluice models compare` last ran",
+                                                  ("contract",)),
+}  # fmt: skip
+"""Written by `sluice models compare --metrics-file` (sluice.drift._compare), like the drift
+gauges: textfile gauges for node_exporter, not Ray metrics."""
+
 
 def record_rows(source: str, contract: str, model_version: str, scored: int,
                 reasons: Mapping[str, int],

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from sluice.config import REPO_ROOT
-from sluice.metrics import DRIFT_GAUGES, FAMILIES
+from sluice.metrics import COMPARE_GAUGES, DRIFT_GAUGES, FAMILIES
 
 MONITORING = REPO_ROOT / "configs" / "monitoring"
 DASHBOARD = json.loads((MONITORING / "sluice-dashboard.json").read_text())
@@ -22,7 +22,7 @@ METRIC = re.compile(r"\b(?:ray_)?sluice_[a-z_]+\b")
 def exported_names() -> set[str]:
     """Every series name Sluice exports: Ray's ``ray_`` names (histograms as their
     _bucket/_sum/_count series) and the drift gauges."""
-    names = set(DRIFT_GAUGES)
+    names = set(DRIFT_GAUGES) | set(COMPARE_GAUGES)
     for fam in FAMILIES:
         if fam.kind == "histogram":
             names |= {fam.exported_name + s for s in ("_bucket", "_sum", "_count")}
@@ -48,7 +48,7 @@ def test_every_panel_queries_metrics_that_exist(panel):
 
 def test_a_panel_per_metric_family():
     queried = set().union(*(names_in(p) for p in PANELS))
-    families = {f.exported_name for f in FAMILIES} | set(DRIFT_GAUGES)
+    families = {f.exported_name for f in FAMILIES} | set(DRIFT_GAUGES) | set(COMPARE_GAUGES)
     bare = {re.sub(r"_(bucket|sum|count)$", "", n) for n in queried}
     assert families <= bare, f"no panel for {sorted(families - bare)}"
 

@@ -1,4 +1,4 @@
-"""`sluice models list | register | promote | rollback | show`: the model registry by hand.
+"""`sluice models list | register | promote | rollback | show | compare`: the registry by hand.
 
 `show NAME/VERSION` (or `NAME@ALIAS`) prints the version's model card: metrics, score
 output, lineage, the promotion gate's report (each check, the slices table) and the
@@ -330,3 +330,59 @@ def show(
         typer.echo(model_history(_run(lambda: reg.manifest(parsed.name))))
     else:
         typer.echo(model_card(_run(lambda: reg.show(parsed))))
+
+
+@app.command()
+def compare(
+    name: str = typer.Argument(..., help="Model (its contract's name), e.g. fraud."),
+    since: str = typer.Option("1h", "--since", help="How far back to read the prediction "
+                              "log: 90s, 30m, 1h, 2d."),  # fmt: skip
+    labels: str | None = typer.Option(
+        None, "--labels", help="Parquet of the contract's key and label columns: each "
+        "version's AUC on the compared rows that have one.",
+    ),
+    metrics_file: str | None = typer.Option(
+        None, "--metrics-file", help="Also write the figures as Prometheus gauges here "
+        "(node_exporter textfile collector).",
+    ),
+    contract: str | None = typer.Option(None, "--contract", help="Contract (default: NAME)."),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Versions side by side on the same live rows: champion, challenger and shadow.
+
+    Reads the prediction log (a full scan with a time filter) and prints, per pair of
+    versions that scored the same keys: rows, score correlation, decision agreement,
+    mean |score delta|, and each version's AUC where --labels gives labels.
+    """
+    from datetime import UTC, datetime
+
+    from sluice.cli._paths import user_path
+    from sluice.contract import load_contract
+    from sluice.drift import (
+        compare_versions,
+        format_pairs,
+        parse_window,
+        read_key_labels,
+        read_log_scores,
+        write_compare_metrics,
+    )
+    from sluice.store import session_for
+
+    cfg = load_platform_config(config)
+    spec = _run(lambda: load_contract(contract or name))
+    try:
+        window = parse_window(since)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--since") from None
+    key_labels = None if labels is None else _run(lambda: read_key_labels(user_path(labels),
+                                                                         spec))  # fmt: skip
+    start = datetime.now(UTC) - window
+    session = _run(lambda: session_for(cfg.cassandra))
+    rows = _run(lambda: read_log_scores(session, cfg.cassandra.keyspace, spec, since=start))
+    pairs = compare_versions(rows, key_labels)
+    typer.echo(f"contract {spec.name}: {len(rows)} prediction-log rows since "
+               f"{start:%Y-%m-%d %H:%M:%S} UTC\n")  # fmt: skip
+    typer.echo(format_pairs(rows, pairs))
+    if metrics_file:
+        written = write_compare_metrics(spec.name, pairs, user_path(metrics_file))
+        typer.echo(f"\nmetrics {written}")

@@ -15,8 +15,19 @@ missing-value bin and why the KS is a binned one) is pure and separate from the 
 (``read_recent``: a token-range full scan with a time filter, see ``_read``). The
 command is ``sluice drift`` (``sluice.cli.drift``); retraining on labelled recent rows
 is ``pipelines.train.train_on``, behind the same champion gate as every training run.
+``compare_versions`` (``_compare``) puts model versions side by side on the live rows of
+the prediction log: ``sluice models compare``.
 """
 
+from sluice.drift._compare import (
+    LoggedScore,
+    VersionPair,
+    compare_versions,
+    format_pairs,
+    read_key_labels,
+    read_log_scores,
+    write_compare_metrics,
+)
 from sluice.drift._labels import LabelledRows, check_labels_file, read_labels
 from sluice.drift._metrics import drift_registry, write_metrics
 from sluice.drift._read import RecentRows, Source, parse_window, read_recent, token_ranges
@@ -40,20 +51,27 @@ __all__ = [
     "DriftReport",
     "FeatureDrift",
     "LabelledRows",
+    "LoggedScore",
     "RecentRows",
     "Source",
     "Verdict",
+    "VersionPair",
     "bin_values",
     "binned_ks",
     "check_labels_file",
+    "compare_versions",
     "drift_registry",
     "drift_report",
     "feature_drift",
+    "format_pairs",
     "parse_window",
     "psi",
+    "read_key_labels",
     "read_labels",
+    "read_log_scores",
     "read_recent",
     "reference_counts",
     "token_ranges",
+    "write_compare_metrics",
     "write_metrics",
 ]

@@ -34,10 +34,11 @@ from sluice.contract import Contract
 from sluice.errors import ConfigError, StoreUnavailable
 from sluice.store import PREDICTION_LOG_TABLE, is_transient
 
-__all__ = ["RecentRows", "Source", "parse_window", "read_recent", "token_ranges"]
+__all__ = ["RecentRows", "Source", "log_table", "parse_window", "read_recent", "scan",
+           "token_ranges"]
 
 _SCAN = (
-    "SELECT model_version, features FROM {keyspace}.{table} "
+    "SELECT {columns} FROM {keyspace}.{table} "
     "WHERE token({key}) >= ? AND token({key}) <= ? AND {time} >= ?{extra} ALLOW FILTERING"
 )
 _MIN_TOKEN, _MAX_TOKEN = -(2**63), 2**63 - 1  # Murmur3Partitioner, Cassandra's default
@@ -102,6 +103,11 @@ class _Table:
     extra_params: tuple[Any, ...] = ()
 
 
+def log_table(contract: Contract) -> _Table:
+    """The prediction log's rows of `contract`, by time logged."""
+    return _table(Source.PREDICTION_LOG, contract)
+
+
 def _table(source: Source, contract: Contract) -> _Table:
     if source is Source.PREDICTIONS:
         return _Table(contract.output.predictions_table, contract.key_column, "scored_at")
@@ -118,7 +124,7 @@ def _scan_range(
     return [tuple(r) for r in session.execute(bound, timeout=timeout_s)]
 
 
-def _scan(
+def scan(
     session: Any,
     keyspace: str,
     table: _Table,
@@ -128,9 +134,10 @@ def _scan(
     fetch_size: int,
     timeout_s: float,
     retries: int,
-) -> Iterable[tuple[Any, Any]]:
-    cql = _SCAN.format(keyspace=keyspace, table=table.name, key=table.key, time=table.time,
-                       extra=table.extra)  # fmt: skip
+    columns: str = "model_version, features",
+) -> Iterable[tuple[Any, ...]]:
+    cql = _SCAN.format(columns=columns, keyspace=keyspace, table=table.name, key=table.key,
+                       time=table.time, extra=table.extra)  # fmt: skip
     try:
         statement = session.prepare(cql)
     except InvalidRequest as exc:
@@ -182,7 +189,7 @@ def read_recent(
     for table_source in source.tables():
         table = _table(table_source, contract)
         kept = 0
-        rows = _scan(session, keyspace, table, since, splits=splits, fetch_size=fetch_size,
+        rows = scan(session, keyspace, table, since, splits=splits, fetch_size=fetch_size,
                      timeout_s=timeout_s, retries=retries)  # fmt: skip
         for version, features in rows:
             if version != model_version:
