@@ -222,6 +222,8 @@ class ScoringModel:
             "champion": core.champion.model.ref,
             "challenger": core.challenger.model.ref if core.challenger else None,
             "challenger_share": core.challenger_share,
+            "shadow": self.shadow_core.champion.model.ref if self.shadow_core else None,
+            "shadow_share": core.shadow_share,
             "model_generation": self.config.model_generation,
             "max_batch_size": self.config.max_batch_size,
             "batch_wait_timeout_s": self.config.batch_wait_timeout_s,
