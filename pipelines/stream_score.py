@@ -8,7 +8,11 @@ A long-lived driver: it checks the job (contract, model, topic), applies the sch
 starts ``consumers`` StreamConsumer actors (at most one per partition) in the job's
 consumer group, and supervises them — a consumer that dies is replaced (up to
 ``max_consumer_restarts`` within any ``restart_window_s``) and the new one resumes from
-the group's committed offsets. A Cassandra outage does not end the job: each consumer
+the group's committed offsets. With an ``autoscale`` section the consumer count follows
+the group's lag within ``[min_consumers, max_consumers]`` (``sluice.stream.LagScaler``):
+the driver starts more consumers when the lag is high and stops one at a time (its batch
+in flight finished and committed) when it is low; each change is a rebalance, which the
+commit protocol makes lossless. A Cassandra outage does not end the job: each consumer
 retries its batch in flight with backoff, committing nothing, for up to
 ``store_outage_max_s``.
 Each actor polls micro-batches, scores them, writes every output, waits for the writes,
@@ -47,6 +51,7 @@ from sluice.errors import ConfigError, SluiceError, StreamError
 from sluice.jobs import StreamJob, load_stream_job
 from sluice.stream import (
     GroupLag,
+    LagScaler,
     LoopStats,
     RestartBudget,
     StreamConsumer,
@@ -88,6 +93,7 @@ class StreamSummary:
     quarantined_by_reason: dict[str, int] = field(default_factory=dict)
     engines: dict[str, int] = field(default_factory=dict)
     model_versions: list[str] = field(default_factory=list)  # in order, reloads included
+    scaling: list[dict[str, float]] = field(default_factory=list)  # autoscale: each change
 
 
 class _Member:
@@ -143,8 +149,9 @@ def run(
             f"{','.join(cfg.kafka.bootstrap_servers)}; create it (`sluice produce` does) or fix "
             "the job's topic"
         )
-    n = min(job.consumers, partitions)
-    if n < job.consumers:
+    scaler = None if job.autoscale is None else LagScaler(job.autoscale, partitions)
+    n = min(job.consumers, partitions) if scaler is None else scaler.clamp(job.consumers)
+    if scaler is None and n < job.consumers:
         log.warning("job %s asks for %d consumers but %s has %d partitions: starting %d",
                     job.name, job.consumers, job.topic, partitions, n)  # fmt: skip
     check_schema(session_for(cfg.cassandra), cfg.cassandra, [contract])  # `sluice schema apply`'s
@@ -166,6 +173,7 @@ def run(
     retired: list[LoopStats] = []  # consumers stopped by a reload
     budget = RestartBudget(job.max_consumer_restarts, job.restart_window_s)
     next_progress = time.monotonic() + _PROGRESS_EVERY_S
+    next_check, started_members = time.monotonic(), n
     try:
         while not summary.stopped_by:
             waiting = {m.ref: m for m in members if m.name not in finished}
@@ -208,6 +216,25 @@ def run(
                         m.restart_on(moved)
                     summary.model_version = moved
                     summary.model_versions.append(moved)
+            if scaler is not None and time.monotonic() >= next_check and not stop.is_set():
+                next_check = time.monotonic() + scaler.spec.check_interval_s
+                behind = _lag(lag)
+                running = [m for m in members if m.name not in finished]
+                want = scaler.decide(time.monotonic(), None if behind is None
+                                     else sum(behind.values()), len(running))  # fmt: skip
+                if want is not None:
+                    summary.scaling.append({"at_s": round(time.monotonic() - started, 2),
+                                            "lag": sum((behind or {}).values()),
+                                            "from": len(running), "to": want})  # fmt: skip
+                    log.info("job %s: lag %d: consumers %d -> %d", job.name,
+                             sum((behind or {}).values()), len(running), want)  # fmt: skip
+                    for _ in range(want - len(running)):  # up: new members join the group
+                        members.append(_Member(f"c{started_members}", actor_cls, cfg, job,
+                                               summary.model_version))  # fmt: skip
+                        started_members += 1
+                    if want < len(running):  # down: the newest finishes its batch and leaves
+                        retired.append(_retire(running[-1], job, budget, summary))
+                        members.remove(running[-1])
             if stop.is_set():
                 summary.stopped_by = "signal"
             elif len(finished) == len(members):
@@ -237,6 +264,24 @@ def run(
     summary.elapsed_s = round(time.monotonic() - started, 3)
     _add_up(summary, [*retired, *finished.values()], latency_after)
     return summary
+
+
+def _retire(member: _Member, job: StreamJob, budget: RestartBudget,
+            summary: StreamSummary) -> LoopStats:
+    """Stop one consumer for good: it finishes and commits its batch in flight, then leaves
+    the group (the others take its partitions back from the committed offsets)."""
+    import ray
+
+    member.actor.stop.remote()
+    try:
+        return ray.get(member.ref, timeout=job.max_poll_interval_ms / 1000)
+    except ray.exceptions.RayError as exc:  # died while stopping: its work replays
+        if not budget.spend():
+            raise StreamError(f"job {job.name}: consumer {member.name} failed while "
+                              f"stopping: {exc}") from exc  # fmt: skip
+        summary.restarts += 1
+        ray.kill(member.actor, no_restart=True)
+        return LoopStats()
 
 
 def _lag(lag: GroupLag) -> dict[int, int] | None:
@@ -289,7 +334,8 @@ def print_summary(summary: StreamSummary) -> None:
           f"{summary.model_version}) — stopped: {summary.stopped_by} ==")  # fmt: skip
     rows = (
         ("topic", f"{summary.topic} ({summary.partitions} partitions), group {summary.group}"),
-        ("consumers", f"{summary.consumers} (restarts: {summary.restarts})"),
+        ("consumers", f"{summary.consumers} at the start (restarts: {summary.restarts}; "
+                      f"autoscale changes: {len(summary.scaling)})"),
         ("messages", summary.messages), ("scored", summary.scored),
         ("quarantined", summary.quarantined), ("malformed", summary.malformed),
         ("late events", summary.late_events),

@@ -19,6 +19,7 @@ from sluice.errors import ConfigError
 __all__ = [
     "ActorPool",
     "BatchJob",
+    "ConsumerScaling",
     "InputFormat",
     "InputSpec",
     "StreamJob",
@@ -97,6 +98,37 @@ def load_job(path: Path | str) -> BatchJob:
 
 
 # -- stream jobs (`configs/jobs/*_stream.yaml`) ------------------------------------------------
+class ConsumerScaling(Frozen):
+    """Consumer count that follows the group's Kafka lag, within ``[min, max]``.
+
+    Every ``check_interval_s`` the driver wants ``ceil(lag / lag_per_consumer)`` consumers
+    (clamped; never more than the topic's partitions). It adds them once the want has
+    stayed above the count for ``scale_up_after_s``, and stops one (its batch in flight
+    finished and committed, then it leaves the group) once the want has stayed below the
+    count for ``scale_down_after_s``.
+    """
+
+    min_consumers: int = Field(1, ge=1, le=256)
+    max_consumers: int = Field(ge=1, le=256)
+    lag_per_consumer: int = Field(
+        5000, ge=1, description="Messages of lag one consumer is expected to carry."
+    )
+    check_interval_s: float = Field(2.0, gt=0, le=300, description="How often lag is read.")
+    scale_up_after_s: float = Field(
+        0.0, ge=0, le=3600, description="How long the want must stay above the count."
+    )
+    scale_down_after_s: float = Field(
+        60.0, ge=0, le=86_400, description="How long the want must stay below the count."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ConsumerScaling:
+        if self.max_consumers < self.min_consumers:
+            raise ValueError(f"max_consumers {self.max_consumers} is below min_consumers "
+                             f"{self.min_consumers}")  # fmt: skip
+        return self
+
+
 class StreamJob(Frozen):
     """A stream job: one Kafka topic scored continuously by consumer actors.
 
@@ -116,6 +148,10 @@ class StreamJob(Frozen):
         1, ge=1, le=256,
         description="Consumer actors; capped at the topic's partition count (one per partition "
         "at most: an extra one would get no partition).",
+    )  # fmt: skip
+    autoscale: ConsumerScaling | None = Field(
+        None, description="Let the consumer count follow Kafka lag (``consumers`` is then the "
+        "count it starts with, clamped into the range); without it the count is fixed.",
     )  # fmt: skip
     max_batch_messages: int = Field(2000, gt=0, le=100_000, description="Messages per micro-batch.")
     max_batch_wait_ms: int = Field(

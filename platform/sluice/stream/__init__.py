@@ -20,6 +20,7 @@ crash rewrites the same rows. Public surface::
 
     StreamConsumer(cfg, job, member, model_ref)  # Ray actor body: run() / stop() / stats()
     RestartBudget(limit, window_s)            # the driver's restarts within a sliding window
+    LagScaler(job.autoscale, partitions)      # the consumer count the lag wants (autoscale)
     ConsumerLoop(consumer, process, ...)      # poll -> process -> commit, revoke, stop
     MicroBatchScorer(scorer, outputs, ...)    # one batch scored and written
     consumer_settings, ensure_topic, topic_partitions, GroupLag, produce_messages,
@@ -65,6 +66,7 @@ from sluice.stream._messages import (
     position_key,
 )
 from sluice.stream._relay import AlertRelay, Deduplicator, RelayStats, pending_messages, read_topic
+from sluice.stream._scaling import LagScaler
 from sluice.stream._scoring import (
     BatchResult,
     CassandraOutputs,
@@ -90,6 +92,7 @@ __all__ = [
     "Decoded",
     "GroupLag",
     "KafkaConsumer",
+    "LagScaler",
     "LoopStats",
     "MalformedKind",
     "Message",
