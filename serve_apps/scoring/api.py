@@ -122,7 +122,10 @@ def _error(request: Request, status: int, kind: str, message: str,
            headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:  # fmt: skip
     """An error in the protocol of the route: ``{"error": message}`` under ``/v2`` (Open
     Inference Protocol), ``{"error": kind, "message": ..., ...}`` under ``/v1``."""
-    if request.url.path.startswith(OIP_PREFIX):
+    path, root = request.url.path, request.scope.get("root_path", "")
+    if root and path.startswith(root):  # under a Serve route prefix
+        path = path[len(root):]
+    if path == OIP_PREFIX or path.startswith(OIP_PREFIX + "/"):
         problems = "; ".join(f"{p['loc']}: {p['message']}" + (f" (value {p['value']})"
                              if p.get("value") is not None else "")
                              for p in extra.get("problems", ()))  # fmt: skip
