@@ -164,7 +164,7 @@ def register(
                                           ("column", output_column)) if v is not None})  # fmt: skip
         meta = meta.model_copy(update={"output": _run(lambda: _output(output))})
     if holdout is not None:
-        meta = _run(lambda: _judged(reg, model, meta, holdout, contract))
+        meta = _run(lambda: _judged(reg, name, model, meta, holdout, contract))
     version = _run(lambda: reg.register(name, model, meta))
     trust = "  (trusted source)" if meta.trusted else ""
     typer.echo(f"registered {name}/{version}  format {meta.format}{trust}")
@@ -178,8 +178,8 @@ def register(
         typer.echo(f"{name}@{alias} -> {version}")
 
 
-def _judged(reg: ModelRegistry, model: Path | bytes, meta: ModelMeta, holdout: str,
-            contract: str | None) -> ModelMeta:  # fmt: skip
+def _judged(reg: ModelRegistry, name: str, model: Path | bytes, meta: ModelMeta,
+            holdout: str, contract: str | None) -> ModelMeta:  # fmt: skip
     """`meta` with the gate's report and the holdout metrics of the model on `holdout`'s
     valid rows (their aggregates computed from the file's own events, in time order)."""
     from sluice.cli._paths import user_path
@@ -197,7 +197,7 @@ def _judged(reg: ModelRegistry, model: Path | bytes, meta: ModelMeta, holdout: s
     store = InMemoryFeatureStore()
     store.record(to_store_events(rows, spec.features))
     candidate = open_candidate(model_bytes(model), meta, spec)
-    verdict = judge_candidate(spec, reg, candidate, rows, store)
+    verdict = judge_candidate(spec, reg, candidate, rows, store, name=name)
     metrics = {**meta.metrics, **verdict.metrics(labels_of(rows, spec))}
     return meta.model_copy(update={"gate": verdict.report, "metrics": metrics})
 

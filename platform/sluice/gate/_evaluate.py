@@ -103,6 +103,8 @@ def _slices(spec: SliceSpec, holdout: pa.Table, y: np.ndarray,
                 if bound is None:
                     continue
                 figure = None if sub is None else float(getattr(sub, kind)())
+                if figure is not None and np.isnan(figure):  # every judged slice at 0: parity
+                    figure = 1.0 if kind == "ratio" else 0.0
                 ok = figure is not None and (figure <= bound if op == "<=" else figure >= bound)
                 checks.append(CheckResult(
                     check=f"slices.{name}.{_SHORT[limit.metric]}_{kind}", figure=figure, op=op,
@@ -180,7 +182,7 @@ def evaluate_gate(
         checks += slice_checks
     checks += [_latency(budget, predict, sample) for budget in spec.latency]
     return GateReport(
-        gate=spec.digest(), holdout_rows=len(y), threshold=threshold,
+        gate=spec.digest(alert_threshold), holdout_rows=len(y), threshold=threshold,
         champion=None if champion is None else champion[0], runtime=runtime,
         checks=tuple(checks), slices=tuple(slice_rows),
     )  # fmt: skip

@@ -87,14 +87,14 @@ def labels_of(table: pa.Table, contract: Contract, part: str = "holdout") -> np.
 
 
 def _champion_auc(
-    registry: ModelRegistry, contract: Contract, holdout: pa.Table, store: FeatureStore,
-    y: np.ndarray,
+    registry: ModelRegistry, name: str, contract: Contract, holdout: pa.Table,
+    store: FeatureStore, y: np.ndarray,
 ) -> tuple[int | None, float | None, str]:  # fmt: skip
     from sluice.features import compute_features
     from sluice.models._meta import roc_auc
 
     try:
-        champion = registry.load(f"{contract.model.name}@champion", device="cpu")
+        champion = registry.load(f"{name}@champion", device="cpu")
     except ModelNotFound:
         return None, None, "no champion yet"
     spec = contract.features
@@ -113,11 +113,13 @@ def judge_candidate(
     store: FeatureStore,
     *,
     features: FeatureMatrix | None = None,
+    name: str | None = None,
 ) -> Verdict:
     """Score `candidate` on the labelled `holdout` rows (their aggregates from `store`,
     which holds every event up to them), compare with the champion, run the gate.
 
-    `features`: the holdout's matrix when the caller computed it already (training did).
+    `features`: the holdout's matrix when the caller computed it already (training did);
+    `name`: the registry model it joins (default: the contract's model).
     """
     from sluice.features import compute_features
     from sluice.models._meta import roc_auc
@@ -128,13 +130,15 @@ def judge_candidate(
                                     store)  # fmt: skip
     scores = candidate.predict(features.values)
     auc = roc_auc(y, scores)
-    version, champion_auc, why = _champion_auc(registry, contract, holdout, store, y)
+    version, champion_auc, why = _champion_auc(registry, name or contract.model.name, contract,
+                                               holdout, store, y)  # fmt: skip
     report = None
     if contract.gate is not None:
         report = evaluate_gate(
             contract.gate, holdout=holdout, labels=y, scores=scores,
             alert_threshold=contract.alert_threshold,
-            champion=None if champion_auc is None else (version, champion_auc),
+            # A champion that could not score these rows fails the margin: a human decides.
+            champion=None if version is None else (version, champion_auc),
             predict=candidate.predict, sample=features.values,
             runtime=f"{candidate.meta.format}/{candidate.device}",
         )  # fmt: skip

@@ -165,20 +165,34 @@ class GateSpec(_Frozen):
         """What the contract contradicts: unknown slice columns, the label as a slice, a
         'decision' threshold without an alerting decision rule."""
         out = []
+        if label is None:
+            out.append("gate: the gate judges a model on labelled holdout rows; the contract "
+                       "declares no label_column")  # fmt: skip
         if self.slices is not None:
             for name in self.slices.by:
-                for column in self.slices.columns(name):
+                columns = self.slices.columns(name)
+                for column in columns:
                     if column not in schema.names:
                         out.append(f"gate.slices.by.{name}: column {column!r} is not in "
                                    "input_schema")  # fmt: skip
                     elif column == label:
                         out.append(f"gate.slices.by.{name}: {column!r} is the label")
+                if len(columns) == 2 and set(columns) <= set(schema.names):
+                    a, b = (schema.field(c).type for c in columns)
+                    if a != b:
+                        out.append(f"gate.slices.by.{name}: compares {columns[0]!r} ({a}) with "
+                                   f"{columns[1]!r} ({b}); they must have one type")  # fmt: skip
             if self.slices.threshold == "decision" and alert_threshold is None:
                 out.append("gate.slices.threshold: 'decision' needs a decision rule that "
                            "alerts (review or block); give a number instead")  # fmt: skip
         return out
 
-    def digest(self) -> str:
-        """``gate-`` and 12 hex digits: a report made for another gate is stale."""
-        canon = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+    def digest(self, alert_threshold: float | None = None) -> str:
+        """``gate-`` and 12 hex digits: a report made for another gate is stale. A
+        ``threshold: decision`` is hashed as the score it resolves to (`alert_threshold`,
+        the contract's), so moving the decision policy's alert threshold changes the gate."""
+        doc = self.model_dump(mode="json")
+        if self.slices is not None and self.slices.threshold == "decision":
+            doc["slices"]["threshold"] = {"decision": alert_threshold}
+        canon = json.dumps(doc, sort_keys=True)
         return "gate-" + hashlib.sha256(canon.encode()).hexdigest()[:12]

@@ -40,7 +40,7 @@ def check_gate(where: str, report: GateReport | None, contract: Contract,
     naming each failed check with its figure and threshold."""
     if contract.gate is None:
         return []
-    failures = refusals(report, contract.gate.digest())
+    failures = refusals(report, contract.gate.digest(contract.alert_threshold))
     if failures and force_reason is None:
         raise PromotionRefused(
             f"{where} may not become champion: it fails the promotion gate of contract "

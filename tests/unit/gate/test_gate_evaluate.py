@@ -76,6 +76,19 @@ def test_slice_disparity_uses_only_the_slices_with_enough_rows():
     assert "gate: FAILED (slices.channel.fpr_difference)" in text
 
 
+def test_slices_all_at_zero_are_at_parity():
+    """fairlearn's ratio() is 0/0 when every judged slice's rate is 0: that is parity."""
+    table, y, s = _holdout()
+    spec = _spec(slices={"by": {"channel": "channel"}, "min_negatives": 50, "threshold": 0.95,
+                         "limits": [{"metric": "false_positive_rate", "min_ratio": 0.5,
+                                     "max_difference": 0.01}]})  # fmt: skip
+    report = _evaluate(spec)
+    ratio = _check(report, "slices.channel.fpr_ratio")
+    difference = _check(report, "slices.channel.fpr_difference")
+    assert (ratio.figure, ratio.passed) == (1.0, True)
+    assert (difference.figure, difference.passed) == (0.0, True)
+
+
 def test_fewer_than_two_judged_slices_fail_the_check():
     spec = _spec(slices={"by": {"channel": "channel"}, "min_negatives": 101,
                          "limits": [{"metric": "false_positive_rate", "max_difference": 0.9}]})

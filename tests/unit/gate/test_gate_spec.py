@@ -48,10 +48,20 @@ def test_the_fraud_gate_declares_every_kind_of_check():
 
 
 def test_the_digest_changes_with_any_threshold(write):
-    before = load_contract("fraud").gate.digest()
+    fraud = load_contract("fraud")
+    before = fraud.gate.digest(fraud.alert_threshold)
     path = write(lambda d: d["gate"]["auc"].update({"min": 0.76}))
-    assert load_contract(path).gate.digest() != before
-    assert load_contract("fraud").gate.digest() == before  # stable across loads
+    changed = load_contract(path)
+    assert changed.gate.digest(changed.alert_threshold) != before
+    assert fraud.gate.digest(fraud.alert_threshold) == before  # stable across loads
+
+    # 'threshold: decision' follows the decision policy: moving review moves the gate.
+    def later_review(doc: dict[str, Any]) -> None:
+        doc["decision"][1]["min_score"] = 0.6
+
+    moved = load_contract(write(later_review))
+    assert moved.gate == fraud.gate and moved.alert_threshold == 0.6
+    assert moved.gate.digest(moved.alert_threshold) != before
 
 
 def _set(*keys: str, value: Any):
@@ -88,6 +98,8 @@ def _set(*keys: str, value: Any):
     (_set("latency", "0", "max_p99_ms", value=0), "gate.latency[0].max_p99_ms",
      "greater than 0"),
     (_set("auc", "floor", value=0.8), "gate.auc.floor", "unknown key"),
+    (_set("slices", "by", "country", value=["country", "amount"]), "gate.slices.by.country",
+     "they must have one type"),
 ])  # fmt: skip
 def test_a_bad_gate_is_refused_at_load_naming_field_and_rule(write, edit, field, rule):
     with pytest.raises(ConfigError) as err:
@@ -102,6 +114,15 @@ def test_a_decision_threshold_needs_a_decision_rule_that_alerts(write):
     with pytest.raises(ConfigError, match="gate.slices.threshold: 'decision' needs a decision "
                                           "rule that alerts"):  # fmt: skip
         load_contract(write(approve_only))
+
+
+def test_a_gate_needs_a_label_column(write):
+    def no_label(doc: dict[str, Any]) -> None:
+        doc.pop("label_column")
+        doc["input_schema"].pop("is_fraud")
+
+    with pytest.raises(ConfigError, match="declares no label_column"):
+        load_contract(write(no_label))
 
 
 def test_a_contract_without_a_gate_has_none(write):

@@ -104,6 +104,9 @@ def test_a_champion_on_another_feature_spec_is_not_replaced(trained, tmp_path):
     )
     result = train(TrainConfig(**SMALL_TRAIN), registry)
     assert (result.alias, result.champion_auc) == ("challenger", None)
+    # The gate cannot compare it with the champion: its margin check fails, a human decides.
+    margin = next(c for c in result.gate.checks if c.check == "auc_vs_champion")
+    assert not margin.passed and "cannot score these rows" in margin.detail
     assert registry.resolve("fraud@champion") == ("fraud", 1)
     assert registry.resolve("fraud@challenger") == ("fraud", 2)
 
