@@ -8,7 +8,8 @@ Routes (the model is the contract, e.g. ``fraud``; all but the health probes nee
     GET  /v2/models/{model}[/versions/{v}]     inputs (one tensor per contract column) and
                                                outputs, with datatypes and shapes
     GET  /v2/models/{model}[/versions/{v}]/ready
-    POST /v2/models/{model}[/versions/{v}]/infer
+    POST /v2/models/{model}[/versions/{v}]/infer   (a version: only the champion, and only
+                                               while no canary splits the rows)
 
 An inference request carries one 1-D tensor (shape ``[n]`` or ``[n, 1]``) per input column:
 ``BYTES`` for strings and for timestamps (ISO-8601 with a zone), ``FP64``/``FP32`` and
@@ -212,6 +213,11 @@ def add_oip_routes(api: FastAPI, service: ScoringService, score_rows: ScoreRows)
         t0 = time.perf_counter()
         if (missing := await unknown(model, version)) is not None:
             return missing
+        if version is not None and (info := await service.info()).get("challenger"):
+            return _err(400, f"version-pinned inference is not available while the canary "
+                             f"splits rows between {info['champion']} and {info['challenger']}: "
+                             f"call /v2/models/{c.name}/infer (each answer names its "
+                             "model_version)")  # fmt: skip
         body = await service.read_body(request)  # read whole, even to refuse it
         if "inference-header-content-length" in request.headers:
             return _err(400, "binary tensor data is not supported: send JSON tensors "

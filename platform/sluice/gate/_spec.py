@@ -137,7 +137,8 @@ class SliceSpec(_Frozen):
 
 
 class LatencyBudget(_Frozen):
-    """p99 of one forward pass at `batch_rows` rows, on the runtime that serves the model."""
+    """p99 of one scoring call (`LoadedModel.predict`, which runs passes of at most 4,096
+    rows) at `batch_rows` rows, on the runtime and device that serve the model."""
 
     batch_rows: int = Field(ge=1, le=1_000_000)
     max_p99_ms: float = Field(gt=0.0, allow_inf_nan=False)

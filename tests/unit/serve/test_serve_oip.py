@@ -52,7 +52,7 @@ class RowModel:
         )  # fmt: skip
 
     async def info(self) -> dict[str, Any]:
-        return {"champion": "fraud/7", "challenger": None}
+        return {"champion": "fraud/7", "challenger": "fraud/8" if self.mode == "canary" else None}
 
     async def ready(self) -> dict[str, Any]:
         return {"model": "fraud/7", "cassandra": self.mode != "store-down"}
@@ -161,6 +161,8 @@ def test_infer_gives_the_scores_of_v1_for_the_same_rows(served):
     ("refused row", "400", "quarantined"),
     ("binary data", "400", "binary tensor data is not supported"),
     ("overloaded", "503", "queue full"),
+    ("pinned under a canary", "400", "version-pinned inference is not available while the "
+                                     "canary splits rows between fraud/7 and fraud/8"),
 ])  # fmt: skip
 def test_errors_are_the_protocols_with_the_field_named(served, case, status, says):
     url, model = served
@@ -172,6 +174,8 @@ def test_errors_are_the_protocols_with_the_field_named(served, case, status, say
         name = "other"
     elif case == "unknown version":
         version = "3"
+    elif case == "pinned under a canary":
+        version = "7"
     elif case == "wrong datatype":
         inputs[7] = triton.InferInput("amount", [3], "FP32")
         inputs[7].set_data_from_numpy(np.ones(3, np.float32), binary_data=False)
@@ -186,7 +190,7 @@ def test_errors_are_the_protocols_with_the_field_named(served, case, status, say
         outputs = [triton.InferRequestedOutput("score")]  # binary by default
         inputs[0].set_data_from_numpy(np.array([r["transaction_id"] for r in rows],
                                                dtype=object))  # fmt: skip
-    model.mode = "overloaded" if case == "overloaded" else "ok"
+    model.mode = {"overloaded": "overloaded", "pinned under a canary": "canary"}.get(case, "ok")
     try:
         with pytest.raises(InferenceServerException) as err:
             client.infer(name, inputs, model_version=version, outputs=outputs,
