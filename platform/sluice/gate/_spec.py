@@ -9,7 +9,7 @@
         min_negatives: 100                      # smaller slices are shown, not judged
         limits:
           - {metric: false_positive_rate, max_difference: 0.06, slices: [country, channel]}
-      latency:                                  # p99 of one forward pass, on the serving runtime
+      latency:                                  # p99 of one scoring call, on the serving runtime
         - {batch_rows: 1, max_p99_ms: 5}
 
 Every section is optional; a contract without `gate` has no gate. Field rules (bounds,
