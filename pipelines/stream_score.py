@@ -205,14 +205,7 @@ def run(
                     for m in running:  # all at once: each finishes and commits its batch
                         m.actor.stop.remote()
                     for m in running:
-                        try:
-                            retired.append(ray.get(m.ref, timeout=job.max_poll_interval_ms / 1000))
-                        except ray.exceptions.RayError as exc:  # died while stopping
-                            if not budget.spend():
-                                raise StreamError(f"job {job.name}: consumer {m.name} failed "
-                                                  f"during a reload: {exc}") from exc  # fmt: skip
-                            summary.restarts += 1
-                            ray.kill(m.actor, no_restart=True)
+                        retired.extend(_collect(m, job, budget, summary, "a reload"))
                         m.restart_on(moved)
                     summary.model_version = moved
                     summary.model_versions.append(moved)
@@ -233,7 +226,8 @@ def run(
                                                summary.model_version))  # fmt: skip
                         started_members += 1
                     if want < len(running):  # down: the newest finishes its batch and leaves
-                        retired.append(_retire(running[-1], job, budget, summary))
+                        running[-1].actor.stop.remote()
+                        retired.extend(_collect(running[-1], job, budget, summary, "scale-down"))
                         members.remove(running[-1])
             if stop.is_set():
                 summary.stopped_by = "signal"
@@ -266,22 +260,26 @@ def run(
     return summary
 
 
-def _retire(member: _Member, job: StreamJob, budget: RestartBudget,
-            summary: StreamSummary) -> LoopStats:
-    """Stop one consumer for good: it finishes and commits its batch in flight, then leaves
-    the group (the others take its partitions back from the committed offsets)."""
+def _collect(member: _Member, job: StreamJob, budget: RestartBudget, summary: StreamSummary,
+             why: str) -> list[LoopStats]:  # fmt: skip
+    """The stats of a consumer that was told to stop (it finishes and commits its batch in
+    flight, then leaves the group), or [] when it did not stop cleanly: one too slow to stop
+    is killed (its uncommitted batch replays elsewhere); one that died while stopping spends
+    the restart budget, as any crash does."""
     import ray
 
-    member.actor.stop.remote()
     try:
-        return ray.get(member.ref, timeout=job.max_poll_interval_ms / 1000)
+        return [ray.get(member.ref, timeout=job.max_poll_interval_ms / 1000)]
+    except ray.exceptions.GetTimeoutError:
+        log.warning("consumer %s did not stop within %d ms during %s; killing it",
+                    member.name, job.max_poll_interval_ms, why)  # fmt: skip
     except ray.exceptions.RayError as exc:  # died while stopping: its work replays
         if not budget.spend():
-            raise StreamError(f"job {job.name}: consumer {member.name} failed while "
-                              f"stopping: {exc}") from exc  # fmt: skip
+            raise StreamError(f"job {job.name}: consumer {member.name} failed during {why}: "
+                              f"{exc}") from exc  # fmt: skip
         summary.restarts += 1
-        ray.kill(member.actor, no_restart=True)
-        return LoopStats()
+    ray.kill(member.actor, no_restart=True)
+    return []
 
 
 def _lag(lag: GroupLag) -> dict[int, int] | None:
