@@ -270,8 +270,8 @@ COMPARE_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {  # name -> (help, lab
                                           ("contract", "a", "b")),
     "sluice_compare_mean_abs_score_delta": ("Mean |score of a - score of b| over the pair's rows",
                                             ("contract", "a", "b")),
-    "sluice_compare_auc": ("A version's AUC on the compared rows that have labels",
-                           ("contract", "version")),
+    "sluice_compare_auc": ("A version's AUC on the pair's compared rows that have labels",
+                           ("contract", "a", "b", "version")),
     "sluice_compare_last_run_timestamp_seconds": ("When `sluice models compare` last ran",
                                                   ("contract",)),
 }  # fmt: skip

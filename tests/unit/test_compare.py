@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -27,11 +29,14 @@ def _rows() -> tuple[list[LoggedScore], dict[str, int]]:
     a = np.clip(np.array([0.7 if labels[k] else 0.2 for k in keys]) + rng.normal(0, 0.15, 200),
                 0, 1)  # fmt: skip
     b = np.clip(a + rng.normal(0, 0.1, 200), 0, 1)
-    rows = [LoggedScore(k, "fraud/1", "champion", float(s), "review" if s >= 0.5 else "approve")
-            for k, s in zip(keys, a, strict=True)]  # fmt: skip
-    rows += [LoggedScore(k, "fraud/2", "shadow", float(s), "review" if s >= 0.5 else "approve")
-             for k, s in zip(keys[:150], b[:150], strict=True)]  # fmt: skip
-    rows.append(LoggedScore(keys[0], "fraud/2", "shadow", float(b[0]), "approve"))  # a retry
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    rows = [LoggedScore(k, "fraud/1", "champion", float(s), "review" if s >= 0.5 else "approve",
+                        now) for k, s in zip(keys, a, strict=True)]  # fmt: skip
+    rows += [LoggedScore(k, "fraud/2", "shadow", float(s), "review" if s >= 0.5 else "approve",
+                         now) for k, s in zip(keys[:150], b[:150], strict=True)]  # fmt: skip
+    # A retry, logged first: the latest row of a key and version is the one compared.
+    rows.insert(0, LoggedScore(keys[0], "fraud/2", "shadow", 0.99, "block",
+                               datetime(2020, 1, 1, tzinfo=UTC)))  # fmt: skip
     rows += [LoggedScore("other", "fraud/3", "challenger", 0.4, None)]  # no key in common
     return rows, labels
 
@@ -40,7 +45,7 @@ def test_pairs_report_correlation_agreement_delta_and_auc():
     rows, labels = _rows()
     (pair,) = compare_versions(rows, labels)
     a = {r.key: r for r in rows if r.model_version == "fraud/1"}
-    b = {r.key: r for r in rows if r.model_version == "fraud/2"}  # the retry's row wins
+    b = {r.key: r for r in rows if r.model_version == "fraud/2" and r.score != 0.99}
     keys = sorted(b)
     sa, sb = np.array([a[k].score for k in keys]), np.array([b[k].score for k in keys])
     assert (pair.a, pair.b, pair.rows, pair.labelled) == ("fraud/1", "fraud/2", 150, 150)
@@ -69,8 +74,8 @@ def test_gauges_carry_the_same_figures(tmp_path):
     assert samples[("sluice_compare_rows", pair)] == 150
     assert samples[("sluice_compare_score_correlation", pair)] == pytest.approx(
         pairs[0].correlation)
-    assert samples[("sluice_compare_auc", (("contract", "fraud"), ("version", "fraud/2")))] \
-        == pytest.approx(pairs[0].auc_b)  # fmt: skip
+    auc_b = ("sluice_compare_auc", (*pair, ("version", "fraud/2")))
+    assert samples[auc_b] == pytest.approx(pairs[0].auc_b)
 
 
 def test_labels_come_from_the_key_and_label_columns(tmp_path):

@@ -43,6 +43,7 @@ class LoggedScore:
     role: str  # champion, challenger or shadow (rows logged before roles: champion)
     score: float
     decision: str | None
+    logged_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -64,9 +65,9 @@ def read_log_scores(session: Any, keyspace: str, contract: Contract, *, since: d
     """The contract's prediction-log rows logged at or after `since` (a full scan)."""
     rows = scan(session, keyspace, log_table(contract), since, splits=splits,
                 fetch_size=fetch_size, timeout_s=timeout_s, retries=retries,
-                columns="row_key, model_version, role, score, decision")  # fmt: skip
-    return [LoggedScore(str(k), str(v), r or "champion", float(s), d)
-            for k, v, r, s, d in rows if k is not None and s is not None]  # fmt: skip
+                columns="row_key, model_version, role, score, decision, logged_at")  # fmt: skip
+    return [LoggedScore(str(k), str(v), r or "champion", float(s), d, t)
+            for k, v, r, s, d, t in rows if k is not None and s is not None]  # fmt: skip
 
 
 def read_key_labels(path: str | Path, contract: Contract) -> dict[str, int]:
@@ -92,9 +93,9 @@ def _auc(y: list[int], s: np.ndarray) -> float | None:
 def compare_versions(rows: list[LoggedScore],
                      labels: dict[str, int] | None = None) -> list[VersionPair]:  # fmt: skip
     """Per pair of versions that scored the same keys: see the module docstring. A key
-    logged twice by one version (a retried request) counts once, with its last row."""
+    logged twice by one version (a retried request) counts once, with its latest row."""
     by_key: dict[str, dict[str, LoggedScore]] = {}
-    for row in rows:
+    for row in sorted(rows, key=lambda r: (r.logged_at is not None, r.logged_at or 0)):
         by_key.setdefault(row.key, {})[row.model_version] = row
     versions = sorted({r.model_version for r in rows})
     out = []
@@ -158,8 +159,8 @@ def write_compare_metrics(contract: str, pairs: list[VersionPair], path: str | P
         if p.decision_agreement is not None:
             g["sluice_compare_decision_agreement"].labels(*pair).set(p.decision_agreement)
         for version, auc in ((p.a, p.auc_a), (p.b, p.auc_b)):
-            if auc is not None:
-                g["sluice_compare_auc"].labels(contract, version).set(auc)
+            if auc is not None:  # on this pair's rows: each pair has its own
+                g["sluice_compare_auc"].labels(*pair, version).set(auc)
     g["sluice_compare_last_run_timestamp_seconds"].labels(contract).set(time.time())
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
