@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["text_table"]
+__all__ = ["figure", "text_table"]
+
+
+def figure(value: float | None, spec: str = ".4f") -> str:
+    """A number for a table cell; "-" for a figure that could not be measured."""
+    return "-" if value is None else format(value, spec)
 
 
 def text_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -38,7 +38,7 @@ from fastapi.responses import JSONResponse, Response
 
 from serve_apps.scoring.auth import AuthMiddleware
 from serve_apps.scoring.oip import OIP_PREFIX, OIP_PUBLIC_PATHS, add_oip_routes
-from serve_apps.scoring.prediction_log import LogEntry
+from serve_apps.scoring.prediction_log import log_entries
 from serve_apps.scoring.review import REVIEW_PATH, add_review_pages
 from serve_apps.scoring.schemas import (
     REQUEST_ID,
@@ -192,12 +192,8 @@ def create_api(service: ScoringService) -> FastAPI:
         if service.prediction_log is not None:
             now = datetime.now(UTC)
             key_name = getattr(request.state, "api_key_name", "")
-            entries = [
-                LogEntry(uuid.uuid4().hex, request.state.request_id, str(s.key), key_name,
-                         s.model_version, s.features, s.score, latency_ms, now, s.decision,
-                         s.policy_id, s.role)
-                for s in reply.scores
-            ]  # fmt: skip
+            entries = log_entries(reply.scores, request.state.request_id, key_name, latency_ms,
+                                  now)  # fmt: skip
             service.prediction_log.predictions(reply.feature_names, entries)
             if reply.alerts is not None:  # written off the path; the reply has the decisions
                 service.prediction_log.alerts(reply.alerts)

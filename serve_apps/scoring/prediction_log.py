@@ -27,6 +27,7 @@ import logging
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,6 +37,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from serve_apps.scoring.schemas import RowScore
 from sluice.config import CassandraConfig
 from sluice.contract import Contract
 from sluice.errors import WriteFailed
@@ -56,6 +58,7 @@ __all__ = [
     "LogOptions",
     "PredictionLog",
     "TableWriter",
+    "log_entries",
     "log_table",
 ]
 
@@ -83,6 +86,15 @@ class LogEntry:
     decision: str | None = None  # the contract's decision policy (None: it has none)
     policy_id: str | None = None
     role: str = "champion"  # who scored it: champion, challenger (canary) or shadow
+
+
+def log_entries(scores: Sequence[RowScore], request_id: str, api_key: str, latency_ms: float,
+                logged_at: datetime, role: str | None = None) -> list[LogEntry]:  # fmt: skip
+    """One entry per scored row of a request, under a fresh ``log_id`` each; ``role``
+    overrides the rows' own (the shadow's rows are logged as ``shadow``)."""
+    return [LogEntry(uuid.uuid4().hex, request_id, str(s.key), api_key, s.model_version,
+                     s.features, s.score, latency_ms, logged_at, s.decision, s.policy_id,
+                     role or s.role) for s in scores]  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from typing import Any, Protocol
 from fastapi import Request
 
 from serve_apps.scoring.auth import KeyRing
-from serve_apps.scoring.prediction_log import LogEntry, PredictionLog
+from serve_apps.scoring.prediction_log import PredictionLog, log_entries
 from serve_apps.scoring.schemas import ErrorReply, RequestParser, RequestRejected, ScoreReply
 from sluice import metrics
 from sluice.contract import Contract
@@ -185,11 +184,8 @@ class ScoringService:
             return
         if self.prediction_log is not None:
             now, ms = datetime.now(UTC), (time.perf_counter() - t0) * 1000.0
-            self.prediction_log.predictions(reply.feature_names, [
-                LogEntry(uuid.uuid4().hex, request_id, str(s.key), api_key, s.model_version,
-                         s.features, s.score, ms, now, s.decision, s.policy_id, "shadow")
-                for s in reply.scores
-            ])  # fmt: skip
+            self.prediction_log.predictions(reply.feature_names, log_entries(
+                reply.scores, request_id, api_key, ms, now, role="shadow"))  # fmt: skip
         metrics.SHADOW_ROWS.inc(len(reply.scores), contract=name, outcome="scored")
 
     async def _bounded(self, call: Awaitable[Any], what: str) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sluice._text import text_table
+from sluice._text import figure, text_table
 
 if TYPE_CHECKING:
     from sluice.models import Manifest, ModelMeta, VersionInfo
@@ -23,7 +23,7 @@ def aliases_text(aliases: dict[str, int]) -> str:
 
 
 def num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4g}"
+    return figure(value, ".4g")
 
 
 def model_history(manifest: Manifest) -> str:

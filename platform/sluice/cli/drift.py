@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Literal
 
 import typer
 
+from sluice._text import figure
 from sluice.cli._paths import child_env, user_path
 from sluice.config import REPO_ROOT, load_platform_config
 from sluice.errors import SluiceError
@@ -60,15 +61,11 @@ def _fail(exc: SluiceError) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
-
-
 def format_report(report: DriftReport) -> str:
     """The per-feature table and the verdict line (what the command prints)."""
     headers = ("FEATURE", "ROWS", "MISSING", "PSI", "KS", "VERDICT")
     cells = [headers] + [
-        (f.feature, str(f.rows), str(f.missing), _num(f.psi), _num(f.ks), f.verdict.value)
+        (f.feature, str(f.rows), str(f.missing), figure(f.psi), figure(f.ks), f.verdict.value)
         for f in report.features
     ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
-from sluice._text import text_table
+from sluice._text import figure, text_table
 from sluice.contract import Contract
 from sluice.drift._read import log_table, scan
 from sluice.errors import ConfigError
@@ -121,10 +121,6 @@ def compare_versions(rows: list[LoggedScore],
     return out
 
 
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
-
-
 def format_pairs(rows: list[LoggedScore], pairs: list[VersionPair]) -> str:
     """Rows logged per version and role, then the pairs table (what the command prints)."""
     counts: dict[tuple[str, str], int] = {}
@@ -138,8 +134,8 @@ def format_pairs(rows: list[LoggedScore], pairs: list[VersionPair]) -> str:
         lines.append(text_table(
             ("A", "B", "ROWS", "CORRELATION", "DECISIONS AGREE", "MEAN |DELTA|", "AUC A",
              "AUC B", "LABELLED"),
-            [(p.a, p.b, p.rows, _num(p.correlation), _num(p.decision_agreement),
-              _num(p.mean_abs_delta), _num(p.auc_a), _num(p.auc_b), p.labelled)
+            [(p.a, p.b, p.rows, figure(p.correlation), figure(p.decision_agreement),
+              figure(p.mean_abs_delta), figure(p.auc_a), figure(p.auc_b), p.labelled)
              for p in pairs],
         ))  # fmt: skip
     return "\n".join(lines)

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sluice._text import text_table
+from sluice._text import figure, text_table
 
 __all__ = ["CheckResult", "GateReport", "SliceRow", "format_report", "refusals"]
 
@@ -80,10 +80,6 @@ def refusals(report: GateReport | None, gate_digest: str) -> list[str]:
     return report.failures()
 
 
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
-
-
 def format_report(report: GateReport) -> str:
     """The checks table, the verdict and the slices table, as `pipelines.train` prints it."""
     champion = "-" if report.champion is None else f"version {report.champion}"
@@ -103,7 +99,7 @@ def format_report(report: GateReport) -> str:
         names = sorted({m for s in report.slices for m in s.metrics})
         rows = [
             (s.slicing, s.slice, s.rows, s.negatives, s.positives, "yes" if s.judged else "no",
-             *(_num(s.metrics.get(m)) for m in names))
+             *(figure(s.metrics.get(m)) for m in names))
             for s in report.slices
         ]  # fmt: skip
         lines.append("")
