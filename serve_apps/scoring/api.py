@@ -33,8 +33,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve_apps.scoring.auth import AuthMiddleware
 from serve_apps.scoring.oip import OIP_PREFIX, OIP_PUBLIC_PATHS, add_oip_routes
@@ -118,14 +120,18 @@ def _ours(request: Request) -> str | None:
     return rid if rid and request.headers.get("x-request-id") != rid else None
 
 
+def _is_oip(request: Request) -> bool:
+    path, root = request.url.path, request.scope.get("root_path", "")
+    if root and path.startswith(root):  # under a Serve route prefix
+        path = path[len(root):]
+    return path == OIP_PREFIX or path.startswith(OIP_PREFIX + "/")
+
+
 def _error(request: Request, status: int, kind: str, message: str,
            headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:  # fmt: skip
     """An error in the protocol of the route: ``{"error": message}`` under ``/v2`` (Open
     Inference Protocol), ``{"error": kind, "message": ..., ...}`` under ``/v1``."""
-    path, root = request.url.path, request.scope.get("root_path", "")
-    if root and path.startswith(root):  # under a Serve route prefix
-        path = path[len(root):]
-    if path == OIP_PREFIX or path.startswith(OIP_PREFIX + "/"):
+    if _is_oip(request):
         problems = "; ".join(f"{p['loc']}: {p['message']}" + (f" (value {p['value']})"
                              if p.get("value") is not None else "")
                              for p in extra.get("problems", ()))  # fmt: skip
@@ -150,6 +156,13 @@ def create_api(service: ScoringService) -> FastAPI:
                 415: "unsupported_media_type"}.get(exc.status, "invalid_request")  # fmt: skip
         return _error(request, exc.status, kind, exc.message,
                       problems=[p.as_dict() for p in exc.problems])  # fmt: skip
+
+    @api.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if not _is_oip(request):  # /v1 keeps FastAPI's own answer ({"detail": ...})
+            return await http_exception_handler(request, exc)
+        return JSONResponse({"error": f"{request.method} {request.url.path}: {exc.detail}"},
+                            status_code=exc.status_code, headers=exc.headers)  # fmt: skip
 
     @api.exception_handler(Overloaded)
     async def _overloaded(request: Request, exc: Overloaded) -> Response:

@@ -123,6 +123,10 @@ def test_health_and_metadata_through_tritonclient(served):
     with pytest.raises(InferenceServerException) as err:
         client.get_model_metadata("fraud")  # no key
     assert err.value.status() == "401"
+    lost = httpx.get(f"http://{url}/v2/models/fraud/nothing", headers=AUTH)
+    assert lost.status_code == 404 and lost.json() == {
+        "error": "GET /v2/models/fraud/nothing: Not Found"}  # the protocol's body, not FastAPI's
+    assert httpx.get(f"http://{url}/v1/nothing", headers=AUTH).json() == {"detail": "Not Found"}
 
 
 def test_infer_gives_the_scores_of_v1_for_the_same_rows(served):
