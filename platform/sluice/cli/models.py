@@ -192,7 +192,7 @@ def _judged(reg: ModelRegistry, name: str, model: Path | bytes, meta: ModelMeta,
 
     spec = load_contract(contract or meta.contract)
     check_feature_spec(f"{meta.contract} model", meta.feature_spec_hash, spec)
-    rows = read_labels(user_path(holdout), spec).table
+    rows = read_labels(user_path(holdout), spec, option="--holdout").table
     rows = rows.sort_by([(spec.event_time_column, "ascending")])
     store = InMemoryFeatureStore()
     store.record(to_store_events(rows, spec.features))

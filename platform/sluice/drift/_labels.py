@@ -38,30 +38,31 @@ def _required(contract: Contract) -> list[str]:
     return contract.arrow_schema.names
 
 
-def check_labels_file(path: str | Path, contract: Contract) -> None:
-    """Cheap up-front check (the Parquet footer only): readable, with every column."""
+def check_labels_file(path: str | Path, contract: Contract, option: str = "--labels") -> None:
+    """Cheap up-front check (the Parquet footer only): readable, with every column.
+    Errors name the file as the command-line `option` that gave it."""
     required = _required(contract)
     try:
         schema = pq.read_schema(path)
     except (OSError, pa.ArrowException) as exc:
-        raise ConfigError(f"--labels {path}: cannot read it as Parquet: {exc}") from exc
+        raise ConfigError(f"{option} {path}: cannot read it as Parquet: {exc}") from exc
     missing = [c for c in required if c not in schema.names]
     if missing:
         raise ConfigError(
-            f"--labels {path}: missing column(s) {missing}; a labels file holds the input "
+            f"{option} {path}: missing column(s) {missing}; a labels file holds the input "
             f"columns of contract {contract.name!r} and its label {contract.label_column!r}"
         )
 
 
-def read_labels(path: str | Path, contract: Contract) -> LabelledRows:
+def read_labels(path: str | Path, contract: Contract, option: str = "--labels") -> LabelledRows:
     """The file's valid, labelled rows in the contract's schema (see the module docstring)."""
     from sluice.validation import conform, load_suite, validate
 
-    check_labels_file(path, contract)
+    check_labels_file(path, contract, option)
     try:
         raw = pq.read_table(path, columns=_required(contract))
     except (OSError, pa.ArrowException) as exc:
-        raise ConfigError(f"--labels {path}: cannot read it: {exc}") from exc
+        raise ConfigError(f"{option} {path}: cannot read it: {exc}") from exc
     table, rejected = conform(raw, contract.arrow_schema)
     report = validate(table, load_suite(contract.resolved_suite_path), "compiled")
     keep = np.asarray(report.valid, dtype=bool).copy()
