@@ -15,7 +15,8 @@ filled with card history) are served five ways, each in a process of its own:
   (API key, request model, ``@serve.batch`` model deployment, prediction log to
   Cassandra), one replica each, and the Sluice app again with ``?explain=true`` (each
   row's top feature attributions, issue 17) and through the Open Inference Protocol
-  (``/v2/models/fraud/infer``, one tensor per column, issue 18) under HAProxy;
+  (``/v2/models/fraud/infer``, one tensor per column, issue 18) and with every row also
+  scored by a shadow model after the answer (``shadow_share: 1``, issue 18) under HAProxy;
 - the same two with ``RAY_SERVE_ENABLE_HA_PROXY=1`` set before that Ray starts.
 The load generator is ``wrk`` (C; ``apt-get install -y wrk``), one JSON row per request
 from 1,000 different rows, at each --connections, after a warm-up. Prints a table, which
@@ -78,7 +79,9 @@ def make_world(root: Path) -> None:
     session = session_for(cfg.cassandra)
     session.execute(f"DROP KEYSPACE IF EXISTS {KEYSPACE}", timeout=120)
     apply_schema(session, cfg.cassandra, [contract])
-    train(TrainConfig(rows=10_000, epochs=2, seed=5), ModelRegistry.from_config(cfg))
+    registry = ModelRegistry.from_config(cfg)
+    version = train(TrainConfig(rows=10_000, epochs=2, seed=5), registry).version
+    registry.promote("fraud", version, alias="shadow")  # the shadow app's second opinion
     data = generate_dataset(4000, seed=1).table
     store = CassandraFeatureStore.for_contract(cfg.cassandra, contract)
     store.record(to_store_events(data, contract.features))
@@ -221,6 +224,10 @@ def run_ray(root: Path, port: int) -> None:
     serve.run(Trivial.bind(), name="trivial", route_prefix="/trivial")
     serve.run(TrivialChain.bind(ConstantModel.bind()), name="chain", route_prefix="/chain")
     serve.run(sluice, name="sluice", route_prefix="/")
+    # The same app with every scored row also sent to the shadow model (issue 18).
+    shadowed = assemble_app(args, ingress_options=one,
+                            model_options={**one, "user_config": {"shadow_share": 1.0}})
+    serve.run(shadowed, name="sluice-shadow", route_prefix="/shadow")
     print("READY", flush=True)
     sys.stdin.read()  # the parent closes our stdin when it is done
     serve.shutdown()
@@ -383,6 +390,9 @@ def main(argv: list[str] | None = None) -> int:
                     # The same rows through the Open Inference Protocol (issue 18).
                     measure(f"sluice_oip_{ingress}", f"{base}/v2/models/fraud/infer", root,
                             conns, a.seconds, figures, proc, script="oip")  # fmt: skip
+                    # Every row also scored by a shadow model after the answer (issue 18).
+                    measure(f"sluice_shadow_{ingress}", f"{base}/shadow/v1/fraud/predict",
+                            root, conns, a.seconds, figures, proc)  # fmt: skip
             finally:
                 stop(proc)
     return report(figures, conns)
@@ -431,6 +441,13 @@ def report(figures: dict[str, Any], conns: list[int]) -> int:
         f"oip_vs_v1_{hi}": round(rps("sluice_oip_haproxy") / rps("sluice_haproxy"), 3),
         f"oip_p50_over_v1_c{lo}_ms": round(figures[f"sluice_oip_haproxy_c{lo}"]["p50_ms"]
                                            - figures[f"sluice_haproxy_c{lo}"]["p50_ms"], 2),
+        f"shadow_vs_plain_{hi}": round(rps("sluice_shadow_haproxy") / rps("sluice_haproxy"), 3),
+        f"shadow_p50_over_plain_c{lo}_ms": round(
+            figures[f"sluice_shadow_haproxy_c{lo}"]["p50_ms"]
+            - figures[f"sluice_haproxy_c{lo}"]["p50_ms"], 2),
+        f"shadow_p99_over_plain_c{lo}_ms": round(
+            figures[f"sluice_shadow_haproxy_c{lo}"]["p99_ms"]
+            - figures[f"sluice_haproxy_c{lo}"]["p99_ms"], 2),
         f"explain_p50_over_plain_c{lo}_ms": round(
             figures[f"sluice_explain_haproxy_c{lo}"]["p50_ms"]
             - figures[f"sluice_haproxy_c{lo}"]["p50_ms"], 2),
