@@ -98,7 +98,8 @@ def _retrain(contract: str, labels: str, registry_uri: str, epochs: int) -> int:
            "--contract", user_path(contract_path(contract)), "--labels", user_path(labels),
            "--registry", user_path(registry_uri), "--epochs", str(epochs)]  # fmt: skip
     typer.echo(f"\nretrain: training on {labels} (the new version is champion only if it "
-               "beats the champion on the same holdout)")  # fmt: skip
+               "passes the contract's promotion gate and beats the champion on the same "
+               "holdout)")  # fmt: skip
     done = subprocess.run(cmd, cwd=REPO_ROOT, env=child_env(), capture_output=True, text=True,
                           check=False)  # fmt: skip
     for text, err in ((done.stdout, False), (done.stderr, True)):
