@@ -255,10 +255,12 @@ def assemble_app(
         model_actor["num_gpus"] = res.model_num_gpus
     feature_cfg = platform.cassandra.model_copy(update={"write_retries": args.feature_read_retries})
     if model is None:
-        model = ScoringModel.options(
-            ray_actor_options=model_actor, user_config=ModelUserConfig().model_dump(),
-            **(model_options or {}),
-        ).bind(ModelSettings(contract, platform, feature_cfg, res.torch_threads))
+        options = {"ray_actor_options": model_actor, **(model_options or {})}
+        # A caller's user_config is checked and completed with the defaults, as a YAML one is.
+        options["user_config"] = ModelUserConfig.model_validate(
+            options.get("user_config") or {}).model_dump()  # fmt: skip
+        model = ScoringModel.options(**options).bind(
+            ModelSettings(contract, platform, feature_cfg, res.torch_threads))
 
     plog = args.prediction_log
     log_cfg = plog.cassandra or platform.cassandra
