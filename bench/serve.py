@@ -421,15 +421,15 @@ def report(figures: dict[str, Any], conns: list[int]) -> int:
     best = "haproxy" if better_h else "proxy"
     lo = min(conns)
 
-    def over_trivial(stat: str) -> float:
-        return round(figures[f"sluice_{best}_c{lo}"][stat]
-                     - figures[f"trivial_{best}_c{lo}"][stat], 2)  # fmt: skip
+    def gap(a: str, b: str, stat: str) -> float:
+        """How much more `stat` (ms) variant `a` has than `b` at one connection."""
+        return round(figures[f"{a}_c{lo}"][stat] - figures[f"{b}_c{lo}"][stat], 2)
 
     ratios = {
         "sluice_vs_bare_serve": round(rps(f"sluice_{best}") / rps(f"bare_serve_{best}"), 3),
         f"sluice_vs_trivial_{hi}": round(rps(f"sluice_{best}") / rps(f"trivial_{best}"), 3),
-        f"p50_over_trivial_c{lo}_ms": over_trivial("p50_ms"),
-        f"p99_over_trivial_c{lo}_ms": over_trivial("p99_ms"),
+        f"p50_over_trivial_c{lo}_ms": gap(f"sluice_{best}", f"trivial_{best}", "p50_ms"),
+        f"p99_over_trivial_c{lo}_ms": gap(f"sluice_{best}", f"trivial_{best}", "p99_ms"),
         f"sluice_vs_uvicorn_{hi}": round(rps(f"sluice_{best}") / rps("uvicorn"), 3),
         # The floor of Sluice's shape (an ingress calling a batched model deployment through
         # a handle) with no work at all: what the two hops alone leave of the trivial route.
@@ -439,21 +439,16 @@ def report(figures: dict[str, Any], conns: list[int]) -> int:
                                                / rps(f"trivial_chain_{best}"), 3),
         f"explain_vs_plain_{hi}": round(rps("sluice_explain_haproxy") / rps("sluice_haproxy"), 3),
         f"oip_vs_v1_{hi}": round(rps("sluice_oip_haproxy") / rps("sluice_haproxy"), 3),
-        f"oip_p50_over_v1_c{lo}_ms": round(figures[f"sluice_oip_haproxy_c{lo}"]["p50_ms"]
-                                           - figures[f"sluice_haproxy_c{lo}"]["p50_ms"], 2),
+        f"oip_p50_over_v1_c{lo}_ms": gap("sluice_oip_haproxy", "sluice_haproxy", "p50_ms"),
         f"shadow_vs_plain_{hi}": round(rps("sluice_shadow_haproxy") / rps("sluice_haproxy"), 3),
-        f"shadow_p50_over_plain_c{lo}_ms": round(
-            figures[f"sluice_shadow_haproxy_c{lo}"]["p50_ms"]
-            - figures[f"sluice_haproxy_c{lo}"]["p50_ms"], 2),
-        f"shadow_p99_over_plain_c{lo}_ms": round(
-            figures[f"sluice_shadow_haproxy_c{lo}"]["p99_ms"]
-            - figures[f"sluice_haproxy_c{lo}"]["p99_ms"], 2),
-        f"explain_p50_over_plain_c{lo}_ms": round(
-            figures[f"sluice_explain_haproxy_c{lo}"]["p50_ms"]
-            - figures[f"sluice_haproxy_c{lo}"]["p50_ms"], 2),
-        f"trivial_chain_p50_over_trivial_c{lo}_ms": round(
-            figures[f"trivial_chain_{best}_c{lo}"]["p50_ms"]
-            - figures[f"trivial_{best}_c{lo}"]["p50_ms"], 2),
+        f"shadow_p50_over_plain_c{lo}_ms": gap("sluice_shadow_haproxy", "sluice_haproxy",
+                                               "p50_ms"),  # fmt: skip
+        f"shadow_p99_over_plain_c{lo}_ms": gap("sluice_shadow_haproxy", "sluice_haproxy",
+                                               "p99_ms"),  # fmt: skip
+        f"explain_p50_over_plain_c{lo}_ms": gap("sluice_explain_haproxy", "sluice_haproxy",
+                                                "p50_ms"),  # fmt: skip
+        f"trivial_chain_p50_over_trivial_c{lo}_ms": gap(f"trivial_chain_{best}",
+                                                        f"trivial_{best}", "p50_ms"),
         "sluice_vs_bare_serve_proxy": round(rps(s_p) / rps("bare_serve_proxy"), 3),
         "sluice_vs_bare_serve_haproxy": round(rps(s_h) / rps("bare_serve_haproxy"), 3),
         "sluice_haproxy_vs_proxy": round(rps(s_h) / rps(s_p), 3),
