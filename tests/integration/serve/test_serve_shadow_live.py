@@ -57,6 +57,7 @@ def test_shadow_scores_are_logged_never_returned_and_compared(serve_world, tmp_p
                                        "--labels", str(labels), "--config",
                                        str(world.root / "platform.yaml")])  # fmt: skip
         assert out.exit_code == 0, out.output
+        print(out.output)  # shown with `pytest -s`: the figures of this run
         pair = sorted([champion, f"fraud/{other}"])
         line = next(x.split() for x in out.output.splitlines() if x.split()[:2] == pair)
         assert int(line[2]) >= 48  # rows both versions scored (earlier tests' keys may add)
