@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import time
+import urllib.request
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from sluice.datagen import generate_dataset
 
@@ -77,3 +80,41 @@ def wait_until(cond, timeout_s: float, what: str, every_s: float = 0.25):
 
 def client(base_url: str, timeout_s: float = 30.0) -> httpx.Client:
     return httpx.Client(base_url=base_url, timeout=timeout_s)
+
+
+# -- Ray's metrics export (the node's Prometheus endpoint) ---------------------------------
+Samples = list[tuple[str, dict[str, str], float]]
+
+
+def scrape() -> tuple[str, Samples]:
+    import ray
+
+    port = next(n["MetricsExportPort"] for n in ray.nodes() if n["Alive"])
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    samples = [(s.name, s.labels, s.value) for fam in text_string_to_metric_families(text)
+               for s in fam.samples]  # fmt: skip
+    return text, samples
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """A series summed over Ray's per-worker copies (and over the labels not given)."""
+    return sum(v for n, lab, v in samples
+               if n == name and all(lab.get(k) == x for k, x in labels.items()))  # fmt: skip
+
+
+def wait_for_metrics(check: Callable[[Samples], list[str]], timeout_s: float = 60.0) -> Samples:
+    """Scrape until ``check`` finds nothing wrong (Ray exports every second in tests)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        _, samples = scrape()
+        wrong = check(samples)
+        if not wrong:
+            return samples
+        if time.monotonic() > deadline:
+            raise AssertionError("metrics never matched: " + "; ".join(wrong))
+        time.sleep(1.0)
+
+
+def expect(samples: Samples, name: str, want: float, **labels: str) -> list[str]:
+    got = total(samples, name, **labels)
+    return [] if got == want else [f"{name}{labels} = {got}, want {want}"]

@@ -15,12 +15,9 @@ import re
 import shutil
 import subprocess
 import time
-import urllib.request
-from collections.abc import Callable
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-from serve_live import AUTH, client, json_rows
+from serve_live import AUTH, Samples, client, expect, json_rows, scrape, total, wait_for_metrics
 
 from pipelines.batch_score import run as batch_run
 from pipelines.stream_score import run as stream_run
@@ -41,43 +38,6 @@ KEYSPACE = "sluice_test_metrics"
 # final scrape. So they are checked right after the batch job.
 DRIVER_GAUGES = ("ray_sluice_batch_expectation_success",
                  "ray_sluice_batch_expectation_unexpected_rows")  # fmt: skip
-Samples = list[tuple[str, dict[str, str], float]]
-
-
-def scrape() -> tuple[str, Samples]:
-    import ray
-
-    port = next(n["MetricsExportPort"] for n in ray.nodes() if n["Alive"])
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    samples = [(s.name, s.labels, s.value) for fam in text_string_to_metric_families(text)
-               for s in fam.samples]  # fmt: skip
-    return text, samples
-
-
-def total(samples: Samples, name: str, **labels: str) -> float:
-    """A series summed over Ray's per-worker copies (and over the labels not given)."""
-    return sum(v for n, lab, v in samples
-               if n == name and all(lab.get(k) == x for k, x in labels.items()))  # fmt: skip
-
-
-def wait_for(check: Callable[[Samples], list[str]], timeout_s: float = 60.0) -> Samples:
-    """Scrape until ``check`` finds nothing wrong (Ray exports every second in tests)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        _, samples = scrape()
-        wrong = check(samples)
-        if not wrong:
-            return samples
-        if time.monotonic() > deadline:
-            raise AssertionError("metrics never matched: " + "; ".join(wrong))
-        time.sleep(1.0)
-
-
-def expect(samples: Samples, name: str, want: float, **labels: str) -> list[str]:
-    got = total(samples, name, **labels)
-    return [] if got == want else [f"{name}{labels} = {got}, want {want}"]
-
-
 @pytest.fixture(scope="module")
 def cfg(serve_world):
     cfg = serve_world.cfg.model_copy(update={
@@ -115,7 +75,7 @@ def test_batch_job_metrics(cfg, tmp_path):
                 wrong.append(f"no {name} from the batch driver")
         return wrong
 
-    wait_for(check)
+    wait_for_metrics(check)
 
 
 def test_stream_job_metrics(cfg):
@@ -145,7 +105,7 @@ def test_stream_job_metrics(cfg):
                 wrong.append(f"lag of partition {partition}: {lag}")
         return wrong
 
-    wait_for(check)
+    wait_for_metrics(check)
 
 
 def test_online_metrics(serve_world):
@@ -181,7 +141,7 @@ def test_online_metrics(serve_world):
                 "scored": 3, "quarantined": 1}  # fmt: skip
         return [] if got == want else [f"online deltas {got}, want {want}"]
 
-    samples = wait_for(check)
+    samples = wait_for_metrics(check)
     assert total(samples, "ray_sluice_score_batch_seconds_count", path="online") > 0
     assert total(samples, "ray_sluice_model_in_use", path="online", model_version=version) > 0
 
@@ -196,6 +156,8 @@ def test_scrape_has_every_family_with_its_labels_and_passes_promtool(cfg):
             continue  # only after a failure: the store fault tests cover the counter
         if fam.name == "sluice_stream_late_events_total":
             continue  # only for a late event: stream/test_stream_late_events.py covers it
+        if fam.name == "sluice_shadow_rows_total":
+            continue  # only with shadow traffic: test_serve_shadow_live.py checks its export
         if fam.exported_name in DRIVER_GAUGES:
             continue  # test_batch_job_metrics checks them while Ray still exports them
         assert found, f"{fam.exported_name} is not exported"
@@ -206,7 +168,8 @@ def test_scrape_has_every_family_with_its_labels_and_passes_promtool(cfg):
                for m in re.findall(r"\bray_sluice_[a-z_]+", t["expr"])}  # fmt: skip
     scraped = {n for n, _, _ in samples}
     missing = queried - scraped - {"ray_sluice_cassandra_write_failures_total",
-                                   "ray_sluice_stream_late_events_total", *DRIVER_GAUGES}
+                                   "ray_sluice_stream_late_events_total",
+                                   "ray_sluice_shadow_rows_total", *DRIVER_GAUGES}
     assert not missing, f"dashboard queries series the scrape lacks: {sorted(missing)}"
     for table in ("predictions", "quarantine"):
         assert total(samples, "ray_sluice_cassandra_write_seconds_count", table=table) > 0

@@ -4,7 +4,7 @@ scores land in the prediction log with role shadow, and `sluice models compare` 
 from __future__ import annotations
 
 import pytest
-from serve_live import AUTH, json_rows, wait_until
+from serve_live import AUTH, json_rows, scrape, total, wait_for_metrics, wait_until
 from typer.testing import CliRunner
 
 from sluice.cli import app
@@ -23,6 +23,7 @@ def test_shadow_scores_are_logged_never_returned_and_compared(serve_world, tmp_p
     other = next(v.version for v in world.registry.manifest("fraud").versions
                  if f"fraud/{v.version}" != champion)  # fmt: skip
     world.registry.promote("fraud", other, alias="shadow")
+    _, before = scrape()
     uc = world.model_user_config()
     uc["shadow_share"] = 1.0
     world.redeploy()
@@ -51,6 +52,16 @@ def test_shadow_scores_are_logged_never_returned_and_compared(serve_world, tmp_p
 
         wait_until(lambda: len(shadowed()) == 48, 60, "48 shadow rows in the prediction log")
         assert set(shadowed()) == set(keys) and set(shadowed().values()) == {f"fraud/{other}"}
+
+        # Counted too, in Ray's metrics export: 48 rows scored by the shadow, none failed.
+        def counted(samples) -> list[str]:
+            got = {o: total(samples, "ray_sluice_shadow_rows_total", contract="fraud", outcome=o)
+                   - total(before, "ray_sluice_shadow_rows_total", contract="fraud", outcome=o)
+                   for o in ("scored", "failed", "dropped")}  # fmt: skip
+            want = {"scored": 48, "failed": 0, "dropped": 0}
+            return [] if got == want else [f"shadow rows {got}, want {want}"]
+
+        wait_for_metrics(counted)
 
         labels = write_parquet(data.table, tmp_path / "labels.parquet")
         out = CliRunner().invoke(app, ["models", "compare", "fraud", "--since", "30m",
