@@ -38,7 +38,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serve_apps.scoring.auth import AuthMiddleware
+from serve_apps.scoring.auth import AuthMiddleware, route_path
 from serve_apps.scoring.oip import OIP_PREFIX, OIP_PUBLIC_PATHS, add_oip_routes
 from serve_apps.scoring.prediction_log import log_entries
 from serve_apps.scoring.review import REVIEW_PATH, add_review_pages
@@ -121,9 +121,7 @@ def _ours(request: Request) -> str | None:
 
 
 def _is_oip(request: Request) -> bool:
-    path, root = request.url.path, request.scope.get("root_path", "")
-    if root and path.startswith(root):  # under a Serve route prefix
-        path = path[len(root):]
+    path = route_path(request.scope)
     return path == OIP_PREFIX or path.startswith(OIP_PREFIX + "/")
 
 
@@ -202,17 +200,16 @@ def create_api(service: ScoringService) -> FastAPI:
         if reply.rejected:
             return reply
         latency_ms = (time.perf_counter() - t0) * 1000.0
+        key_name = getattr(request.state, "api_key_name", "")
         if service.prediction_log is not None:
             now = datetime.now(UTC)
-            key_name = getattr(request.state, "api_key_name", "")
             entries = log_entries(reply.scores, request.state.request_id, key_name, latency_ms,
                                   now)  # fmt: skip
             service.prediction_log.predictions(reply.feature_names, entries)
             if reply.alerts is not None:  # written off the path; the reply has the decisions
                 service.prediction_log.alerts(reply.alerts)
         if reply.shadow_rows:  # scored again by the shadow model, after the answer
-            service.shadow_later(request.state.request_id,
-                                 getattr(request.state, "api_key_name", ""),
+            service.shadow_later(request.state.request_id, key_name,
                                  [rows[i] for i in reply.shadow_rows])  # fmt: skip
         for version, n in Counter(s.model_version for s in reply.scores).items():
             decided = Counter(s.decision for s in reply.scores

@@ -38,6 +38,7 @@ __all__ = [
     "new_key",
     "parse_key_file",
     "refuse_published_keys",
+    "route_path",
 ]
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -183,6 +184,15 @@ _UNAUTHORIZED = json.dumps({
 }).encode()  # fmt: skip
 
 
+def route_path(scope: dict[str, Any]) -> str:
+    """A request's path below the Serve route prefix the app is mounted at (``root_path``)."""
+    path: str = scope.get("path", "")
+    root = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :] or "/"
+    return path
+
+
 class AuthMiddleware:
     """ASGI middleware: 401 for every HTTP path but the public ones when the key is wrong.
 
@@ -201,10 +211,7 @@ class AuthMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path: str = scope.get("path", "")
-        root = scope.get("root_path", "")
-        if root and path.startswith(root):
-            path = path[len(root) :] or "/"
+        path = route_path(scope)
         if path in self.public:
             await self.app(scope, receive, send)
             return

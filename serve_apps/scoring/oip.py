@@ -154,19 +154,23 @@ def add_oip_routes(api: FastAPI, service: ScoringService, score_rows: ScoreRows)
     def _err(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status, headers=headers)
 
-    async def served() -> list[str]:
+    def served(info: dict[str, Any]) -> list[str]:
         """Versions this endpoint scores with (champion, and challenger when it has one)."""
-        info = await service.info()
         refs = [info.get("champion"), info.get("challenger")]
         return [str(r).rpartition("/")[2] for r in refs if r]
 
-    async def unknown(model: str, version: str | None) -> JSONResponse | None:
+    async def lookup(
+        model: str, version: str | None, need_info: bool = False
+    ) -> tuple[JSONResponse | None, dict[str, Any]]:
+        """(an error for a model or version not served here, or None; the model's info,
+        asked for once, only when a version is named or `need_info`)."""
         if model != c.name:
-            return _err(404, f"model {model!r} is not served here; served: {c.name}")
-        if version is not None and version not in (have := await served()):
+            return _err(404, f"model {model!r} is not served here; served: {c.name}"), {}
+        info = await service.info() if version is not None or need_info else {}
+        if version is not None and version not in (have := served(info)):
             return _err(404, f"version {version!r} of {model!r} is not served here; served: "
-                             f"{', '.join(have)}")  # fmt: skip
-        return None
+                             f"{', '.join(have)}"), info  # fmt: skip
+        return None, info
 
     async def ready_answer() -> Response:
         checks = await service.readiness()
@@ -192,28 +196,29 @@ def add_oip_routes(api: FastAPI, service: ScoringService, score_rows: ScoreRows)
     @api.get("/v2/models/{model}/versions/{version}", tags=["open inference protocol"],
              summary="Model metadata of one version")  # fmt: skip
     async def metadata(model: str, version: str | None = None) -> Response:
-        if (missing := await unknown(model, version)) is not None:
+        missing, info = await lookup(model, version, need_info=True)
+        if missing is not None:
             return missing
         inputs = [{"name": f.name, "datatype": input_datatype(f.type), "shape": [-1]}
                   for f in c.scoring_schema]  # fmt: skip
-        return JSONResponse({"name": c.name, "versions": await served(), "platform": "sluice",
+        return JSONResponse({"name": c.name, "versions": served(info), "platform": "sluice",
                              "inputs": inputs, "outputs": outputs})  # fmt: skip
 
     @api.get("/v2/models/{model}/ready", tags=["open inference protocol"])
     @api.get("/v2/models/{model}/versions/{version}/ready", tags=["open inference protocol"])
     async def model_ready(model: str, version: str | None = None) -> Response:
-        if (missing := await unknown(model, version)) is not None:
-            return missing
-        return await ready_answer()
+        missing, _ = await lookup(model, version)
+        return missing if missing is not None else await ready_answer()
 
     @api.post("/v2/models/{model}/infer", tags=["open inference protocol"], summary="Score")
     @api.post("/v2/models/{model}/versions/{version}/infer", tags=["open inference protocol"],
               summary="Score (the version must be one this endpoint serves)")  # fmt: skip
     async def infer(model: str, request: Request, version: str | None = None) -> Response:
         t0 = time.perf_counter()
-        if (missing := await unknown(model, version)) is not None:
+        missing, info = await lookup(model, version)
+        if missing is not None:
             return missing
-        if version is not None and (info := await service.info()).get("challenger"):
+        if version is not None and info.get("challenger"):
             return _err(400, f"version-pinned inference is not available while the canary "
                              f"splits rows between {info['champion']} and {info['challenger']}: "
                              f"call /v2/models/{c.name}/infer (each answer names its "
