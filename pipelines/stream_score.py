@@ -89,7 +89,7 @@ class StreamSummary:
     events_per_s: float = 0.0
     latency_p50_s: float | None = None
     latency_p99_s: float | None = None
-    final_lag: dict[int, int] = field(default_factory=dict)
+    final_lag: dict[int, int] | None = field(default_factory=dict)  # None: Kafka did not say
     quarantined_by_reason: dict[str, int] = field(default_factory=dict)
     engines: dict[str, int] = field(default_factory=dict)
     model_versions: list[str] = field(default_factory=list)  # in order, reloads included
@@ -252,7 +252,7 @@ def run(
             except ray.exceptions.RayError as exc:  # e.g. killed while stopping
                 log.error("consumer %s did not stop cleanly: %s", m.name, exc)
         try:
-            summary.final_lag = lag.lag()
+            summary.final_lag = _final_lag(lag)
         finally:
             lag.close()
     summary.elapsed_s = round(time.monotonic() - started, 3)
@@ -290,6 +290,16 @@ def _lag(lag: GroupLag) -> dict[int, int] | None:
         return {p: n for p, n in lag.lag().items() if n}
     except Exception as exc:  # noqa: BLE001 - logged; the consumers carry on regardless
         log.warning("reading the group's lag failed (%s); asking again later", exc)
+        return None
+
+
+def _final_lag(lag: GroupLag) -> dict[int, int] | None:
+    """Every partition's lag when the job ends, or None when Kafka cannot say: the consumers
+    have committed and stopped, so only the report lacks it; the job still ends cleanly."""
+    try:
+        return lag.lag()
+    except StreamError as exc:
+        log.warning("the final lag could not be read (%s)", exc)
         return None
 
 

@@ -123,9 +123,10 @@ class GroupLag:
         from confluent_kafka import Consumer
 
         self.kafka, self.group, self.topic = kafka, group, topic
-        self._consumer = Consumer(kafka.client_settings() | {
+        self._open = lambda: Consumer(kafka.client_settings() | {
             "group.id": group, "enable.auto.commit": False, "client.id": f"lag-{group}",
         })  # fmt: skip
+        self._consumer = self._open()
 
     def committed(self) -> dict[int, int]:
         """Partition -> committed offset (-1001 where the group committed none)."""
@@ -145,23 +146,35 @@ class GroupLag:
         from confluent_kafka import TopicPartition
 
         timeout = self.kafka.request_timeout_s
-        get = self._consumer.get_watermark_offsets
         return self._retrying(
-            lambda: {p: get(TopicPartition(self.topic, p), timeout=timeout) for p in partitions},
+            lambda: {p: self._consumer.get_watermark_offsets(TopicPartition(self.topic, p),
+                                                             timeout=timeout)
+                     for p in partitions},
             f"reading the end offsets of {self.topic}")  # fmt: skip
 
     def _retrying(self, call: Callable[[], T], what: str) -> T:
         """``call()``, with transient errors (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS
         while the group coordinator moves or loads; a partition's leader moving after a
-        broker dies) retried within the request timeout; else StreamError naming ``what``."""
-        from confluent_kafka import KafkaException
+        broker dies) retried within the request timeout; else StreamError naming ``what``.
+
+        A partition the client's metadata does not know (_UNKNOWN_PARTITION: partitions
+        added to the topic, or metadata cached while a broker restarted) is asked again on a
+        new client: librdkafka does not refresh the metadata of a topic this client never
+        subscribed to, so the old one would answer the same until it is closed."""
+        from confluent_kafka import KafkaError, KafkaException
 
         deadline = time.monotonic() + self.kafka.request_timeout_s
         while True:
             try:
                 return call()
             except KafkaException as exc:
-                if not _transient(exc) or time.monotonic() >= deadline:
+                error = exc.args[0] if exc.args else None
+                stale = isinstance(error, KafkaError) and (
+                    error.code() == KafkaError._UNKNOWN_PARTITION)
+                if stale:
+                    self._consumer.close()
+                    self._consumer = self._open()
+                if not (stale or _transient(exc)) or time.monotonic() >= deadline:
                     raise StreamError(f"{what}: {exc}") from exc
                 time.sleep(0.2)
 

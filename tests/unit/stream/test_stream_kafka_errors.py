@@ -50,3 +50,13 @@ def test_the_stream_driver_reads_lag_through_a_broker_outage():
     assert _lag(lag) is None
     assert _lag(lag) == {0: 3}
     assert _lag(lag) == {}
+
+
+def test_a_stopped_job_ends_cleanly_when_its_final_lag_cannot_be_read():
+    """The consumers have committed and stopped: an unreadable final lag is reported as
+    unknown (None), not a failed job (the cluster fault test once ended with exit 1 so)."""
+    from pipelines.stream_score import _final_lag
+    from sluice.errors import StreamError
+
+    assert _final_lag(_Lag(StreamError("reading the end offsets of t: unknown partition"))) is None
+    assert _final_lag(_Lag({0: 0, 1: 2})) == {0: 0, 1: 2}
