@@ -100,11 +100,17 @@ def online(cluster: Cluster, tmp_path_factory):
             time.sleep(1)
         yield Online(cfg, url, root)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # `serve run` shuts its applications down
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        # The first SIGTERM: `serve run` shuts the applications down (a few seconds). Its
+        # driver then exited in seconds on a fresh cluster, but took about a minute after the
+        # package had killed and restarted a worker raylet; the second signal has
+        # `sluice serve` kill it and everything below (its documented second-signal stop).
+        for sig, wait_s in ((signal.SIGTERM, 20), (signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+            os.killpg(proc.pid, sig)
+            try:
+                proc.wait(timeout=wait_s)
+                break
+            except subprocess.TimeoutExpired:
+                continue
         log.close()
 
 
