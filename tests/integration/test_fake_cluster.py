@@ -4,9 +4,12 @@ A head started the way the config's comment says (RAY_FAKE_CLUSTER=1, `ray start
 --autoscaling-config=configs/cluster.local.yaml`, its own ports and process group); the
 scoring app deployed from configs/serve.yaml with a CUDA contract, so each model replica
 asks for ``num_gpus: 1``, which only the fake ``gpu_worker`` nodes offer. Under load the
-autoscaler adds a second GPU node and Serve a second replica; after the load both go away,
-and deleting the app frees the last GPU node. tests/integration/fake_cluster_driver.py
-drives it from its own process and records the times.
+autoscaler adds a second GPU node and Serve a second replica; after the load both go away
+(the idle node by the autoscaler's idle timeout, the app still deployed). The last GPU node
+leaving after the app is deleted is the same idle removal (measured once: 44 s after the
+delete, README "Autoscaling"), so the test ends at the delete instead of waiting for it.
+tests/integration/fake_cluster_driver.py drives it from its own process and records the
+times.
 """
 
 from __future__ import annotations
@@ -102,7 +105,10 @@ def fake_head(local_services, platform_config):
             time.sleep(1)
         yield f"127.0.0.1:{port}", env, tmp
     finally:
-        _jvm.stop(rec, timeout_s=60)  # the group: head, monitor and the fake nodes it started
+        # The group: head, monitor and the fake nodes it started. A test's own throwaway
+        # cluster: what outlives 10 s of SIGTERM (some process of it held on for 33 s) is
+        # SIGKILLed; stop() returns once none of the group is left.
+        _jvm.stop(rec, timeout_s=10)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -134,7 +140,7 @@ def test_load_adds_gpu_nodes_and_replicas_which_go_when_it_stops(fake_head, plat
     t = result["times_s"]
     order = ["first_gpu_node", "first_replica", "load_start", "second_gpu_node",
              "second_replica", "load_stop", "replicas_back_to_one", "gpu_nodes_back_to_one",
-             "app_deleted", "no_gpu_node"]  # fmt: skip
+             "app_deleted"]  # fmt: skip
     assert [t[k] for k in order] == sorted(t[k] for k in order), t
     peak = max((e["gpu_nodes"], e["replicas"]) for e in result["timeline"])
     assert peak == (2, 2), result["timeline"]  # max_workers of gpu_worker, max_replicas
