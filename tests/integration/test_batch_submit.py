@@ -64,7 +64,9 @@ def head():
         _wait_until_jobs_run(address, deadline)
         yield address
     finally:
-        _jvm.stop(rec, timeout_s=30)
+        # `ray start --block` with its GCS and monitor takes about 35 s to leave after SIGTERM
+        # (measured); a test's throwaway head gets 10 s, then SIGKILL, as `sluice local` nodes.
+        _jvm.stop(rec, timeout_s=10)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
