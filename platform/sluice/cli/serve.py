@@ -193,15 +193,23 @@ def _run_to_end(cmd: list[str], env: dict[str, str], stop_timeout_s: float = 120
     left its parent (an orphaned HAProxy kept port 8000 answering once) is found too.
     """
     _become_subreaper()
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, start_new_session=True)
     signalled: list[float] = []
+    proc: subprocess.Popen | None = None
 
     def forward(signum: int, frame: Any) -> None:
         signalled.append(time.monotonic())
-        _signal_group(proc.pid, signal.SIGINT if len(signalled) == 1 else signal.SIGKILL)
+        if proc is not None:
+            _signal_group(proc.pid, signal.SIGINT if len(signalled) == 1 else signal.SIGKILL)
 
+    # Handled before the child starts: at exec a handled signal becomes the default again in
+    # the child, an ignored one stays ignored. Started in the background by a shell script
+    # (`sluice serve &`, CI), this process has SIGINT ignored; `serve run` would inherit
+    # that, never see the SIGINT sent to it, and be killed after stop_timeout_s instead.
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, start_new_session=True)
+        if signalled:  # a signal came while it started
+            _signal_group(proc.pid, signal.SIGINT)
         while True:
             try:
                 return proc.wait(timeout=1.0)

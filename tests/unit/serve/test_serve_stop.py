@@ -30,6 +30,17 @@ CHILD = textwrap.dedent("""
     time.sleep(300)
 """)
 
+# `serve run` has no SIGINT handler of its own: Python's KeyboardInterrupt, which Python
+# installs only when SIGINT is not ignored at its start.
+PLAIN_CHILD = textwrap.dedent("""
+    import os, sys, time
+    try:
+        open(sys.argv[1], "w").write(str(os.getpid()))
+        time.sleep(300)
+    except KeyboardInterrupt:
+        sys.exit(0)
+""")
+
 WRAPPER = textwrap.dedent("""
     import os, sys
     from sluice.cli.serve import _run_to_end
@@ -63,6 +74,32 @@ def test_a_stopped_sluice_serve_leaves_no_process_behind(tmp_path, sig):
     finally:  # whatever happened, leave nothing of this test running
         for kill, pid in ((os.killpg, wrapper.pid),
                           (os.kill, int(pid_file.read_text() or 0) if pid_file.exists() else 0)):
+            if pid:
+                try:
+                    kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def test_a_sluice_serve_started_in_the_background_still_stops_its_child_cleanly(tmp_path):
+    """A non-interactive shell starts a background job (`sluice serve &` in a script, CI)
+    with SIGINT ignored, and an ignored signal stays ignored across exec: `serve run` then
+    ignored the SIGINT it was sent and was killed 120 s later (make test's stop test took
+    148 s in CI, 32 s from a terminal)."""
+    ready = tmp_path / "ready"
+    background = lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)  # noqa: E731 - as bash
+    wrapper = subprocess.Popen([sys.executable, "-c", WRAPPER, PLAIN_CHILD, str(ready)],
+                               start_new_session=True, preexec_fn=background)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not (ready.exists() and ready.read_text()):
+            assert time.monotonic() < deadline, "the child did not start"
+            time.sleep(0.05)
+        os.kill(wrapper.pid, signal.SIGTERM)
+        assert wrapper.wait(timeout=30) == 0  # the child took the SIGINT as Ctrl-C
+    finally:
+        child = int(ready.read_text() or 0) if ready.exists() else 0
+        for kill, pid in ((os.killpg, wrapper.pid), (os.kill, child)):
             if pid:
                 try:
                     kill(pid, signal.SIGKILL)
