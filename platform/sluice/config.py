@@ -179,6 +179,12 @@ class CassandraConfig(Frozen):
         "node has sampled reads; a fixed `Nms` holds from the node's first update (one read "
         "timeout after it starts or the table is created).")
     write_concurrency: int = Field(64, ge=1, le=4096, description="In-flight writes per session.")
+    write_batch_rows: int = Field(
+        10, ge=0, le=100, description="Rows of different partitions owned by the same "
+        "replicas sent as one UNLOGGED batch to one of them (the Spark Cassandra Connector's "
+        "`replica_set` grouping), each batch under 5 KiB; 0: one insert per row. About 5x "
+        "the rows/s of single inserts per client (bench/cassandra_write.py); Cassandra warns "
+        "above 10 partitions a batch (`unlogged_batch_across_partitions_warn_threshold`).")
     write_retries: int = Field(5, ge=0, le=50)
     retry_backoff_s: float = Field(0.2, ge=0)
 

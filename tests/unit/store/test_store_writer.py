@@ -256,3 +256,21 @@ def test_column_mapping_errors_name_the_table() -> None:
 )
 def test_transient_errors(exc: BaseException, transient: bool) -> None:
     assert is_transient(exc) is transient
+
+
+def test_replica_batches_keep_to_one_replica_set_and_their_limits() -> None:
+    from sluice.store._writer import replica_groups
+
+    owners = ["a", "b", "a", "a", "b", "c", "a", "a", "a"]
+    sizes = [100, 100, 100, 4000, 100, 100, 1500, 100, 6000]
+    groups = replica_groups(owners, sizes, max_rows=3, max_bytes=5120)
+    assert sorted(i for g in groups for i in g) == list(range(len(owners)))  # each row once
+    for g in groups:
+        assert len({owners[i] for i in g}) == 1, g  # one replica set a batch
+        assert len(g) <= 3
+        assert sum(sizes[i] for i in g) <= 5120 or len(g) == 1, g  # a lone large row goes alone
+        assert g == sorted(g)
+    # "a": 0, 2 (200 B) + 3 (4000 B) = 4200; + 6 (1500) would pass 5 KiB; 6, 7; 8 (6000) alone
+    assert [g for g in groups if owners[g[0]] == "a"] == [[0, 2, 3], [6, 7], [8]]
+    assert replica_groups([], [], max_rows=10, max_bytes=5120) == []
+
