@@ -91,8 +91,13 @@ def _jvm(cfg: PlatformConfig, java: Path, lib: Path, home: Path) -> list[str]:
 
 
 def new_cluster_id() -> str:
-    """Kafka's Uuid: 16 random bytes, URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """Kafka's Uuid: 16 random bytes, URL-safe base64 without padding, never starting with
+    "-" (as Kafka's own ``Uuid.randomUuid``): `kafka-storage format -t -Vjx...` reads such an
+    id as an option and fails (1 id in 64; a CI run met one)."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
 
 
 def format_storage(cfg: PlatformConfig, java: Path, lib: Path, home: Path,
