@@ -162,6 +162,7 @@ def run_ray(root: Path, port: int) -> None:
     from ray import serve
 
     from serve_apps.scoring.app import ScoringAppArgs, assemble_app
+    from serve_apps.scoring.deployments import INGRESS_ENV, MODEL_ENV
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -192,7 +193,9 @@ def run_ray(root: Path, port: int) -> None:
             await request.body()
             return {"scores": [0.5], "model_version": ["trivial"], "quarantined": 0}
 
-    @serve.deployment(max_ongoing_requests=128, ray_actor_options={"num_cpus": 0})
+    # Sluice's hop without its work: the same per-replica settings and by-value handle.
+    @serve.deployment(max_ongoing_requests=128, ray_actor_options={
+        "num_cpus": 0, "runtime_env": {"env_vars": MODEL_ENV}})  # fmt: skip
     class ConstantModel:
         @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
         async def score(self, requests: list[list[dict[str, Any]]],
@@ -201,11 +204,12 @@ def run_ray(root: Path, port: int) -> None:
 
     chain_api = FastAPI()
 
-    @serve.deployment(max_ongoing_requests=128, ray_actor_options={"num_cpus": 0})
+    @serve.deployment(max_ongoing_requests=128, ray_actor_options={
+        "num_cpus": 0, "runtime_env": {"env_vars": INGRESS_ENV}})  # fmt: skip
     @serve.ingress(chain_api)
     class TrivialChain:
         def __init__(self, model: Any) -> None:
-            self.model = model
+            self.model = model.options(_by_reference=False)
 
         @chain_api.post("/v1/fraud/predict")
         async def predict(self, request: Request) -> dict[str, Any]:

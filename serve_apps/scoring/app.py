@@ -25,6 +25,8 @@ from ray.serve.config import BackpressureConfig
 
 from serve_apps.scoring.auth import KeyRing, parse_key_file, refuse_published_keys
 from serve_apps.scoring.deployments import (
+    INGRESS_ENV,
+    MODEL_ENV,
     IngressSettings,
     ModelSettings,
     ModelUserConfig,
@@ -250,7 +252,7 @@ def assemble_app(
         ) from exc
 
     res = args.resources
-    model_actor = {"num_cpus": res.model_num_cpus}
+    model_actor = {"num_cpus": res.model_num_cpus, "runtime_env": {"env_vars": MODEL_ENV}}
     if contract.device == Device.CUDA:
         model_actor["num_gpus"] = res.model_num_gpus
     feature_cfg = platform.cassandra.model_copy(update={"write_retries": args.feature_read_retries})
@@ -287,7 +289,6 @@ def assemble_app(
     )  # fmt: skip
     backpressure = BackpressureConfig(status_code=over.status_code,
                                       retry_after_s=over.retry_after_s or None)  # fmt: skip
-    return ScoringIngress.options(
-        ray_actor_options={"num_cpus": res.ingress_num_cpus}, backpressure_config=backpressure,
-        **(ingress_options or {}),
-    ).bind(settings, model)
+    ingress_actor = {"num_cpus": res.ingress_num_cpus, "runtime_env": {"env_vars": INGRESS_ENV}}
+    options = {"ray_actor_options": ingress_actor, **(ingress_options or {})}
+    return ScoringIngress.options(backpressure_config=backpressure, **options).bind(settings, model)

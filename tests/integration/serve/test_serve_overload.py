@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import ray.cloudpickle
@@ -27,6 +29,7 @@ pytestmark = pytest.mark.integration
 
 TIMEOUT_S = 4.0
 APP = "sluice-overload"
+ARRIVED = Path(tempfile.gettempdir()) / "sluice-overload-arrived"  # one file per row the model got
 
 # The slow model below lives in this test file: ship it to the replica by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -36,6 +39,10 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
                   graceful_shutdown_wait_loop_s=0.5, ray_actor_options={"num_cpus": 0})  # fmt: skip
 class SlowModel:
     async def score(self, rows, explain=False):
+        ARRIVED.mkdir(exist_ok=True)
+        me = ray.get_runtime_context().get_actor_name()  # this replica, for the test to kill
+        for r in rows:
+            (ARRIVED / r["transaction_id"]).write_text(me)
         await asyncio.sleep(30)  # far past the request timeout
         return ScoreReply(scores=[RowScore(r["transaction_id"], 0.5, "slow/1", ()) for r in rows])
 
@@ -109,3 +116,24 @@ def test_a_flood_is_answered_fast_and_nothing_hangs(base):
     assert fast[len(fast) // 2] < 1.0, fast  # refused at once, not after a wait
     slowest = max(t for _, t, *_ in results)
     assert slowest < TIMEOUT_S + 3.0, slowest  # admitted ones end at the timeout (504)
+
+
+def test_a_model_replica_dying_mid_request_is_answered_at_once(base):
+    """The model is called by value (its reply comes back on the replica's gRPC channel):
+    a replica killed while it holds a request still ends that request with the overload
+    answer, at once, never a 500 or the request timeout."""
+    arrived = ARRIVED / json_rows(1, seed=7)[0]["transaction_id"]
+    arrived.unlink(missing_ok=True)
+    with ThreadPoolExecutor(1) as pool:
+        held = pool.submit(post, base, 7)
+        deadline = time.monotonic() + 10
+        while not arrived.exists() or not arrived.read_text():  # the request is in the model
+            assert time.monotonic() < deadline, "the request never reached the model"
+            time.sleep(0.05)
+        t_kill = time.perf_counter()
+        ray.kill(ray.get_actor(arrived.read_text(), namespace="serve"), no_restart=False)
+        status, _, headers, body = held.result(timeout=30)
+        answered_after = time.perf_counter() - t_kill
+    assert (status, body.get("error")) == (429, "overloaded"), (status, body)
+    assert headers["retry-after"] == "3"
+    assert answered_after < TIMEOUT_S - 1.0, answered_after  # not the timeout's 504
