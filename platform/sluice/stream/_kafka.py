@@ -123,8 +123,13 @@ class GroupLag:
         from confluent_kafka import Consumer
 
         self.kafka, self.group, self.topic = kafka, group, topic
+        # read_uncommitted: librdkafka asks for *stable* offsets (KIP-447) only under
+        # read_committed, and a group whose consumer died inside a transaction has no stable
+        # offsets until that transaction times out (15 s): the read would wait that long.
+        # The last committed offsets are what lag is measured from.
         self._open = lambda: Consumer(kafka.client_settings() | {
             "group.id": group, "enable.auto.commit": False, "client.id": f"lag-{group}",
+            "isolation.level": "read_uncommitted",
         })  # fmt: skip
         self._consumer = self._open()
 
