@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 
 from sluice.gate import GateReport, GateSpec, calibration_error, evaluate_gate, format_report
+from sluice.gate._evaluate import LATENCY_ROUNDS
 
 
 def _holdout() -> tuple[pa.Table, np.ndarray, np.ndarray]:
@@ -134,4 +135,22 @@ def test_latency_is_the_p99_of_the_forward_pass_at_each_batch_size():
     fast_enough, too_slow = (_check(report, f"latency_p99_ms.batch_{n}") for n in (1, 9))
     assert fast_enough.passed and fast_enough.figure >= 3
     assert not too_slow.passed and too_slow.threshold == 1
-    assert seen == [1] * 13 + [9] * 13  # 3 warm-ups + 10 timed, sample tiled to the size
+    assert too_slow.detail == f"10 passes, best of {LATENCY_ROUNDS} rounds"
+    # 3 warm-ups + 10 timed, sample tiled to the size; a budget missed is timed again
+    assert seen == [1] * 13 + [9] * (3 + 10 * LATENCY_ROUNDS)
+
+
+def test_latency_is_the_quietest_round_as_other_work_only_adds_time():
+    calls = []
+
+    def disturbed(x: np.ndarray) -> np.ndarray:
+        calls.append(len(x))
+        if len(calls) <= 3 + 20:  # warm-ups and the first round share the cores with a burst
+            time.sleep(0.004)
+        return x[:, 0]
+
+    spec = _spec(latency=[{"batch_rows": 1, "max_p99_ms": 2, "runs": 20}])
+    check = _check(_evaluate(spec, predict=disturbed), "latency_p99_ms.batch_1")
+    assert check.passed and check.figure < 2, check
+    assert check.detail == "20 passes, best of 2 rounds"
+    assert len(calls) == 3 + 2 * 20  # the second round was within the budget: no third
