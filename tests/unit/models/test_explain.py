@@ -70,12 +70,13 @@ def test_a_row_gets_the_same_explanation_alone_or_in_any_batch(models, kind):
     together = explainer.attributions(x)
     alone = explainer.attributions(x[17:18])
     shuffled = explainer.attributions(x[[40, 17, 3]])
-    # Exact where the runtime scores a row the same in any batch (torch); onnxruntime's
-    # tree ensemble sums in another order per batch size, within SCORE_TOLERANCE, as the
-    # scores themselves differ across paths (README "Bring your own model").
-    tolerance = 0.0 if kind == "torch" else SCORE_TOLERANCE
-    np.testing.assert_allclose(alone[0], together[17], rtol=0, atol=tolerance)
-    np.testing.assert_allclose(shuffled[1], together[17], rtol=0, atol=tolerance)
+    # Within SCORE_TOLERANCE, as the scores themselves across batch sizes (README "Bring
+    # your own model"): onnxruntime's tree ensemble sums in another order per batch size,
+    # and torch's GEMM kernels pick their blocking by batch shape and CPU (on AVX-512 a row
+    # scored in a batch of 2 or 3 differs from the same row in a batch of 50 by one float32
+    # ulp; on the machines of earlier CI runs it did not).
+    np.testing.assert_allclose(alone[0], together[17], rtol=0, atol=SCORE_TOLERANCE)
+    np.testing.assert_allclose(shuffled[1], together[17], rtol=0, atol=SCORE_TOLERANCE)
     # Another explainer of the same model (another process, path or replica) agrees.
     assert np.array_equal(Explainer(models[kind]).attributions(x), together)
 
