@@ -99,7 +99,9 @@ def main() -> int:
     app = doc["applications"][0]["name"]
     t0 = time.monotonic()
     ray.init(address=args.address, namespace="sluice-fake-cluster", log_to_driver=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": args.http_port})
+    # As `serve deploy` would start Serve with the file's proxy_location.
+    serve.start(proxy_location=doc.get("proxy_location"),
+                http_options={"host": "127.0.0.1", "port": args.http_port})  # fmt: skip
     watch = Watch(app, t0)
     times: dict[str, float] = {}
     try:

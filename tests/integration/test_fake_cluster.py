@@ -55,6 +55,11 @@ def serve_doc(root: Path, cfg) -> dict:
     contract["device"] = "cuda"  # -> model replicas ask for num_gpus: 1
     (root / "fraud_cuda.yaml").write_text(yaml.safe_dump(contract))
     doc = yaml.safe_load((REPO_ROOT / "configs/serve.yaml").read_text())
+    # One proxy, the head's: the fake nodes share this host, and every node's proxy binds
+    # the same port with SO_REUSEPORT, so the kernel would hand a client's connection to a
+    # proxy just started on a new fake GPU node, which answers 404 until its route table
+    # arrives (a CI run saw 11 of 1,442). On real nodes each proxy has its own address.
+    doc["proxy_location"] = "HeadOnly"
     app = doc["applications"][0]
     app["args"].update(contract=str(root / "fraud_cuda.yaml"),
                        platform_config=str(root / "platform.yaml"),
