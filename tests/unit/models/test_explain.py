@@ -81,6 +81,40 @@ def test_a_row_gets_the_same_explanation_alone_or_in_any_batch(models, kind):
     assert np.array_equal(Explainer(models[kind]).attributions(x), together)
 
 
+@pytest.mark.parametrize("kind", ["torch", "tree"])
+def test_the_attributions_are_captums_shapley_value_sampling(models, kind):
+    """The same method and the same permutations as Captum's ShapleyValueSampling, the
+    reference: equal to float32 rounding (the tree ensemble's scores, as everywhere, to
+    SCORE_TOLERANCE: Captum calls the model on other batch sizes)."""
+    from captum.attr import ShapleyValueSampling
+
+    model = models[kind]
+    explainer = Explainer(model)
+    x = _rows(40, seed=14)
+
+    def scores(t):
+        return torch.from_numpy(model.predict(t.detach().numpy()))
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(explainer.seed)
+        want = ShapleyValueSampling(scores).attribute(
+            torch.from_numpy(x), baselines=torch.from_numpy(explainer.baseline),
+            n_samples=explainer.samples, perturbations_per_eval=len(FEATURES)).numpy()
+    got = explainer.attributions(x)
+    assert np.abs(got).max() > 1e-3  # not trivially equal
+    np.testing.assert_allclose(got, want, rtol=0, atol=SCORE_TOLERANCE)
+
+
+def test_rows_explained_in_chunks_get_the_attributions_they_get_together(models, monkeypatch):
+    import sluice.models._explain as explain
+
+    explainer = Explainer(models["torch"])
+    x = _rows(50, seed=15)
+    together = explainer.attributions(x)
+    monkeypatch.setattr(explain, "_CHUNK_INPUTS", 7 * explainer.samples * len(FEATURES))
+    np.testing.assert_allclose(explainer.attributions(x), together, rtol=0, atol=SCORE_TOLERANCE)
+
+
 def test_explaining_leaves_the_callers_random_state_alone(models):
     torch.manual_seed(123)
     expected = torch.rand(3)
