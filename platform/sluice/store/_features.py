@@ -42,8 +42,9 @@ __all__ = ["CassandraFeatureStore", "feature_ttl_s"]
 
 _DAY_S = 86_400
 EVENTS_PER_BATCH = 64
-"""Events of one card per unlogged batch: ~64 x 60 bytes, under Cassandra's 5 KiB
-batch_size_warn_threshold; one mutation per card instead of one round trip per event."""
+"""Events per unlogged batch: ~64 x 60 bytes, under Cassandra's 5 KiB
+batch_size_warn_threshold. A card's events go together (one mutation per card instead of a
+round trip per event), and cards on the same replicas share a batch (CassandraWriter)."""
 
 
 def feature_ttl_s(agg: AggregateSpec) -> int:

@@ -17,7 +17,9 @@ one row per key first), so a retried earlier row can never overwrite a later one
 A request carries one row, or (``replica_batch_rows``, ``cassandra.write_batch_rows``: 10 by
 default) an UNLOGGED batch of up to that many rows whose partitions have the same replicas,
 under 5 KiB, routed by its first row's token to one of those replicas, which applies every
-row locally: the Spark Cassandra Connector's ``replica_set`` grouping. Per row it costs the
+row locally: the Spark Cassandra Connector's ``replica_set`` grouping. With
+``partition_batch_rows`` (the feature events) a partition's rows stay together in a batch,
+and partitions with the same replicas share one. Per row it costs the
 client about a fifth of the CPU of a single insert; a batch is retried as a whole, which
 the idempotent upserts allow, and its failure is each of its rows' failure.
 """
@@ -59,7 +61,9 @@ class WriteOptions:
     chunk_rows: int = 50_000  # rows converted and tracked at once (bounds memory)
     # > 0: the rows of one partition go as UNLOGGED batches of at most this many rows (one
     # mutation per partition, Cassandra's pattern for same-partition writes); 0: one insert
-    # per row. Keep a batch under Cassandra's batch_size_warn_threshold (5 KiB).
+    # per row. Keep a batch under Cassandra's batch_size_warn_threshold (5 KiB). With
+    # replica_batch_rows > 0 too, partitions whose replicas are the same share a batch
+    # (each partition's rows together; at most this many rows and BATCH_BYTES).
     partition_batch_rows: int = 0
     # > 0 (and no partition batches): rows of different partitions whose replicas are the
     # same go as UNLOGGED batches of at most this many rows and BATCH_BYTES, routed to those
@@ -210,6 +214,8 @@ class CassandraWriter:
         if opts.partition_batch_rows:
             members = self._by_partition(params, opts.partition_batch_rows)
             bound = [self.statement.bind(row) for row in params]
+            if opts.replica_batch_rows and len(members) > 1:
+                members = self._pack_by_replicas(bound, members, opts.partition_batch_rows)
         elif opts.replica_batch_rows and len(params) > 1:
             bound = [self.statement.bind(row) for row in params]
             members = self._by_replicas(bound, opts.replica_batch_rows)
@@ -233,6 +239,23 @@ class CassandraWriter:
             groups.setdefault(tuple(row[j] for j in self._part_idx), []).append(i)
         return [rows[s : s + size] for rows in groups.values()
                 for s in range(0, len(rows), size)]  # fmt: skip
+
+    def _pack_by_replicas(self, bound: list[Any], partitions: list[list[int]],
+                          size: int) -> list[list[int]]:  # fmt: skip
+        """Partition groups packed into batches of partitions with the same replicas (at most
+        ``size`` rows and BATCH_BYTES), each partition's rows kept together: one card with
+        one event in a batch of many cards costs a row in a shared batch, not a request."""
+        replicas = self.session.cluster.metadata.get_replicas
+        order = [i for rows in partitions for i in rows]
+        owners = []
+        for rows in partitions:  # a partition's rows share its replicas
+            first = bound[rows[0]]
+            owner = tuple(sorted(str(h.endpoint) for h in replicas(self.keyspace,
+                                                                   first.routing_key)))  # fmt: skip
+            owners.extend([owner] * len(rows))
+        sizes = [sum(len(v) for v in bound[i].values if v) for i in order]
+        return [[order[p] for p in group]
+                for group in replica_groups(owners, sizes, size, BATCH_BYTES)]  # fmt: skip
 
     def _by_replicas(self, bound: list[Any], size: int) -> list[list[int]]:
         """Row indexes grouped by their partitions' replicas (the driver's token map): one

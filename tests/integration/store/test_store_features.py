@@ -121,3 +121,39 @@ def test_a_card_with_more_events_than_one_batch_holds_keeps_them_all(stores, sto
     got = cassandra.history([card], start, end)
     assert got.num_rows == events.num_rows
     assert by_key(got).equals(by_key(memory.history([card], start, end)))
+
+
+def test_events_of_many_cards_share_requests_and_are_all_stored(stores, store_cfg,
+                                                                 monkeypatch) -> None:  # fmt: skip
+    """Cards with one or two events each in a record() call (a batch job's input in file
+    order, a stream's micro-batch) go as unlogged batches of cards on the same replicas, a
+    card's events together, EVENTS_PER_BATCH rows at most: a few requests, not one per
+    card. Every event is stored."""
+    from sluice.store import _writer
+    from sluice.store._features import EVENTS_PER_BATCH
+
+    contract = stores[0]
+    table = generate_transactions(600, seed=13, n_cards=2_000, duration_s=86_400)
+    events = to_store_events(table, contract.features)
+    cards = pc.unique(events["entity"]).to_pylist()
+    assert len(cards) > 300
+    sent: list[int] = []  # rows per request
+    real = _writer.run_with_retries
+
+    def counted(session, statement, params, **kw):
+        for batch in params:
+            sent.append(len(batch._statements_and_parameters))
+        return real(session, statement, params, **kw)
+
+    monkeypatch.setattr(_writer, "run_with_retries", counted)
+    cassandra = CassandraFeatureStore.for_contract(store_cfg, contract)
+    cassandra.record(events)
+    assert sum(sent) == events.num_rows
+    assert max(sent) <= EVENTS_PER_BATCH
+    assert len(sent) <= 2 * -(-events.num_rows // EVENTS_PER_BATCH), len(sent)  # not ~400
+    times = events["event_time"].to_pylist()
+    start, end = min(times), max(times) + timedelta(seconds=1)
+    memory = InMemoryFeatureStore()
+    memory.record(events)
+    assert by_key(cassandra.history(cards, start, end)).equals(
+        by_key(memory.history(cards, start, end)))
