@@ -245,26 +245,25 @@ class CassandraWriter:
         """Partition groups packed into batches of partitions with the same replicas (at most
         ``size`` rows and BATCH_BYTES), each partition's rows kept together: one card with
         one event in a batch of many cards costs a row in a shared batch, not a request."""
-        replicas = self.session.cluster.metadata.get_replicas
         order = [i for rows in partitions for i in rows]
         owners = []
         for rows in partitions:  # a partition's rows share its replicas
-            first = bound[rows[0]]
-            owner = tuple(sorted(str(h.endpoint) for h in replicas(self.keyspace,
-                                                                   first.routing_key)))  # fmt: skip
-            owners.extend([owner] * len(rows))
-        sizes = [sum(len(v) for v in bound[i].values if v) for i in order]
+            owners.extend([self._replicas_of(bound[rows[0]])] * len(rows))
+        sizes = [_value_bytes(bound[i]) for i in order]
         return [[order[p] for p in group]
                 for group in replica_groups(owners, sizes, size, BATCH_BYTES)]  # fmt: skip
 
     def _by_replicas(self, bound: list[Any], size: int) -> list[list[int]]:
         """Row indexes grouped by their partitions' replicas (the driver's token map): one
         request carries a group to a replica that owns all of its rows."""
-        replicas = self.session.cluster.metadata.get_replicas
-        owners = [tuple(sorted(str(h.endpoint) for h in replicas(self.keyspace, b.routing_key)))
-                  for b in bound]  # fmt: skip
-        sizes = [sum(len(v) for v in b.values if v) for b in bound]
+        owners = [self._replicas_of(b) for b in bound]
+        sizes = [_value_bytes(b) for b in bound]
         return replica_groups(owners, sizes, size, BATCH_BYTES)
+
+    def _replicas_of(self, statement: Any) -> tuple[str, ...]:
+        """The replicas of a bound statement's partition (the driver's token map)."""
+        hosts = self.session.cluster.metadata.get_replicas(self.keyspace, statement.routing_key)
+        return tuple(sorted(str(h.endpoint) for h in hosts))
 
     def _failure(
         self,
@@ -301,6 +300,11 @@ class CassandraWriter:
             retry_rows=pa.concat_tables([chunk.take(transient), rest]),
             refused_rows=chunk.take(refused),
         )  # fmt: skip
+
+
+def _value_bytes(statement: Any) -> int:
+    """Bytes of a bound statement's values (what a batch's size limit counts)."""
+    return sum(len(v) for v in statement.values if v)
 
 
 def replica_groups(owners: Sequence[Hashable], sizes: Sequence[int], max_rows: int,
