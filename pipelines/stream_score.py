@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -159,8 +160,12 @@ def run(
         ensure_alert_topics(cfg.kafka, contract.name, partitions)
 
     connect_ray(cfg)
+    # The driver's SLUICE_TESTING_* fault-injection variables (crash tests) reach its
+    # consumers; without any, the actors run in the cluster's own environment.
+    testing = {k: v for k, v in os.environ.items() if k.startswith("SLUICE_TESTING_")}
     actor_cls = ray.remote(StreamConsumer).options(
-        num_cpus=job.num_cpus_per_consumer, max_concurrency=2, max_restarts=0
+        num_cpus=job.num_cpus_per_consumer, max_concurrency=2, max_restarts=0,
+        **({"runtime_env": {"env_vars": testing}} if testing else {}),
     )
     members = [_Member(f"c{i}", actor_cls, cfg, job, model_version) for i in range(n)]
     lag = GroupLag(cfg.kafka, job.group, job.topic)

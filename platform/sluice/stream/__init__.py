@@ -52,7 +52,13 @@ from sluice.stream._kafka import (
     produce_messages,
     topic_partitions,
 )
-from sluice.stream._loop import ConsumerLoop, KafkaConsumer, LoopStats, install_stop_signals
+from sluice.stream._loop import (
+    HOLD_COMMITS_ENV,
+    ConsumerLoop,
+    KafkaConsumer,
+    LoopStats,
+    install_stop_signals,
+)
 from sluice.stream._messages import (
     MALFORMED_EXPECTATION,
     Decoded,
@@ -89,6 +95,7 @@ __all__ = [
     "BatchResult",
     "CassandraOutputs",
     "ConsumerLoop",
+    "HOLD_COMMITS_ENV",
     "Decoded",
     "GroupLag",
     "KafkaConsumer",

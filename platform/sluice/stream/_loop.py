@@ -31,11 +31,17 @@ Stopping: ``stop`` (a ``threading.Event``: the actor's ``stop()``, or SIGTERM th
 and committed, then the consumer is closed (leaving the group at once). A stop while
 waiting out an outage leaves that batch uncommitted: whoever owns its partitions next
 replays it.
+
+Fault injection (crash tests only): with ``$SLUICE_TESTING_HOLD_COMMITS`` naming a file —
+unset in production, as Ray's own ``RAY_testing_*`` variables are — a batch whose rows are
+all written waits before its commit for as long as that file exists, so a test can kill
+consumers holding rows written but not committed at a moment it chooses.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import signal
 import threading
@@ -57,6 +63,7 @@ log = logging.getLogger(__name__)
 
 _LATENCY_SAMPLES = 200_000  # kept per consumer for the summary's percentiles
 STORE_BACKOFF_S = (0.5, 5.0)  # first and longest wait between retries of a batch
+HOLD_COMMITS_ENV = "SLUICE_TESTING_HOLD_COMMITS"  # see the module doc
 
 
 class KafkaConsumer(BatchSource, Protocol):
@@ -153,6 +160,7 @@ class ConsumerLoop:
         self._pending: dict[tuple[str, int], int] = {}  # done, not yet committed
         self._committed: dict[tuple[str, int], int] = {}
         self._assigned: set[tuple[str, int]] = set()
+        self._hold = os.environ.get(HOLD_COMMITS_ENV) or None
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> LoopStats:
@@ -176,6 +184,8 @@ class ConsumerLoop:
             return  # stopped while Cassandra was down: not committed, replayed later
         for tp, offset in next_offsets(batch).items():
             self._pending[tp] = max(offset, self._pending.get(tp, -1))
+        while self._hold and os.path.exists(self._hold) and not stop.wait(0.01):
+            pass  # held by a crash test (module doc)
         if self.transactions is not None:  # no commit is ever pending in this mode
             self._commit_transaction(dict(self._pending), result.outbox)
         else:

@@ -34,7 +34,7 @@ from sluice.cli import app as cli
 from sluice.contract import load_contract
 from sluice.features import AggregateSpec
 from sluice.models import SCORE_TOLERANCE
-from sluice.stream import GroupLag, alert_topic, candidate_topic
+from sluice.stream import HOLD_COMMITS_ENV, GroupLag, alert_topic, candidate_topic
 
 pytestmark = pytest.mark.integration
 
@@ -81,8 +81,10 @@ def test_sigkilled_stream_job_loses_and_duplicates_nothing(stream_env):
     """20k events (1% malformed messages, 2% invalid events: 1.5% breaking the suite, 0.5%
     of the wrong JSON type) on 4 partitions, consumed by two consumer actors. The driver and
     its actors are SIGKILLed three times, each time while a batch's rows are written but not
-    yet committed whenever the race allows (at least one such crash is required), and
-    restarted; the last run goes until the lag is 0.
+    yet committed, and restarted; the last run goes until the lag is 0. That moment is made,
+    not raced for: once the commits pass a mark, the test's hold file makes every consumer
+    stop before its next commit (``$SLUICE_TESTING_HOLD_COMMITS``), the test waits until
+    rows beyond the committed offsets are in Cassandra, then kills.
 
     Events are produced while the job runs (slices at a bounded rate), as a live stream
     would be: with the whole backlog produced up front, a fast consumer can drain it
@@ -99,6 +101,8 @@ def test_sigkilled_stream_job_loses_and_duplicates_nothing(stream_env):
     producer.start()
     job = write_job(stream_env.root, "test_crash", topic, consumers=2)
     env, log = stream_env.env(ks), stream_env.root / "test_crash.log"
+    hold = stream_env.root / "test_crash.hold"
+    env[HOLD_COMMITS_ENV] = str(hold)
     group = GroupLag(cfg.kafka, "sluice-test_crash", topic)
 
     def progress() -> tuple[int, int]:
@@ -116,16 +120,22 @@ def test_sigkilled_stream_job_loses_and_duplicates_nothing(stream_env):
             driver = Driver(job, env, log, "--max-seconds", "600")
             target = (i + 1) * total // (KILLS + 3)
 
-            def mid_batch(driver=driver, target=target) -> bool:
+            def past(driver=driver, target=target) -> bool:
                 assert driver.alive(), f"the stream job ended early:\n{driver.tail()}"
-                done, beyond = progress()
-                return done >= target and beyond > 0
+                return progress()[0] >= target
 
-            wait_for(mid_batch, 240, f"commits past {target} and a batch in flight")
+            def written_not_committed(driver=driver) -> bool:
+                assert driver.alive(), f"the stream job ended early:\n{driver.tail()}"
+                return progress()[1] > 0
+
+            wait_for(past, 240, f"commits past {target}")
+            hold.touch()  # the consumers' next batches are written, then wait uncommitted
+            wait_for(written_not_committed, 120, "rows written beyond the committed offsets")
             driver.kill()
             for pid in consumer_actor_pids():
                 os.kill(pid, signal.SIGKILL)
             wait_for(lambda: not consumer_actor_pids(), 60, "the consumer actors to die")
+            hold.unlink()
             kills.append(progress())
         assert kills[-1][0] < total, "the stream finished before the last kill"
         producer.join(timeout=120)
@@ -136,7 +146,7 @@ def test_sigkilled_stream_job_loses_and_duplicates_nothing(stream_env):
         ends = group.end_offsets(sorted(committed))
     finally:
         group.close()
-    assert any(beyond for _, beyond in kills), f"no kill caught rows not yet committed: {kills}"
+    assert all(beyond for _, beyond in kills), f"a kill caught no rows uncommitted: {kills}"
 
     # Committed offsets == log end offsets on every partition.
     assert lag == {p: 0 for p in range(4)}

@@ -11,7 +11,13 @@ from confluent_kafka import TopicPartition
 from stream_fakes import TOPIC, FakeConsumer, messages
 
 from sluice.errors import StoreUnavailable, StreamError, WriteFailed
-from sluice.stream import BatchResult, ConsumerLoop, RestartBudget, install_stop_signals
+from sluice.stream import (
+    HOLD_COMMITS_ENV,
+    BatchResult,
+    ConsumerLoop,
+    RestartBudget,
+    install_stop_signals,
+)
 
 
 class Process:
@@ -242,6 +248,31 @@ def test_sigterm_finishes_the_batch_in_flight_commits_and_exits():
     assert steps == ["consume", "write start", "writes done", "commit",
                      "consume", "write start", "writes done", "commit", "close"]  # fmt: skip
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_test_hold_keeps_a_written_batch_uncommitted_until_released(monkeypatch, tmp_path):
+    """$SLUICE_TESTING_HOLD_COMMITS (the crash tests' fault injection): while its file
+    exists, a batch whose writes are done waits before its commit."""
+    hold = tmp_path / "hold"
+    hold.touch()
+    monkeypatch.setenv(HOLD_COMMITS_ENV, str(hold))
+    consumer = FakeConsumer(batches=[messages([b"{}"] * 4), messages([b"{}"] * 2)])
+    exists = os.path.exists
+
+    def held(path) -> bool:  # held for two checks, released at the third
+        if str(path) != str(hold):
+            return exists(path)
+        consumer.log.append(("hold checked",))
+        if sum(1 for e in consumer.log if e == ("hold checked",)) == 3:
+            hold.unlink()
+        return exists(path)
+
+    monkeypatch.setattr(os.path, "exists", held)
+    run_batches(consumer, 2)
+    steps = [e[0] for e in consumer.log if e[0] != "consume"]
+    checked = "hold checked"
+    assert steps == ["write start", "writes done", checked, checked, checked, "commit",
+                     "write start", "writes done", checked, "commit", "close"]  # fmt: skip
 
 
 def test_signal_handlers_are_restored():
