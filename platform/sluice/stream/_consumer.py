@@ -16,14 +16,16 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
+from typing import Any
 
 from sluice.config import PlatformConfig
 from sluice.jobs import StreamJob
 from sluice.stream._kafka import consumer_settings
 from sluice.stream._loop import ConsumerLoop, LoopStats, store_outage
 
-__all__ = ["RestartBudget", "StreamConsumer"]
+__all__ = ["CheckpointMirror", "RestartBudget", "StreamConsumer"]
 
 log = logging.getLogger(__name__)
 
@@ -79,21 +81,7 @@ class StreamConsumer:
                                    gx_min_rows=job.gx_min_rows,
                                    max_message_bytes=job.max_message_bytes,
                                    max_unknown_fields=job.max_unknown_fields)  # fmt: skip
-        checkpoints = CheckpointStore(cfg.cassandra)
-
-        def mirror(offsets: dict[tuple[str, int], int]) -> None:
-            # Kafka's group offsets are where a consumer resumes; the checkpoint table
-            # mirrors them in Cassandra for operators (`stream_checkpoints`). Kafka holds
-            # the truth: a mirror write lost to an outage is rewritten by the next commit.
-            try:
-                checkpoints.commit(job.name, job.topic, {p: o for (_, p), o in offsets.items()})
-            except Exception as exc:
-                if not store_outage(exc):
-                    raise
-                log.warning("%s: checkpoint mirror not updated (%s); the next commit of those "
-                            "partitions rewrites it",
-                            job.name, exc)  # fmt: skip
-
+        mirror = CheckpointMirror(CheckpointStore(cfg.cassandra), job)
         loop = ConsumerLoop(consumer, process, job=job.name, max_messages=job.max_batch_messages,
                             max_wait_s=job.max_batch_wait_ms / 1000, on_commit=mirror,
                             on_partitions_moved=None if state is None else state.forget,
@@ -107,6 +95,7 @@ class StreamConsumer:
         try:
             return loop.run(self._stop)
         finally:
+            mirror.close()
             if state is not None:
                 state.close()
 
@@ -124,6 +113,45 @@ class StreamConsumer:
 
     def pid(self) -> int:
         return os.getpid()
+
+
+class CheckpointMirror:
+    """Mirrors each commit's offsets into Cassandra's ``stream_checkpoints`` (for
+    operators), off the batch's path: Kafka's group offsets are where a consumer resumes,
+    so no batch waits for the mirror. One write at a time, in commit order, on its own
+    thread; a write's outcome is checked at the next commit: an outage is logged (the next
+    commit of those partitions rewrites them), any other error raises there."""
+
+    def __init__(self, checkpoints: Any, job: StreamJob) -> None:
+        self.checkpoints = checkpoints
+        self.job = job
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-mirror")
+        self._last: Future[None] | None = None
+
+    def __call__(self, offsets: dict[tuple[str, int], int]) -> None:
+        self._check()
+        partitions = {p: o for (_, p), o in offsets.items()}
+        self._last = self._pool.submit(self.checkpoints.commit, self.job.name, self.job.topic,
+                                       partitions)  # fmt: skip
+
+    def close(self) -> None:
+        """Wait for the last write; log (never raise) its error: the consumer is ending."""
+        try:
+            self._check()
+        except Exception as exc:
+            log.warning("%s: the last checkpoint mirror write failed: %s", self.job.name, exc)
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def _check(self) -> None:
+        last, self._last = self._last, None
+        exc = None if last is None else last.exception()  # the previous commit's: done by now
+        if exc is None:
+            return
+        if not store_outage(exc):
+            raise exc
+        log.warning("%s: checkpoint mirror not updated (%s); the next commit of those "
+                    "partitions rewrites it", self.job.name, exc)  # fmt: skip
 
 
 class RestartBudget:
