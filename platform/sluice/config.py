@@ -182,9 +182,11 @@ class CassandraConfig(Frozen):
     write_batch_rows: int = Field(
         10, ge=0, le=100, description="Rows of different partitions owned by the same "
         "replicas sent as one UNLOGGED batch to one of them (the Spark Cassandra Connector's "
-        "`replica_set` grouping), each batch under 5 KiB; 0: one insert per row. About 5x "
-        "the rows/s of single inserts per client (bench/cassandra_write.py); Cassandra warns "
-        "above 10 partitions a batch (`unlogged_batch_across_partitions_warn_threshold`).")
+        "`replica_set` grouping); 0: one insert per row. About 5x the rows/s of single "
+        "inserts per client (bench/cassandra_write.py). A batch never covers more than 10 "
+        "partitions or 5 KiB (Cassandra's default warning thresholds, "
+        "`unlogged_batch_across_partitions_warn_threshold` and `batch_size_warn_threshold`), "
+        "whatever this says.")
     write_retries: int = Field(5, ge=0, le=50)
     retry_backoff_s: float = Field(0.2, ge=0)
 

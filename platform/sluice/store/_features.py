@@ -42,9 +42,9 @@ __all__ = ["CassandraFeatureStore", "feature_ttl_s"]
 
 _DAY_S = 86_400
 EVENTS_PER_BATCH = 64
-"""Events per unlogged batch: ~64 x 60 bytes, under Cassandra's 5 KiB
-batch_size_warn_threshold. A card's events go together (one mutation per card instead of a
-round trip per event), and cards on the same replicas share a batch (CassandraWriter)."""
+"""Events per unlogged batch. A card's events go together (one mutation per card instead of
+a round trip per event; Cassandra checks no size of a one-partition batch), and cards on the
+same replicas share a batch, up to BATCH_PARTITIONS cards and BATCH_BYTES (CassandraWriter)."""
 
 
 def feature_ttl_s(agg: AggregateSpec) -> int:

@@ -127,10 +127,11 @@ def test_events_of_many_cards_share_requests_and_are_all_stored(stores, store_cf
                                                                  monkeypatch) -> None:  # fmt: skip
     """Cards with one or two events each in a record() call (a batch job's input in file
     order, a stream's micro-batch) go as unlogged batches of cards on the same replicas, a
-    card's events together, EVENTS_PER_BATCH rows at most: a few requests, not one per
-    card. Every event is stored."""
+    card's events together, EVENTS_PER_BATCH rows and BATCH_PARTITIONS cards at most: a
+    request per ten cards, not one per card. Every event is stored."""
     from sluice.store import _writer
     from sluice.store._features import EVENTS_PER_BATCH
+    from sluice.store._writer import BATCH_PARTITIONS
 
     contract = stores[0]
     table = generate_transactions(600, seed=13, n_cards=2_000, duration_s=86_400)
@@ -138,19 +139,23 @@ def test_events_of_many_cards_share_requests_and_are_all_stored(stores, store_cf
     cards = pc.unique(events["entity"]).to_pylist()
     assert len(cards) > 300
     sent: list[int] = []  # rows per request
+    covered: list[int] = []  # cards (partitions) per request
     real = _writer.run_with_retries
 
     def counted(session, statement, params, **kw):
         for batch in params:
-            sent.append(len(batch._statements_and_parameters))
+            rows = batch._statements_and_parameters
+            sent.append(len(rows))
+            covered.append(len({values[0] for _, _, values in rows}))  # the entity
         return real(session, statement, params, **kw)
 
     monkeypatch.setattr(_writer, "run_with_retries", counted)
     cassandra = CassandraFeatureStore.for_contract(store_cfg, contract)
     cassandra.record(events)
     assert sum(sent) == events.num_rows
-    assert max(sent) <= EVENTS_PER_BATCH
-    assert len(sent) <= 2 * -(-events.num_rows // EVENTS_PER_BATCH), len(sent)  # not ~400
+    assert max(sent) <= EVENTS_PER_BATCH and max(covered) <= BATCH_PARTITIONS
+    assert sum(covered) == len(cards)  # a card's events in one request
+    assert len(sent) <= -(-len(cards) // BATCH_PARTITIONS) + 1, len(sent)  # not ~400
     times = events["event_time"].to_pylist()
     start, end = min(times), max(times) + timedelta(seconds=1)
     memory = InMemoryFeatureStore()

@@ -274,3 +274,23 @@ def test_replica_batches_keep_to_one_replica_set_and_their_limits() -> None:
     assert [g for g in groups if owners[g[0]] == "a"] == [[0, 2, 3], [6, 7], [8]]
     assert replica_groups([], [], max_rows=10, max_bytes=5120) == []
 
+
+
+def test_replica_batches_cover_at_most_ten_partitions_and_size_only_shared_ones() -> None:
+    """Within Cassandra's default warning thresholds: at most BATCH_PARTITIONS partitions
+    an unlogged batch, and BATCH_BYTES for a batch of more than one partition (one
+    partition's batch is not size-checked by the server)."""
+    from sluice.store._writer import BATCH_PARTITIONS, replica_groups
+
+    # 25 partitions of 2 rows each, one replica set: 10 partitions (20 rows) a batch.
+    parts = [p for p in range(25) for _ in range(2)]
+    groups = replica_groups(["a"] * 50, [10] * 50, 64, 5120, parts)
+    assert [len({parts[i] for i in g}) for g in groups] == [BATCH_PARTITIONS, BATCH_PARTITIONS, 5]
+    assert [i for g in groups for i in g] == list(range(50))
+    # Without partitions each row is one: 25 rows -> 10, 10, 5.
+    assert [len(g) for g in replica_groups(["a"] * 25, [10] * 25, 64, 5120)] == [10, 10, 5]
+    # One partition of 40 rows x 200 B (8 KB) stays one batch; a second partition after
+    # it starts a new one, as does a row past 5 KiB in a batch of two partitions.
+    parts = [0] * 40 + [1] + [2] * 30
+    groups = replica_groups(["a"] * 71, [200] * 71, 64, 5120, parts)
+    assert [len(g) for g in groups] == [40, 25, 6]
