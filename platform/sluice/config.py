@@ -183,10 +183,9 @@ class CassandraConfig(Frozen):
         10, ge=0, le=100, description="Rows of different partitions owned by the same "
         "replicas sent as one UNLOGGED batch to one of them (the Spark Cassandra Connector's "
         "`replica_set` grouping); 0: one insert per row. About 5x the rows/s of single "
-        "inserts per client (bench/cassandra_write.py). A batch never covers more than 10 "
-        "partitions or 5 KiB (Cassandra's default warning thresholds, "
-        "`unlogged_batch_across_partitions_warn_threshold` and `batch_size_warn_threshold`), "
-        "whatever this says.")
+        "inserts per client (bench/cassandra_write.py). Above 10 this still sends batches of "
+        "at most 10 partitions and 5 KiB (Cassandra's default warning thresholds, "
+        "`unlogged_batch_across_partitions_warn_threshold` and `batch_size_warn_threshold`).")
     write_retries: int = Field(5, ge=0, le=50)
     retry_backoff_s: float = Field(0.2, ge=0)
 

@@ -251,8 +251,9 @@ class CassandraWriter:
     def _pack_by_replicas(self, bound: list[Any], partitions: list[list[int]],
                           size: int) -> list[list[int]]:  # fmt: skip
         """Partition groups packed into batches of partitions with the same replicas (at most
-        ``size`` rows and BATCH_BYTES), each partition's rows kept together: one card with
-        one event in a batch of many cards costs a row in a shared batch, not a request."""
+        ``size`` rows, BATCH_PARTITIONS partitions and BATCH_BYTES), each partition's rows
+        kept together: one card with one event in a batch of many cards costs a row in a
+        shared batch, not a request."""
         order = [i for rows in partitions for i in rows]
         owners, parts = [], []
         for n, rows in enumerate(partitions):  # a partition's rows share its replicas

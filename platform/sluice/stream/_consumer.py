@@ -150,7 +150,7 @@ class CheckpointMirror:
 
     def _check(self) -> None:
         last, self._last = self._last, None
-        exc = None if last is None else last.exception()  # the previous commit's: done by now
+        exc = None if last is None else last.exception()  # waits: one write in flight at most
         if exc is None:
             return
         if not store_outage(exc):
