@@ -87,9 +87,8 @@ def test_sigkilled_stream_job_loses_and_duplicates_nothing(stream_env):
     rows beyond the committed offsets are in Cassandra, then kills.
 
     Events are produced while the job runs (slices at a bounded rate), as a live stream
-    would be: with the whole backlog produced up front, a fast consumer can drain it
-    before any moment with a batch in flight is seen, and the kills could not land
-    mid-batch."""
+    would be, so that each kill lands with events still arriving behind the held batch and
+    the restarted job replays into a stream that is still growing."""
     ks = "sluice_test_stream_crash"
     cfg = stream_env.cfg(ks)
     topic = new_topic(cfg)

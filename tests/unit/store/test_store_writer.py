@@ -275,7 +275,6 @@ def test_replica_batches_keep_to_one_replica_set_and_their_limits() -> None:
     assert replica_groups([], [], max_rows=10, max_bytes=5120) == []
 
 
-
 def test_replica_batches_cover_at_most_ten_partitions_and_size_only_shared_ones() -> None:
     """Within Cassandra's default warning thresholds: at most BATCH_PARTITIONS partitions
     an unlogged batch, and BATCH_BYTES for a batch of more than one partition (one
