@@ -363,6 +363,8 @@ def schema_apply() -> None:
 def main() -> None:
     import ray
 
+    from sluice.local import RAY_SYSTEM_CONFIG
+
     cfg = load_platform_config()
     print("== Sluice demo ==")
     print(f"Cassandra round trip: {cassandra_round_trip(cfg)}")
@@ -370,7 +372,7 @@ def main() -> None:
     schema_apply()
     ray.init(address=cfg.ray.address or "local", num_cpus=2, include_dashboard=False,
              log_to_driver=False, namespace=cfg.ray.namespace,
-             _system_config={"metrics_report_interval_ms": 2000})  # fmt: skip
+             _system_config={"metrics_report_interval_ms": 2000, **RAY_SYSTEM_CONFIG})  # fmt: skip
     try:
         print(f"Ray Data job:         {ray_data_job()}")
         print(f"Model:                {ensure_model(cfg)}")

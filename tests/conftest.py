@@ -39,12 +39,15 @@ def ray_session():
     """
     import ray
 
+    from sluice.local import RAY_SYSTEM_CONFIG
+
     ctx = ray.init(
         address="local",  # never a cluster `ray start` left on this machine
         num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False,
         object_store_memory=300 * 1024 * 1024, namespace="sluice-tests",
-        # Metrics reach Ray's Prometheus export within a second (default 10 s).
-        _system_config={"metrics_report_interval_ms": 1000},
+        # Metrics reach Ray's Prometheus export within a second (default 10 s); idle task
+        # workers kept as on every small local Ray (sluice.local.RAY_SYSTEM_CONFIG).
+        _system_config={"metrics_report_interval_ms": 1000, **RAY_SYSTEM_CONFIG},
     )  # fmt: skip
     yield ctx
     ray.shutdown()

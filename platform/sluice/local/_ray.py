@@ -25,6 +25,15 @@ STOP_GRACE_S = 10.0
 group (measured: the whole 60 s grace the JVMs get, every time); `ray stop` gives 16 s."""
 
 
+SYSTEM_CONFIG = {"num_workers_soft_limit": 8}
+"""Ray settings for the small local Rays (this cluster's head, the demo's and the tests'):
+each raylet keeps up to 8 idle task workers (Ray's default: its CPU count). Ray Data's own
+actors count against that limit, so with 1-2 CPUs every task worker was killed a second
+after its task and the next task waited for a new process. Measured, the same 300-row batch
+job on a 2-CPU local Ray, second and third runs: 14.0-14.7 s by default, 11.5 s with this
+(key check 1.5 -> 0.15 s, score pass 6.4-6.9 -> 4.0-4.4 s)."""
+
+
 def host(node: int) -> str:
     return f"127.0.0.{node}"
 
@@ -59,7 +68,8 @@ def command(cfg: PlatformConfig, node: int) -> list[str]:
     ]  # fmt: skip
     if node == 1:
         return [*cmd, "--head", f"--port={cfg.local.ray_port}", "--include-dashboard=false",
-                f"--ray-client-server-port={cfg.local.ray_port + 9}"]  # fmt: skip
+                f"--ray-client-server-port={cfg.local.ray_port + 9}",
+                f"--system-config={json.dumps(SYSTEM_CONFIG)}"]  # fmt: skip
     return [*cmd, f"--address={gcs_address(cfg)}"]
 
 
