@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -19,7 +20,7 @@ from pipelines.train import TrainConfig
 from sluice.config import REPO_ROOT
 from sluice.contract import load_contract
 from sluice.datagen import generate_dataset, write_parquet
-from sluice.local import _jvm
+from sluice.local import RAY_SYSTEM_CONFIG, _jvm
 from sluice.models import ModelRegistry
 from sluice.store import apply_schema, session_for
 
@@ -52,7 +53,8 @@ def head():
            f"--dashboard-agent-listen-port={agent}",
            f"--dashboard-agent-grpc-port={agent_grpc}",
            f"--metrics-export-port={metrics}",
-           f"--runtime-env-agent-port={runtime_env}"]  # fmt: skip
+           f"--runtime-env-agent-port={runtime_env}",
+           f"--system-config={json.dumps(RAY_SYSTEM_CONFIG)}"]  # fmt: skip
     rec = _jvm.spawn("ray-head", cmd, tmp / "head.log", cwd=tmp)
     address = f"http://127.0.0.1:{DASHBOARD}"
     try:
