@@ -66,6 +66,25 @@ def test_stop_ends_the_whole_process_group(tmp_path):
         assert _jvm.process_start_ticks(pid) is None
 
 
+def test_groups_signalled_together_each_get_their_own_grace(tmp_path):
+    """`down` stops every service at once: a group that ignores SIGTERM is SIGKILLed after
+    its own timeout, while one that obeys is gone at once, and the call lasts the longest
+    timeout, not their sum."""
+    stubborn = ["sh", "-c", "trap '' TERM; sleep 60 & wait; wait"]  # its sleep ignores it too
+    cmds = {"a": stubborn, "b": stubborn, "c": ["sleep", "60"]}
+    recs = [_jvm.spawn(name, cmd, tmp_path / f"{name}.log", cwd=tmp_path)
+            for name, cmd in cmds.items()]  # fmt: skip
+    deadline = time.monotonic() + 10
+    while any(len(_jvm.group_members(r.pid)) < n for r, n in zip(recs, (2, 2, 1), strict=True)):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    t0 = time.monotonic()
+    assert _jvm.stop(*recs, timeout_s=[1.0, 2.0, 60.0]) == [True, True, True]
+    took = time.monotonic() - t0
+    assert all(_jvm.group_members(r.pid) == [] for r in recs)
+    assert 2.0 <= took < 2.9, took  # b's 2 s (SIGKILL), not 1 + 2 s, nor c's 60 s
+
+
 def test_stop_ends_what_a_dead_server_left_in_its_group(tmp_path):
     """A Ray node whose raylet was SIGKILLed exits, and its agents hold the node's ports a
     while longer: stopping the dead record still ends them (and says it was not running)."""

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -150,9 +151,10 @@ def spawn(name: str, cmd: list[str], log: Path, cwd: Path, mode: str = "",
     return ProcessRecord(name, proc.pid, -1 if ticks is None else ticks, str(log), mode)
 
 
-def stop(*records: ProcessRecord, timeout_s: float = 60.0) -> list[bool]:
-    """SIGTERM the recorded process groups together, SIGKILL what is left after timeout_s;
-    for each record, True when its server was running.
+def stop(*records: ProcessRecord, timeout_s: float | Sequence[float] = 60.0) -> list[bool]:
+    """SIGTERM the recorded process groups together, SIGKILL what is left of a group after
+    its timeout (one for all, or one per record); for each record, True when its server
+    was running.
 
     Returns once no live process is left in any group (the servers and anything they
     forked, also when the server itself had died and left helpers behind: a Ray node
@@ -160,13 +162,14 @@ def stop(*records: ProcessRecord, timeout_s: float = 60.0) -> list[bool]:
     Nodes of one service stop together: a KRaft broker shut down after its quorum has
     gone waits for a controller that never answers.
     """
+    timeouts = [timeout_s] * len(records) if isinstance(timeout_s, int | float) else timeout_s
     running = [r.alive() for r in records]
-    groups = [r.pid for r in records if group_members(r.pid)]
-    for pgid in groups:
+    groups = [(r.pid, t) for r, t in zip(records, timeouts, strict=True) if group_members(r.pid)]
+    for pgid, _ in groups:
         _signal_group(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    for pgid in groups:
-        if not _wait_group_gone(pgid, max(0.0, deadline - time.monotonic())):
+    signalled = time.monotonic()
+    for pgid, timeout in groups:
+        if not _wait_group_gone(pgid, max(0.0, signalled + timeout - time.monotonic())):
             _signal_group(pgid, signal.SIGKILL)
             _wait_group_gone(pgid, 10.0)
     return running

@@ -143,27 +143,29 @@ class LocalServices:
         return started
 
     def down(self) -> list[str]:
-        """Stop exactly the processes `up` recorded, the nodes of each service together;
-        returns the names stopped."""
-        stopped = []
+        """Stop exactly the processes `up` recorded, every node of every service together
+        (each service's nodes must stop together; the services do not depend on each other
+        going first, and Ray's nodes always use their whole grace); returns the names
+        stopped."""
+        recs, graces = [], []
         for service in self.services()[::-1]:
-            recs = []
             for name in self.nodes(service)[::-1]:
                 rec = self._record(name)
                 if rec is None:
                     self.echo(f"{name}: not started by sluice")
                 else:
                     recs.append(rec)
-            grace = _ray.STOP_GRACE_S if service == _ray.NAME else 60.0
-            for rec, was_running in zip(recs, _jvm.stop(*recs, timeout_s=grace), strict=True):
-                if was_running:
-                    stopped.append(rec.name)
-                    self.echo(f"{rec.name}: stopped (pid {rec.pid})")
-                else:
-                    self.echo(f"{rec.name}: was not running")
-                rec.forget(self.run_dir)
-                if rec.name == f"{_ray.NAME}-1":
-                    _ray.forget_address(self.cfg)
+                    graces.append(_ray.STOP_GRACE_S if service == _ray.NAME else 60.0)
+        stopped = []
+        for rec, was_running in zip(recs, _jvm.stop(*recs, timeout_s=graces), strict=True):
+            if was_running:
+                stopped.append(rec.name)
+                self.echo(f"{rec.name}: stopped (pid {rec.pid})")
+            else:
+                self.echo(f"{rec.name}: was not running")
+            rec.forget(self.run_dir)
+            if rec.name == f"{_ray.NAME}-1":
+                _ray.forget_address(self.cfg)
         return stopped
 
     def status(self) -> list[ServiceStatus]:
