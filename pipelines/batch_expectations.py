@@ -24,14 +24,16 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow.compute as pc
 
 from sluice.errors import ConfigError
-from sluice.scoring import Split
 from sluice.validation import Suite
 from sluice.validation._suite import Expectation, resolve_params
+
+if TYPE_CHECKING:  # sluice.scoring imports torch: not for the task workers that run
+    from sluice.scoring import Split  # pipelines.batch_stages' small functions
 
 __all__ = ["ExpectationResult", "Totals", "check_supported", "table_results"]
 

@@ -245,7 +245,7 @@ def test_conflicting_keys_are_found_across_blocks_and_copies_are_not(ray_session
                                                                      rows_per_bucket):  # fmt: skip
     import ray
 
-    from pipelines.batch_score import conflicting_keys
+    from pipelines.batch_keys import conflicting_keys
 
     table = pa.table({"transaction_id": ["a", "b", "a", "c", "c"], "v": [1, 2, 3, 4, 4]})
     ds = ray.data.from_arrow(table).repartition(5)  # every row in its own block
@@ -257,7 +257,7 @@ def test_conflicting_keys_are_found_across_blocks_and_copies_are_not(ray_session
 def test_key_check_reads_values_not_types_and_skips_null_keys(ray_session):
     import ray
 
-    from pipelines.batch_score import conflicting_keys
+    from pipelines.batch_keys import conflicting_keys
 
     # the same row read as an integer from one file and as a double from another is a
     # copy; null keys are the not-null rule's to quarantine, not a conflict
