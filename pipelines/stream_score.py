@@ -256,6 +256,8 @@ def run(
                 finished[m.name] = ray.get(m.ref, timeout=job.max_poll_interval_ms / 1000)
             except ray.exceptions.RayError as exc:  # e.g. killed while stopping
                 log.error("consumer %s did not stop cleanly: %s", m.name, exc)
+        for m in members:  # done: each frees its CPUs now, not once the driver's GC drops
+            ray.kill(m.actor, no_restart=True)  # its handle (a CI run hung on one held)
         try:
             summary.final_lag = _final_lag(lag)
         finally:
@@ -270,11 +272,12 @@ def _collect(member: _Member, job: StreamJob, budget: RestartBudget, summary: St
     """The stats of a consumer that was told to stop (it finishes and commits its batch in
     flight, then leaves the group), or [] when it did not stop cleanly: one too slow to stop
     is killed (its uncommitted batch replays elsewhere); one that died while stopping spends
-    the restart budget, as any crash does."""
+    the restart budget, as any crash does. Either way its actor is ended."""
     import ray
 
+    stats: list[LoopStats] = []
     try:
-        return [ray.get(member.ref, timeout=job.max_poll_interval_ms / 1000)]
+        stats = [ray.get(member.ref, timeout=job.max_poll_interval_ms / 1000)]
     except ray.exceptions.GetTimeoutError:
         log.warning("consumer %s did not stop within %d ms during %s; killing it",
                     member.name, job.max_poll_interval_ms, why)  # fmt: skip
@@ -283,8 +286,8 @@ def _collect(member: _Member, job: StreamJob, budget: RestartBudget, summary: St
             raise StreamError(f"job {job.name}: consumer {member.name} failed during {why}: "
                               f"{exc}") from exc  # fmt: skip
         summary.restarts += 1
-    ray.kill(member.actor, no_restart=True)
-    return []
+    ray.kill(member.actor, no_restart=True)  # stopped or not: its CPUs are freed now
+    return stats
 
 
 def _lag(lag: GroupLag) -> dict[int, int] | None:

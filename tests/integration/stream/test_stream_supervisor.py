@@ -7,6 +7,7 @@ import signal
 import threading
 
 import pytest
+import ray
 from stream_helpers import (
     consumer_actor_pids,
     make_messages,
@@ -38,6 +39,7 @@ def test_a_killed_consumer_actor_is_replaced_and_nothing_is_lost(stream_env):
                     max_batch_messages=200, max_batch_wait_ms=200, session_timeout_ms=6000,
                     num_cpus_per_consumer=0.5)  # fmt: skip
     group = GroupLag(cfg.kafka, job.group, topic)
+    cpus = ray.available_resources().get("CPU", 0.0)
     box: dict = {}
     runner = threading.Thread(target=lambda: box.update(
         summary=stream_run(job, cfg, until_caught_up=True, max_seconds=300)))  # fmt: skip
@@ -56,6 +58,11 @@ def test_a_killed_consumer_actor_is_replaced_and_nothing_is_lost(stream_env):
         group.close()
     summary = box["summary"]
     assert summary.restarts == 1 and summary.stopped_by == "caught up", summary
+    # The job's actors end with it: their CPUs are free again once run() has returned (a
+    # consumer whose handle the driver still held kept 0.5 CPU into the next test, whose
+    # batch job then waited for a CPU forever).
+    wait_for(lambda: ray.available_resources().get("CPU", 0.0) >= cpus, 30,
+             "the consumers' CPUs to be free again")  # fmt: skip
     assert summary.final_lag == {p: 0 for p in range(4)}
     assert prediction_keys(cfg) == produced.valid_keys
     keys = [k for k, _ in quarantine(cfg, "stream:test_supervisor")]
