@@ -1,5 +1,9 @@
 """Live serve fixtures: Serve on the session's Ray, the scoring apps deployed once.
 
+Both are package-scoped and this folder is a package (`__init__.py`), so Serve and its
+replicas end with the folder's last test instead of living, ~1 GB a replica, through
+every later test of the session.
+
 `serve_world` deploys configs/serve.yaml — the real file, with test overrides (a keyspace
 and registry of its own, no reserved CPUs, one replica) — as two applications in one
 declarative apply, in parallel:
@@ -18,12 +22,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from serve_live import TEST_KEY, deploy_config
 
 from sluice.config import REPO_ROOT, PlatformConfig
 from sluice.contract import load_contract
 from sluice.models import ModelRegistry
 from sluice.store import apply_schema, close_sessions, session_for
+
+from .serve_live import TEST_KEY, deploy_config
 
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
@@ -37,7 +42,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def serve_base(ray_session) -> str:
     from ray import serve
 
@@ -64,7 +69,7 @@ class World:
         deploy_config(self.doc)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def serve_world(local_services, platform_config, serve_base, tmp_path_factory) -> World:
     from pipelines.train import TrainConfig, train
 

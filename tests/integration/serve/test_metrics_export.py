@@ -17,7 +17,6 @@ import subprocess
 import time
 
 import pytest
-from serve_live import AUTH, Samples, client, expect, json_rows, scrape, total, wait_for_metrics
 
 from pipelines.batch_score import run as batch_run
 from pipelines.stream_score import run as stream_run
@@ -28,6 +27,8 @@ from sluice.jobs import ActorPool, BatchJob, InputSpec, StreamJob
 from sluice.metrics import FAMILIES
 from sluice.store import apply_schema, session_for
 from sluice.stream import ensure_topic, produce_messages
+
+from .serve_live import AUTH, Samples, client, expect, json_rows, scrape, total, wait_for_metrics
 
 pytestmark = pytest.mark.integration
 

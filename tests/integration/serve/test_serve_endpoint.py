@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from serve_live import AUTH, TEST_KEY, client, json_rows, table_rows, wait_until
 
 from serve_apps.scoring.batch import canary_bucket
 from sluice.contract import load_contract
@@ -26,6 +25,8 @@ from sluice.features import to_store_events
 from sluice.models import SCORE_TOLERANCE
 from sluice.scoring import Scorer
 from sluice.store import CassandraFeatureStore
+
+from .serve_live import AUTH, TEST_KEY, client, json_rows, table_rows, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from serve_live import AUTH, client, json_rows, wait_until
+
+from .serve_live import AUTH, client, json_rows, wait_until
 
 pytestmark = pytest.mark.integration
 

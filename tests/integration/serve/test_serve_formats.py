@@ -13,13 +13,14 @@ import copy
 
 import pytest
 import yaml
-from serve_live import AUTH, client, deploy_config, json_rows, wait_until
 
 from pipelines.train import TrainConfig, train
 from sluice.contract import load_contract
 from sluice.models import SCORE_TOLERANCE, ModelRegistry
 from sluice.scoring import Scorer
 from sluice.store import CassandraFeatureStore
+
+from .serve_live import AUTH, client, deploy_config, json_rows, wait_until
 
 pytestmark = pytest.mark.integration
 

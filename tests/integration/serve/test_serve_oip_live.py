@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from serve_live import AUTH, json_rows, wait_until
 
 from serve_apps.scoring.oip import input_datatype
 from sluice.contract import load_contract
+
+from .serve_live import AUTH, json_rows, wait_until
 
 pytestmark = pytest.mark.integration
 CONTRACT = load_contract("fraud")

@@ -19,11 +19,12 @@ from pathlib import Path
 import pytest
 import ray.cloudpickle
 from ray import serve
-from serve_live import AUTH, client, json_rows, wait_running
 
 from serve_apps.scoring.app import ScoringAppArgs, assemble_app
 from serve_apps.scoring.auth import hash_key
 from serve_apps.scoring.schemas import RowScore, ScoreReply
+
+from .serve_live import AUTH, client, json_rows, wait_running
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +53,7 @@ class SlowModel:
 
 @pytest.fixture(scope="module")
 def base(serve_world):
-    from serve_live import TEST_KEY
+    from .serve_live import TEST_KEY
 
     args = ScoringAppArgs.model_validate({
         "platform_config": str(serve_world.root / "platform.yaml"),

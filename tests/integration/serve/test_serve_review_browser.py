@@ -17,10 +17,11 @@ from datetime import UTC, datetime
 import httpx
 import pyarrow as pa
 import pytest
-from serve_live import TEST_KEY
 
 from sluice.contract import load_contract
 from sluice.store import AlertWriter, alert_rows
+
+from .serve_live import TEST_KEY
 
 pytestmark = pytest.mark.integration
 

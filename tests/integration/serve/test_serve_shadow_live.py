@@ -4,11 +4,12 @@ scores land in the prediction log with role shadow, and `sluice models compare` 
 from __future__ import annotations
 
 import pytest
-from serve_live import AUTH, json_rows, scrape, total, wait_for_metrics, wait_until
 from typer.testing import CliRunner
 
 from sluice.cli import app
 from sluice.datagen import generate_dataset, write_parquet
+
+from .serve_live import AUTH, json_rows, scrape, total, wait_for_metrics, wait_until
 
 pytestmark = pytest.mark.integration
 PREDICT = "/v1/fraud/predict"
