@@ -24,7 +24,7 @@ from serve_apps.scoring.app import ScoringAppArgs, assemble_app
 from serve_apps.scoring.auth import hash_key
 from serve_apps.scoring.schemas import RowScore, ScoreReply
 
-from .serve_live import AUTH, client, json_rows, wait_running
+from .serve_live import AUTH, TEST_KEY, client, json_rows, wait_running
 
 pytestmark = pytest.mark.integration
 
@@ -53,8 +53,6 @@ class SlowModel:
 
 @pytest.fixture(scope="module")
 def base(serve_world):
-    from .serve_live import TEST_KEY
-
     args = ScoringAppArgs.model_validate({
         "platform_config": str(serve_world.root / "platform.yaml"),
         "api_keys": {"sha256": {"test": hash_key(TEST_KEY)}},
