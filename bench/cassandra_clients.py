@@ -157,7 +157,7 @@ class Acsylla:
             for key in keys:
                 statement = self.select.bind()
                 statement.bind_list([key])
-                (await self.session.execute(statement)).first()
+                (await self.session.execute(statement)).first().as_tuple()
 
         self._run(read_all())
 
