@@ -46,6 +46,7 @@ from sluice.store import close_sessions  # noqa: E402
 
 TARGETS: dict[str, float] = {}  # a measurement for a decision, not a target
 BATCH_ROWS = 5
+SELECT = f"SELECT score FROM {KEYSPACE}.predictions WHERE transaction_id = ?"
 _HZ = os.sysconf("SC_CLK_TCK")
 
 
@@ -82,8 +83,11 @@ class PythonDriver:
 
     def __init__(self, session: Any, statement: Any) -> None:
         self.session, self.statement = session, statement
-        cql = f"SELECT score FROM {KEYSPACE}.predictions WHERE transaction_id = ?"
-        self.select = session.prepare(cql)
+        self.select = session.prepare(SELECT)
+
+    @staticmethod
+    def params(rows: list[tuple]) -> list[tuple]:
+        return rows
 
     def singles(self, rows: list[tuple]) -> None:
         execute_concurrent_with_args(self.session, self.statement, rows, concurrency=128,
@@ -109,10 +113,13 @@ class Acsylla:
 
     name = "acsylla"
 
-    def __init__(self, cql: str, hosts: list[str], port: int) -> None:
+    def __init__(self, statement: Any, hosts: list[str], port: int) -> None:
         import acsylla
 
         self.acsylla = acsylla
+        # acsylla reads an int bound to a timestamp as seconds: these get float seconds.
+        self._timestamps = [i for i, c in enumerate(statement.column_metadata)
+                            if c.type.typename == "timestamp"]  # fmt: skip
         self.loop = asyncio.new_event_loop()
 
         async def connect() -> Any:  # its Cluster wants a running loop
@@ -122,17 +129,19 @@ class Acsylla:
             return await cluster.create_session()
 
         self.session = self._run(connect())
-        self.insert = self._run(self.session.create_prepared(cql))
-        self.select = self._run(self.session.create_prepared(
-            f"SELECT score FROM {KEYSPACE}.predictions WHERE transaction_id = ?"))  # fmt: skip
+        self.insert = self._run(self.session.create_prepared(statement.query_string))
+        self.select = self._run(self.session.create_prepared(SELECT))
 
     def _run(self, coro: Awaitable[Any]) -> Any:
         return self.loop.run_until_complete(coro)
 
-    @staticmethod
-    def params(rows: list[tuple]) -> list[list[Any]]:
-        """acsylla reads an int bound to a timestamp as seconds: give it float seconds."""
-        return [[r[0], r[1], r[2] / 1000.0, r[3], r[4], r[5], r[6] / 1000.0] for r in rows]
+    def params(self, rows: list[tuple]) -> list[list[Any]]:
+        """The rows as acsylla binds them: lists, timestamps (ms) as float seconds."""
+        out = [list(r) for r in rows]
+        for row in out:
+            for i in self._timestamps:
+                row[i] = row[i] / 1000.0
+        return out
 
     def _bound(self, row: list[Any]) -> Any:
         statement = self.insert.bind()
@@ -188,19 +197,18 @@ def main(argv: list[str] | None = None) -> int:
     session, statement, rows = _raw_setup(a.rows, recreate=True)
     pid = cassandra_pid()
     clients = [PythonDriver(session, statement),
-               Acsylla(statement.query_string, list(cfg.contact_points), cfg.port)]
+               Acsylla(statement, list(cfg.contact_points), cfg.port)]
     keys = [r[0] for r in rows[: a.reads]]
     best: dict[str, dict[str, float]] = {}
     for rnd in range(a.rounds):
         print(f"round {rnd + 1} of {a.rounds}", flush=True)
         for c in clients:
-            data = rows if isinstance(c, PythonDriver) else Acsylla.params(rows)
+            data = c.params(rows)  # outside the timing, as R's ready-made parameters
             for kind, run in (("single", lambda c=c, d=data: c.singles(d)),
                               ("batch5", lambda c=c, d=data: c.batches(d)),
                               ("read", lambda c=c: c.reads(keys))):  # fmt: skip
-                n = len(keys) if kind == "read" else len(data)
-                got = measure(f"{c.name}_{kind}", n, run, pid)
                 key = f"{c.name}_{kind}"
+                got = measure(key, len(keys) if kind == "read" else len(data), run, pid)
                 if key not in best or got["per_s"] > best[key]["per_s"]:
                     best[key] = got
     close_sessions()
