@@ -15,7 +15,9 @@ into the fraud contract's predictions table (7 columns with a features map), it 
   client processes started together (each its own driver session, at R's concurrency);
   the best aggregate rows/s. Every ratio is given against R and R_max.
 Runs are interleaved for --rounds rounds and the best of each kind is kept (the least
-disturbed by other load). Prints a table, then, as its last line, one JSON object.
+disturbed by other load); beside each in-process run, this process's CPU a row (all its
+threads, the driver's I/O thread included; the least of the rounds). Prints a table,
+then, as its last line, one JSON object.
 """
 
 from __future__ import annotations
@@ -179,11 +181,19 @@ def main(argv: list[str] | None = None) -> int:
                       strict=True))  # fmt: skip
 
     best: dict[str, float] = {}
+    cpu_us: dict[str, float] = {}  # this process's CPU a row (all its threads), least seen
 
-    def keep(name: str, seconds: float) -> None:
+    def keep(name: str, fn: Callable[[], object], in_process: bool = True) -> None:
+        c0 = time.process_time()
+        seconds = timed(fn)
         rate = n / seconds
         best[name] = max(best.get(name, 0.0), rate)
-        print(f"  {name:<28} {rate:>10,.0f} rows/s  ({seconds:.1f} s)", flush=True)
+        cpu = ""
+        if in_process:
+            us = 1e6 * (time.process_time() - c0) / n
+            cpu_us[name] = min(cpu_us.get(name, us), us)
+            cpu = f", client CPU {us:.0f} µs a row"
+        print(f"  {name:<28} {rate:>10,.0f} rows/s  ({seconds:.1f} s{cpu})", flush=True)
 
     ray_ds = None
     if not args.no_ray:
@@ -200,16 +210,16 @@ def main(argv: list[str] | None = None) -> int:
     for r in range(args.rounds):
         print(f"round {r + 1} of {args.rounds} ({n:,} rows each)", flush=True)
         for c in levels:
-            keep(f"raw_c{c}", timed(lambda c=c: execute_concurrent_with_args(
-                session, stmt, params, concurrency=c)))  # fmt: skip
+            keep(f"raw_c{c}", lambda c=c: execute_concurrent_with_args(
+                session, stmt, params, concurrency=c))  # fmt: skip
         r_level = max(levels, key=lambda c: best[f"raw_c{c}"])
         for c in dict.fromkeys([r_level, base.concurrency]):
             w = writer(c)
-            keep(f"writer_c{c}", timed(lambda w=w: w.write(data)))
+            keep(f"writer_c{c}", lambda w=w: w.write(data))
         if ray_ds is not None:
             sink = CassandraDatasink(cfg, table_name, consistency=contract.output.consistency,
                                      ttl_s=contract.output.ttl_s)  # fmt: skip
-            keep("datasink_ray_2cpu", timed(lambda s=sink: ray_ds.write_datasink(s)))
+            keep("datasink_ray_2cpu", lambda s=sink: ray_ds.write_datasink(s), in_process=False)
             assert sink.total_written == n, sink.total_written
 
     raw_best = max(best[f"raw_c{c}"] for c in levels)
@@ -223,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     figures = {k: round(v) for k, v in best.items()}
     figures.update({"raw_best_R": round(raw_best), "R_max": round(r_max),
                     "R_max_processes": r_max_k,
-                    **{f"raw_{k}proc": round(v) for k, v in per_k.items()}})  # fmt: skip
+                    **{f"raw_{k}proc": round(v) for k, v in per_k.items()},
+                    **{f"client_cpu_us_per_row_{k}": round(v, 1) for k, v in cpu_us.items()}})
     ratios = {
         "writer_vs_raw": round(best[f"writer_c{r_level}"] / raw_best, 3),
         "writer_at_config_vs_raw": round(best[f"writer_c{base.concurrency}"] / raw_best, 3),
@@ -236,10 +247,11 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\nCassandra writes, {n:,} rows, best of {args.rounds} round(s); R = raw driver at "
           f"concurrency {r_level}")  # fmt: skip
-    print(f"{'run':<28} {'rows/s':>10} {'vs R':>7} {'vs R_max':>9}")
+    print(f"{'run':<28} {'rows/s':>10} {'vs R':>7} {'vs R_max':>9} {'client µs/row':>14}")
     runs = {**best, **{f"raw_{k}proc_c{r_level}": v for k, v in per_k.items()}}
     for name, rate in sorted(runs.items(), key=lambda kv: -kv[1]):
-        print(f"{name:<28} {rate:>10,.0f} {rate / raw_best:>7.2f} {rate / r_max:>9.2f}")
+        cpu = f"{cpu_us[name]:>14.1f}" if name in cpu_us else f"{'-':>14}"
+        print(f"{name:<28} {rate:>10,.0f} {rate / raw_best:>7.2f} {rate / r_max:>9.2f} {cpu}")
     print(f"R_max = {r_max:,.0f} rows/s with {r_max_k} client process(es)")
     for name, value in ratios.items():
         target = TARGETS.get(name)

@@ -11,6 +11,11 @@ not, and carries those rows split by what a caller can do: ``retry_rows`` (a lat
 may write them, rows not yet attempted included) and ``refused_rows`` (refused for good).
 Nothing is dropped silently.
 
+Values reach the driver serialized: each column is turned into the bytes ``bind`` would
+send, column-wise (``_wire.serialize``), and set on a ``BoundStatement`` of the prepared
+upsert; a value the driver's serializer refuses fails its row alone (refused, not
+retried).
+
 Within one ``write`` call the last row of each primary key wins (the batch is reduced to
 one row per key first), so a retried earlier row can never overwrite a later one.
 
@@ -30,14 +35,14 @@ the idempotent upserts allow, and its failure is each of its rows' failure.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from cassandra.query import BatchStatement, BatchType
+from cassandra.query import BatchStatement, BatchType, BoundStatement
 
 from sluice import metrics
 from sluice.config import CassandraConfig, ConsistencyLevel
@@ -45,6 +50,7 @@ from sluice.errors import ConfigError, WriteFailed
 from sluice.store._retry import describe, is_transient, run_with_retries
 from sluice.store._session import consistency as driver_consistency
 from sluice.store._types import to_python
+from sluice.store._wire import serialize
 
 __all__ = ["BATCH_BYTES", "BATCH_PARTITIONS", "CassandraWriter", "WriteOptions"]
 
@@ -172,24 +178,34 @@ class CassandraWriter:
         self.statement = session.prepare(self.cql)
         self.statement.is_idempotent = True
         self.statement.consistency_level = driver_consistency(options.consistency)
-        self._key_idx = [list(self.columns).index(k) for k in self.key_columns]
         self._part_idx = [list(self.columns).index(k) for k in partition_columns or ()]
         self._sleep: Callable[[float], None] = time.sleep
+        self._owners: dict[int, tuple[list[Any], tuple[str, ...]]] = {}  # _replicas_of
 
-    def _params(self, table: pa.Table) -> list[tuple]:
-        """Column-wise conversion: one list per column, then zip into row tuples."""
+    def _params(self, table: pa.Table) -> tuple[list[tuple], dict[int, BaseException]]:
+        """The rows' values as the driver sends them (``_wire.serialize``, column-wise), in
+        row tuples; and {row index: error} of rows with a value the driver refuses."""
         missing = [src for src in self.columns.values() if src not in table.column_names]
         if missing:
             raise ConfigError(
                 f"writing {self.keyspace}.{self.table}: input lacks column(s) {missing}"
             )
-        cols = [to_python(table[src], self.cql_types[dst]) for dst, src in self.columns.items()]
-        return list(zip(*cols, strict=True))
+        cols, errors = [], {}
+        meta = self.statement.column_metadata
+        version = self.statement.protocol_version
+        for (dst, src), col in zip(self.columns.items(), meta, strict=True):
+            values, bad = serialize(table[src], self.cql_types[dst], col.type, version)
+            cols.append(values)
+            for i, exc in bad.items():
+                errors.setdefault(i, TypeError(f"column {dst}: {exc}"))
+        return list(zip(*cols, strict=True)), errors
 
-    def _key(self, row: tuple) -> Any:
-        return row[self._key_idx[0]] if len(self._key_idx) == 1 else tuple(
-            row[i] for i in self._key_idx
-        )
+    def _bound(self, values: tuple) -> BoundStatement:
+        """A bound statement carrying ``values`` already serialized: what ``bind`` would
+        have computed from them, without its per-value calls."""
+        bound = BoundStatement(self.statement)
+        bound.values = list(values)
+        return bound
 
     def write(self, data: pa.Table | pa.RecordBatch) -> int:
         """Upsert every row; returns the rows written. Raises ``WriteFailed`` otherwise."""
@@ -199,9 +215,9 @@ class CassandraWriter:
         written = 0
         opts = self.options
         for start in range(0, table.num_rows, opts.chunk_rows):
-            params = self._params(table.slice(start, opts.chunk_rows))
+            params, refused = self._params(table.slice(start, opts.chunk_rows))
             t0 = time.perf_counter()
-            failed = self._send(params)
+            failed = {**self._send(params, set(refused)), **refused}
             metrics.CASSANDRA_WRITE_SECONDS.observe(time.perf_counter() - t0, table=self.table)
             metrics.CASSANDRA_ROWS_WRITTEN.inc(len(params) - len(failed), table=self.table)
             for exc in failed.values():
@@ -210,45 +226,50 @@ class CassandraWriter:
             if failed:
                 chunk = table.slice(start, opts.chunk_rows)
                 rest = table.slice(start + opts.chunk_rows)
-                raise self._failure(params, failed, written, chunk, rest)
+                raise self._failure(failed, written, chunk, rest)
         return written
 
-    def _send(self, params: list[tuple]) -> dict[int, BaseException]:
-        """Write `params`; {row index: last error} of the rows that failed."""
+    def _send(self, params: list[tuple], skip: set[int]) -> dict[int, BaseException]:
+        """Write `params` but the rows in ``skip``; {row index: last error} of the rows
+        that failed."""
         opts = self.options
         retry = dict(concurrency=opts.concurrency, retries=opts.retries,
                      backoff_s=opts.backoff_s, sleep=self._sleep,
                      what=f"{self.keyspace}.{self.table}")  # fmt: skip
+        rows = [i for i in range(len(params)) if i not in skip] if skip else range(len(params))
+        bound = {i: self._bound(params[i]) for i in rows}
         if opts.partition_batch_rows:
-            members = self._by_partition(params, opts.partition_batch_rows)
-            bound = [self.statement.bind(row) for row in params]
+            members = self._by_partition(params, rows, opts.partition_batch_rows)
             if opts.replica_batch_rows and len(members) > 1:
                 members = self._pack_by_replicas(bound, members, opts.partition_batch_rows)
-        elif opts.replica_batch_rows and len(params) > 1:
-            bound = [self.statement.bind(row) for row in params]
-            members = self._by_replicas(bound, opts.replica_batch_rows)
+        elif opts.replica_batch_rows and len(bound) > 1:
+            members = self._by_replicas(bound, list(rows), opts.replica_batch_rows)
         else:
-            return run_with_retries(self.session, self.statement, params, **retry)[1]
+            members = [[i] for i in rows]
+            singles = [bound[i] for i in rows]
+            _, failed = run_with_retries(self.session, None, singles, **retry)
+            return {members[b][0]: exc for b, exc in failed.items()}
         batches = []
-        for rows in members:
+        for group in members:
             batch = BatchStatement(batch_type=BatchType.UNLOGGED,
                                    consistency_level=self.statement.consistency_level)  # fmt: skip
-            for i in rows:
+            for i in group:
                 batch.add(bound[i])  # routed by its first row's token
             batch.is_idempotent = True
             batches.append(batch)
         _, failed = run_with_retries(self.session, None, batches, **retry)
         return {i: exc for b, exc in failed.items() for i in members[b]}
 
-    def _by_partition(self, params: list[tuple], size: int) -> list[list[int]]:
+    def _by_partition(self, params: list[tuple], rows: Iterable[int],
+                      size: int) -> list[list[int]]:  # fmt: skip
         """Row indexes in groups of one partition, at most ``size`` rows each."""
         groups: dict[tuple, list[int]] = {}
-        for i, row in enumerate(params):
-            groups.setdefault(tuple(row[j] for j in self._part_idx), []).append(i)
-        return [rows[s : s + size] for rows in groups.values()
-                for s in range(0, len(rows), size)]  # fmt: skip
+        for i in rows:
+            groups.setdefault(tuple(params[i][j] for j in self._part_idx), []).append(i)
+        return [part[s : s + size] for part in groups.values()
+                for s in range(0, len(part), size)]  # fmt: skip
 
-    def _pack_by_replicas(self, bound: list[Any], partitions: list[list[int]],
+    def _pack_by_replicas(self, bound: dict[int, Any], partitions: list[list[int]],
                           size: int) -> list[list[int]]:  # fmt: skip
         """Partition groups packed into batches of partitions with the same replicas (at most
         ``size`` rows, BATCH_PARTITIONS partitions and BATCH_BYTES), each partition's rows
@@ -263,35 +284,42 @@ class CassandraWriter:
         return [[order[p] for p in group]
                 for group in replica_groups(owners, sizes, size, BATCH_BYTES, parts)]  # fmt: skip
 
-    def _by_replicas(self, bound: list[Any], size: int) -> list[list[int]]:
+    def _by_replicas(self, bound: dict[int, Any], rows: list[int],
+                     size: int) -> list[list[int]]:  # fmt: skip
         """Row indexes grouped by their partitions' replicas (the driver's token map): one
         request carries a group to a replica that owns all of its rows."""
-        owners = [self._replicas_of(b) for b in bound]
-        sizes = [_batch_bytes(b) for b in bound]
-        return replica_groups(owners, sizes, size, BATCH_BYTES)  # a row, a partition
+        owners = [self._replicas_of(bound[i]) for i in rows]
+        sizes = [_batch_bytes(bound[i]) for i in rows]
+        groups = replica_groups(owners, sizes, size, BATCH_BYTES)  # a row, a partition
+        return [[rows[j] for j in group] for group in groups]
 
     def _replicas_of(self, statement: Any) -> tuple[str, ...]:
-        """The replicas of a bound statement's partition (the driver's token map)."""
+        """The replicas of a bound statement's partition (the driver's token map). The map
+        hands out one list per token range, so each list's name is computed once (kept
+        with the list, whose id cannot be reused while it is kept)."""
         hosts = self.session.cluster.metadata.get_replicas(self.keyspace, statement.routing_key)
-        return tuple(sorted(str(h.endpoint) for h in hosts))
+        if not hosts:
+            return ()
+        known = self._owners.get(id(hosts))
+        if known is None or known[0] is not hosts:
+            if len(self._owners) > 4096:  # the ring changed many times: start afresh
+                self._owners.clear()
+            known = (hosts, tuple(sorted(str(h.endpoint) for h in hosts)))
+            self._owners[id(hosts)] = known
+        return known[1]
+
+    def _keys(self, rows: pa.Table) -> list[Any]:
+        """The rows' primary keys as Python values (a tuple each for a compound key)."""
+        cols = [to_python(rows[self.columns[k]], self.cql_types[k]) for k in self.key_columns]
+        return cols[0] if len(cols) == 1 else list(zip(*cols, strict=True))
 
     def _failure(
-        self,
-        params: list[tuple],
-        failed: dict[int, BaseException],
-        written: int,
-        chunk: pa.Table,
-        rest: pa.Table,
+        self, failed: dict[int, BaseException], written: int, chunk: pa.Table, rest: pa.Table
     ) -> WriteFailed:
-        keys = [self._key(params[i]) for i in sorted(failed)]
+        keys = self._keys(chunk.take(pa.array(sorted(failed), pa.int64())))
         transient = pa.array([i for i in sorted(failed) if is_transient(failed[i])], pa.int64())
         refused = pa.array([i for i in sorted(failed) if not is_transient(failed[i])], pa.int64())
-        not_tried: list[Any] = []
-        if rest.num_rows:
-            key_cols = [
-                to_python(rest[self.columns[k]], self.cql_types[k]) for k in self.key_columns
-            ]
-            not_tried = key_cols[0] if len(key_cols) == 1 else list(zip(*key_cols, strict=True))
+        not_tried = self._keys(rest) if rest.num_rows else []
         permanent = [e for e in failed.values() if not is_transient(e)]
         last = (permanent or list(failed.values()))[-1]
         why = (

@@ -1,8 +1,9 @@
 """The writer's retry / give-up logic against a small fake session (no network).
 
-The fake runs the driver's real ``execute_concurrent_with_args`` machinery: it only
-stands in for ``Session.prepare`` / ``execute_async`` and completes every request on a
-background thread, as the driver's event loop does.
+The fake stands in for ``Session.prepare`` (a real ``PreparedStatement`` of the test
+table's columns) and ``execute_async`` (it decodes each bound statement's values with the
+driver's own types) and completes every request on a background thread, as the driver's
+event loop does.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from types import SimpleNamespace
 from typing import Any
 
 import pyarrow as pa
@@ -20,13 +20,16 @@ from cassandra import ConsistencyLevel as DriverLevel
 from cassandra import InvalidRequest, OperationTimedOut, Unavailable, WriteTimeout
 from cassandra.cluster import NoHostAvailable
 from cassandra.connection import ConnectionShutdown
-from cassandra.protocol import OverloadedErrorMessage
+from cassandra.cqltypes import Int32Type, LongType, UTF8Type
+from cassandra.protocol import ColumnMetadata, OverloadedErrorMessage
+from cassandra.query import PreparedStatement
 
 from sluice.config import ConsistencyLevel
 from sluice.errors import ConfigError, WriteFailed
 from sluice.store import CassandraWriter, WriteOptions, is_transient
 
 TYPES = {"k": "text", "v": "bigint"}
+DRIVER_TYPES = {"k": UTF8Type, "v": LongType}
 
 
 class FakeFuture:
@@ -61,8 +64,9 @@ class FakeSession:
         self,
         fail: Callable[[str, int], BaseException | None] = lambda k, a: None,
         at_once: str | None = None,  # "raise" or "callback": fail before any I/O
+        types: dict[str, Any] = DRIVER_TYPES,  # the table's columns: the driver's types
     ):
-        self.fail, self.at_once = fail, at_once
+        self.fail, self.at_once, self.types = fail, at_once, types
         self.rows: dict[str, tuple] = {}
         self.attempts: Counter[str] = Counter()
         self.prepared: list[Any] = []
@@ -71,7 +75,9 @@ class FakeSession:
         self.in_flight = self.max_in_flight = 0
 
     def prepare(self, cql: str) -> Any:
-        stmt = SimpleNamespace(cql=cql, is_idempotent=False, consistency_level=None)
+        columns = [ColumnMetadata("ks", "t", c, kind) for c, kind in self.types.items()]
+        stmt = PreparedStatement(columns, b"id", [0], cql, "ks", 5, None, None)
+        stmt.cql = cql
         self.prepared.append(stmt)
         return stmt
 
@@ -79,7 +85,9 @@ class FakeSession:
         with self.lock:
             self.in_flight -= 1
 
-    def execute_async(self, stmt: Any, params: tuple, execution_profile: Any = None) -> FakeFuture:
+    def execute_async(self, stmt: Any, execution_profile: Any = None) -> FakeFuture:
+        columns = stmt.prepared_statement.column_metadata
+        params = tuple(c.type.deserialize(v, 5) for c, v in zip(columns, stmt.values, strict=True))
         key = params[0]
         with self.lock:
             self.attempts[key] += 1
@@ -207,6 +215,20 @@ def test_a_failure_message_never_quotes_a_rows_values(caplog) -> None:
     with pytest.raises(WriteFailed, match="Key length of 70000"):  # the server's words stay
         writer(FakeSession(lambda k, a: server if k == "k1" else None)).write(rows(3))
     assert not any("4111" in r.getMessage() for r in caplog.records)
+
+
+def test_a_value_the_driver_cannot_serialize_refuses_its_row_alone() -> None:
+    # An int64 column into an int column: the driver refuses what does not fit in 32 bits.
+    s = FakeSession(types={"k": UTF8Type, "v": Int32Type})
+    w = CassandraWriter(s, "ks", "t", ["k", "v"], WriteOptions(retries=3), key_columns=["k"],
+                        cql_types={"k": "text", "v": "int"})  # fmt: skip
+    data = pa.table({"k": ["a", "b", "c"], "v": pa.array([1, 2**40, -3], pa.int64())})
+    with pytest.raises(WriteFailed, match="1 failed with an error a retry cannot fix") as info:
+        w.write(data)
+    assert info.value.written == 2 and info.value.failed_keys == ["b"]
+    assert info.value.refused_rows.to_pydict() == {"k": ["b"], "v": [2**40]}
+    assert info.value.retry_rows.num_rows == 0
+    assert s.rows == {"a": ("a", 1), "c": ("c", -3)} and "b" not in s.attempts
 
 
 @pytest.mark.parametrize("at_once", ["raise", "callback"])
