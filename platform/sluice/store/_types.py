@@ -35,7 +35,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["arrow_to_cql", "check_compatible", "normalize_cql_type", "to_python"]
+__all__ = ["arrow_to_cql", "check_compatible", "date_days", "normalize_cql_type", "timestamp_ms",
+           "to_python"]  # fmt: skip
 
 _SIMPLE: list[tuple[Callable[[pa.DataType], bool], str]] = [
     (pa.types.is_int8, "tinyint"),
@@ -134,19 +135,21 @@ def _ints(arr: pa.Array) -> np.ndarray:
     return arr.fill_null(0).to_numpy(zero_copy_only=False) if arr.null_count else arr.to_numpy()
 
 
-def _timestamp_ms(arr: pa.Array) -> list:
+def timestamp_ms(arr: pa.Array) -> np.ndarray:
+    """A timestamp array as integer milliseconds since the epoch, floored (nulls as 0)."""
     raw = _ints(arr.cast(pa.int64()))
     factor = _MS_PER_UNIT[arr.type.unit]
-    ms = raw * int(factor) if factor >= 1 else np.floor_divide(raw, int(round(1 / factor)))
-    return _with_nulls(ms.tolist(), arr)
+    return raw * int(factor) if factor >= 1 else np.floor_divide(raw, int(round(1 / factor)))
 
 
-def _date_days(arr: pa.Array) -> list:
+def date_days(arr: pa.Array) -> np.ndarray:
+    """A date array as the driver's day numbers: days since the epoch + 2**31 (nulls as
+    2**31)."""
     if pa.types.is_date64(arr.type):
         days = np.floor_divide(_ints(arr.cast(pa.int64())), 86_400_000)
     else:
         days = _ints(arr.cast(pa.int32())).astype(np.int64)
-    return _with_nulls((days + _DATE_OFFSET).tolist(), arr)
+    return days + _DATE_OFFSET
 
 
 def _uuids(arr: pa.Array) -> list:
@@ -177,9 +180,9 @@ def to_python(column: pa.Array | pa.ChunkedArray, cql: str) -> list:
     if want in ("uuid", "timeuuid"):
         return _uuids(arr)
     if pa.types.is_timestamp(t):
-        return _timestamp_ms(arr)
+        return _with_nulls(timestamp_ms(arr).tolist(), arr)
     if pa.types.is_date(t):
-        return _date_days(arr)
+        return _with_nulls(date_days(arr).tolist(), arr)
     if (pa.types.is_integer(t) or pa.types.is_floating(t)) and not pa.types.is_float16(t):
         if arr.null_count:
             return arr.to_pylist()

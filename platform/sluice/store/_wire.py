@@ -31,14 +31,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sluice.store._types import _MS_PER_UNIT, normalize_cql_type, to_python
+from sluice.store._types import date_days, normalize_cql_type, timestamp_ms, to_python
 
 __all__ = ["serialize"]
 
 _FIXED = {"tinyint": ">i1", "smallint": ">i2", "int": ">i4", "bigint": ">i8",
           "float": ">f4", "double": ">f8", "boolean": ">i1"}  # fmt: skip
 _INT_BITS = {"tinyint": 8, "smallint": 16, "int": 32, "bigint": 64}
-_DATE_OFFSET = 2**31
 
 
 def serialize(
@@ -80,12 +79,9 @@ def _wire(arr: pa.Array, want: str) -> pa.Array | None:
     if want == "boolean" and pa.types.is_boolean(t):
         return _fixed(arr, _numbers(arr), want)
     if want == "timestamp" and pa.types.is_timestamp(t):
-        raw = _numbers(arr.cast(pa.int64()))
-        factor = _MS_PER_UNIT[t.unit]
-        ms = raw * int(factor) if factor >= 1 else np.floor_divide(raw, int(round(1 / factor)))
-        return _fixed(arr, ms, "bigint")
-    if want == "date" and pa.types.is_date32(t):
-        return _fixed(arr, _numbers(arr.cast(pa.int32())).astype(np.int64) + _DATE_OFFSET, ">u4")
+        return _fixed(arr, timestamp_ms(arr), "bigint")
+    if want == "date" and pa.types.is_date(t):
+        return _fixed(arr, date_days(arr), ">u4")
     inner = want.removeprefix("frozen<").removesuffix(">") if want.startswith("frozen<") else want
     if inner.startswith("map<") and pa.types.is_map(t):
         key, item = _split(inner[4:-1])

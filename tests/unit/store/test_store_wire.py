@@ -61,6 +61,7 @@ COLUMN_WISE = [
     (pa.array(TS, pa.timestamp("ns")), "timestamp"),
     (pa.array([0, -5, None, 1_700_000_000], pa.timestamp("s")), "timestamp"),
     (pa.array([dt.date(2026, 12, 3), None, dt.date(1, 1, 1), dt.date(9999, 12, 31)]), "date"),
+    (pa.array([0, None, -86_400_000 * 3 - 1, 1_764_720_000_000], pa.date64()), "date"),
     (pa.array([{"a": 1.0, "b": -2.5}, {}, None, {"z": 0.0}], pa.map_(pa.string(), pa.float64())),
      "frozen<map<text, double>>"),
     (pa.array([{"a": 1}, None, {"b": -(2**31), "c": 3}], pa.map_(pa.string(), pa.int32())),
