@@ -21,7 +21,7 @@ Families (exported names are ``ray_`` + these)::
     sluice_online_request_seconds{contract}                    request latency (histogram)
     sluice_online_errors_total{contract,error_class}           auth, validation, overload,
                                                                store_unavailable, timeout,
-                                                               internal
+                                                               internal, cancelled
     sluice_stream_consumer_lag{job,topic,partition}            high watermark - committed
     sluice_stream_event_latency_seconds{job}                   producer time -> written
     sluice_cassandra_write_seconds{table}                      one chunk of upserts
@@ -69,6 +69,7 @@ __all__ = [
     "ROWS_SCORED",
     "SCORE_BATCH_SECONDS",
     "Family",
+    "CLIENT_CLOSED",
     "STORE_UNAVAILABLE",
     "error_class",
     "record_rows",
@@ -302,6 +303,11 @@ the app names it on the request (``error_class`` in the ASGI scope's state), sin
 status alone reads as overload."""
 
 
+CLIENT_CLOSED = 499
+"""The status counted for a request cancelled before its answer started (nginx's "client
+closed request"; Serve logs it too): the client hung up, or Serve cancelled the request."""
+
+
 def error_class(status: int) -> str | None:
     """The class of an HTTP answer's status: None for a success. ``overload`` covers the
     "retry later" answers of a full queue (429, 503); a 503 for an unreachable store is
@@ -314,4 +320,6 @@ def error_class(status: int) -> str | None:
         return "overload"
     if status == 504:
         return "timeout"
+    if status == CLIENT_CLOSED:
+        return "cancelled"
     return "validation" if status < 500 else "internal"

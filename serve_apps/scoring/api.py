@@ -24,6 +24,7 @@ plain function in unit tests; ``service.py``), so every route is testable withou
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -334,7 +335,9 @@ _PROBES = (HEALTH_PATH, READY_PATH, *OIP_PUBLIC_PATHS)
 
 class MetricsMiddleware:
     """ASGI middleware: every answer but the probes' (health, ready) counted by status code
-    and error class, and its latency observed (``sluice.metrics``, ``sluice_online_*``)."""
+    and error class, and its latency observed (``sluice.metrics``, ``sluice_online_*``).
+    A request cancelled before its answer started (the client closed the connection, which
+    Serve turns into a cancellation) counts as 499, ``cancelled``: not the server's failure."""
 
     def __init__(self, app: Any, contract: str) -> None:
         self.app = app
@@ -345,7 +348,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         t0 = time.perf_counter()
-        status = 500  # an exception that escapes every handler becomes a 500
+        status: int | None = None  # until the answer starts
 
         async def sending(message: dict[str, Any]) -> None:
             nonlocal status
@@ -355,7 +358,13 @@ class MetricsMiddleware:
 
         try:
             await self.app(scope, receive, sending)
+        except asyncio.CancelledError:
+            if status is None:  # no answer started: nobody is left to receive one
+                status = metrics.CLIENT_CLOSED
+            raise
         finally:
+            if status is None:  # an exception that escaped every handler: a 500
+                status = 500
             metrics.ONLINE_REQUEST_SECONDS.observe(time.perf_counter() - t0,
                                                    contract=self.contract)  # fmt: skip
             metrics.ONLINE_REQUESTS.inc(contract=self.contract, code=str(status))

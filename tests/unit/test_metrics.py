@@ -56,7 +56,8 @@ def test_record_rows_labels_by_path_and_source():
 @pytest.mark.parametrize(("status", "kind"), [
     (200, None), (304, None), (400, "validation"), (401, "auth"), (403, "auth"),
     (404, "validation"), (413, "validation"), (422, "validation"), (429, "overload"),
-    (503, "overload"), (504, "timeout"), (500, "internal"), (502, "internal"),
+    (503, "overload"), (504, "timeout"), (499, "cancelled"), (500, "internal"),
+    (502, "internal"),
 ])  # fmt: skip
 def test_error_class_of_each_status(status, kind):
     assert error_class(status) == kind

@@ -365,6 +365,49 @@ async def test_sluice_errors_raised_in_a_route_are_mapped(setup):
     assert r.status_code == 503 and r.json()["error"] == "WriteFailed"
 
 
+async def test_a_request_cancelled_before_its_answer_counts_as_499_not_as_internal(setup):
+    """A client that hangs up mid-request (Serve cancels the request's task) is not a
+    server failure: counted as 499, class ``cancelled``; an escaped exception stays 500."""
+    from sluice import metrics
+
+    service = setup[0]
+    entered = asyncio.Event()
+
+    async def hang(rows):
+        entered.set()
+        await asyncio.Event().wait()  # never answers: the client leaves first
+
+    service.model = FunctionModelClient(hang)
+
+    def counts() -> dict[str, float]:
+        return {"499": metrics.ONLINE_REQUESTS.value(contract="fraud", code="499"),
+                "500": metrics.ONLINE_REQUESTS.value(contract="fraud", code="500"),
+                **{k: metrics.ONLINE_ERRORS.value(contract="fraud", error_class=k)
+                   for k in ("cancelled", "internal")}}  # fmt: skip
+
+    before = counts()
+    transport = httpx.ASGITransport(app=create_api(service))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        call = asyncio.create_task(c.post("/v1/fraud/predict", json=json_rows(1)[0],
+                                          headers=AUTH))  # fmt: skip
+        await entered.wait()
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+
+    async def broken(rows):
+        raise RuntimeError("a bug, not a SluiceError")
+
+    service.model = FunctionModelClient(broken)
+    transport = httpx.ASGITransport(app=create_api(service), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        r = await c.post("/v1/fraud/predict", json=json_rows(1)[0], headers=AUTH)
+    assert r.status_code == 500
+    after = counts()
+    assert {k: after[k] - before[k] for k in before} == {
+        "499": 1, "500": 1, "cancelled": 1, "internal": 1}
+
+
 async def test_every_answer_is_counted_by_status_class_and_rows(client, setup):
     """sluice.metrics families of the online path (this process's copy of them)."""
     from sluice import metrics
