@@ -294,8 +294,8 @@ class HandleModelClient:
     ``@serve.batch``, here in the ingress, at most ``GROUP_REQUESTS`` a call). Each call
     costs both replicas the same fixed work (routing, gRPC, the model replica's request
     handling), so grouping spends it once per group. Measured (bench/serve.py's Sluice
-    app, HAProxy, 32 connections, 2 cores): 130-146 -> 418 req/s, the model's batches
-    6.7 -> 26.5 requests; one request alone travels as before."""
+    app, HAProxy, 32 connections, 2 cores): 130-146 -> 291 req/s; one request alone
+    travels as before."""
 
     def __init__(self, handle: DeploymentHandle) -> None:
         # By value: the reply comes back on the model replica's gRPC channel, not as an
