@@ -2,8 +2,7 @@
 
 ``ScoringModel`` loads the contract's Scorer (champion alias, features from the
 Cassandra online feature table, ``record_events=False``: online requests never record
-events, the stream does) and answers ``score(groups, explains)`` through ``@serve.batch``:
-each call a group of requests from one ingress replica (``HandleModelClient``). Its
+events, the stream does) and answers ``score(rows, explain)`` through ``@serve.batch``. Its
 ``user_config`` (``ModelUserConfig``) is applied in ``reconfigure``, in place, without
 restarting the replica: a new ``model_generation`` re-resolves the aliases (after
 ``sluice models promote``), and the batch size, batch wait and canary share change
@@ -13,10 +12,8 @@ replica of a generation, one the autoscaler adds or Serve restarts included, sco
 the version the first one resolved, whatever was promoted since.
 
 ``ScoringIngress`` builds its FastAPI app per replica (``__serve_build_asgi_app__``) from
-a ``ScoringService``; it calls the model through ``HandleModelClient``, which sends the
-requests that arrive while its calls are out together in the next call (Serve's
-``@serve.batch``, in the ingress) and turns Serve's backpressure into ``Overloaded``
-(503/429 with Retry-After, at once).
+a ``ScoringService``; it calls the model through ``HandleModelClient``, which turns
+Serve's backpressure into ``Overloaded`` (503/429 with Retry-After, at once).
 
 The hop between them uses Serve's own throughput settings (``INGRESS_ENV``, ``MODEL_ENV``,
 set per replica through ``runtime_env``; the by-value handle): the ingress never blocks
@@ -84,16 +81,6 @@ at 32 connections; with the by-value handle 1.8-1.9x, p50 at 1 connection -5 to 
 MODEL_ENV = dict(_LOG_BUFFER)
 """The model replica keeps its user code on its own thread: it scores inline and must go
 on answering health checks meanwhile."""
-
-
-GROUP_REQUESTS = 16
-"""Requests an ingress replica sends the model in one call, at most. With
-``CALLS_IN_FLIGHT`` it fits the ingress's ``max_ongoing_requests`` (128; Serve warns when
-a ``@serve.batch`` could hold more than the replica takes)."""
-CALLS_IN_FLIGHT = 8
-"""Calls to the model an ingress replica keeps out at once. The model's autoscaler counts
-these calls (``target_ongoing_requests``), so enough of them must be out for each model
-replica: 8 keeps 4 replicas at 2 calls each from one ingress replica."""
 
 
 def _app_name() -> str:
@@ -211,33 +198,21 @@ class ScoringModel:
             return None
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
-    async def score(self, groups: list[list[list[dict[str, Any]]]],
-                    explains: list[list[bool]]) -> list[list[ScoreReply]]:  # fmt: skip
-        """Calls from the ingress replicas, each a group of requests (``HandleModelClient``):
-        every call queued while the previous batch ran, scored ``max_batch_size`` requests
-        at a time."""
+    async def score(self, requests: list[list[dict[str, Any]]],
+                    explain: list[bool]) -> list[ScoreReply]:  # fmt: skip
         # Scored inline, on the replica's user-code loop (Serve runs it in a thread of its
-        # own, so health checks stay answered). Calls arriving meanwhile queue up and form
-        # the next batch. Measured on 2 cores: handing the batch to a worker thread instead
-        # kept batches at ~1.4 requests and halved throughput (GIL hand-offs between the
-        # loop, the worker and the driver's threads).
+        # own, so health checks stay answered). Requests arriving meanwhile queue up and
+        # form the next batch. Measured on 2 cores: handing the batch to a worker thread
+        # instead kept batches at ~1.4 requests and halved throughput (GIL hand-offs
+        # between the loop, the worker and the driver's threads).
         core = self.core  # the model of this batch, whatever reconfigure does meanwhile
-        requests = [r for g in groups for r in g]
-        explain = [e for g in explains for e in g]
-        step = self.config.max_batch_size
-        replies: list[ScoreReply] = []
-        for start in range(0, len(requests), step):
-            self.batches += 1
-            self.batched_requests += len(requests[start:start + step])
-            t0 = time.perf_counter()
-            replies += core.score(requests[start:start + step], explain=explain[start:start + step])
-            metrics.SCORE_BATCH_SECONDS.observe(time.perf_counter() - t0, path="online",
-                                                contract=self.contract.name)  # fmt: skip
-        out, start = [], 0
-        for g in groups:
-            out.append(replies[start:start + len(g)])
-            start += len(g)
-        return out
+        self.batches += 1
+        self.batched_requests += len(requests)
+        t0 = time.perf_counter()
+        replies = core.score(requests, explain=explain)
+        metrics.SCORE_BATCH_SECONDS.observe(time.perf_counter() - t0, path="online",
+                                            contract=self.contract.name)  # fmt: skip
+        return replies
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
     async def shadow(self, requests: list[list[dict[str, Any]]]) -> list[ScoreReply]:
@@ -287,48 +262,15 @@ class ScoringModel:
 
 
 class HandleModelClient:
-    """``ModelClient`` over a Serve handle: backpressure becomes ``Overloaded`` at once.
-
-    Requests travel to the model in groups: at most ``CALLS_IN_FLIGHT`` calls are out at
-    a time, and the requests that arrive meanwhile go together in the next call (Serve's
-    ``@serve.batch``, here in the ingress, at most ``GROUP_REQUESTS`` a call). Each call
-    costs both replicas the same fixed work (routing, gRPC, the model replica's request
-    handling), so grouping spends it once per group. Measured (bench/serve.py's Sluice
-    app, HAProxy, 32 connections, 2 cores): 130-146 -> 291 req/s; one request alone
-    travels as before."""
+    """``ModelClient`` over a Serve handle: backpressure becomes ``Overloaded`` at once."""
 
     def __init__(self, handle: DeploymentHandle) -> None:
         # By value: the reply comes back on the model replica's gRPC channel, not as an
         # object in Ray's object store (what RAY_SERVE_THROUGHPUT_OPTIMIZED does).
         self.handle = handle.options(_by_reference=False)
-        # Per client: a decorated method would share one queue (and event loop) among
-        # every instance of the class.
-        self._grouped = serve.batch(max_batch_size=GROUP_REQUESTS, batch_wait_timeout_s=0.0,
-                                    max_concurrent_batches=CALLS_IN_FLIGHT)(self._send)
 
     async def score(self, rows: list[dict[str, Any]], explain: bool = False) -> ScoreReply:
-        gone = asyncio.Event()
-        try:
-            return await self._grouped(rows, explain, gone)
-        except asyncio.CancelledError:
-            gone.set()  # this request gave up (its timeout, or its client left)
-            raise
-
-    async def _send(self, rows: list[list[dict[str, Any]]], explain: list[bool],
-                    gone: list[asyncio.Event]) -> list[ScoreReply]:  # fmt: skip
-        """One call for the requests grouped here: a reply each, or one error for all. When
-        every one of them gave up, the call is cancelled, which stops it in the model."""
-        response = self.handle.score.remote(rows, explain)
-        answer = asyncio.ensure_future(self._call(response))
-        abandoned = asyncio.ensure_future(asyncio.gather(*(g.wait() for g in gone)))
-        await asyncio.wait((answer, abandoned), return_when=asyncio.FIRST_COMPLETED)
-        if answer.done():
-            abandoned.cancel()
-            return answer.result()
-        response.cancel()  # stops the request in the model replica too
-        answer.cancel()
-        gave_up = ErrorReply(499, "cancelled", "every request of this call gave up")
-        return [ScoreReply(error=gave_up)] * len(rows)
+        return await self._call(self.handle.score.remote(rows, explain))
 
     async def info(self) -> dict[str, Any]:
         return await self._call(self.handle.info.remote())
