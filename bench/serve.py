@@ -11,10 +11,11 @@ filled with card history) are served five ways, each in a process of its own:
   (``num_cpus=2``) with a trivial deployment (a FastAPI route answering a constant: the
   cost of the HTTP stack alone), a bare deployment (the same route as uvicorn, as a Serve
   deployment), a trivial chain (Sluice's shape with no work: a FastAPI ingress calling a
-  ``@serve.batch`` deployment that answers a constant, through a handle) and the Sluice app
-  (API key, request model, ``@serve.batch`` model deployment, prediction log to
-  Cassandra), one replica each, and the Sluice app again with ``?explain=true`` (each
-  row's top feature attributions, issue 17) and through the Open Inference Protocol
+  ``@serve.batch`` deployment that answers a constant, through Sluice's
+  ``HandleModelClient``: requests grouped under load) and the Sluice app (API key, request
+  model, ``@serve.batch`` model deployment, prediction log to Cassandra), one replica
+  each, and the Sluice app again with ``?explain=true`` (each row's top feature
+  attributions, issue 17) and through the Open Inference Protocol
   (``/v2/models/fraud/infer``, one tensor per column, issue 18) and with every row also
   scored by a shadow model after the answer (``shadow_share: 1``, issue 18) under HAProxy;
 - the same two with ``RAY_SERVE_ENABLE_HA_PROXY=1`` set before that Ray starts.
@@ -162,7 +163,7 @@ def run_ray(root: Path, port: int) -> None:
     from ray import serve
 
     from serve_apps.scoring.app import ScoringAppArgs, assemble_app
-    from serve_apps.scoring.deployments import INGRESS_ENV, MODEL_ENV
+    from serve_apps.scoring.deployments import INGRESS_ENV, MODEL_ENV, HandleModelClient
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -198,9 +199,9 @@ def run_ray(root: Path, port: int) -> None:
         "num_cpus": 0, "runtime_env": {"env_vars": MODEL_ENV}})  # fmt: skip
     class ConstantModel:
         @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
-        async def score(self, requests: list[list[dict[str, Any]]],
-                        explain: list[bool]) -> list[dict[str, Any]]:  # fmt: skip
-            return [{"scores": [0.5] * len(rows)} for rows in requests]
+        async def score(self, groups: list[list[list[dict[str, Any]]]],
+                        explains: list[list[bool]]) -> list[list[dict[str, Any]]]:  # fmt: skip
+            return [[{"scores": [0.5] * len(rows)} for rows in g] for g in groups]
 
     chain_api = FastAPI()
 
@@ -209,13 +210,13 @@ def run_ray(root: Path, port: int) -> None:
     @serve.ingress(chain_api)
     class TrivialChain:
         def __init__(self, model: Any) -> None:
-            self.model = model.options(_by_reference=False)
+            self.model = HandleModelClient(model)  # requests grouped under load, as Sluice's
 
         @chain_api.post("/v1/fraud/predict")
         async def predict(self, request: Request) -> dict[str, Any]:
             body = json.loads(await request.body())
             rows = body if isinstance(body, list) else [body]
-            got = await self.model.score.remote(rows, False)
+            got = await self.model.score(rows, False)
             return {"scores": got["scores"], "model_version": ["trivial"], "quarantined": 0}
 
     args = ScoringAppArgs.model_validate({

@@ -39,13 +39,15 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 @serve.deployment(max_ongoing_requests=1, max_queued_requests=1, graceful_shutdown_timeout_s=1,
                   graceful_shutdown_wait_loop_s=0.5, ray_actor_options={"num_cpus": 0})  # fmt: skip
 class SlowModel:
-    async def score(self, rows, explain=False):
+    async def score(self, requests, explains):  # one call: a group of requests
         ARRIVED.mkdir(exist_ok=True)
         me = ray.get_runtime_context().get_actor_name()  # this replica, for the test to kill
-        for r in rows:
-            (ARRIVED / r["transaction_id"]).write_text(me)
+        for rows in requests:
+            for r in rows:
+                (ARRIVED / r["transaction_id"]).write_text(me)
         await asyncio.sleep(30)  # far past the request timeout
-        return ScoreReply(scores=[RowScore(r["transaction_id"], 0.5, "slow/1", ()) for r in rows])
+        return [ScoreReply(scores=[RowScore(r["transaction_id"], 0.5, "slow/1", ()) for r in rows])
+                for rows in requests]  # fmt: skip
 
     async def info(self):
         return {"champion": "slow/1"}
