@@ -34,6 +34,7 @@ its whole input); across batches the later upsert wins.
 """
 
 from sluice.stream._alerts import (
+    EXIT_KAFKA_HUNG,
     AlertPublisher,
     Transactions,
     alert_message,
@@ -97,6 +98,7 @@ __all__ = [
     "ConsumerLoop",
     "HOLD_COMMITS_ENV",
     "Decoded",
+    "EXIT_KAFKA_HUNG",
     "GroupLag",
     "KafkaConsumer",
     "LagScaler",

@@ -28,6 +28,17 @@ drivers of one job run side by side without fencing each other. A transaction is
 for the produce and the commit (milliseconds), and one left open by a killed consumer
 aborts after ``transaction.timeout.ms`` (15 s).
 
+A stuck client ends its process. librdkafka's transactional calls take a timeout but do not
+always keep it: ``send_offsets_to_transaction`` can block for good when the group
+coordinator's broker dies mid-transaction (librdkafka #5456 and #5511, open in the pinned
+2.16; a CI run's broker-kill test saw a consumer stuck past 110 s, its group's rebalance
+stalled behind it). ``Transactions`` therefore runs each of them on its own thread and
+waits ``timeout_s + hang_grace_s``; past that the process cannot trust its Kafka clients
+(nor close them: that may block too) and exits with ``EXIT_KAFKA_HUNG`` (70) after one
+critical log line. Its supervisor (the stream driver for a consumer actor, whoever runs
+``sluice relay`` for the relay) starts a replacement, which resumes from the committed
+offsets while the dead one's open transaction aborts (15 s).
+
 Messages are keyed by the transaction key; the value is the alert as JSON
 (``alert_message``): key, contract, score, decision, model version, policy id, reasons,
 event time and the path that scored it.
@@ -37,7 +48,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as Overran
 from typing import Any
 
 import pyarrow as pa
@@ -46,6 +60,7 @@ from sluice.config import KafkaConfig
 from sluice.errors import StreamError
 
 __all__ = [
+    "EXIT_KAFKA_HUNG",
     "AlertPublisher",
     "Transactions",
     "alert_message",
@@ -60,6 +75,18 @@ log = logging.getLogger(__name__)
 
 Outgoing = Sequence[tuple[bytes, bytes]]
 """Messages to produce: (key, value) pairs."""
+
+EXIT_KAFKA_HUNG = 70  # a transactional call blocked past its timeout (EX_SOFTWARE)
+HANG_GRACE_S = 10.0  # how long past its own timeout a call may take before the process ends
+
+
+def exit_hung(what: str) -> None:
+    """The default ``on_hang``: one critical line, then the process ends at once (no
+    cleanup: closing the stuck clients may block as well)."""
+    log.critical("%s; the Kafka client is stuck (librdkafka #5456): exiting with %d so that "
+                 "a replacement resumes from the committed offsets", what, EXIT_KAFKA_HUNG)
+    logging.shutdown()
+    os._exit(EXIT_KAFKA_HUNG)
 
 
 def alert_topic(kafka: KafkaConfig, contract: str) -> str:
@@ -147,17 +174,23 @@ class AlertPublisher:
 
 
 class Transactions:
-    """One consumer's transactional producer, used by ``ConsumerLoop`` around each batch."""
+    """One consumer's transactional producer, used by ``ConsumerLoop`` around each batch.
+    Each call with a timeout runs on the ``kafka-txn`` thread, bounded (module doc): past
+    ``timeout_s + hang_grace_s`` it calls ``on_hang`` (``exit_hung``: the process ends; a
+    test's may raise)."""
 
-    def __init__(self, producer: Any, consumer: Any, topic: str, timeout_s: float) -> None:
+    def __init__(self, producer: Any, consumer: Any, topic: str, timeout_s: float, *,
+                 hang_grace_s: float = HANG_GRACE_S,
+                 on_hang: Callable[[str], None] = exit_hung) -> None:  # fmt: skip
         self.producer, self.consumer, self.topic = producer, consumer, topic
-        self.timeout_s = timeout_s
+        self.timeout_s, self.hang_grace_s, self.on_hang = timeout_s, hang_grace_s, on_hang
         self.open = False
         self.published = 0
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-txn")
 
     def start(self) -> None:
         """Once, before the first batch: finishes (aborts) what a predecessor left open."""
-        self.producer.init_transactions(self.timeout_s)
+        self._bounded("init_transactions", self.producer.init_transactions)
 
     def begin(self) -> None:
         self.producer.begin_transaction()
@@ -177,9 +210,9 @@ class Transactions:
         from confluent_kafka import TopicPartition
 
         tps = [TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())]
-        self.producer.send_offsets_to_transaction(tps, self.consumer.consumer_group_metadata(),
-                                                  self.timeout_s)  # fmt: skip
-        self.producer.commit_transaction(self.timeout_s)
+        self._bounded("send_offsets_to_transaction", self.producer.send_offsets_to_transaction,
+                      tps, self.consumer.consumer_group_metadata())  # fmt: skip
+        self._bounded("commit_transaction", self.producer.commit_transaction)
         self.open = False
 
     def abort(self) -> None:
@@ -189,7 +222,19 @@ class Transactions:
             return
         self.open = False
         try:
-            self.producer.abort_transaction(self.timeout_s)
+            self._bounded("abort_transaction", self.producer.abort_transaction)
         except Exception as exc:  # noqa: BLE001 - the caller is already failing the batch
             log.warning("aborting the transaction failed (%s); it times out or the "
                         "consumer's replacement aborts it", exc)  # fmt: skip
+
+    def _bounded(self, what: str, call: Callable[..., Any], *args: Any) -> Any:
+        """``call(*args, timeout_s)`` on the transaction thread; its result or its error, or
+        ``on_hang`` once it has run ``hang_grace_s`` past its timeout."""
+        future = self._thread.submit(call, *args, self.timeout_s)
+        try:
+            return future.result(timeout=self.timeout_s + self.hang_grace_s)
+        except Overran:
+            waited = self.timeout_s + self.hang_grace_s
+            self.on_hang(f"{what} still blocked after {waited:g} s (its timeout "
+                         f"{self.timeout_s:g} s)")  # fmt: skip
+            raise StreamError(f"{what} blocked past its timeout") from None

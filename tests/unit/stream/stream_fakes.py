@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -151,10 +152,13 @@ class FakeConsumer:
 class FakeProducer:
     """A transactional producer that logs into its consumer's ``log``: ("begin",),
     ("produce", key), ("send offsets", {(t, p): offset}), ("commit txn",), ("abort",).
-    ``fail_commit`` makes ``commit_transaction`` fail."""
+    ``fail_commit`` makes ``commit_transaction`` fail; ``hang`` makes
+    ``send_offsets_to_transaction`` block, whatever its timeout, until ``hang`` is set (as
+    librdkafka's can when the group coordinator dies: librdkafka #5456)."""
 
     log: list[tuple]
     fail_commit: bool = False
+    hang: threading.Event | None = None
     produced: list[tuple[str, bytes, bytes]] = field(default_factory=list)
 
     def init_transactions(self, timeout: float) -> None:
@@ -173,6 +177,8 @@ class FakeProducer:
     def send_offsets_to_transaction(self, positions: list[Any], metadata: Any,
                                     timeout: float) -> None:  # fmt: skip
         assert metadata == "group-metadata"
+        if self.hang is not None:
+            self.hang.wait()
         self.log.append(("send offsets", {(tp.topic, tp.partition): tp.offset
                                           for tp in positions}))  # fmt: skip
 

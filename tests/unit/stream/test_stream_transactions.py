@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
+import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -15,6 +20,7 @@ from sluice.config import KafkaConfig
 from sluice.contract import load_contract
 from sluice.errors import StreamError, WriteFailed
 from sluice.stream import (
+    EXIT_KAFKA_HUNG,
     BatchResult,
     ConsumerLoop,
     Transactions,
@@ -111,6 +117,53 @@ def test_a_transaction_that_does_not_commit_is_aborted_and_stops_the_consumer():
         run(consumer, producer, batches=1)
     assert [e[0] for e in consumer.log if e[0] in ("begin", "abort")] == ["begin", "abort"]
     assert consumer.commits() == []
+
+
+def test_a_commit_stuck_past_its_timeout_is_reported_at_the_deadline():
+    """librdkafka's send_offsets_to_transaction can block for good (#5456): the caller
+    gets on_hang at timeout_s + hang_grace_s, not never."""
+    stuck = threading.Event()
+    consumer = FakeConsumer(batches=[])
+    hung: list[str] = []
+
+    def on_hang(what: str) -> None:
+        hung.append(what)
+
+    txn = Transactions(FakeProducer(consumer.log, hang=stuck), consumer, "t", timeout_s=0.2,
+                       hang_grace_s=0.3, on_hang=on_hang)  # fmt: skip
+    txn.begin()
+    began = time.monotonic()
+    with pytest.raises(StreamError, match="send_offsets_to_transaction blocked past its timeout"):
+        txn.commit({(TOPIC, 0): 5})
+    assert 0.5 <= time.monotonic() - began < 3.0
+    assert hung == ["send_offsets_to_transaction still blocked after 0.5 s (its timeout 0.2 s)"]
+    assert ("commit txn",) not in consumer.log
+    stuck.set()
+
+
+def test_a_stuck_client_ends_its_process_with_exit_code_70():
+    """The default on_hang: the process exits at once (a supervisor replaces it), naming
+    the call; nothing else runs after it."""
+    script = """
+import threading
+from stream_fakes import FakeConsumer, FakeProducer
+from sluice.stream import Transactions
+consumer = FakeConsumer(batches=[])
+txn = Transactions(FakeProducer(consumer.log, hang=threading.Event()), consumer, "t",
+                   timeout_s=0.1, hang_grace_s=0.2)
+txn.begin()
+try:
+    txn.commit({("events", 0): 1})
+finally:
+    print("after the hang")
+"""
+    here = str(Path(__file__).parent)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, env=os.environ | {"PYTHONPATH": here})  # fmt: skip
+    assert done.returncode == EXIT_KAFKA_HUNG == 70, done.stderr
+    assert "send_offsets_to_transaction still blocked after 0.3 s" in done.stderr
+    assert "the Kafka client is stuck" in done.stderr
+    assert "after the hang" not in done.stdout
 
 
 def test_alerts_cannot_be_produced_outside_a_transaction():
