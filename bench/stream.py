@@ -45,7 +45,7 @@ from pipelines.stream_score import run as stream_run  # noqa: E402
 from sluice.config import PlatformConfig, load_platform_config  # noqa: E402
 from sluice.contract import load_contract  # noqa: E402
 from sluice.jobs import StreamJob  # noqa: E402
-from sluice.store import apply_schema, close_sessions, session_for  # noqa: E402
+from sluice.store import apply_schema, close_sessions, schema_change, session_for  # noqa: E402
 from sluice.stream import GroupLag, ensure_topic, event_messages, produce_messages  # noqa: E402
 
 TARGETS = {"sustained_vs_raw": 0.5, "sustained_vs_rmax": 0.6, "p99_latency_half_s": 0.25,
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         "registry": base.registry.model_copy(update={"root_uri": registry_dir}),
     })  # fmt: skip
     session = session_for(cfg.cassandra)
-    session.execute(f"DROP KEYSPACE IF EXISTS {KEYSPACE}", timeout=120)
+    schema_change(session, f"DROP KEYSPACE IF EXISTS {KEYSPACE}")
     apply_schema(session, cfg.cassandra, [load_contract("fraud")])
     train(TrainConfig(rows=10_000, epochs=2), ModelRegistry.from_config(cfg))
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,

@@ -64,7 +64,7 @@ def own_keyspace(local_services, platform_config: PlatformConfig, tmp_path):
     from pipelines.train import TrainConfig
     from sluice.contract import load_contract
     from sluice.models import ModelRegistry
-    from sluice.store import apply_schema, session_for
+    from sluice.store import apply_schema, schema_change, session_for
 
     def make(keyspace: str, *, apply: bool = True, train_rows: int = 2_000,
              **serve) -> PlatformConfig:  # fmt: skip
@@ -75,7 +75,7 @@ def own_keyspace(local_services, platform_config: PlatformConfig, tmp_path):
             "serve": base.serve.model_copy(update=serve),
         })  # fmt: skip
         session = session_for(cfg.cassandra)
-        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
+        schema_change(session, f"DROP KEYSPACE IF EXISTS {keyspace}")
         if apply:
             apply_schema(session, cfg.cassandra, [load_contract("fraud")])
         if train_rows:

@@ -31,7 +31,7 @@ from sluice.features import InMemoryFeatureStore
 from sluice.jobs import ActorPool, BatchJob, InputFormat, InputSpec
 from sluice.models import SCORE_TOLERANCE, ModelRegistry
 from sluice.scoring import Scorer
-from sluice.store import apply_schema, session_for
+from sluice.store import apply_schema, schema_change, session_for
 from sluice.stream import alert_topic, candidate_topic, read_topic
 
 pytestmark = pytest.mark.integration
@@ -49,7 +49,7 @@ def env(local_services, platform_config, ray_session, tmp_path_factory):
             "alerts_topic": f"test-batch-{uuid.uuid4().hex[:8]}-{{contract}}-alerts"}),
     })  # fmt: skip
     session = session_for(cfg.cassandra)
-    session.execute("DROP KEYSPACE IF EXISTS sluice_test_batch", timeout=120)
+    schema_change(session, "DROP KEYSPACE IF EXISTS sluice_test_batch")
     apply_schema(session, cfg.cassandra, [load_contract("fraud")])  # jobs only check it
     registry = ModelRegistry.from_config(cfg)
     train(TrainConfig(rows=10_000, epochs=2), registry)

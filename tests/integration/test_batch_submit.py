@@ -22,7 +22,7 @@ from sluice.contract import load_contract
 from sluice.datagen import generate_dataset, write_parquet
 from sluice.local import RAY_SYSTEM_CONFIG, _jvm
 from sluice.models import ModelRegistry
-from sluice.store import apply_schema, session_for
+from sluice.store import apply_schema, schema_change, session_for
 
 pytestmark = pytest.mark.integration
 
@@ -101,7 +101,7 @@ def job_files(local_services, platform_config, tmp_path_factory):
         "cassandra": platform_config.cassandra.model_copy(update={"keyspace": KEYSPACE}),
         "registry": platform_config.registry.model_copy(update={"root_uri": str(root / "reg")}),
     })  # fmt: skip
-    session_for(cfg.cassandra).execute(f"DROP KEYSPACE IF EXISTS {KEYSPACE}", timeout=120)
+    schema_change(session_for(cfg.cassandra), f"DROP KEYSPACE IF EXISTS {KEYSPACE}")
     apply_schema(session_for(cfg.cassandra), cfg.cassandra, [load_contract("fraud")])
     train_champion(TrainConfig(rows=5_000, epochs=1), ModelRegistry.from_config(cfg))
     data = generate_dataset(3_000, seed=4, invalid_fraction=0.03)

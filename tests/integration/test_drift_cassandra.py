@@ -32,6 +32,7 @@ from sluice.store import (
     WriteOptions,
     apply_schema,
     prediction_rows,
+    schema_change,
     session_for,
 )
 
@@ -53,7 +54,7 @@ def env(local_services, platform_config, tmp_path_factory):
     config_file = root / "platform.yaml"
     config_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     session = session_for(cfg.cassandra)
-    session.execute(f"DROP KEYSPACE IF EXISTS {KEYSPACE}", timeout=120)
+    schema_change(session, f"DROP KEYSPACE IF EXISTS {KEYSPACE}")
     contract = load_contract("fraud")
     apply_schema(session, cfg.cassandra, [contract])
 

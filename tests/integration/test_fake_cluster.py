@@ -34,7 +34,7 @@ from sluice.config import REPO_ROOT
 from sluice.contract import load_contract
 from sluice.local import _jvm
 from sluice.models import ModelRegistry
-from sluice.store import apply_schema, session_for
+from sluice.store import apply_schema, schema_change, session_for
 
 pytestmark = pytest.mark.integration
 
@@ -125,7 +125,7 @@ def test_load_adds_gpu_nodes_and_replicas_which_go_when_it_stops(fake_head, plat
         "registry": platform_config.registry.model_copy(update={"root_uri": str(tmp_path / "r")}),
     })  # fmt: skip
     session = session_for(cfg.cassandra)
-    session.execute(f"DROP KEYSPACE IF EXISTS {KEYSPACE}", timeout=120)
+    schema_change(session, f"DROP KEYSPACE IF EXISTS {KEYSPACE}")
     apply_schema(session, cfg.cassandra, [load_contract("fraud")])
     train_champion(TrainConfig(rows=3000, epochs=1, seed=5), ModelRegistry.from_config(cfg))
     (tmp_path / "serve.yaml").write_text(yaml.safe_dump(serve_doc(tmp_path, cfg)))

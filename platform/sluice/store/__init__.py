@@ -46,6 +46,7 @@ from sluice.store._schema import (
     feature_events_table,
     predictions_table,
     quarantine_table,
+    schema_change,
     tables_for,
 )
 from sluice.store._session import (
@@ -95,6 +96,7 @@ __all__ = [
     "predictions_table",
     "quarantine_rows",
     "quarantine_table",
+    "schema_change",
     "session_for",
     "tables_for",
     "to_python",

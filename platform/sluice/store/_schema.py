@@ -58,7 +58,7 @@ from typing import Any
 
 from sluice.config import CassandraConfig
 from sluice.contract import FEATURE_EVENTS_SUFFIX, Contract
-from sluice.errors import ConfigError
+from sluice.errors import ConfigError, StoreUnavailable
 from sluice.store._types import arrow_to_cql, normalize_cql_type
 
 __all__ = [
@@ -76,11 +76,13 @@ __all__ = [
     "feature_events_table",
     "predictions_table",
     "quarantine_table",
+    "schema_change",
     "tables_for",
 ]
 
 log = logging.getLogger(__name__)
 
+SCHEMA_CHANGE_S = 120.0  # how long a schema change may take, and then to reach every live node
 SCHEMA_VERSION = 3
 """Bumped when a table definition changes; recorded in ``schema_version``."""
 
@@ -323,6 +325,21 @@ def _replication_differs(cfg: CassandraConfig, have: dict[str, str]) -> str | No
     return None if have == want else f"has replication {have}, the config says {want}"
 
 
+def schema_change(session: Any, cql: str) -> None:
+    """Run one DDL statement; return once every live node has the new schema, or raise
+    ``StoreUnavailable``. The driver waits for agreement only ``max_schema_agreement_wait``
+    (10 s), then logs and returns: a node restarted moments before on a busy machine can
+    take longer, and a statement it coordinates meanwhile fails (a cluster test read
+    "keyspace ... does not exist" right after creating it)."""
+    result = session.execute(cql, timeout=SCHEMA_CHANGE_S)
+    if result.response_future.is_schema_agreed:
+        return
+    control = session.cluster.control_connection
+    if not control.wait_for_schema_agreement(wait_time=SCHEMA_CHANGE_S):
+        raise StoreUnavailable(f"the Cassandra nodes still disagree on the schema "
+                               f"{SCHEMA_CHANGE_S:g} s after: {cql.split(' WITH ')[0]}")
+
+
 def apply_schema(
     session: Any, cfg: CassandraConfig, contracts: Sequence[Contract] = ()
 ) -> list[str]:
@@ -335,9 +352,8 @@ def apply_schema(
     cluster = session.cluster
     lines: list[str] = []
     if ks not in cluster.metadata.keyspaces:
-        session.execute(
-            f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {_replication_cql(cfg)}"
-        )
+        schema_change(session, f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = "
+                               f"{_replication_cql(cfg)}")  # fmt: skip
         lines.append(f"created keyspace {ks} with replication {_replication(cfg)}")
     else:
         have = _keyspace_replication(cluster.metadata.keyspaces[ks])
@@ -351,7 +367,7 @@ def apply_schema(
     for spec in tables_for(contracts):
         found = existing_table(cluster.metadata, ks, spec.name)
         if found is None:
-            session.execute(spec.create_cql(ks, cfg.speculative_retry))
+            schema_change(session, spec.create_cql(ks, cfg.speculative_retry))
             cluster.refresh_table_metadata(ks, spec.name)
             found = existing_table(cluster.metadata, ks, spec.name)
             lines.append(f"created table {ks}.{spec.name}")
@@ -391,7 +407,7 @@ def _set_speculative_retry(session: Any, ks: str, table: str, value: str) -> boo
     meta = session.cluster.metadata.keyspaces[ks].tables[table]
     if meta.options.get("speculative_retry") == value:
         return False
-    session.execute(f"ALTER TABLE {ks}.{table} WITH speculative_retry = '{value}'")
+    schema_change(session, f"ALTER TABLE {ks}.{table} WITH speculative_retry = '{value}'")
     session.cluster.refresh_table_metadata(ks, table)
     return True
 
@@ -404,7 +420,7 @@ def _add_missing_columns(session: Any, ks: str, spec: TableSpec, found: TableSpe
         return []
     missing = [(n, t) for n, t in spec.columns if n not in found.all_columns]
     for name, typ in missing:
-        session.execute(f"ALTER TABLE {ks}.{spec.name} ADD {name} {typ}")
+        schema_change(session, f"ALTER TABLE {ks}.{spec.name} ADD {name} {typ}")
     if missing:
         session.cluster.refresh_table_metadata(ks, spec.name)
     return [f"{n} {t}" for n, t in missing]

@@ -13,6 +13,7 @@ the registry and the alert topic differ per test.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import threading
 import time
@@ -26,7 +27,7 @@ import pytest
 from sluice.config import REPO_ROOT, PlatformConfig, load_platform_config
 from sluice.contract import load_contract
 from sluice.local import LocalServices
-from sluice.store import apply_schema, session_for
+from sluice.store import apply_schema, schema_change, session_for
 
 CONFIG = REPO_ROOT / "configs" / "platform-cluster.yaml"
 
@@ -55,6 +56,21 @@ class Cluster:
         self.services.up()
         return time.monotonic()
 
+    def fresh(self) -> None:
+        """Stop what an earlier session left running and delete every node's data (not the
+        fetched jars): each session starts from an empty cluster, as a fresh clone does. A
+        node killed in an earlier session can keep a schema of its own: Cassandra 5.0 once
+        failed to drop a keyspace whose tables it had replayed from its commit log
+        ("Unknown CF"), and the nodes then disagreed on the schema for good."""
+        self.services.down()
+        for path in self.services.state.iterdir():
+            if not path.name.startswith(("cassandra-", "kafka-")):
+                continue
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()  # kafka-cluster-id: the next `up` formats a new cluster
+
     def alerts_topic(self, keyspace: str) -> str:
         return f"test-{keyspace}-{self.run}-{{contract}}-alerts"
 
@@ -71,7 +87,7 @@ class Cluster:
                 self.registry_root)}),
         })  # fmt: skip
         session = session_for(cfg.cassandra)
-        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
+        schema_change(session, f"DROP KEYSPACE IF EXISTS {keyspace}")
         apply_schema(session, cfg.cassandra, [load_contract("fraud")])
         return cfg
 
@@ -205,6 +221,7 @@ def cluster(local_services, tmp_path_factory) -> Cluster:
     c = Cluster()
     c.registry_root = tmp_path_factory.mktemp("cluster") / "registry"
     train(TrainConfig(rows=10_000, epochs=2), ModelRegistry(c.registry_root))
+    c.fresh()
     try:
         c.services.up()
     except BaseException:

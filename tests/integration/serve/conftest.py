@@ -26,7 +26,7 @@ import yaml
 from sluice.config import REPO_ROOT, PlatformConfig
 from sluice.contract import load_contract
 from sluice.models import ModelRegistry
-from sluice.store import apply_schema, close_sessions, session_for
+from sluice.store import apply_schema, close_sessions, schema_change, session_for
 
 from .serve_live import TEST_KEY, deploy_config
 
@@ -86,7 +86,7 @@ def serve_world(local_services, platform_config, serve_base, tmp_path_factory) -
     (root / "fraud_cuda.yaml").write_text(yaml.safe_dump(contract_doc))
 
     session = session_for(cfg.cassandra)
-    session.execute(f"DROP KEYSPACE IF EXISTS {KEYSPACE}", timeout=120)
+    schema_change(session, f"DROP KEYSPACE IF EXISTS {KEYSPACE}")
     apply_schema(session, cfg.cassandra, [load_contract("fraud")])
     registry = ModelRegistry.from_config(cfg)
     # A champion good enough to decide some transactions review or block (alerts).

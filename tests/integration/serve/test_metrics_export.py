@@ -25,7 +25,7 @@ from sluice.contract import load_contract
 from sluice.datagen import generate_dataset, to_json_messages, write_parquet
 from sluice.jobs import ActorPool, BatchJob, InputSpec, StreamJob
 from sluice.metrics import FAMILIES
-from sluice.store import apply_schema, session_for
+from sluice.store import apply_schema, schema_change, session_for
 from sluice.stream import ensure_topic, produce_messages
 
 from .serve_live import AUTH, Samples, client, expect, json_rows, scrape, total, wait_for_metrics
@@ -44,7 +44,7 @@ def cfg(serve_world):
     cfg = serve_world.cfg.model_copy(update={
         "cassandra": serve_world.cfg.cassandra.model_copy(update={"keyspace": KEYSPACE})})
     session = session_for(cfg.cassandra)
-    session.execute(f"DROP KEYSPACE IF EXISTS {KEYSPACE}", timeout=120)
+    schema_change(session, f"DROP KEYSPACE IF EXISTS {KEYSPACE}")
     apply_schema(session, cfg.cassandra, [load_contract("fraud")])
     return cfg
 

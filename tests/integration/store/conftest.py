@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sluice.config import CassandraConfig, PlatformConfig
-from sluice.store import close_sessions, connect
+from sluice.store import close_sessions, connect, schema_change
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def store_cfg(request, local_services, platform_config: PlatformConfig) -> Cassa
     )  # fmt: skip
     cluster, session = connect(cfg)
     try:
-        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
+        schema_change(session, f"DROP KEYSPACE IF EXISTS {keyspace}")
     finally:
         cluster.shutdown()
     yield cfg

@@ -26,7 +26,7 @@ from sluice.datagen import GeneratedData, InvalidKind, generate_dataset, to_json
 from sluice.features import InMemoryFeatureStore
 from sluice.models import ModelRegistry
 from sluice.scoring import Scorer
-from sluice.store import apply_schema, session_for
+from sluice.store import apply_schema, schema_change, session_for
 from sluice.stream import ensure_topic, produce_messages, read_topic
 
 KINDS = [k for k in InvalidKind if k is not InvalidKind.DUPLICATE_KEY]
@@ -59,7 +59,7 @@ class StreamEnv:
             "registry": self.base.registry.model_copy(update={"root_uri": str(self.registry_root)}),
         })  # fmt: skip
         session = session_for(cfg.cassandra)
-        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
+        schema_change(session, f"DROP KEYSPACE IF EXISTS {keyspace}")
         apply_schema(session, cfg.cassandra, [load_contract("fraud")])
         return cfg
 

@@ -8,7 +8,7 @@ import pytest
 
 from sluice.config import CassandraConfig
 from sluice.contract import load_contract
-from sluice.errors import ConfigError
+from sluice.errors import ConfigError, StoreUnavailable
 from sluice.store import (
     ALERT_COLUMNS,
     ALERTS_BY_KEY_TABLE,
@@ -20,6 +20,7 @@ from sluice.store import (
     feature_events_table,
     predictions_table,
     quarantine_table,
+    schema_change,
     tables_for,
 )
 
@@ -129,3 +130,38 @@ def test_existing_table_reads_driver_metadata() -> None:
     assert spec == TableSpec("t", (("a", "text"),), (("b", "bigint"),), (("c", "double"),))
     assert existing_table(md, "ks", "nope") is None
     assert existing_table(md, "other", "t") is None
+
+
+class SchemaSession:
+    """A session whose schema changes reach agreement (or not) as told; logs the calls."""
+
+    def __init__(self, agreed_at_once: bool, agreed_later: bool) -> None:
+        self.calls: list[tuple] = []
+
+        def wait_for_schema_agreement(wait_time: float) -> bool:
+            self.calls.append(("wait", wait_time))
+            return agreed_later
+
+        self.cluster = SimpleNamespace(control_connection=SimpleNamespace(
+            wait_for_schema_agreement=wait_for_schema_agreement))  # fmt: skip
+        self.agreed_at_once = agreed_at_once
+
+    def execute(self, cql: str, timeout: float):
+        self.calls.append(("execute", cql, timeout))
+        return SimpleNamespace(response_future=SimpleNamespace(
+            is_schema_agreed=self.agreed_at_once))  # fmt: skip
+
+
+def test_a_schema_change_returns_once_every_node_has_it_or_says_they_disagree():
+    agreed = SchemaSession(agreed_at_once=True, agreed_later=False)
+    schema_change(agreed, "DROP KEYSPACE IF EXISTS ks")
+    assert agreed.calls == [("execute", "DROP KEYSPACE IF EXISTS ks", 120.0)]
+
+    late = SchemaSession(agreed_at_once=False, agreed_later=True)  # the driver gave up at 10 s
+    schema_change(late, "CREATE KEYSPACE ks WITH replication = {}")
+    assert late.calls[1] == ("wait", 120.0)
+
+    never = SchemaSession(agreed_at_once=False, agreed_later=False)
+    with pytest.raises(StoreUnavailable, match=r"disagree on the schema 120 s after: "
+                                               r"CREATE KEYSPACE ks$"):
+        schema_change(never, "CREATE KEYSPACE ks WITH replication = {}")
