@@ -227,10 +227,11 @@ class ScoringModel:
         step = self.config.max_batch_size
         replies: list[ScoreReply] = []
         for start in range(0, len(requests), step):
+            chunk = requests[start:start + step]
             self.batches += 1
-            self.batched_requests += len(requests[start:start + step])
+            self.batched_requests += len(chunk)
             t0 = time.perf_counter()
-            replies += core.score(requests[start:start + step], explain=explain[start:start + step])
+            replies += core.score(chunk, explain=explain[start:start + step])
             metrics.SCORE_BATCH_SECONDS.observe(time.perf_counter() - t0, path="online",
                                                 contract=self.contract.name)  # fmt: skip
         out, start = [], 0
@@ -295,6 +296,13 @@ class _Waiting:
     answer: asyncio.Future[ScoreReply]
 
 
+def _fail(group: list[_Waiting], exc: Exception) -> None:
+    """Each request of a call that failed gets its error (those still waiting for it)."""
+    for w in group:
+        if not w.answer.done():
+            w.answer.set_exception(exc)
+
+
 class HandleModelClient:
     """``ModelClient`` over a Serve handle: backpressure becomes ``Overloaded`` at once.
 
@@ -343,8 +351,12 @@ class HandleModelClient:
 
     async def _send(self, group: list[_Waiting]) -> None:
         try:
-            response = self.handle.score.remote([w.rows for w in group],
-                                                [w.explain for w in group])  # fmt: skip
+            try:
+                response = self.handle.score.remote([w.rows for w in group],
+                                                    [w.explain for w in group])  # fmt: skip
+            except Exception as exc:  # noqa: BLE001 - refused before it left: each request
+                _fail(group, exc)  # answers now, not at its timeout
+                return
             answer = asyncio.ensure_future(self._call(response))
             # Only cancellation completes a request's future before the answer: all done
             # means every request of the call gave up.
@@ -358,9 +370,7 @@ class HandleModelClient:
             try:
                 replies = answer.result()
             except Exception as exc:  # noqa: BLE001 - each request of the call gets it
-                for w in group:
-                    if not w.answer.done():
-                        w.answer.set_exception(exc)
+                _fail(group, exc)
                 return
             for w, reply in zip(group, replies, strict=True):
                 if not w.answer.done():

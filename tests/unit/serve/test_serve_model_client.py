@@ -151,3 +151,30 @@ async def test_a_waiting_request_that_gave_up_is_left_out_and_the_others_go_on()
     assert [r.scores[0].key for r in replies[-2:]] == ["g0", "g2"]
     assert handle.calls[-1] == [[{"key": "g0"}], [{"key": "g2"}]]
     assert handle.cancelled == []
+
+
+async def test_a_group_the_handle_refuses_before_sending_answers_each_request_at_once():
+    """An error raised by ``handle.score.remote()`` itself (not by awaiting its response)
+    reaches every request of the group now, not at its timeout; the slot is freed."""
+    handle = FakeHandle()
+    client = HandleModelClient(handle)
+    alone = _ask(client, [f"a{i}" for i in range(CALLS_IN_FLIGHT)])
+    grouped = _ask(client, ["g0", "g1"])
+    await _settle()
+    send = handle.score.remote
+
+    def refuse(*args):
+        handle.score.remote = send  # the next call goes through again
+        raise RuntimeError("the handle refused the call")
+
+    handle.score.remote = refuse
+    alone[0].cancel()  # its slot goes to the group, whose call is refused
+    await _settle()
+    for t in grouped:
+        assert t.done() and isinstance(t.exception(), RuntimeError)
+    late = _ask(client, ["late"])  # the slot is free again
+    await _settle()
+    assert handle.calls[-1] == [[{"key": "late"}]]
+    handle.release.set()
+    assert (await late[0]).scores[0].key == "late"
+    await asyncio.gather(*alone[1:])
