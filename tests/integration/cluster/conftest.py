@@ -1,5 +1,7 @@
 """The local 3-node cluster (configs/platform-cluster.yaml), started for this package's
-tests by the project's own code (`sluice local up --cluster`) and stopped after them.
+tests by the project's own code (`sluice local up --cluster`) and stopped after them. The
+tests own its state directory (.state/cluster): each session starts it empty
+(``Cluster.fresh``), so a cluster started by hand there loses its data to `make test`.
 
 The package has an ``__init__.py``: only then does pytest end a "package"-scoped fixture
 after the package's last test (without one it lasts the whole session, and the cluster
