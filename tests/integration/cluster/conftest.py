@@ -64,6 +64,8 @@ class Cluster:
         node killed in an earlier session can keep a schema of its own: Cassandra 5.0 once
         failed to drop a keyspace whose tables it had replayed from its commit log
         ("Unknown CF"), and the nodes then disagreed on the schema for good."""
+        if not self.services.state.exists():
+            return  # a fresh clone: nothing was ever started here
         self.services.down()
         for path in self.services.state.iterdir():
             if not path.name.startswith(("cassandra-", "kafka-")):
