@@ -36,7 +36,7 @@ stalled behind it). ``Transactions`` therefore runs each of them on its own thre
 waits ``timeout_s + hang_grace_s``; past that the process cannot trust its Kafka clients
 (nor close them: that may block too) and exits with ``EXIT_KAFKA_HUNG`` (70) after one
 critical log line. Its supervisor (the stream driver for a consumer actor, whoever runs
-``sluice relay`` for the relay) starts a replacement, which resumes from the committed
+``sluice alerts relay`` for the relay) starts a replacement, which resumes from the committed
 offsets while the dead one's open transaction aborts (15 s).
 
 Messages are keyed by the transaction key; the value is the alert as JSON
