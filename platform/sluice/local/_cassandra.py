@@ -80,12 +80,8 @@ def write_config(cfg: PlatformConfig, home: Path, auth: bool, node: int = 1) -> 
     # Request timeouts are generous: a 2-core machine running tests beside the server can
     # stall a scan for seconds, which would otherwise fail reads that are merely slow.
     # Memtables: Cassandra's own default heap share (a quarter of the heap) plus cell data
-    # off the heap, twice that. With 128 MiB on the heap, the stream bench's 10,000 writes
-    # a second flushed a memtable every ~2 s and compacted every ~8 s, on the cores the
-    # consumers use; now every 12-40 s. Measured (scratch A/B, 2,500 events/s for 30 s,
-    # three rounds each, warm JVM): p50 0.18-0.21 -> 0.14-0.17 s, p99 0.76-1.32 ->
-    # 0.47-0.65 s, sustained 5,425 -> 6,188 events/s. TrieMemtable and a compaction
-    # throttle (16 MiB/s, one compactor) did no better on top.
+    # off the heap, twice that; smaller ones flushed every ~2 s under the stream bench
+    # (README "Local servers" has the measurement).
     (conf / "cassandra.yaml").write_text(
         f"""cluster_name: sluice-local
 num_tokens: 1
