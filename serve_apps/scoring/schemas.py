@@ -19,10 +19,12 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Annotated, Any
 
 import pyarrow as pa
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -65,6 +67,12 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 """A request id a client may choose (X-Request-ID on /v1, the inference request's id on /v2)."""
 
 
+def _stdlib_tz(value: datetime) -> datetime:
+    """The same instant and offset with a ``datetime.timezone``: pydantic's own tzinfo
+    makes pyarrow look for pytz on every conversion (~0.1 ms a request, measured)."""
+    return value.replace(tzinfo=timezone(value.utcoffset()))  # type: ignore[arg-type]
+
+
 def _python_type(column: str, typ: pa.DataType) -> Any:
     """The strict pydantic type a JSON value of Arrow type ``typ`` must have."""
     if pa.types.is_string(typ) or pa.types.is_large_string(typ):
@@ -81,7 +89,7 @@ def _python_type(column: str, typ: pa.DataType) -> Any:
     if pa.types.is_timestamp(typ):
         if typ.tz is None:
             raise ConfigError(f"column {column!r}: timestamps without a time zone are ambiguous")
-        return AwareDatetime
+        return Annotated[AwareDatetime, AfterValidator(_stdlib_tz)]
     raise ConfigError(f"column {column!r}: type {typ} cannot be sent in a JSON request")
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timezone
 
+import pyarrow as pa
 import pytest
 from serve_testkit import json_rows
 
@@ -62,6 +64,18 @@ def test_one_row_and_a_list(parser):
     assert many is True
     assert [r["transaction_id"] for r in got] == [r["transaction_id"] for r in rows]
     assert got[0]["event_time"].tzinfo is not None
+
+
+@pytest.mark.parametrize("text", ["2024-05-01T12:00:00.5+02:00", "2024-05-01T10:00:00.5Z"])
+def test_times_keep_their_instant_and_offset_in_a_stdlib_timezone(parser, text):
+    base = json_rows(1)[0]
+    (row,), _ = parser.parse(json.dumps({**base, "event_time": text}).encode())
+    t = row["event_time"]
+    # a datetime.timezone, not pydantic's TzInfo (pyarrow looks for pytz on each of those)
+    assert type(t.tzinfo) is timezone
+    assert t == datetime(2024, 5, 1, 10, 0, 0, 500000, tzinfo=UTC)
+    assert t.isoformat() == datetime.fromisoformat(text).isoformat()
+    assert pa.array([t]).cast(pa.timestamp("us", tz="UTC")).to_pylist() == [t]
 
 
 @pytest.mark.parametrize(
