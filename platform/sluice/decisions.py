@@ -44,11 +44,12 @@ class Decision(StrEnum):
 
 ALERTING = frozenset({Decision.REVIEW, Decision.BLOCK})
 """Decisions that raise an alert for an analyst."""
+_ALERTING_SET = pc.SetLookupOptions(pa.array(sorted(d.value for d in ALERTING)))
 
 
 def is_alerting(decisions: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     """Whether each decision raises an alert (false where there is none)."""
-    return pc.is_in(decisions, value_set=pa.array(sorted(d.value for d in ALERTING)))
+    return pc.is_in(decisions, options=_ALERTING_SET)
 
 
 class DecisionRule(BaseModel):

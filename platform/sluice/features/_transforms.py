@@ -8,6 +8,7 @@ scoring reproduces the training transforms exactly.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -135,6 +136,12 @@ def fit_stats(table: pa.Table, spec: FeatureSpec) -> FeatureStats:
     )
 
 
+@lru_cache(maxsize=256)
+def _lookup(vocab: tuple[str, ...]) -> pc.SetLookupOptions:
+    """A vocabulary's lookup, built once: every scoring call of a model uses the same one."""
+    return pc.SetLookupOptions(pa.array(vocab, pa.string()))
+
+
 def apply_transform(table: pa.Table, t: Transform, stats: FeatureStats) -> np.ndarray:
     """One transform over the whole table: a float64 vector of ``len(table)``."""
     if isinstance(t, Log1p):
@@ -150,7 +157,7 @@ def apply_transform(table: pa.Table, t: Transform, stats: FeatureStats) -> np.nd
         if vocab is None:
             raise ConfigError(f"feature stats have no vocabulary for {t.name!r}; refit")
         col = _column(table, t.column).cast(pa.string())
-        idx = pc.index_in(col, value_set=pa.array(vocab, pa.string()))
+        idx = pc.index_in(col, options=_lookup(vocab))
         # Unknown values and nulls share bucket 0; known values are 1..K.
         return pc.fill_null(idx, -1).to_numpy(zero_copy_only=False).astype(np.float64) + 1.0
     if isinstance(t, HourOfDay):

@@ -35,6 +35,13 @@ ALERT_COLUMNS = ("contract", "day", "event_time", "key", "entity", "score", "dec
                  "policy_id", "model_version", "source", "reasons", "alerted_at")  # fmt: skip
 """The columns of `alert_rows`: those of ``alerts`` and of ``alerts_by_key``."""
 
+_UTC_US = pa.timestamp("us", tz="UTC")
+_ALERT_SCHEMA = pa.schema(
+    [(c, pa.date32() if c == "day" else _UTC_US if c in ("event_time", "alerted_at")
+      else pa.float64() if c == "score" else pa.string()) for c in ALERT_COLUMNS]
+)  # fmt: skip
+_NO_ALERTS = _ALERT_SCHEMA.empty_table()  # Arrow tables are immutable: one serves every call
+
 QUARANTINE_COLUMNS = ("source", "day", "key", "row_id", "contract", "raw", "reasons",
                       "quarantined_at")  # fmt: skip
 """The columns of `quarantine_rows`, in order (those of ``quarantine_table``)."""
@@ -126,9 +133,12 @@ def alert_rows(contract: Contract, scored: pa.Table, source: str,
     """The alerts of scored rows (``sluice.scoring.scored_schema``): one per row whose
     decision is ``review`` or ``block``, its day the UTC date of its event (stable across
     re-runs and replays, so each rewrites the same row)."""
-    rows = scored.filter(is_alerting(scored.column("decision")))
+    alerting = is_alerting(scored.column("decision"))
+    if not pc.any(alerting).as_py():  # most rows raise none: no table building
+        return _NO_ALERTS
+    rows = scored.filter(alerting)
     n = rows.num_rows
-    times = rows.column("event_time").cast(pa.timestamp("us", tz="UTC"))
+    times = rows.column("event_time").cast(_UTC_US)
     return pa.Table.from_arrays(
         [
             pa.array([contract.name] * n, pa.string()),
@@ -143,9 +153,9 @@ def alert_rows(contract: Contract, scored: pa.Table, source: str,
             pa.array([source] * n, pa.string()),
             rows.column("reasons"),
             pa.array(np.full(n, np.datetime64(alerted_at.replace(tzinfo=None), "us")),
-                     pa.timestamp("us", tz="UTC")),  # fmt: skip
+                     _UTC_US),  # fmt: skip
         ],
-        names=list(ALERT_COLUMNS),
+        schema=_ALERT_SCHEMA,
     )
 
 

@@ -67,7 +67,8 @@ def test_alert_rows_are_the_review_and_block_rows_and_fit_both_alert_tables() ->
         ("review", 0.6, "batch:j")  # fmt: skip
     assert {r["contract"] for r in got.values()} == {"fraud"}
     assert got["tx_3"]["reasons"] == '[{"feature":"hour_of_day"}]'
-    assert alert_rows(fraud, scored.slice(0, 1), "batch:j", WHEN).num_rows == 0
+    none = alert_rows(fraud, scored.slice(0, 1), "batch:j", WHEN)
+    assert none.num_rows == 0 and none.schema == rows.schema
 
 
 def test_quarantine_rows_fit_the_quarantine_table() -> None:
