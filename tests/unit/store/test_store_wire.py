@@ -12,7 +12,7 @@ import pytest
 from cassandra.cqltypes import lookup_casstype
 
 from sluice.store._types import to_python
-from sluice.store._wire import _wire, serialize
+from sluice.store._wire import COLUMN_WISE_MIN_ROWS, _wire, serialize
 
 DRIVER = {
     "tinyint": "ByteType", "smallint": "ShortType", "int": "Int32Type", "bigint": "LongType",
@@ -76,14 +76,30 @@ COLUMN_WISE = [
 
 @pytest.mark.parametrize(("column", "cql"), COLUMN_WISE, ids=lambda v: str(getattr(v, "type", v)))
 def test_column_wise_bytes_are_the_drivers(column: pa.Array, cql: str) -> None:
-    assert _wire(column.dictionary_decode() if pa.types.is_dictionary(column.type) else column,
-                 cql.replace(" ", "")) is not None  # fmt: skip
-    assert ours(column, cql) == driver_bytes(column, cql)
-    # A slice (offsets into its parent's buffers) and a chunked column give the same.
-    tail = column.slice(1)
-    assert ours(tail, cql) == driver_bytes(tail, cql)
-    chunked = pa.chunked_array([column.slice(0, 2), column.slice(2)])
-    assert ours(chunked, cql) == driver_bytes(chunked, cql)
+    plain = column.dictionary_decode() if pa.types.is_dictionary(column.type) else column
+    want = cql.replace(" ", "")
+    assert _wire(plain, want).to_pylist() == driver_bytes(column, cql)
+    # A slice (offsets into its parent's buffers) gives the same.
+    tail = plain.slice(1)
+    assert _wire(tail, want).to_pylist() == driver_bytes(tail, cql)
+    # serialize takes the column-wise form from COLUMN_WISE_MIN_ROWS rows on (these columns
+    # repeated), value by value below: the same bytes either way, chunked or not.
+    many = pa.concat_arrays([plain] * (COLUMN_WISE_MIN_ROWS // len(plain) + 1))
+    assert len(many) >= COLUMN_WISE_MIN_ROWS
+    for col in (column, many, pa.chunked_array([many.slice(0, 2), many.slice(2)])):
+        assert ours(col, cql) == driver_bytes(col, cql)
+
+
+def test_small_columns_go_value_by_value_and_large_ones_column_wise(monkeypatch) -> None:
+    import sluice.store._wire as wire
+
+    calls = []
+    monkeypatch.setattr(wire, "_wire", lambda arr, want: calls.append(len(arr)) or _wire(arr, want))
+    column = pa.array(np.arange(COLUMN_WISE_MIN_ROWS, dtype=np.int64))
+    assert ours(column.slice(1), "bigint") == driver_bytes(column.slice(1), "bigint")
+    assert calls == []
+    assert ours(column, "bigint") == driver_bytes(column, "bigint")
+    assert calls == [COLUMN_WISE_MIN_ROWS]
 
 
 VALUE_WISE = [
