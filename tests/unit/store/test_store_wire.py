@@ -83,8 +83,9 @@ def test_column_wise_bytes_are_the_drivers(column: pa.Array, cql: str) -> None:
     tail = plain.slice(1)
     assert _wire(tail, want).to_pylist() == driver_bytes(tail, cql)
     # serialize takes the column-wise form from COLUMN_WISE_MIN_ROWS rows on (these columns
-    # repeated), value by value below: the same bytes either way, chunked or not.
-    many = pa.concat_arrays([plain] * (COLUMN_WISE_MIN_ROWS // len(plain) + 1))
+    # repeated, dictionary-encoded ones too), value by value below: the same bytes either
+    # way, chunked or not.
+    many = pa.concat_arrays([column] * (COLUMN_WISE_MIN_ROWS // len(column) + 1))
     assert len(many) >= COLUMN_WISE_MIN_ROWS
     for col in (column, many, pa.chunked_array([many.slice(0, 2), many.slice(2)])):
         assert ours(col, cql) == driver_bytes(col, cql)
