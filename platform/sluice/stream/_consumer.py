@@ -154,7 +154,7 @@ class CheckpointMirror:
         with self._cond:
             exc, self._error = self._error, None
             self._pending.update({p: o for (_, p), o in offsets.items()})
-            self._cond.notify()
+            self._cond.notify_all()
         if exc is not None:
             raise exc
 
@@ -173,7 +173,7 @@ class CheckpointMirror:
         """Write what is left, then stop; log (never raise) a failure: the consumer is ending."""
         with self._cond:
             self._closed = True
-            self._cond.notify()
+            self._cond.notify_all()
         self._thread.join()
         if self._error is not None:
             log.warning("%s: the last checkpoint mirror write failed: %s", self.job.name,
