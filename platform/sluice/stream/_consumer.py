@@ -201,12 +201,11 @@ class CheckpointMirror:
                 self._writing = False
                 self._attempts += 1
                 if exc is not None:
-                    if store_outage(exc):
-                        log.warning("%s: checkpoint mirror not updated (%s); its offsets go "
-                                    "with the next write", self.job.name, exc)  # fmt: skip
-                        self._pending = offsets | self._pending  # newer offsets win
-                        if self._closed:
-                            self._pending = {}  # ending: no retry; logged above
+                    if store_outage(exc):  # kept for the next write (newer win); not once closed
+                        log.warning("%s: checkpoint mirror not updated (%s); %s", self.job.name,
+                                    exc, "the consumer is ending" if self._closed
+                                    else "its offsets go with the next write")  # fmt: skip
+                        self._pending = {} if self._closed else offsets | self._pending
                     else:
                         self._error = exc
                 self._cond.notify_all()
