@@ -10,8 +10,8 @@ A key check and two streaming passes over the input, so memory stays bounded:
   1. record: read -> Scorer.split (conform + validate) -> valid events recorded in the
      online feature table; each refused row -> its own quarantine row (CassandraDatasink);
      the suite's counts -> table-level expectation results (pipelines/batch_expectations).
-  2. score:  read -> sort by card -> Scorer.split again -> the accepted rows scored ->
-     predictions table.
+  2. score:  read -> sort by card (finished before scoring) -> Scorer.split again -> the
+     accepted rows scored -> predictions table.
 Every event is recorded before any is scored, so an event's entity aggregates see all the
 earlier events of its card however Ray splits the input — the same features the stream and
 the online endpoint compute. Writes are idempotent upserts: a re-run changes no row.
@@ -153,8 +153,13 @@ def run(job: BatchJob, cfg: PlatformConfig) -> JobSummary:
     score_args = dict(stage_args, refused=refused, record_engine=job.validation_engine)
     # Sorted by card: a batch's rows then need one history read per card (pipelines/
     # batch_input.by_entity); every event was recorded in pass 1, so any split is exact.
-    scored = by_entity(read(), contract).map_batches(ScoreStage,
-                                                     fn_constructor_kwargs=score_args, **pool)
+    # The sort is a barrier (every row in the object store, spilled past its capacity) and
+    # is finished before scoring starts: each of its reduce tasks asks a whole CPU, so
+    # streamed into the scoring it waited for the writes of the block before to end, and
+    # the pass took turns scoring and writing (1.5 of 2 cores busy; 74-79 s of 1M rows
+    # against 64 s finished first: docs/benchmarks.md).
+    ordered = by_entity(read(), contract).materialize()
+    scored = ordered.map_batches(ScoreStage, fn_constructor_kwargs=score_args, **pool)
     psink = CassandraDatasink(cfg.cassandra, out.predictions_table, consistency=out.consistency,
                               ttl_s=out.ttl_s)  # fmt: skip
     try:
