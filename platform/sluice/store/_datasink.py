@@ -4,6 +4,7 @@
     ds.write_datasink(sink)
     sink.total_written          # distinct rows upserted by all tasks
     sink.total_input_rows       # rows the dataset handed to the sink
+    sink.total_tasks            # write tasks (blocks bundled to min_rows_per_write rows)
 
 - ``__init__`` keeps only picklable config (the sink travels to every write task).
 - ``on_write_start`` runs once on the driver with the dataset's schema: the table must
@@ -12,7 +13,10 @@
 - ``write`` runs per task: it takes this process's session (opened on first use and
   kept for the worker's life — connecting per task would cost more than a block's
   writes; it is closed at process exit), writes each block through ``CassandraWriter``
-  and returns the counts.
+  and returns the counts. Ray Data hands a task at least ``min_rows_per_write`` rows
+  (``MIN_ROWS_PER_WRITE``; small blocks are bundled): the batch job's quarantine, one
+  small block per scored batch, took 5.3 s for 30,000 rows of a 1M-row input as a task
+  per block (fresh workers importing and connecting), 1.0-1.1 s bundled.
 - ``on_write_complete`` adds the counts up on the driver, keeps them on the sink and
   logs them.
 """
@@ -38,9 +42,13 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from ray.data._internal.execution.interfaces import TaskContext
 
-__all__ = ["CassandraDatasink", "WriteCounts"]
+__all__ = ["MIN_ROWS_PER_WRITE", "CassandraDatasink", "WriteCounts"]
 
 log = logging.getLogger(__name__)
+
+MIN_ROWS_PER_WRITE = 8192
+"""Rows a write task is handed at least (but for the last): a task's fixed cost (a worker,
+its session, the prepared statement) is paid per this many rows, not per small block."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +66,8 @@ class CassandraDatasink(Datasink[WriteCounts]):
 
     ``columns`` maps Cassandra column -> dataset column; None writes every dataset
     column into the column of the same name. ``consistency`` and ``ttl_s`` come from the
-    contract (default: the platform's write consistency, no TTL).
+    contract (default: the platform's write consistency, no TTL). ``min_rows_per_write``
+    (None: as Ray Data splits) sizes the write tasks.
     """
 
     def __init__(
@@ -70,8 +79,10 @@ class CassandraDatasink(Datasink[WriteCounts]):
         columns: Mapping[str, str] | None = None,
         consistency: ConsistencyLevel | None = None,
         ttl_s: int = 0,
+        min_rows_per_write: int | None = MIN_ROWS_PER_WRITE,
     ) -> None:
         self.cfg = cfg
+        self._min_rows_per_write = min_rows_per_write
         self.keyspace = keyspace or cfg.keyspace
         self.table = table
         self.columns = dict(columns) if columns is not None else None
@@ -79,6 +90,12 @@ class CassandraDatasink(Datasink[WriteCounts]):
         self.total_written = 0
         self.total_blocks = 0
         self.total_input_rows = 0
+        self.total_tasks = 0
+
+    @property
+    def min_rows_per_write(self) -> int | None:
+        """Ray Data bundles blocks until a write task holds at least this many rows."""
+        return self._min_rows_per_write
 
     def get_name(self) -> str:
         return f"Cassandra({self.keyspace}.{self.table})"
@@ -143,6 +160,7 @@ class CassandraDatasink(Datasink[WriteCounts]):
         self.total_written = sum(c.rows for c in counts)
         self.total_blocks = sum(c.blocks for c in counts)
         self.total_input_rows = sum(c.input_rows for c in counts)
+        self.total_tasks = len(counts)
         log.info(
             "Cassandra sink %s.%s: %d rows written in %d blocks by %d tasks",
             self.keyspace, self.table, self.total_written, self.total_blocks, len(counts),

@@ -68,6 +68,23 @@ def test_100k_rows_written_once_even_when_written_twice(store_cfg, fraud_tables,
     assert 0 < row[3] <= contract.output.ttl_s
 
 
+def test_small_blocks_are_bundled_into_few_write_tasks(store_cfg, fraud_tables, ray_session):
+    """40 blocks of 100 rows, at least 1,000 rows a task: at most 4 write tasks, every row
+    written (as the batch job's quarantine, one small block per scored batch)."""
+    import ray
+
+    contract = fraud_tables
+    table = predictions(4_000)
+    ds = ray.data.from_arrow([table.slice(i, 100) for i in range(0, 4_000, 100)])
+    assert ds.num_blocks() == 40
+    sink = CassandraDatasink(store_cfg, contract.output.predictions_table,
+                             consistency=contract.output.consistency,
+                             ttl_s=contract.output.ttl_s, min_rows_per_write=1_000)  # fmt: skip
+    ds.write_datasink(sink)
+    assert (sink.total_input_rows, sink.total_written, sink.total_blocks) == (4_000, 4_000, 40)
+    assert 1 <= sink.total_tasks <= 4, sink.total_tasks
+
+
 def test_missing_table_fails_before_writing_and_names_the_fix(store_cfg, fraud_tables,
                                                               ray_session):  # fmt: skip
     import ray
