@@ -14,9 +14,12 @@ the registry and the alert topic differ per test.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -28,7 +31,7 @@ import pytest
 
 from sluice.config import REPO_ROOT, PlatformConfig, load_platform_config
 from sluice.contract import load_contract
-from sluice.local import LocalServices
+from sluice.local import LocalServices, _ray
 from sluice.store import apply_schema, schema_change, session_for
 
 CONFIG = REPO_ROOT / "configs" / "platform-cluster.yaml"
@@ -57,6 +60,37 @@ class Cluster:
         moment they do."""
         self.services.up()
         return time.monotonic()
+
+    def wait_for_ray_nodes(self, killed: str, timeout_s: float = 120.0) -> list[str]:
+        """Wait until Ray's GCS has given up on the node whose raylet was SIGKILLed on
+        address ``killed`` (listed dead) and counts exactly the cluster's Ray nodes alive,
+        its restarted self among them; return their addresses. Until its health checks
+        give up (tens of seconds) the GCS lists the killed node alive beside its restarted
+        self: a test that killed one waits here, so that the next finds the cluster whole.
+        A driver of its own polls ``ray.nodes()`` (this process runs the tests' local Ray)."""
+        script = (
+            "import json, time, ray\n"
+            f"ray.init(address={self.cfg.ray.address!r}, log_to_driver=False)\n"
+            f"deadline = time.monotonic() + {timeout_s}\n"
+            "while True:\n"
+            "    nodes = ray.nodes()\n"
+            "    alive = sorted(n['NodeManagerAddress'] for n in nodes if n['Alive'])\n"
+            "    dead = [n for n in nodes\n"
+            f"            if not n['Alive'] and n['NodeManagerAddress'] == {killed!r}]\n"
+            f"    if (dead and len(alive) == {_ray.NODES} and {killed!r} in alive\n"
+            "            or time.monotonic() > deadline):\n"
+            "        break\n"
+            "    time.sleep(0.5)\n"
+            "print(json.dumps({'alive': alive, 'dead': len(dead)}))\n"
+        )
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              timeout=timeout_s + 60, cwd=REPO_ROOT)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        seen = json.loads(done.stdout.strip().splitlines()[-1])
+        assert seen["dead"] and len(seen["alive"]) == _ray.NODES and killed in seen["alive"], (
+            f"after {timeout_s} s Ray counts {seen['alive']} alive and {seen['dead']} dead "
+            f"node(s) on {killed}")  # fmt: skip
+        return seen["alive"]
 
     def fresh(self) -> None:
         """Stop what an earlier session left running and delete every node's data (not the
