@@ -163,5 +163,5 @@ class CassandraDatasink(Datasink[WriteCounts]):
         self.total_tasks = len(counts)
         log.info(
             "Cassandra sink %s.%s: %d rows written in %d blocks by %d tasks",
-            self.keyspace, self.table, self.total_written, self.total_blocks, len(counts),
+            self.keyspace, self.table, self.total_written, self.total_blocks, self.total_tasks,
         )  # fmt: skip
