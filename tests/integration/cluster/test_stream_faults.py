@@ -15,6 +15,7 @@ from stream.stream_helpers import (  # noqa: I001 - tests/integration/stream, by
     Driver,
     consumer_actor_pids,
     feature_event_keys,
+    lost_acknowledged,
     make_messages,
     new_topic,
     prediction_keys,
@@ -155,6 +156,10 @@ def test_stream_keeps_exact_accounting_through_broker_node_and_consumer_kills(cl
     (conf,) = admin.describe_configs([ConfigResource("topic", topic)]).values()
     assert conf.result(timeout=30)["min.insync.replicas"].value == "2"
 
+    # The brokers kept every message they acknowledged (acks=all, idempotent producer): a
+    # loss there is Kafka's, not the stream job's, and this says so by name.
+    lost = lost_acknowledged(cfg, produced)
+    assert not lost, f"Kafka lost {len(lost)} acknowledged message(s): {lost[:10]}"
     # Committed offsets == log end on every partition; the supervisor replaced the actors.
     assert committed == {p: high for p, (_, high) in ends.items()}
     assert sum(committed.values()) == total

@@ -132,6 +132,26 @@ class Produced:
         return out
 
 
+def lost_acknowledged(cfg: PlatformConfig, produced: Produced) -> list[str]:
+    """The messages Kafka acknowledged (a delivery report with its partition and offset)
+    that its log does not hold there: read back from the start of every partition. Empty
+    where the broker kept them all; else one line per message, naming what the log holds
+    at its offset (another message: two acknowledged at one offset; nothing: past the end
+    or compacted away). Tells a broker's loss from the stream job's."""
+    log = {(m.partition(), m.offset()): m.value()
+           for m in read_topic(cfg.kafka, produced.topic)}  # fmt: skip
+    out = []
+    for i, (payload, at) in enumerate(zip(produced.payloads, produced.positions,
+                                          strict=True)):  # fmt: skip
+        held = log.get(at)
+        if held != payload:
+            other = ("nothing" if held is None else f"message {produced.payloads.index(held)}"
+                     if held in produced.payloads else "an unknown message")  # fmt: skip
+            out.append(f"message {i} (key {produced.keys[i]!r}) acknowledged at {at}, "
+                       f"the log holds {other} there")
+    return out
+
+
 def make_messages(n: int, seed: int, *, invalid: float, wrong_types: float, malformed: float,
                   topic: str) -> Produced:  # fmt: skip
     data = generate_dataset(n, seed, invalid_fraction=invalid, invalid_kinds=KINDS)
