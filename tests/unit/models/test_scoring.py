@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 import numpy as np
@@ -13,7 +16,7 @@ from sluice.contract import Device, load_contract
 from sluice.datagen import InvalidKind, generate_dataset, to_json_messages
 from sluice.errors import ConfigError
 from sluice.features import InMemoryFeatureStore
-from sluice.models import ModelRegistry, select_device
+from sluice.models import ModelRegistry, _runtime, select_device
 from sluice.scoring import QUARANTINE_SCHEMA, Scorer, scored_schema
 
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
@@ -162,8 +165,42 @@ def test_device_cuda_falls_back_to_cpu(trained, contract, monkeypatch):
     assert scorer.device == "cpu" and scorer.model.device == "cpu"
     assert scorer.score(generate_dataset(20, seed=4).table, now=NOW).scored.num_rows == 20
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(_runtime, "_gpu_device_present", lambda: True)  # a GPU host
     assert select_device("auto") == "cuda" and select_device("cuda") == "cuda"
     assert select_device("cpu") == "cpu"
+
+
+# Builds the batch record pass's Scorer on an ONNX model, splits and records a batch,
+# then prints which model libraries the process imported and onnxruntime's thread count.
+NO_TORCH_PROBE = """
+import sys
+import sluice.models._runtime as runtime
+runtime._gpu_device_present = lambda: False  # as on a host without a GPU (this one)
+from datetime import UTC, datetime
+from sluice.contract import load_contract
+from sluice.datagen import generate_dataset
+from sluice.features import InMemoryFeatureStore
+from sluice.models import ModelRegistry
+from sluice.scoring import Scorer
+scorer = Scorer(load_contract("fraud"), ModelRegistry(sys.argv[1]), InMemoryFeatureStore(),
+                record_events=False)
+split = scorer.split(generate_dataset(200, seed=5).table, now=datetime(2025, 6, 1, tzinfo=UTC))
+scorer.record(split.valid)
+options = scorer.model.runner.session.get_session_options()
+print(scorer.model.meta.format, "torch" in sys.modules, "onnxruntime" in sys.modules,
+      options.intra_op_num_threads)
+"""
+
+
+def test_validating_and_recording_with_an_onnx_model_never_imports_torch(trained):
+    """Without a GPU device file, torch could not see a GPU either: the CPU is chosen
+    without importing torch (~0.9 s in every batch actor's start), and onnxruntime gets
+    the thread budget Ray gives an actor (OMP_NUM_THREADS) as torch would have read it."""
+    registry, _ = trained
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", NO_TORCH_PROBE, registry.root_uri], env=env,
+                         capture_output=True, text=True, check=True, timeout=120)  # fmt: skip
+    assert out.stdout.split() == ["onnx", "False", "True", "1"], out.stdout + out.stderr
 
 
 def test_record_pass_then_score_equals_score_in_one_go(trained, contract):
