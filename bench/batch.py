@@ -39,7 +39,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 from cassandra_write import raw_ceiling, raw_ceiling_max  # noqa: E402
 
-from pipelines.batch_score import run, worker_runtime_env  # noqa: E402
+from pipelines.batch_score import run, start_ray  # noqa: E402
 from pipelines.train import TrainConfig, train  # noqa: E402
 from sluice.config import load_platform_config  # noqa: E402
 from sluice.contract import load_contract  # noqa: E402
@@ -188,8 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     print("measuring R (raw driver ceiling) ...", flush=True)
     r_rate, r_level = raw_ceiling(min(args.rows, 100_000))
     r_max, r_max_k, _ = raw_ceiling_max(min(args.rows, 100_000), r_level)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env=worker_runtime_env())  # the job's own, as `run` would start it
+    start_ray("local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # as `run` does
     ray.data.DataContext.get_current().enable_progress_bars = False
 
     print(f"Sluice batch job on {args.rows:,} rows ...", flush=True)

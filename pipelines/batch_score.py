@@ -70,11 +70,33 @@ the peak of private memory fell by 250-280 MiB on 1M and 5M rows, rows/s within 
 
 
 def worker_runtime_env() -> dict[str, Any]:
-    """The job's ``runtime_env`` for ``ray.init``: ``WORKER_ENV`` less the variables this
-    process already has (a team's own, from ``ray job submit --runtime-env``: Ray refuses
-    to merge a job's and a driver's value of one variable)."""
+    """The job's ``runtime_env`` when it joins a running Ray: ``WORKER_ENV`` less the
+    variables this process already has (a team's own, from ``ray job submit --runtime-env``:
+    Ray refuses to merge a job's and a driver's value of one variable)."""
     env = {k: v for k, v in WORKER_ENV.items() if k not in os.environ}
     return {"env_vars": env} if env else {}
+
+
+def start_ray(address: str | None, **init_kwargs: Any) -> None:
+    """``ray.init`` for the job, its workers with ``WORKER_ENV``.
+
+    A Ray this process starts (no address, or ``"local"``, and no ``RAY_ADDRESS``) inherits
+    the variables from this process's environment (set here; a value already there is
+    kept), so the job needs no ``runtime_env``: with one, every worker starts through
+    Ray's ``setup_worker`` (a second interpreter, ~0.3 s) and none of the workers Ray
+    prestarted is used; a 30k-row job took 17.7 s with it against 14.0-14.3 s without (the
+    first job in a fresh Ray, docs/benchmarks.md). A job joining a running Ray (an
+    address, or ``RAY_ADDRESS`` as under ``ray job submit``) gets them in its
+    ``runtime_env``: those workers were started by that Ray, not by this process. (A Ray
+    that ``ray start`` left on this machine, which ``ray.init`` joins without an address,
+    runs with the environment it was started with.)"""
+    import ray
+
+    joins = address not in (None, "local") or bool(os.environ.get("RAY_ADDRESS"))
+    runtime_env = worker_runtime_env() if joins else {}
+    for name, value in WORKER_ENV.items():
+        os.environ.setdefault(name, value)
+    ray.init(address=address, runtime_env=runtime_env or None, **init_kwargs)
 
 
 # -- the job ------------------------------------------------------------------------------------
@@ -114,8 +136,7 @@ def run(job: BatchJob, cfg: PlatformConfig) -> JobSummary:
     check_schema(session_for(cfg.cassandra), cfg.cassandra, [contract])  # `sluice schema apply`'s
 
     if not ray.is_initialized():
-        ray.init(address=cfg.ray.address, namespace=cfg.ray.namespace, log_to_driver=False,
-                 runtime_env=worker_runtime_env())  # fmt: skip
+        start_ray(cfg.ray.address, namespace=cfg.ray.namespace, log_to_driver=False)
     now = datetime.now(UTC)
     source = f"batch:{job.name}"
 
