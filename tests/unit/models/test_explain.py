@@ -105,6 +105,18 @@ def test_the_attributions_are_captums_shapley_value_sampling(models, kind):
     np.testing.assert_allclose(got, want, rtol=0, atol=SCORE_TOLERANCE)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 12345, 2**31 - 1, 2**32 - 1])
+def test_the_permutations_are_torch_randperms_without_torch(seed):
+    """The Explainer draws Captum's permutations without importing torch: the same as
+    torch.randperm in a generator seeded with the same seed, size by size."""
+    from sluice.models._explain import _randperms
+
+    for d in (1, 2, 3, 5, 16, 17, 40, 100):
+        rng = torch.Generator().manual_seed(seed)
+        want = [torch.randperm(d, generator=rng).tolist() for _ in range(20)]
+        assert _randperms(d, 20, seed).tolist() == want, (seed, d)
+
+
 def test_rows_explained_in_chunks_get_the_attributions_they_get_together(models, monkeypatch):
     import sluice.models._explain as explain
 
@@ -117,10 +129,13 @@ def test_rows_explained_in_chunks_get_the_attributions_they_get_together(models,
 
 def test_explaining_leaves_the_callers_random_state_alone(models):
     torch.manual_seed(123)
-    expected = torch.rand(3)
+    np.random.seed(123)
+    expected, expected_np = torch.rand(3), np.random.rand(3)
     torch.manual_seed(123)
+    np.random.seed(123)
     Explainer(models["torch"]).attributions(_rows(5, seed=1))
     assert torch.equal(torch.rand(3), expected)
+    assert np.array_equal(np.random.rand(3), expected_np)
 
 
 def test_reasons_are_the_top_features_by_absolute_contribution(models):
