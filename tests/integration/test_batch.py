@@ -268,6 +268,34 @@ def test_key_check_reads_values_not_types_and_skips_null_keys(ray_session):
     assert found.conflicting == frozenset({"b"}) and found.keyed_rows == 4
 
 
+def test_the_sort_by_card_orders_every_row_in_map_tasks_of_bounded_input(ray_session,
+                                                                        monkeypatch):  # fmt: skip
+    """The score pass's sort: every row, ordered by card, and no map task sorting more
+    than SORT_TASK_INPUT_BYTES of input (plus one block). Ray Data's default coalesced up
+    to 1 GiB of blocks into one task: the 5M-row job's peak memory grew with its input."""
+    import re
+
+    import ray
+
+    import pipelines.batch_input as batch_input
+
+    monkeypatch.setattr(batch_input, "SORT_TASK_INPUT_BYTES", 1)  # each block a task
+    table = generate_dataset(4_000, seed=8, invalid_fraction=0.0).table
+    ds = ray.data.from_arrow([table.slice(i * 500, 500) for i in range(8)])
+    ordered = batch_input.by_entity(ds, load_contract("fraud")).materialize()
+    rows = pa.concat_tables(ray.get(ordered.to_arrow_refs()))
+    entities = rows.column(batch_input.ENTITY_COLUMN).to_pylist()
+    assert entities == sorted(entities) and rows.num_rows == table.num_rows
+    assert sorted(rows.column("transaction_id").to_pylist()) == sorted(
+        table.column("transaction_id").to_pylist())
+    # Ray 2.60's stats give the sort's map side "1 tasks executed" whatever their number,
+    # and one block produced per map task (1 here with Ray Data's default).
+    tasks = re.search(r"SortShuffleMap\(partitions=\d+\): \d+ tasks executed, (\d+) blocks",
+                      ordered.stats())  # fmt: skip
+    assert tasks is not None, ordered.stats()
+    assert int(tasks.group(1)) == 8, ordered.stats()
+
+
 def quarantine_rows_of(session, source: str) -> list:
     rows = session.execute("SELECT source, key, row_id, raw FROM sluice_test_batch.quarantine",
                            timeout=60)  # fmt: skip
