@@ -77,25 +77,39 @@ def worker_runtime_env() -> dict[str, Any]:
     return {"env_vars": env} if env else {}
 
 
+JOB_RAY_CONFIG = {"idle_worker_killing_time_threshold_ms": 2000}
+"""Ray's settings for a Ray the job starts itself. Ray keeps an idle task worker only while
+the node runs at most as many workers as CPUs, and Ray Data's three actors of its own
+already exceed 2: every worker above that is killed once idle this long (Ray's default
+1 s), and the job's next stage, about a second later, waited for a new process. At 2 s
+the stages of a small job reuse them: the 30k-row job 12.0-12.7 -> 11.0-11.7 s, peak
+private memory the same within a run's spread (1M 2,118 -> 2,132 MiB, 5M 2,409 ->
+2,451). 5 s saved as much but cost 5M rows ~350 MiB (measured before the sort's
+map tasks were bounded, `batch_input.SORT_TASK_INPUT_BYTES`); keeping 5-8 idle workers
+(``num_workers_soft_limit``) cost 1M rows ~400 MiB (docs/benchmarks.md)."""
+
+
 def start_ray(address: str | None, **init_kwargs: Any) -> None:
     """``ray.init`` for the job, its workers with ``WORKER_ENV``.
 
-    A Ray this process starts (no address, or ``"local"``, and no ``RAY_ADDRESS``) inherits
-    the variables from this process's environment (set here; a value already there is
+    A Ray this process starts (``ray.init`` finds none to join: ``"local"``, or no address,
+    no ``RAY_ADDRESS`` and no Ray that ``ray start`` left on this machine) inherits the
+    variables from this process's environment (set here; a value already there is
     kept), so the job needs no ``runtime_env``: with one, every worker starts through
     Ray's ``setup_worker`` (a second interpreter, ~0.3 s) and none of the workers Ray
     prestarted is used; a 30k-row job took 17.7 s with it against 14.0-14.3 s without (the
-    first job in a fresh Ray, docs/benchmarks.md). A job joining a running Ray (an
-    address, or ``RAY_ADDRESS`` as under ``ray job submit``) gets them in its
-    ``runtime_env``: those workers were started by that Ray, not by this process. (A Ray
-    that ``ray start`` left on this machine, which ``ray.init`` joins without an address,
-    runs with the environment it was started with.)"""
+    first job in a fresh Ray, docs/benchmarks.md), and Ray's settings ``JOB_RAY_CONFIG``.
+    A job joining a running Ray (as under ``ray job submit``) gets the variables in its
+    ``runtime_env``: those workers were started by that Ray, not by this process."""
     import ray
+    from ray._private.services import canonicalize_bootstrap_address  # ray.init's own
 
-    joins = address not in (None, "local") or bool(os.environ.get("RAY_ADDRESS"))
+    joins = canonicalize_bootstrap_address(address) is not None
     runtime_env = worker_runtime_env() if joins else {}
     for name, value in WORKER_ENV.items():
         os.environ.setdefault(name, value)
+    if not joins:
+        init_kwargs["_system_config"] = JOB_RAY_CONFIG | init_kwargs.get("_system_config", {})
     ray.init(address=address, runtime_env=runtime_env or None, **init_kwargs)
 
 
