@@ -98,7 +98,7 @@ def start_ray(address: str | None, **init_kwargs: Any) -> None:
     kept), so the job needs no ``runtime_env``: with one, every worker starts through
     Ray's ``setup_worker`` (a second interpreter, ~0.3 s) and none of the workers Ray
     prestarted is used; a 30k-row job took 17.7 s with it against 14.0-14.3 s without (the
-    first job in a fresh Ray, docs/benchmarks.md), and Ray's settings ``JOB_RAY_CONFIG``.
+    first job in a fresh Ray, docs/benchmarks.md). Such a Ray also gets ``JOB_RAY_CONFIG``.
     A job joining a running Ray (as under ``ray job submit``) gets the variables in its
     ``runtime_env``: those workers were started by that Ray, not by this process."""
     import ray

@@ -67,8 +67,9 @@ def _randperms(d: int, samples: int, seed: int) -> np.ndarray:
     each ``i < d - 1`` it swaps ``r[i]`` with ``r[i + z]``, ``z`` = the generator's next
     32-bit MT19937 output modulo ``d - i``. Its generator seeds MT19937 with Matsumoto and
     Nishimura's ``init_genrand``, as NumPy's legacy ``RandomState(seed)`` does, whose
-    full-range ``uint32`` draws are the raw outputs. ``tests/unit/models/test_explain.py``
-    compares both for several seeds and sizes."""
+    full-range ``uint32`` draws are the raw outputs (so ``seed`` is below 2**32: NumPy
+    refuses a larger one). ``tests/unit/models/test_explain.py`` compares both for several
+    seeds and sizes."""
     steps = max(d - 1, 0)
     draws = np.random.RandomState(seed).randint(0, 2**32, size=samples * steps,
                                                 dtype=np.uint32).tolist()  # fmt: skip
