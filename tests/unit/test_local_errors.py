@@ -169,3 +169,35 @@ def test_a_new_kafka_cluster_id_never_starts_with_a_dash(monkeypatch):
     assert base64.urlsafe_b64encode(b"\xf8").decode().startswith("-")  # the first draw's text
     got = _kafka.new_cluster_id()
     assert got == base64.urlsafe_b64encode(b"\x01" * 16).decode().rstrip("=")
+
+
+def test_up_waits_until_every_cassandra_node_holds_the_whole_ring(monkeypatch, tmp_path):
+    """A node answers CQL before the others' gossip has marked it normal; `up` of a ring
+    returns only once each node holds the others as token owners with one schema, and
+    names each node's view when they never settle."""
+    from sluice.config import PlatformConfig
+    from sluice.local import LocalServices, _cassandra
+
+    cfg = PlatformConfig.model_validate(
+        {"local": {"state_dir": str(tmp_path), "nodes": 3, "start_timeout_s": 1}})
+    views = {1: [_cassandra.NodeView("5.0.6", 0), _cassandra.NodeView("5.0.6", 2)],
+             2: [_cassandra.NodeView("5.0.6", 2, schema_agreed=False),
+                 _cassandra.NodeView("5.0.6", 2)],
+             3: [None, _cassandra.NodeView("5.0.6", 2)]}  # fmt: skip
+    asked: list[int] = []
+
+    def ready(cfg, auth, node):
+        asked.append(node)
+        seen = views[node]
+        return seen.pop(0) if len(seen) > 1 else seen[0]
+
+    monkeypatch.setattr(_cassandra, "ready", ready)
+    LocalServices(cfg, echo=lambda _: None)._wait_ring(auth=False)
+    assert asked == [1, 2, 3, 1, 2, 3]  # the first round unsettled on every node
+    assert str(views[1][0]) == "5.0.6, 2 peer(s) in its ring, one schema"
+
+    views[2] = [_cassandra.NodeView("5.0.6", 1, schema_agreed=False)]
+    views[3] = [None]
+    with pytest.raises(LocalServiceError, match=r"did not settle .*cassandra-2: 5\.0\.6, 1 "
+                       r"peer\(s\) in its ring, schema differs; cassandra-3: not answering"):
+        LocalServices(cfg, echo=lambda _: None)._wait_ring(auth=False)

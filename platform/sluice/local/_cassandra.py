@@ -3,6 +3,7 @@ config, command line, readiness."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from sluice.config import PlatformConfig
@@ -148,9 +149,28 @@ def command(cfg: PlatformConfig, java: Path, lib: Path, home: Path, node: int = 
     ]  # fmt: skip
 
 
-def ready(cfg: PlatformConfig, auth: bool, node: int = 1) -> str | None:
-    """Node ``node``'s release version and how many of its peers it sees up, when its CQL
-    answers, else None."""
+@dataclass(frozen=True)
+class NodeView:
+    """What one node answers over CQL: its release version and, in a ring, how many peers
+    it holds as token owners (``system.peers_v2.tokens``, set once gossip has marked the
+    peer normal) and whether all of them report its own schema version."""
+
+    version: str
+    ring_peers: int = 0
+    schema_agreed: bool = True
+
+    def settled(self, nodes: int) -> bool:
+        return self.ring_peers == nodes - 1 and self.schema_agreed
+
+    def __str__(self) -> str:
+        if self.ring_peers == 0 and self.schema_agreed:
+            return self.version
+        schema = "one schema" if self.schema_agreed else "schema differs"
+        return f"{self.version}, {self.ring_peers} peer(s) in its ring, {schema}"
+
+
+def ready(cfg: PlatformConfig, auth: bool, node: int = 1) -> NodeView | None:
+    """Node ``node``'s view when its CQL answers, else None."""
     from cassandra.auth import PlainTextAuthProvider
     from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable
     from cassandra.policies import WhiteListRoundRobinPolicy
@@ -164,11 +184,14 @@ def ready(cfg: PlatformConfig, auth: bool, node: int = 1) -> str | None:
     )  # fmt: skip
     try:
         session = cluster.connect()
-        row = session.execute("SELECT release_version FROM system.local", timeout=5).one()
+        local = session.execute(
+            "SELECT release_version, schema_version FROM system.local", timeout=5).one()
         if cfg.local.nodes == 1:
-            return row.release_version
-        peers = session.execute("SELECT peer FROM system.peers_v2", timeout=5).all()
-        return f"{row.release_version}, {len(peers)} peer(s)"
+            return NodeView(local.release_version)
+        peers = session.execute(
+            "SELECT tokens, schema_version FROM system.peers_v2", timeout=5).all()
+        return NodeView(local.release_version, sum(1 for p in peers if p.tokens),
+                        all(p.schema_version == local.schema_version for p in peers))
     except (NoHostAvailable, OSError, Exception):  # noqa: BLE001 - any failure means "not yet"
         return None
     finally:

@@ -140,6 +140,8 @@ class LocalServices:
             self._wait_ready(name, auth)
             started[name] = time.monotonic() - begun[name]
             self.echo(f"{name}: ready in {started[name]:.1f} s")
+        if self.cfg.local.nodes > 1 and any(n.startswith(_cassandra.NAME) for n in started):
+            self._wait_ring(auth)
         return started
 
     def down(self) -> list[str]:
@@ -235,6 +237,27 @@ class LocalServices:
         brokers = _kafka.ready(self.cfg, node)
         where = f"{self._host(name)}:{_kafka.broker_port(self.cfg)}"
         return f"Kafka, {brokers}, on {where}" if brokers else None
+
+    def _wait_ring(self, auth: bool) -> None:
+        """Wait until every Cassandra node holds every other as a token owner and all agree
+        on the schema. A node answers CQL once it has joined, before the others' gossip has
+        marked it normal: a keyspace created right after `up` once counted one node in the
+        data center (its replication 3 above it), and the next statement's coordinator
+        had never heard of that keyspace."""
+        nodes = self.cfg.local.nodes
+        deadline = time.monotonic() + self.cfg.local.start_timeout_s
+        while True:
+            views = {n: _cassandra.ready(self.cfg, auth, n) for n in range(1, nodes + 1)}
+            if all(v is not None and v.settled(nodes) for v in views.values()):
+                return
+            if time.monotonic() > deadline:
+                seen = "; ".join(f"{_cassandra.NAME}-{n}: {v or 'not answering'}"
+                                 for n, v in views.items())  # fmt: skip
+                raise LocalServiceError(
+                    f"Cassandra's {nodes} nodes did not settle into one ring with one schema "
+                    f"within {self.cfg.local.start_timeout_s:.0f} s ({seen})"
+                )
+            time.sleep(0.5)
 
     def _wait_ready(self, name: str, auth: bool) -> None:
         rec = self._record(name)

@@ -24,7 +24,7 @@ def test_every_node_of_the_cluster_is_up_and_sees_the_others(cluster):
     assert [line.split()[0] for line in lines] == [
         "cassandra-1", "cassandra-2", "cassandra-3", "kafka-1", "kafka-2", "kafka-3",
         "ray-1", "ray-2"]  # fmt: skip
-    assert all("2 peer(s)" in line for line in lines[:3]), lines
+    assert all("2 peer(s) in its ring, one schema" in line for line in lines[:3]), lines
     assert all("3 broker(s)" in line for line in lines[3:6]), lines
     assert [f"127.0.0.{i}" in lines[i - 1] for i in (1, 2, 3)] == [True] * 3
 
