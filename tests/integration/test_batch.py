@@ -382,7 +382,8 @@ def test_a_score_pass_disagreeing_with_the_record_pass_fails_naming_the_key(env)
     args = dict(cfg=cfg, contract_name="fraud", model_ref="fraud/1", engine="gx",
                 batch_rows=64, source="batch:test_batch_disagree", now=datetime.now(UTC),
                 conflicting_keys=frozenset(), files=[],
-                refused={key: "expect_column_values_to_be_between:amount"},
+                refused=pa.table({"key": [key], "expectations": [
+                    "expect_column_values_to_be_between:amount"]}),
                 record_engine="gx")  # fmt: skip
     ds = ray.data.from_arrow(rows).map_batches(
         ScoreStage, fn_constructor_kwargs=args, batch_format="pyarrow",

@@ -86,13 +86,27 @@ def test_record_pass_returns_each_refused_row_with_its_position_and_the_batch_co
     [text] = _totals_rows(out).column(0).to_pylist()
     totals = Totals.from_json(text)
     assert totals.rows == 4 and totals.unexpected == {0: 2} and totals.counted == {0: 4}
-    assert refusals([rows]) == {"t1": "expect_column_values_to_be_between:amount",
-                                "t3": "expect_column_values_to_be_between:amount"}  # fmt: skip
+    assert refusals([rows]).to_pylist() == [
+        {"key": "t1", "expectations": "expect_column_values_to_be_between:amount"},
+        {"key": "t3", "expectations": "expect_column_values_to_be_between:amount"}]
 
 
-def score_stage(refuse: set[int], refused: dict[str, str]) -> ScoreStage:
-    return stage(ScoreStage, refuse, refused=refused, record_engine="gx",
-                 refused_keys=pa.array(sorted(refused), pa.string()))  # fmt: skip
+def test_refusals_are_each_refused_key_once_sorted_with_its_first_rows_expectations():
+    first = quarantined(["t9", "t2"], "expect_column_values_to_not_be_null")
+    again = quarantined(["t2", None, "t5"])  # t2's second row: another expectation
+    got = refusals(iter([first, again]))
+    assert got.to_pylist() == [
+        {"key": "t2", "expectations": "expect_column_values_to_not_be_null:amount"},
+        {"key": "t5", "expectations": "expect_column_values_to_be_between:amount"},
+        {"key": "t9", "expectations": "expect_column_values_to_not_be_null:amount"},
+        {"key": None, "expectations": "expect_column_values_to_be_between:amount"}]
+    assert refusals(iter([])).num_rows == 0
+
+
+def score_stage(refuse: set[int], refused: dict[str, str] | pa.Table) -> ScoreStage:
+    if isinstance(refused, dict):
+        refused = pa.table({"key": list(refused), "expectations": list(refused.values())})
+    return stage(ScoreStage, refuse, refused=refused.sort_by("key"), record_engine="gx")
 
 
 def test_score_pass_refusing_a_row_the_record_pass_accepted_fails_naming_key_and_rule():
@@ -118,6 +132,9 @@ def test_passes_that_agree_pass_the_check():
     s = score_stage({1, 3}, {"t1": "x:amount", "t3": "x:amount"})
     split = s.split(BATCH, "compiled")
     s.check_agreement(split.quarantined, split.valid)
+    none = score_stage(set(), refusals(iter([])))  # nothing refused by either pass
+    split = none.split(BATCH, "compiled")
+    none.check_agreement(split.quarantined, split.valid)
 
 
 def test_keys_too_long_to_store_whole_are_matched_as_the_quarantine_stores_them():
