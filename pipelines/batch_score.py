@@ -61,6 +61,27 @@ lost with a node, waited for a scoring actor to restart: the job hung (tests/int
 cluster/test_batch_faults.py)."""
 
 
+QUARANTINE_WRITE_TASKS = 2
+"""Write tasks at once for the record pass's quarantine. Ray Data ran as many as the CPUs
+allow (eight at ``WRITE_TASK``'s quarter CPU on 2 CPUs) for the 150k refused rows of a
+5M-row input, and the eight workers, ~125 MiB each, sat idle into the score pass's sort:
+1,000 MiB of idle workers were the 5M-row job's peak of private memory (2,425 MiB; with
+two, the pass's peak fell to 1,913 MiB, docs/benchmarks.md "Peak memory"). Each task
+keeps many requests in flight (the driver's async API), so two keep Cassandra as busy."""
+
+
+def release_arrow_memory() -> None:
+    """Return the memory Arrow's allocator holds freed to the system, after the driver's
+    own Arrow work (the key check's buckets, the refusals). This process's mimalloc keeps
+    freed pages until it allocates again (``WORKER_ENV`` cannot reach a process already
+    running): after the key check the driver held ~165 MiB (1M rows) to ~200 MiB (5M)
+    more through the whole record pass, and a job in a process that ran one before
+    started with the last one's."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+
+
 WORKER_ENV = {"MIMALLOC_PURGE_DELAY": "0"}
 """Set in the job's Ray workers. Arrow's default allocator (mimalloc) keeps the memory it
 freed until the same process allocates again, so an idle worker that ran the score pass's
@@ -161,6 +182,7 @@ def run(job: BatchJob, cfg: PlatformConfig) -> JobSummary:
     t = time.monotonic()
     rows_read = count_rows(job, files, fs, read)
     keys = conflicting_keys(read(), contract.key_column, rows_read)
+    release_arrow_memory()
     phase["key_check"] = time.monotonic() - t
     stage_args = dict(cfg=cfg, contract_name=job.contract, model_ref=model_version,
                       engine=job.validation_engine, batch_rows=job.batch_rows, source=source,
@@ -180,7 +202,8 @@ def run(job: BatchJob, cfg: PlatformConfig) -> JobSummary:
     quarantined = quarantined.materialize()
     qsink = CassandraDatasink(cfg.cassandra, out.quarantine_table, consistency=out.consistency,
                               ttl_s=out.ttl_s)  # fmt: skip
-    quarantined.write_datasink(qsink, ray_remote_args=WRITE_TASK)
+    quarantined.write_datasink(qsink, ray_remote_args=WRITE_TASK,
+                               concurrency=QUARANTINE_WRITE_TASKS)
     reasons: Counter[str] = Counter()
     for batch in quarantined.iter_batches(batch_format="pyarrow", batch_size=65536):
         reasons.update(reason_counts(batch.column("reasons").to_pylist()))
@@ -203,6 +226,7 @@ def run(job: BatchJob, cfg: PlatformConfig) -> JobSummary:
     # Pass 2: score the rows pass 1 accepted; it must refuse exactly the rows pass 1 did.
     t = time.monotonic()
     refused = refusals(quarantined.iter_batches(batch_format="pyarrow", batch_size=65536))
+    release_arrow_memory()
     score_args = dict(stage_args, refused=refused, record_engine=job.validation_engine)
     # Sorted by card: a batch's rows then need one history read per card (pipelines/
     # batch_input.by_entity); every event was recorded in pass 1, so any split is exact.

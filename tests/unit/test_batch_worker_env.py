@@ -46,6 +46,19 @@ def test_without_it_arrows_default_pool_keeps_what_it_freed():
     assert idle > peak - 100, f"{backend} returned {peak - idle} MiB of {peak} by itself"
 
 
+def test_the_driver_returns_what_arrow_keeps_once_its_own_arrow_work_is_done():
+    """The job's own process started before WORKER_ENV could reach its allocator: after the
+    key check and the refusals it returns Arrow's freed memory itself."""
+    release = PROBE.replace("print(", "from pipelines.batch_score import release_arrow_memory\n"
+                            "release_arrow_memory()\nprint(")  # fmt: skip
+    clean = {k: v for k, v in os.environ.items() if k not in WORKER_ENV}
+    out = subprocess.run([sys.executable, "-c", release], env=clean, capture_output=True,
+                         text=True, check=True, timeout=120, cwd=REPO_ROOT).stdout.split()
+    peak, after = int(out[1]), int(out[2])
+    assert peak > 250, f"the probe allocated too little to tell ({peak} MiB)"
+    assert after < peak - 200, f"{after} MiB kept of a {peak} MiB peak"
+
+
 def test_the_runtime_env_carries_the_worker_env(monkeypatch):
     for name in WORKER_ENV:
         monkeypatch.delenv(name, raising=False)
