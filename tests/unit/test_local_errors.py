@@ -195,6 +195,8 @@ def test_up_waits_until_every_cassandra_node_holds_the_whole_ring(monkeypatch, t
     LocalServices(cfg, echo=lambda _: None)._wait_ring(auth=False)
     assert asked == [1, 2, 3, 1, 2, 3]  # the first round unsettled on every node
     assert str(views[1][0]) == "5.0.6, 2 peer(s) in its ring, one schema"
+    assert str(_cassandra.NodeView("5.0.6", 0)) == "5.0.6, 0 peer(s) in its ring, one schema"
+    assert str(_cassandra.NodeView("5.0.6")) == "5.0.6"  # a single node
 
     views[2] = [_cassandra.NodeView("5.0.6", 1, schema_agreed=False)]
     views[3] = [None]

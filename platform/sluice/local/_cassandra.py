@@ -156,14 +156,14 @@ class NodeView:
     peer normal) and whether all of them report its own schema version."""
 
     version: str
-    ring_peers: int = 0
+    ring_peers: int | None = None  # None: a single node, no ring
     schema_agreed: bool = True
 
     def settled(self, nodes: int) -> bool:
         return self.ring_peers == nodes - 1 and self.schema_agreed
 
     def __str__(self) -> str:
-        if self.ring_peers == 0 and self.schema_agreed:
+        if self.ring_peers is None:
             return self.version
         schema = "one schema" if self.schema_agreed else "schema differs"
         return f"{self.version}, {self.ring_peers} peer(s) in its ring, {schema}"
