@@ -107,7 +107,8 @@ class ResourcesArgs(_Args):
     model_num_gpus: float = Field(
         1.0, ge=0, description="GPUs per model replica when the contract's device is cuda."
     )
-    torch_threads: int = Field(1, ge=1, le=256, description="torch threads per model replica.")
+    torch_threads: int = Field(1, ge=1, le=256, description="Threads per model replica for the "
+                               "model's runtime, torch or onnxruntime (OMP_NUM_THREADS).")
 
 
 class PredictionLogArgs(_Args):

@@ -146,13 +146,11 @@ class ScoringModel:
     """The contract's Scorer behind ``@serve.batch``; hot-swapped through ``reconfigure``."""
 
     def __init__(self, settings: ModelSettings) -> None:
-        import torch
-
-        from sluice.models import ModelRegistry
+        from sluice.models import ModelRegistry, set_thread_budget
         from sluice.scoring import Scorer
         from sluice.store import CassandraFeatureStore, check_schema, session_for
 
-        torch.set_num_threads(settings.torch_threads)
+        set_thread_budget(settings.torch_threads)  # the model's runtime, torch or onnxruntime
         self.settings = settings
         self.contract = settings.contract
         self.registry = ModelRegistry.from_config(settings.platform)

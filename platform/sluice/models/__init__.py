@@ -24,7 +24,7 @@ from sluice.models._manifest import AliasEvent, Manifest, ModelRef, VersionRecor
 from sluice.models._meta import ModelMeta, ModelOutput, roc_auc, table_fingerprint
 from sluice.models._promotion import check_feature_spec
 from sluice.models._registry import LoadedModel, ModelRegistry, ModelSummary, VersionInfo
-from sluice.models._runtime import SCORE_TOLERANCE, select_device
+from sluice.models._runtime import SCORE_TOLERANCE, select_device, set_thread_budget
 
 _TORCH_NAMES = ("MLP", "MLPConfig", "export_module")
 
@@ -65,5 +65,6 @@ __all__ = [
     "roc_auc",
     "save_artifact",
     "select_device",
+    "set_thread_budget",
     "table_fingerprint",
 ]
