@@ -6,6 +6,8 @@ Ray Data with each row's position, and CSV read with the contract's types.
     ds = read_input(job, contract, files, fs)           # + POSITION_COLUMNS
     row_ids(files, positions)                           # ["<file>#<row>", ...]
     by_entity(ds, contract)                             # + ENTITY_COLUMN, sorted by it
+    with EntityOrder(read, contract, ahead=True) as o:  # that sort, begun in a thread
+        ...; o.result()                                 # ... and taken when needed
 
 Every row read carries ``__sluice_file`` (its file's index in ``files``) and
 ``__sluice_row`` (its row number in that file, from 0). A refused row's quarantine row is
@@ -20,7 +22,8 @@ cards, so the features of its rows need one history read per card, not one per r
 from __future__ import annotations
 
 import glob
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -39,6 +42,7 @@ from sluice.jobs import BatchJob, InputFormat
 __all__ = [
     "ADDED_COLUMNS",
     "ENTITY_COLUMN",
+    "EntityOrder",
     "FILE_COLUMN",
     "POSITION_COLUMNS",
     "ROW_COLUMN",
@@ -205,6 +209,28 @@ def by_entity(ds, contract: Contract):
                            fn_kwargs={"column": contract.entity_column})  # fmt: skip
     keyed.context.shuffle_input_batch_bytes = SORT_TASK_INPUT_BYTES  # this dataset's own
     return keyed.sort(ENTITY_COLUMN)
+
+
+class EntityOrder:
+    """``by_entity(read(), contract)``, materialized: begun at once in a thread of this
+    process when ``ahead`` (Ray Data runs each execution from its own thread, so it goes on
+    beside the caller's), else made by ``result``. Leaving the ``with`` block waits for a
+    sort begun ahead, so a job that fails meanwhile leaves no execution running."""
+
+    def __init__(self, read: Callable[[], object], contract: Contract, ahead: bool) -> None:
+        self._make = lambda: by_entity(read(), contract).materialize()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="sluice-sort") if ahead else None
+        self._future: Future | None = self._pool.submit(self._make) if self._pool else None
+
+    def result(self):
+        return self._future.result() if self._future is not None else self._make()
+
+    def __enter__(self) -> EntityOrder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
 
 def _entity_key(batch: pa.Table, column: str) -> pa.Table:

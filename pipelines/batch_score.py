@@ -10,8 +10,8 @@ A key check and two streaming passes over the input, so memory stays bounded:
   1. record: read -> Scorer.split (conform + validate) -> valid events recorded in the
      online feature table; each refused row -> its own quarantine row (CassandraDatasink);
      the suite's counts -> table-level expectation results (pipelines/batch_expectations).
-  2. score:  read -> sort by card (finished before scoring) -> Scorer.split again -> the
-     accepted rows scored -> predictions table.
+  2. score:  read -> sort by card (finished before scoring; a small input's beside pass 1)
+     -> Scorer.split again -> the accepted rows scored -> predictions table.
 Every event is recorded before any is scored, so an event's entity aggregates see all the
 earlier events of its card however Ray splits the input — the same features the stream and
 the online endpoint compute. Writes are idempotent upserts: a re-run changes no row.
@@ -37,7 +37,7 @@ from typing import Any
 
 from pipelines.batch_expectations import ExpectationResult, check_supported, table_results
 from pipelines.batch_input import (
-    by_entity,
+    EntityOrder,
     check_input_schema,
     count_rows,
     read_input,
@@ -59,6 +59,16 @@ WRITE_TASK = {"num_cpus": 0.25}
 whole one let the writes hold every CPU of a 2-node cluster while the objects they needed,
 lost with a node, waited for a scoring actor to restart: the job hung (tests/integration/
 cluster/test_batch_faults.py)."""
+
+
+SORT_AHEAD_ROWS = 250_000
+"""Inputs of at most this many rows are sorted for the score pass while the record pass
+runs (`batch_input.EntityOrder`): the sort needs only the input, and a small job is its
+stages' fixed costs, each stage waiting for the one before (new worker processes, the sort's
+three steps). 30k rows: 11.0 s -> 8.8 s, the score pass 5.7 -> 3.2 s, the record pass
+unchanged. A large input's sort beside the record pass competes with it for the two CPUs
+and the object store: 5M rows took 864 s instead of ~470-510, the record pass 583 s
+instead of ~182 (docs/benchmarks.md)."""
 
 
 QUARANTINE_WRITE_TASKS = 2
@@ -195,47 +205,50 @@ def run(job: BatchJob, cfg: PlatformConfig) -> JobSummary:
     )  # fmt: skip
 
     out = contract.output
-    # Pass 1: record events; quarantined rows are few, kept (spillable) to count reasons.
-    t = time.monotonic()
-    pass1 = read().map_batches(RecordStage, fn_constructor_kwargs=stage_args, **pool)
-    quarantined, totals = record_parts(pass1.materialize())
-    quarantined = quarantined.materialize()
-    qsink = CassandraDatasink(cfg.cassandra, out.quarantine_table, consistency=out.consistency,
-                              ttl_s=out.ttl_s)  # fmt: skip
-    quarantined.write_datasink(qsink, ray_remote_args=WRITE_TASK,
-                               concurrency=QUARANTINE_WRITE_TASKS)
-    reasons: Counter[str] = Counter()
-    for batch in quarantined.iter_batches(batch_format="pyarrow", batch_size=65536):
-        reasons.update(reason_counts(batch.column("reasons").to_pylist()))
-    rows_quarantined = quarantined.count()
-    if totals.rows != rows_read:
-        raise RowsUnaccounted(f"job {job.name}: the record pass saw {totals.rows} rows of "
-                              f"the {rows_read} read")  # fmt: skip
-    results = table_results(suite, totals, duplicated_rows=keys.duplicated_rows,
-                            keyed_rows=keys.keyed_rows, params={"now": now})  # fmt: skip
-    _report(results, source, contract.name)
-    failing = [r for r in results if not r.success]
-    if failing and job.fail_on_failed_expectations:
-        raise ValidationFailed(
-            f"job {job.name}: {len(failing)} expectation(s) of suite {suite.name} fail over "
-            "the whole input (nothing was scored; refused rows are in the quarantine): "
-            + "; ".join(_describe(r) for r in failing)
-        )
-    phase["record_pass"] = time.monotonic() - t
+    # The score pass's sort needs only the input: a small one is sorted beside pass 1.
+    with EntityOrder(read, contract, ahead=rows_read <= SORT_AHEAD_ROWS) as order:
+        # Pass 1: record events; quarantined rows are few, kept (spillable) to count reasons.
+        t = time.monotonic()
+        pass1 = read().map_batches(RecordStage, fn_constructor_kwargs=stage_args, **pool)
+        quarantined, totals = record_parts(pass1.materialize())
+        quarantined = quarantined.materialize()
+        qsink = CassandraDatasink(cfg.cassandra, out.quarantine_table, consistency=out.consistency,
+                                  ttl_s=out.ttl_s)  # fmt: skip
+        quarantined.write_datasink(qsink, ray_remote_args=WRITE_TASK,
+                                   concurrency=QUARANTINE_WRITE_TASKS)
+        reasons: Counter[str] = Counter()
+        for batch in quarantined.iter_batches(batch_format="pyarrow", batch_size=65536):
+            reasons.update(reason_counts(batch.column("reasons").to_pylist()))
+        rows_quarantined = quarantined.count()
+        if totals.rows != rows_read:
+            raise RowsUnaccounted(f"job {job.name}: the record pass saw {totals.rows} rows of "
+                                  f"the {rows_read} read")  # fmt: skip
+        results = table_results(suite, totals, duplicated_rows=keys.duplicated_rows,
+                                keyed_rows=keys.keyed_rows, params={"now": now})  # fmt: skip
+        _report(results, source, contract.name)
+        failing = [r for r in results if not r.success]
+        if failing and job.fail_on_failed_expectations:
+            raise ValidationFailed(
+                f"job {job.name}: {len(failing)} expectation(s) of suite {suite.name} fail over "
+                "the whole input (nothing was scored; refused rows are in the quarantine): "
+                + "; ".join(_describe(r) for r in failing)
+            )
+        phase["record_pass"] = time.monotonic() - t
 
-    # Pass 2: score the rows pass 1 accepted; it must refuse exactly the rows pass 1 did.
-    t = time.monotonic()
-    refused = refusals(quarantined.iter_batches(batch_format="pyarrow", batch_size=65536))
-    release_arrow_memory()
-    score_args = dict(stage_args, refused=refused, record_engine=job.validation_engine)
-    # Sorted by card: a batch's rows then need one history read per card (pipelines/
-    # batch_input.by_entity); every event was recorded in pass 1, so any split is exact.
-    # The sort is a barrier (every row in the object store, spilled past its capacity) and
-    # is finished before scoring starts: each of its reduce tasks asks a whole CPU, so
-    # streamed into the scoring it waited for the writes of the block before to end, and
-    # the pass took turns scoring and writing (1.5 of 2 cores busy; 74-79 s of 1M rows
-    # against 64 s finished first: docs/benchmarks.md).
-    ordered = by_entity(read(), contract).materialize()
+        # Pass 2: score the rows pass 1 accepted; it must refuse exactly the rows pass 1 did.
+        t = time.monotonic()
+        refused = refusals(quarantined.iter_batches(batch_format="pyarrow", batch_size=65536))
+        release_arrow_memory()
+        score_args = dict(stage_args, refused=refused, record_engine=job.validation_engine)
+        # Sorted by card: a batch's rows then need one history read per card (pipelines/
+        # batch_input.by_entity); every event was recorded in pass 1, so any split is exact.
+        # The sort is a barrier (every row in the object store, spilled past its capacity) and
+        # is finished before scoring starts: each of its reduce tasks asks a whole CPU, so
+        # streamed into the scoring it waited for the writes of the block before to end, and
+        # the pass took turns scoring and writing (1.5 of 2 cores busy; 74-79 s of 1M rows
+        # against 64 s finished first: docs/benchmarks.md). A small input's sort ran beside
+        # pass 1 (`SORT_AHEAD_ROWS`).
+        ordered = order.result()
     scored = ordered.map_batches(ScoreStage, fn_constructor_kwargs=score_args, **pool)
     psink = CassandraDatasink(cfg.cassandra, out.predictions_table, consistency=out.consistency,
                               ttl_s=out.ttl_s)  # fmt: skip

@@ -296,6 +296,35 @@ def test_the_sort_by_card_orders_every_row_in_map_tasks_of_bounded_input(ray_ses
     assert int(tasks.group(1)) == 8, ordered.stats()
 
 
+@pytest.mark.parametrize("ahead", [True, False])
+def test_the_sort_runs_ahead_in_its_own_thread_only_when_asked_and_is_waited_for(ray_session,
+                                                                                 ahead):
+    """A small input's sort begins beside the record pass (`EntityOrder(ahead=True)`, in a
+    thread of its own, before anyone asks for it); leaving the block waits for it, so a job
+    failing meanwhile leaves no execution running. Not ahead, it is made when asked for."""
+    import ray
+
+    import pipelines.batch_input as batch_input
+
+    table = generate_dataset(2_000, seed=9, invalid_fraction=0.0).table
+    read_in: list[str] = []
+    began = threading.Event()
+
+    def read():
+        read_in.append(threading.current_thread().name)
+        began.set()
+        return ray.data.from_arrow([table.slice(0, 1_000), table.slice(1_000)])
+
+    with batch_input.EntityOrder(read, load_contract("fraud"), ahead=ahead) as order:
+        # Begun at once only when ahead; otherwise nothing has called read (no thread can).
+        assert (began.wait(60) if ahead else began.is_set()) is ahead
+        rows = pa.concat_tables(ray.get(order.result().to_arrow_refs()))
+    assert not [t for t in threading.enumerate() if t.name.startswith("sluice-sort")]
+    assert read_in == (["sluice-sort_0"] if ahead else [threading.current_thread().name])
+    entities = rows.column(batch_input.ENTITY_COLUMN).to_pylist()
+    assert entities == sorted(entities) and rows.num_rows == table.num_rows
+
+
 def quarantine_rows_of(session, source: str) -> list:
     rows = session.execute("SELECT source, key, row_id, raw FROM sluice_test_batch.quarantine",
                            timeout=60)  # fmt: skip
