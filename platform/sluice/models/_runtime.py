@@ -78,10 +78,10 @@ def _gpu_device_present() -> bool:
 
 def set_thread_budget(threads: int) -> None:
     """Give this process's model runtimes ``threads`` threads each (a Serve model replica's
-    `torch_threads`), before or after the model loads: ``OMP_NUM_THREADS``, which torch
-    reads when it is imported and `_thread_budget` gives onnxruntime, and torch's own count
-    where torch is already loaded. Never imports torch (~0.9 s and ~200 MB of a replica
-    that serves an ONNX model)."""
+    `torch_threads`), before its models load (an onnxruntime session takes its count when
+    it is made): ``OMP_NUM_THREADS``, which torch reads when it is imported and
+    `_thread_budget` gives onnxruntime, and torch's own count where torch is already
+    loaded. Never imports torch (a replica serving an ONNX model: 1 s to start, ~470 MB)."""
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch = sys.modules.get("torch")
     if torch is not None:
