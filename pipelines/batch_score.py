@@ -246,8 +246,7 @@ def run(job: BatchJob, cfg: PlatformConfig) -> JobSummary:
         # is finished before scoring starts: each of its reduce tasks asks a whole CPU, so
         # streamed into the scoring it waited for the writes of the block before to end, and
         # the pass took turns scoring and writing (1.5 of 2 cores busy; 74-79 s of 1M rows
-        # against 64 s finished first: docs/benchmarks.md). A small input's sort ran beside
-        # pass 1 (`SORT_AHEAD_ROWS`).
+        # against 64 s finished first: docs/benchmarks.md).
         ordered = order.result()
     scored = ordered.map_batches(ScoreStage, fn_constructor_kwargs=score_args, **pool)
     psink = CassandraDatasink(cfg.cassandra, out.predictions_table, consistency=out.consistency,

@@ -31,18 +31,15 @@ def test_a_model_replica_is_not_ready_while_cassandra_does_not_answer(serve_regi
 
 
 REPLICA_PROBE = """
-import socket, sys
+import sys
 import sluice.models._runtime as runtime
 runtime._gpu_device_present = lambda: False  # as on a host without a GPU (this one)
 from serve_apps.scoring.deployments import ModelSettings, ScoringModel
 from sluice.config import PlatformConfig
 from sluice.contract import load_contract
-with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
 platform = PlatformConfig.model_validate({
     "registry": {"root_uri": sys.argv[1]},
-    "cassandra": {"port": port, "connect_timeout_s": 1, "request_timeout_s": 1},
+    "cassandra": {"port": int(sys.argv[3]), "connect_timeout_s": 1, "request_timeout_s": 1},
 })
 replica = ScoringModel.func_or_class(ModelSettings(
     load_contract("fraud"), platform, platform.cassandra, torch_threads=int(sys.argv[2])))
@@ -57,8 +54,9 @@ def test_a_model_replica_serving_an_onnx_model_never_imports_torch(serve_registr
     over the 1 Ray set for its CPU) without importing torch: with it, a replica serving
     an ONNX model took 1.0 s longer to build and held ~470 MB more (RSS 723 -> 251 MB)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", REPLICA_PROBE, serve_registry.root_uri, "2"],
-                         env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", REPLICA_PROBE, serve_registry.root_uri, "2",
+                          str(_closed_port())], env=env, capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split() == ["onnx", "False", "2"], out.stdout + out.stderr[-3000:]
 
