@@ -45,6 +45,7 @@ UNKNOWN_FIELD_EXPECTATION = "expect_table_columns_to_match_set"
 _CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError)
 
 Rejections = list[tuple[int, list[Reason]]]
+_NO_FIELDS: Mapping[str, Any] = {}
 
 
 def conform(
@@ -111,14 +112,15 @@ def _columns_of_records(
     Python objects already). Rows that are not objects are reported whole."""
     keys: dict[str, None] = {}
     not_records = []
+    rows: list[Mapping[str, Any]] = []  # a non-object row reads as empty: its cells null
     for i, record in enumerate(records):
         if isinstance(record, Mapping):
             keys.update(dict.fromkeys(record))
+            rows.append(record)
         else:
             not_records.append(i)
-    columns = {
-        key: [r.get(key) if isinstance(r, Mapping) else None for r in records] for key in keys
-    }
+            rows.append(_NO_FIELDS)
+    columns = {key: [r.get(key) for r in rows] for key in keys}
     return columns, not_records
 
 
