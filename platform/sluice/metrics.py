@@ -10,6 +10,17 @@ worker process: sum over ``WorkerId`` in queries (configs/monitoring/ does).
 Each family also keeps this process's values in memory (``value()``), which is what
 ``/v1/stats`` answers and what unit tests read; outside a Ray worker only that copy is kept.
 
+A histogram is counted here (``observe``, ``observe_many``: buckets, count, sum) and reaches
+Ray as three gauges of this process's running totals, ``<name>_bucket{le}``, ``<name>_count``
+and ``<name>_sum``: the series a Prometheus histogram has, under the same names, so
+``histogram_quantile`` and ``rate`` read them as they would a histogram (a worker's restart
+starts its totals at 0 again, as a counter's). Each call sets the totals it changed; the
+stream counts a batch's event latencies in one call (``observe_many``). Not
+``ray.util.metrics.Histogram``: Ray 2.60's metrics agent re-records every observation of a
+histogram's buckets, one OpenTelemetry call each (ray-project/ray#64852), and the stream's
+one observation an event made the agent take 0.7 of a core for half a second every 10 s,
+over the consumers (docs/benchmarks.md).
+
 Families (exported names are ``ray_`` + these)::
 
     sluice_rows_scored_total{path,source,contract,model_version}   rows scored
@@ -48,6 +59,8 @@ import bisect
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
+
+import numpy as np
 
 __all__ = [
     "BATCH_EXPECTATION_SUCCESS",
@@ -92,6 +105,7 @@ class Family:
         self._lock = threading.Lock()
         self._values: dict[tuple[str, ...], list[float]] = {}  # counter/gauge [v]; hist counts
         self._ray: Any = None
+        self._le = [repr(float(b)) for b in self.buckets] + ["+Inf"]
 
     @property
     def exported_name(self) -> str:
@@ -117,13 +131,34 @@ class Family:
     def observe(self, value: float, **tags: Any) -> None:
         assert self.kind == "histogram", self.name
         key = self._key(tags)
+        i = bisect.bisect_left(self.buckets, value)
+        gauges = self._ray_metric()
         with self._lock:
-            # [count, sum, per-bucket counts...]
-            slot = self._values.setdefault(key, [0.0, 0.0] + [0.0] * (len(self.buckets) + 1))
+            slot, lowest = self._slot(key, i)
             slot[0] += 1
             slot[1] += value
-            slot[2 + bisect.bisect_left(self.buckets, value)] += 1
-        self._record(value, key)
+            slot[2 + i] += 1
+            self._push(gauges, key, slot, lowest)
+
+    def observe_many(self, values: Iterable[float], **tags: Any) -> None:
+        """``observe`` of each value, counted in one pass and pushed once (a stream batch's
+        event latencies)."""
+        assert self.kind == "histogram", self.name
+        key = self._key(tags)
+        v = np.fromiter(values, np.float64)
+        if not v.size:
+            return
+        counts = np.bincount(np.searchsorted(self.buckets, v, side="left"),
+                             minlength=len(self.buckets) + 1)  # fmt: skip
+        hit = np.flatnonzero(counts)
+        gauges = self._ray_metric()
+        with self._lock:
+            slot, lowest = self._slot(key, int(hit[0]))
+            slot[0] += int(v.size)
+            slot[1] += float(v.sum())
+            for i in hit:
+                slot[2 + i] += int(counts[i])
+            self._push(gauges, key, slot, lowest)
 
     def value(self, **tags: Any) -> float:
         """This process's value (a histogram's count) summed over the labels not given."""
@@ -147,6 +182,16 @@ class Family:
             raise ValueError(f"{self.name} takes labels {list(self.tags)}, got {sorted(tags)}")
         return tuple(str(tags[t]) for t in self.tags)
 
+    def _slot(self, key: tuple[str, ...], lowest: int) -> tuple[list[float], int]:
+        """A histogram's [count, sum, per-bucket counts (the last +Inf)...], and the lowest
+        bucket whose cumulative count an observation in bucket ``lowest`` changes: 0 for a
+        new series, whose every bucket is pushed once (lock held)."""
+        slot = self._values.get(key)
+        if slot is None:
+            slot = self._values[key] = [0.0, 0.0] + [0.0] * (len(self.buckets) + 1)
+            lowest = 0
+        return slot, lowest
+
     def _record(self, value: float, key: tuple[str, ...]) -> None:
         metric = self._ray_metric()
         if metric is None:
@@ -154,13 +199,26 @@ class Family:
         tags = dict(zip(self.tags, key, strict=True))
         if self.kind == "counter":
             metric.inc(value, tags=tags)
-        elif self.kind == "gauge":
-            metric.set(value, tags=tags)
         else:
-            metric.observe(value, tags=tags)
+            metric.set(value, tags=tags)
+
+    def _push(self, gauges: Any, key: tuple[str, ...], slot: list[float], lowest: int) -> None:
+        """Set a histogram series' Ray gauges from bucket ``lowest`` up (lock held, so a
+        gauge never steps back to an older total)."""
+        if gauges is None:
+            return
+        bucket, count, total = gauges
+        tags = dict(zip(self.tags, key, strict=True))
+        n = sum(slot[2:2 + lowest])
+        for i in range(lowest, len(self._le)):
+            n += slot[2 + i]
+            bucket.set(n, tags={**tags, "le": self._le[i]})
+        count.set(slot[0], tags=tags)
+        total.set(slot[1], tags=tags)
 
     def _ray_metric(self) -> Any:
-        """The Ray metric, made on first use in a process connected to Ray (else None)."""
+        """The Ray metric (a histogram's three gauges), made on first use in a process
+        connected to Ray (else None)."""
         if self._ray is None:
             import ray
 
@@ -171,9 +229,12 @@ class Family:
             with self._lock:
                 if self._ray is None:
                     if self.kind == "histogram":
-                        self._ray = metrics.Histogram(self.name, self.doc,
-                                                      boundaries=list(self.buckets),
-                                                      tag_keys=self.tags)  # fmt: skip
+                        self._ray = (
+                            metrics.Gauge(f"{self.name}_bucket", self.doc,
+                                          tag_keys=(*self.tags, "le")),
+                            metrics.Gauge(f"{self.name}_count", self.doc, tag_keys=self.tags),
+                            metrics.Gauge(f"{self.name}_sum", self.doc, tag_keys=self.tags),
+                        )  # fmt: skip
                     else:
                         cls = metrics.Counter if self.kind == "counter" else metrics.Gauge
                         self._ray = cls(self.name, self.doc, tag_keys=self.tags)

@@ -42,6 +42,42 @@ def test_histogram_counts_observations_into_buckets():
     assert fam.value(path="batch") == 4
 
 
+def test_observe_many_counts_as_one_observe_a_value():
+    one = Family("histogram", "sluice_unit_one_seconds", "unit", ["job"], buckets=(0.1, 1.0))
+    many = Family("histogram", "sluice_unit_many_seconds", "unit", ["job"], buckets=(0.1, 1.0))
+    values = [0.05, 0.1, 0.5, 7.0, 1.0, 0.1000001]
+    for v in values:
+        one.observe(v, job="j")
+    many.observe_many(values, job="j")
+    many.observe_many([], job="j")
+    assert many._values == one._values
+    assert many._values[("j",)][2:] == [2, 3, 1]
+
+
+class _Gauge:
+    """What Ray's ``Gauge`` keeps of ``set``: the last value of each tag set."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[tuple[str, str], ...], float] = {}
+
+    def set(self, value: float, tags: dict[str, str]) -> None:
+        self.values[tuple(sorted(tags.items()))] = value
+
+
+def test_histogram_reaches_ray_as_cumulative_bucket_count_and_sum_gauges():
+    fam = Family("histogram", "sluice_unit_push_seconds", "unit", ["job"], buckets=(0.1, 1.0))
+    bucket, count, total = fam._ray = (_Gauge(), _Gauge(), _Gauge())
+    fam.observe(0.5, job="j")  # a new series: every bucket is set, 0.1's to 0
+    assert bucket.values == {(("job", "j"), ("le", "0.1")): 0, (("job", "j"), ("le", "1.0")): 1,
+                             (("job", "j"), ("le", "+Inf")): 1}  # fmt: skip
+    fam.observe_many([0.05, 0.05, 3.0], job="j")
+    fam.observe(2.0, job="j")  # sets +Inf only; the others keep their totals
+    assert bucket.values == {(("job", "j"), ("le", "0.1")): 2, (("job", "j"), ("le", "1.0")): 3,
+                             (("job", "j"), ("le", "+Inf")): 5}  # fmt: skip
+    assert count.values == {(("job", "j"),): 5}
+    assert total.values == {(("job", "j"),): pytest.approx(5.6)}
+
+
 def test_record_rows_labels_by_path_and_source():
     before = metrics.ROWS_SCORED.value(source="batch:unit_metrics")
     record_rows("batch:unit_metrics", "fraud", "fraud/9", 10, {"expect_x:amount": 2})

@@ -336,8 +336,7 @@ class ConsumerLoop:
         s.latencies_s.extend(result.latencies_s[:room])
         s.sent_at_s.extend(result.sent_at_s[:room])
         # Rows scored and quarantined are counted where they are written (MicroBatchScorer).
-        for value in result.latencies_s:
-            EVENT_LATENCY_SECONDS.observe(value, job=self.job)
+        EVENT_LATENCY_SECONDS.observe_many(result.latencies_s, job=self.job)
 
     def _report_lag(self) -> None:
         from confluent_kafka import TopicPartition
