@@ -130,15 +130,7 @@ class Family:
 
     def observe(self, value: float, **tags: Any) -> None:
         assert self.kind == "histogram", self.name
-        key = self._key(tags)
-        i = bisect.bisect_left(self.buckets, value)
-        gauges = self._ray_metric()
-        with self._lock:
-            slot, lowest = self._slot(key, i)
-            slot[0] += 1
-            slot[1] += value
-            slot[2 + i] += 1
-            self._push(gauges, key, slot, lowest)
+        self._add(self._key(tags), 1, value, {bisect.bisect_left(self.buckets, value): 1})
 
     def observe_many(self, values: Iterable[float], **tags: Any) -> None:
         """``observe`` of each value, counted in one pass and pushed once (a stream batch's
@@ -146,19 +138,11 @@ class Family:
         assert self.kind == "histogram", self.name
         key = self._key(tags)
         v = np.fromiter(values, np.float64)
-        if not v.size:
-            return
-        counts = np.bincount(np.searchsorted(self.buckets, v, side="left"),
-                             minlength=len(self.buckets) + 1)  # fmt: skip
-        hit = np.flatnonzero(counts)
-        gauges = self._ray_metric()
-        with self._lock:
-            slot, lowest = self._slot(key, int(hit[0]))
-            slot[0] += int(v.size)
-            slot[1] += float(v.sum())
-            for i in hit:
-                slot[2 + i] += int(counts[i])
-            self._push(gauges, key, slot, lowest)
+        if v.size:
+            counts = np.bincount(np.searchsorted(self.buckets, v, side="left"),
+                                 minlength=len(self.buckets) + 1)  # fmt: skip
+            hits = {int(i): int(counts[i]) for i in np.flatnonzero(counts)}
+            self._add(key, int(v.size), float(v.sum()), hits)
 
     def value(self, **tags: Any) -> float:
         """This process's value (a histogram's count) summed over the labels not given."""
@@ -182,15 +166,22 @@ class Family:
             raise ValueError(f"{self.name} takes labels {list(self.tags)}, got {sorted(tags)}")
         return tuple(str(tags[t]) for t in self.tags)
 
-    def _slot(self, key: tuple[str, ...], lowest: int) -> tuple[list[float], int]:
-        """A histogram's [count, sum, per-bucket counts (the last +Inf)...], and the lowest
-        bucket whose cumulative count an observation in bucket ``lowest`` changes: 0 for a
-        new series, whose every bucket is pushed once (lock held)."""
-        slot = self._values.get(key)
-        if slot is None:
-            slot = self._values[key] = [0.0, 0.0] + [0.0] * (len(self.buckets) + 1)
-            lowest = 0
-        return slot, lowest
+    def _add(self, key: tuple[str, ...], n: int, total: float, hits: dict[int, int]) -> None:
+        """Count ``n`` observations summing to ``total`` into a histogram series, ``hits``
+        of them in each bucket (index -> count), then push what changed."""
+        gauges = self._ray_metric()
+        with self._lock:
+            # [count, sum, per-bucket counts (the last +Inf)...]
+            slot = self._values.get(key)
+            lowest = min(hits)  # the lowest bucket whose cumulative count changes
+            if slot is None:  # a new series: every bucket is pushed once
+                slot = self._values[key] = [0.0, 0.0] + [0.0] * (len(self.buckets) + 1)
+                lowest = 0
+            slot[0] += n
+            slot[1] += total
+            for i, c in hits.items():
+                slot[2 + i] += c
+            self._push(gauges, key, slot, lowest)
 
     def _record(self, value: float, key: tuple[str, ...]) -> None:
         metric = self._ray_metric()
