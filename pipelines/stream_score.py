@@ -87,6 +87,7 @@ class StreamSummary:
     store_wait_s: float = 0.0
     elapsed_s: float = 0.0
     busy_s: float = 0.0
+    last_commit_at: float | None = None  # epoch seconds of the job's last commit
     events_per_s: float = 0.0
     latency_p50_s: float | None = None
     latency_p99_s: float | None = None
@@ -338,6 +339,7 @@ def _add_up(summary: StreamSummary, stats: list[LoopStats], latency_after: float
     lasts = [s.last_commit_at for s in stats if s.last_commit_at]
     if firsts and lasts:
         summary.busy_s = round(max(lasts) - min(firsts), 3)
+        summary.last_commit_at = max(lasts)
         if summary.busy_s > 0:
             summary.events_per_s = round(summary.messages / summary.busy_s, 1)
     if latencies:

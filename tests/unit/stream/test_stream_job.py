@@ -72,3 +72,18 @@ def test_cli_has_stream_and_produce():
     out = runner.invoke(app, ["produce", "--help"]).output
     for option in ("--rate", "--count", "--invalid", "--malformed", "--topic"):
         assert option in out
+
+
+def test_a_summary_adds_up_its_consumers_from_the_first_batch_to_the_last_commit():
+    from pipelines.stream_score import StreamSummary, _add_up
+    from sluice.stream import LoopStats
+
+    early = LoopStats(messages=6_000, first_batch_at=100.0, last_commit_at=103.0)
+    late = LoopStats(messages=4_000, first_batch_at=101.5, last_commit_at=104.0)
+    summary = StreamSummary(job="j", contract="fraud", model_version="1", topic="t",
+                            group="g", partitions=4, consumers=2)  # fmt: skip
+    _add_up(summary, [early, late], latency_after=None)
+    assert summary.messages == 10_000
+    assert summary.busy_s == 4.0  # the first consumer's first batch to the last commit
+    assert summary.last_commit_at == 104.0
+    assert summary.events_per_s == 2_500.0
