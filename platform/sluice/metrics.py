@@ -15,7 +15,10 @@ Ray as three gauges of this process's running totals, ``<name>_bucket{le}``, ``<
 and ``<name>_sum``: the series a Prometheus histogram has, under the same names, so
 ``histogram_quantile`` and ``rate`` read them as they would a histogram (a worker's restart
 starts its totals at 0 again, as a counter's). Each call sets the totals it changed; the
-stream counts a batch's event latencies in one call (``observe_many``). Not
+stream counts a batch's event latencies in one call (``observe_many``). Ray drops a gauge
+series its worker has not set for ~20 s (a gauge set once left the scrape after 20–21 s,
+Ray 2.60), where a Prometheus histogram's series last as long as their process: a thread of
+each process sets every histogram series again, unchanged, every ``REFRESH_S``. Not
 ``ray.util.metrics.Histogram``: Ray 2.60's metrics agent re-records every observation of a
 histogram's buckets, one OpenTelemetry call each (ray-project/ray#64852), and the stream's
 one observation an event made the agent take 0.7 of a core for half a second every 10 s,
@@ -57,6 +60,7 @@ from __future__ import annotations
 
 import bisect
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
@@ -89,6 +93,10 @@ __all__ = [
 ]
 
 Kind = Literal["counter", "gauge", "histogram"]
+
+REFRESH_S = 5.0
+"""How often a process sets its histograms' gauges again (Ray drops a gauge series not set
+for ~20 s: module doc)."""
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                    10.0, 30.0)  # fmt: skip
@@ -193,6 +201,15 @@ class Family:
         else:
             metric.set(value, tags=tags)
 
+    def refresh(self) -> None:
+        """Set every series' gauges again with its current totals (``REFRESH_S``)."""
+        gauges = self._ray_metric()
+        if gauges is None:
+            return
+        with self._lock:
+            for key, slot in self._values.items():
+                self._push(gauges, key, slot, 0)
+
     def _push(self, gauges: Any, key: tuple[str, ...], slot: list[float], lowest: int) -> None:
         """Set a histogram series' Ray gauges from bucket ``lowest`` up (lock held, so a
         gauge never steps back to an older total)."""
@@ -226,10 +243,36 @@ class Family:
                             metrics.Gauge(f"{self.name}_count", self.doc, tag_keys=self.tags),
                             metrics.Gauge(f"{self.name}_sum", self.doc, tag_keys=self.tags),
                         )  # fmt: skip
+                        _keep_alive(self)
                     else:
                         cls = metrics.Counter if self.kind == "counter" else metrics.Gauge
                         self._ray = cls(self.name, self.doc, tag_keys=self.tags)
         return self._ray
+
+
+_refreshed: list[Family] = []  # this process's histograms with Ray gauges
+_refresh_lock = threading.Lock()
+
+
+def _keep_alive(family: Family) -> None:
+    """Refresh ``family`` every ``REFRESH_S`` from now on (the thread starts with the first)."""
+    with _refresh_lock:
+        _refreshed.append(family)
+        if len(_refreshed) == 1:
+            threading.Thread(target=_refresh_forever, name="sluice-metrics-refresh",
+                             daemon=True).start()  # fmt: skip
+
+
+def _refresh_forever() -> None:
+    while True:
+        time.sleep(REFRESH_S)  # a period, not a wait for anything
+        with _refresh_lock:
+            families = list(_refreshed)
+        for family in families:
+            try:
+                family.refresh()
+            except Exception:  # Ray shut down in this process: nothing to keep alive
+                return
 
 
 ROWS_SCORED = Family("counter", "sluice_rows_scored_total",

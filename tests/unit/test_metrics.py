@@ -97,3 +97,22 @@ def test_record_rows_labels_by_path_and_source():
 ])  # fmt: skip
 def test_error_class_of_each_status(status, kind):
     assert error_class(status) == kind
+
+
+def test_refresh_sets_every_series_again_with_its_totals():
+    """Ray drops a gauge series not set for ~20 s: ``refresh`` (every REFRESH_S) sets all of
+    a histogram's series again, every bucket, unchanged."""
+    fam = Family("histogram", "sluice_unit_refresh_seconds", "unit", ["job"], buckets=(0.1, 1.0))
+    bucket, count, total = fam._ray = (_Gauge(), _Gauge(), _Gauge())
+    fam.observe(0.5, job="a")
+    fam.observe_many([0.05, 3.0], job="b")
+    for gauge in (bucket, count, total):
+        gauge.values.clear()  # what Ray keeps once the series went stale
+    fam.refresh()
+    assert bucket.values == {
+        (("job", "a"), ("le", "0.1")): 0, (("job", "a"), ("le", "1.0")): 1,
+        (("job", "a"), ("le", "+Inf")): 1, (("job", "b"), ("le", "0.1")): 1,
+        (("job", "b"), ("le", "1.0")): 1, (("job", "b"), ("le", "+Inf")): 2,
+    }  # fmt: skip
+    assert count.values == {(("job", "a"),): 1, (("job", "b"),): 2}
+    assert total.values == {(("job", "a"),): 0.5, (("job", "b"),): pytest.approx(3.05)}
