@@ -139,7 +139,10 @@ class ScoreStage(_Stage):
     """
 
     def __init__(self, *, refused: pa.Table, record_engine: str, **kw) -> None:
+        from sluice import metrics
+
         super().__init__(**kw)
+        metrics.models_in_use("batch", self.contract.name, [self.scorer.model.ref])
         self.refused = refused  # `refusals`: key, expectations
         self.record_engine = record_engine
         from sluice.store import AlertWriter

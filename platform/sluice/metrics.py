@@ -17,8 +17,10 @@ and ``<name>_sum``: the series a Prometheus histogram has, under the same names,
 starts its totals at 0 again, as a counter's). Each call sets the totals it changed; the
 stream counts a batch's event latencies in one call (``observe_many``). Ray drops a gauge
 series its worker has not set for ~20 s (a gauge set once left the scrape after 20–21 s,
-Ray 2.60), where a Prometheus histogram's series last as long as their process: a thread of
-each process sets every histogram series again, unchanged, every ``REFRESH_S``. Not
+Ray 2.60), where a Prometheus gauge or histogram lasts as long as its process: a thread of
+each process sets every gauge and histogram series again, unchanged, every ``REFRESH_S``,
+until the series is retired (``Family.retire``: set to 0, no longer refreshed, so Ray drops
+it ~20 s later; a Ray series cannot be removed). Not
 ``ray.util.metrics.Histogram``: Ray 2.60's metrics agent re-records every observation of a
 histogram's buckets, one OpenTelemetry call each (ray-project/ray#64852), and the stream's
 one observation an event made the agent take 0.7 of a core for half a second every 10 s,
@@ -28,7 +30,8 @@ Families (exported names are ``ray_`` + these)::
 
     sluice_rows_scored_total{path,source,contract,model_version}   rows scored
     sluice_rows_quarantined_total{path,source,contract,reason}     rows quarantined
-    sluice_model_in_use{path,contract,model_version}           1 per model version in use
+    sluice_model_in_use{path,contract,model_version}           1 per model version a
+                                                               worker has loaded to score
     sluice_score_batch_seconds{path,contract}                  validate+featurize+predict
                                                                of one batch (histogram)
     sluice_online_requests_total{contract,code}                HTTP answers by status code
@@ -79,6 +82,7 @@ __all__ = [
     "FAMILIES",
     "LATE_EVENTS",
     "MODEL_IN_USE",
+    "models_in_use",
     "ONLINE_ERRORS",
     "ONLINE_REQUESTS",
     "ONLINE_REQUEST_SECONDS",
@@ -95,8 +99,8 @@ __all__ = [
 Kind = Literal["counter", "gauge", "histogram"]
 
 REFRESH_S = 5.0
-"""How often a process sets its histograms' gauges again (Ray drops a gauge series not set
-for ~20 s: module doc)."""
+"""How often a process sets its gauges' and histograms' series again (Ray drops a gauge
+series not set for ~20 s: module doc)."""
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                    10.0, 30.0)  # fmt: skip
@@ -135,6 +139,16 @@ class Family:
         with self._lock:
             self._values[key] = [float(value)]
         self._record(value, key)
+
+    def retire(self, **tags: Any) -> None:
+        """Set a gauge series to 0 and stop refreshing it, so Ray drops it ~20 s later (a
+        partition another consumer owns now, a model version no longer scored with)."""
+        assert self.kind == "gauge", self.name
+        key = self._key(tags)
+        with self._lock:
+            if self._values.pop(key, None) is None:
+                return
+        self._record(0.0, key)
 
     def observe(self, value: float, **tags: Any) -> None:
         assert self.kind == "histogram", self.name
@@ -202,13 +216,17 @@ class Family:
             metric.set(value, tags=tags)
 
     def refresh(self) -> None:
-        """Set every series' gauges again with its current totals (``REFRESH_S``)."""
-        gauges = self._ray_metric()
-        if gauges is None:
+        """Set every series of a gauge or histogram again with its current value or totals
+        (``REFRESH_S``)."""
+        metric = self._ray_metric()
+        if metric is None or self.kind == "counter":
             return
         with self._lock:
             for key, slot in self._values.items():
-                self._push(gauges, key, slot, 0)
+                if self.kind == "gauge":
+                    metric.set(slot[0], tags=dict(zip(self.tags, key, strict=True)))
+                else:
+                    self._push(metric, key, slot, 0)
 
     def _push(self, gauges: Any, key: tuple[str, ...], slot: list[float], lowest: int) -> None:
         """Set a histogram series' Ray gauges from bucket ``lowest`` up (lock held, so a
@@ -243,14 +261,15 @@ class Family:
                             metrics.Gauge(f"{self.name}_count", self.doc, tag_keys=self.tags),
                             metrics.Gauge(f"{self.name}_sum", self.doc, tag_keys=self.tags),
                         )  # fmt: skip
-                        _keep_alive(self)
                     else:
                         cls = metrics.Counter if self.kind == "counter" else metrics.Gauge
                         self._ray = cls(self.name, self.doc, tag_keys=self.tags)
+                    if self.kind != "counter":
+                        _keep_alive(self)
         return self._ray
 
 
-_refreshed: list[Family] = []  # this process's histograms with Ray gauges
+_refreshed: list[Family] = []  # this process's gauges and histograms with Ray gauges
 _refresh_lock = threading.Lock()
 
 
@@ -286,7 +305,8 @@ ROWS_QUARANTINED = Family("counter", "sluice_rows_quarantined_total",
                           "malformed:<kind>).",
                           ["path", "source", "contract", "reason"])  # fmt: skip
 MODEL_IN_USE = Family("gauge", "sluice_model_in_use",
-                      "1 for each model version a worker scores with.",
+                      "1 for each model version a worker has loaded to score with (a "
+                      "champion, a canary); a version swapped out is 0, then gone.",
                       ["path", "contract", "model_version"])  # fmt: skip
 SCORE_BATCH_SECONDS = Family("histogram", "sluice_score_batch_seconds",
                              "Validate, featurize and predict one batch (a Ray Data batch, a "
@@ -304,7 +324,7 @@ ONLINE_ERRORS = Family("counter", "sluice_online_errors_total",
                        ["contract", "error_class"])  # fmt: skip
 CONSUMER_LAG = Family("gauge", "sluice_stream_consumer_lag",
                       "Messages not yet committed per partition (high watermark - committed "
-                      "offset); 0 once another consumer owns the partition.",
+                      "offset); 0 once another consumer owns the partition, then gone.",
                       ["job", "topic", "partition"])  # fmt: skip
 LATE_EVENTS = Family("counter", "sluice_stream_late_events_total",
                      "Events that arrived after a later event of their card was scored "
@@ -383,13 +403,24 @@ def record_rows(source: str, contract: str, model_version: str, scored: int,
     ``<path>:<name>`` (``batch:fraud_batch``)."""
     path = source.split(":", 1)[0]
     if scored:
-        MODEL_IN_USE.set(1, path=path, contract=contract, model_version=model_version)
         ROWS_SCORED.inc(scored, path=path, source=source, contract=contract,
                         model_version=model_version)  # fmt: skip
     for reason, n in reasons.items():
         ROWS_QUARANTINED.inc(n, path=path, source=source, contract=contract, reason=reason)
     for label, n in (decisions or {}).items():
         DECISIONS.inc(n, path=path, source=source, contract=contract, decision=label)
+
+
+def models_in_use(path: str, contract: str, versions: Iterable[str]) -> None:
+    """``MODEL_IN_USE``: the model versions this worker has loaded to score ``contract`` on
+    ``path`` with (``fraud/3``), set where a worker loads or swaps them; the versions it
+    held before and no longer does are retired."""
+    keep = set(versions)
+    for p, c, v in MODEL_IN_USE.series():
+        if p == path and c == contract and v not in keep:
+            MODEL_IN_USE.retire(path=p, contract=c, model_version=v)
+    for v in sorted(keep):
+        MODEL_IN_USE.set(1, path=path, contract=contract, model_version=v)
 
 
 STORE_UNAVAILABLE = "store_unavailable"

@@ -160,6 +160,7 @@ class ScoringModel:
         self._scope = f"serve:{_app_name()}:{self.contract.name}:{settings.build_id}"
         champion = self._pinned_scorer(str(self.contract.model), self.config)
         self.core = BatchScorer(champion)
+        metrics.models_in_use("online", self.contract.name, [champion.model.ref])
         self.shadow_core: BatchScorer | None = None
         self.batches = self.batched_requests = 0
         try:  # connect now, so the first request does not pay for it
@@ -190,6 +191,9 @@ class ScoringModel:
         self.core = BatchScorer(champion, challenger, new.challenger_share if challenger else 0.0,
                                 shadow_share=new.shadow_share if shadow else 0.0)  # fmt: skip
         self.config = new
+        # The versions answers are scored with (the shadow's: sluice_shadow_rows_total).
+        metrics.models_in_use("online", self.contract.name,
+                              [s.model.ref for s in (champion, challenger) if s is not None])
 
     def _pinned_scorer(self, alias_ref: str, cfg: ModelUserConfig) -> Any:
         """A Scorer for the version ``alias_ref`` means in ``cfg``'s generation."""

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from sluice import metrics
-from sluice.metrics import FAMILIES, Family, error_class, record_rows
+from sluice.metrics import FAMILIES, Family, error_class, models_in_use, record_rows
 
 
 def test_family_names_labels_and_kinds_follow_prometheus_conventions():
@@ -86,7 +86,6 @@ def test_record_rows_labels_by_path_and_source():
                                      model_version="fraud/9") == before + 10  # fmt: skip
     assert metrics.ROWS_QUARANTINED.value(source="batch:unit_metrics",
                                           reason="expect_x:amount") == 3  # fmt: skip
-    assert metrics.MODEL_IN_USE.value(path="batch", model_version="fraud/9") == 1
 
 
 @pytest.mark.parametrize(("status", "kind"), [
@@ -116,3 +115,41 @@ def test_refresh_sets_every_series_again_with_its_totals():
     }  # fmt: skip
     assert count.values == {(("job", "a"),): 1, (("job", "b"),): 2}
     assert total.values == {(("job", "a"),): 0.5, (("job", "b"),): pytest.approx(3.05)}
+
+
+def test_refresh_sets_a_gauge_again_until_it_is_retired():
+    """A plain gauge is refreshed like a histogram; ``retire`` sets it to 0 once and stops
+    refreshing it, so Ray drops it."""
+    fam = Family("gauge", "sluice_unit_refresh_gauge", "unit", ["job"])
+    gauge = fam._ray = _Gauge()
+    fam.set(7, job="a")
+    fam.set(3, job="b")
+    gauge.values.clear()
+    fam.refresh()
+    assert gauge.values == {(("job", "a"),): 7.0, (("job", "b"),): 3.0}
+    fam.retire(job="a")
+    assert gauge.values[(("job", "a"),)] == 0.0
+    gauge.values.clear()
+    fam.refresh()
+    assert gauge.values == {(("job", "b"),): 3.0}
+    assert fam.value(job="a") == 0 and fam.series() == {("b",): 3.0}
+
+
+def test_models_in_use_retires_the_versions_a_worker_no_longer_holds():
+    gauge = _Gauge()
+    saved, metrics.MODEL_IN_USE._ray = metrics.MODEL_IN_USE._ray, gauge
+    try:
+        models_in_use("online", "swap", ["swap/1"])
+        models_in_use("batch", "swap", ["swap/1"])
+        models_in_use("online", "swap", ["swap/1", "swap/2"])  # a canary
+        models_in_use("online", "swap", ["swap/2"])  # promoted, the canary turned off
+    finally:
+        metrics.MODEL_IN_USE._ray = saved
+    assert {k: v for k, v in metrics.MODEL_IN_USE.series().items() if k[1] == "swap"} == {
+        ("batch", "swap", "swap/1"): 1.0, ("online", "swap", "swap/2"): 1.0}
+
+    def tags(path: str, version: str) -> tuple[tuple[str, str], ...]:
+        return ("contract", "swap"), ("model_version", version), ("path", path)
+
+    assert gauge.values == {tags("online", "swap/1"): 0.0,  # retired
+                            tags("batch", "swap/1"): 1.0, tags("online", "swap/2"): 1.0}

@@ -316,8 +316,8 @@ class ConsumerLoop:
         for tp in partitions:
             self._pending.pop(tp, None)
             self._committed.pop(tp, None)
-            # Its new owner reports its lag from now on (a Ray gauge cannot be removed).
-            CONSUMER_LAG.set(0, job=self.job, topic=tp[0], partition=str(tp[1]))
+            # Its new owner reports its lag from now on.
+            CONSUMER_LAG.retire(job=self.job, topic=tp[0], partition=str(tp[1]))
         self._assigned -= partitions
         self.stats.assigned = sorted(p for _, p in self._assigned)
 

@@ -165,6 +165,7 @@ class MicroBatchScorer:
         self.gx_min_rows = gx_min_rows
         fields = frozenset(self.contract.scoring_schema.names)
         self.limits = MessageLimits(fields, max_message_bytes, max_unknown_fields)
+        metrics.models_in_use("stream", self.contract.name, [scorer.model.ref])
 
     def __call__(self, messages: Sequence[Message]) -> BatchResult:
         late_before = self.state.late_events if self.state else 0

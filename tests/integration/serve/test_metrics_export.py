@@ -229,29 +229,44 @@ def test_scrape_has_every_family_with_its_labels_and_passes_promtool(cfg):
 RAY_LABELS = re.compile(r'\b(?:Component|NodeAddress|SessionName|Version|WorkerId)="[^"]*",?')
 
 
-def test_a_histogram_observed_once_stays_in_the_scrape(serve_world):
+def test_series_set_once_stay_in_the_scrape_until_retired(serve_world):
     """Ray drops a gauge series its worker has not set for ~20 s (sluice.metrics): a
-    histogram's series, set once, must still be scraped 30 s later, as a Prometheus
-    histogram's would be while its process lives. Last in this file: the 30 s would age
-    out the plain gauges (``sluice_model_in_use``) the scrape test above looks for."""
+    histogram observed once and a gauge set once must still be scraped 30 s later, as a
+    Prometheus histogram's and gauge's would be while their process lives; a gauge series
+    retired (a model version replaced) reads 0 at once and then leaves the scrape."""
     import ray
 
     @ray.remote(num_cpus=0)
     class Once:
-        def observe(self) -> None:
+        def record(self) -> None:
             from sluice import metrics
 
             metrics.SCORE_BATCH_SECONDS.observe(0.02, path="batch", contract="keepalive")
+            metrics.models_in_use("stream", "keepalive", ["keepalive/1"])
+            metrics.models_in_use("stream", "keepalive", ["keepalive/2"])  # a swap
 
     actor = Once.remote()
-    ray.get(actor.observe.remote())
-    name, labels = "ray_sluice_score_batch_seconds_count", {"contract": "keepalive"}
-    wait_for_metrics(lambda s: [] if total(s, name, **labels) == 1 else [f"{name} not yet"])
+    ray.get(actor.record.remote())
+    hist, labels = "ray_sluice_score_batch_seconds_count", {"contract": "keepalive"}
+    in_use = "ray_sluice_model_in_use"
+
+    def version(samples: Samples, v: str) -> list[float]:
+        return [x for n, lab, x in samples if n == in_use
+                and lab.get("model_version") == f"keepalive/{v}"]  # fmt: skip
+
+    def both_set(s: Samples) -> list[str]:
+        return [] if total(s, hist, **labels) == 1 and version(s, "2") == [1.0] else ["not yet"]
+
+    wait_for_metrics(both_set)
     seen = time.monotonic()
     try:
-        while (elapsed := time.monotonic() - seen) < 30:  # Ray dropped it after 20-21 s
+        while (elapsed := time.monotonic() - seen) < 30:  # Ray dropped them after 20-21 s
             _, samples = scrape()
-            assert total(samples, name, **labels) == 1, f"{name} gone {elapsed:.0f} s after"
+            assert total(samples, hist, **labels) == 1, f"{hist} gone {elapsed:.0f} s after"
+            assert version(samples, "2") == [1.0], f"{in_use} gone {elapsed:.0f} s after"
+            assert version(samples, "1") in ([0.0], []), "a retired version still in use"
             time.sleep(1.0)
+        wait_for_metrics(lambda s: ["keepalive/1 still scraped"] if version(s, "1") else [],
+                         timeout_s=15)
     finally:
         ray.kill(actor)

@@ -52,3 +52,18 @@ def test_a_replica_added_after_a_promotion_keeps_the_generation_version(settings
     rebuilt = dataclasses.replace(settings, build_id="next-build")  # resolves anew
     assert replica(rebuilt, 1).core.champion.model.ref == "fraud/1"
     assert replica(settings, 2).core.champion.model.ref == "fraud/2"  # the old build keeps its
+
+
+def test_a_replica_reports_the_versions_it_holds_and_retires_the_one_swapped_out(settings):
+    """``sluice_model_in_use`` (per process: a Serve replica is one)."""
+    from sluice.metrics import MODEL_IN_USE
+
+    def in_use() -> dict[str, float]:
+        return {v: x for (path, contract, v), x in MODEL_IN_USE.series().items()
+                if path == "online" and contract == "fraud"}  # fmt: skip
+
+    model = replica(settings, 1)
+    assert in_use() == {"fraud/1": 1.0}
+    ModelRegistry.from_config(settings.platform).promote("fraud", 2)
+    model.reconfigure({"model_generation": 2})
+    assert in_use() == {"fraud/2": 1.0}
