@@ -224,7 +224,7 @@ class Family:
         with self._lock:
             for key, slot in self._values.items():
                 if self.kind == "gauge":
-                    metric.set(slot[0], tags=dict(zip(self.tags, key, strict=True)))
+                    self._record(slot[0], key)
                 else:
                     self._push(metric, key, slot, 0)
 
