@@ -92,8 +92,14 @@ class _InferenceRequest(BaseModel):
     outputs: list[_Requested] | None = None
 
 
-def _flat(data: list[Any]) -> list[Any]:
-    return [x for row in data for x in row] if data and isinstance(data[0], list) else data
+def _flat(data: list[Any]) -> list[Any] | None:
+    """A tensor's values: ``data`` as [n] values or [n] one-value lists; None for any other
+    nesting (a row of two values, or lists mixed with values)."""
+    if not any(isinstance(x, list) for x in data):
+        return data
+    if all(isinstance(x, list) and len(x) == 1 for x in data):
+        return [x[0] for x in data]
+    return None
 
 
 def _rows(request: _InferenceRequest, contract: Contract) -> list[dict[str, Any]]:
@@ -111,6 +117,9 @@ def _rows(request: _InferenceRequest, contract: Contract) -> list[dict[str, Any]
             problems.append(Problem(where, "duplicate_input", "given twice"))
         elif t.datatype != types[t.name]:
             problems.append(Problem(where, "datatype", f"must be {types[t.name]}", t.datatype))
+        elif values is None:
+            problems.append(Problem(where, "shape", "data must be [n] values or [n] lists of "
+                                    "one value each (a [n, 1] tensor)"))  # fmt: skip
         elif len(t.shape) == 2 and t.shape[1] != 1 or len(values) != t.shape[0]:
             problems.append(Problem(where, "shape", f"shape {t.shape} must be [n] or [n, 1] "
                                     f"and hold its {len(values)} values"))  # fmt: skip

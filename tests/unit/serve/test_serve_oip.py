@@ -156,6 +156,21 @@ def test_infer_gives_the_scores_of_v1_for_the_same_rows(served):
     assert nested.json()["outputs"][0]["data"] == result.as_numpy("score")[:2].tolist()
 
 
+@pytest.mark.parametrize("data", [[[5.0], 7.0], [[5.0, 7.0]], [5.0, [7.0]], [[5.0], [7.0, 1.0]]],
+                         ids=["list then value", "one row of two", "value then list",
+                              "a row of two"])  # fmt: skip
+def test_a_tensor_nested_other_than_n_by_1_is_a_400_naming_it(served, data):
+    url, _ = served
+    body = {"inputs": [{"name": t.name(), "shape": [2], "datatype": t.datatype(),
+                        "data": t._get_tensor()["data"]}
+                       for t in _inputs(json_rows(2, seed=6))]}  # fmt: skip
+    amount = next(i for i, t in enumerate(body["inputs"]) if t["name"] == "amount")
+    body["inputs"][amount]["data"] = data
+    got = httpx.post(f"http://{url}/v2/models/fraud/infer", json=body, headers=AUTH)
+    assert got.status_code == 400, got.text
+    assert f"inputs[{amount}] (amount)" in got.text and "[n] values" in got.text, got.text
+
+
 @pytest.mark.parametrize(("case", "status", "says"), [
     ("unknown model", "404", "model 'other' is not served here"),
     ("unknown version", "404", "version '3' of 'fraud' is not served here; served: 7"),
