@@ -12,11 +12,14 @@ the batch's writes are all acknowledged: its ``BatchResult.outbox`` is produced 
 offsets sent into it, and it commits both at once; any failure aborts it and propagates
 (the consumer's replacement replays the batch), so nothing is left pending.
 
-Rebalances: ``on_revoke`` (called by the Kafka client inside ``consume``, so between
-batches) commits whatever is done but not yet committed for the revoked partitions;
-``on_lost`` (the group already gave them away) drops it: the new owner replays. A commit
-refused because the group is rebalancing is kept and retried after the next batch or at
-revocation; only replays can follow from it, never a loss.
+Rebalances: ``on_revoke`` (called by the Kafka client inside ``consume``: between batches,
+or while one is collected) commits whatever is done but not yet committed for the revoked
+partitions; ``on_lost`` (the group already gave them away) drops it: the new owner
+replays. Messages of a partition revoked or lost while its batch was being collected are
+dropped from the batch, never scored or committed: they are its new owner's (which
+starts from the last commit), and this consumer no longer owns their cards' state. A
+commit refused because the group is rebalancing is kept and retried after the next batch
+or at revocation; only replays can follow from it, never a loss.
 
 Cassandra outages: a batch whose writes fail because Cassandra is unreachable
 (``StoreUnavailable``, or a transient driver error) is retried as a whole — same messages,
@@ -160,13 +163,17 @@ class ConsumerLoop:
         self._pending: dict[tuple[str, int], int] = {}  # done, not yet committed
         self._committed: dict[tuple[str, int], int] = {}
         self._assigned: set[tuple[str, int]] = set()
+        self._moves = 0  # partitions revoked or lost so far (``_forget``)
         self._hold = os.environ.get(HOLD_COMMITS_ENV) or None
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> LoopStats:
         try:
             while not stop.is_set():
+                moves = self._moves
                 batch = collect_batch(self.consumer, self.max_messages, self.max_wait_s)
+                if self._moves != moves:  # a rebalance ran inside collect_batch's consume
+                    batch = [m for m in batch if (m.topic(), m.partition()) in self._assigned]
                 if batch:
                     self._run_batch(batch, stop)
                 elif self._pending:
@@ -288,7 +295,7 @@ class ConsumerLoop:
         finally:
             self.consumer.close()  # leaves the group: its partitions move at once
 
-    # -- rebalance callbacks (run inside consume(), between batches) ------------------------
+    # -- rebalance callbacks (run inside consume()) -------------------------------------------
     def on_assign(self, consumer: Any, partitions: list[Any]) -> None:
         self._assigned = {(tp.topic, tp.partition) for tp in partitions}
         self.stats.assigned = sorted(p for _, p in self._assigned)
@@ -311,6 +318,7 @@ class ConsumerLoop:
         self._forget(lost)
 
     def _forget(self, partitions: set[tuple[str, int]]) -> None:
+        self._moves += 1
         if self.on_partitions_moved is not None:  # e.g. drop the keyed state of their cards
             self.on_partitions_moved()
         for tp in partitions:

@@ -92,7 +92,8 @@ class FakeConsumer:
     test's process function appends; ``drains`` lists the timeout-0 calls' sizes.
     ``refuse_commits`` makes that many commits fail with REBALANCE_IN_PROGRESS first.
     ``on_consume(call_number)`` runs before each blocking consume returns (e.g. to send a
-    signal); ``consumed_calls`` counts those.
+    signal); ``consumed_calls`` counts those. ``on_drain()`` runs inside each timeout-0
+    consume before it returns (e.g. a rebalance served while a batch is collected).
     """
 
     batches: list[list[Any]]
@@ -100,6 +101,7 @@ class FakeConsumer:
     refuse_commits: int = 0
     fatal_commit: bool = False
     on_consume: Callable[[int], None] | None = None
+    on_drain: Callable[[], None] | None = None
     high_watermark: int = 100
     closed: bool = False
     consumed_calls: int = 0
@@ -111,6 +113,8 @@ class FakeConsumer:
             raise RuntimeError("consume on a closed consumer")
         if timeout == 0:
             self.drains.append(num_messages)
+            if self.on_drain is not None:
+                self.on_drain()
         else:
             self.consumed_calls += 1
             self.log.append(("consume", num_messages))

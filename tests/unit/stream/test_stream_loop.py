@@ -202,7 +202,9 @@ def test_lost_partitions_are_not_committed():
 
 
 def test_revoked_or_lost_partitions_drop_the_keyed_state_after_committing():
-    consumer = FakeConsumer(batches=[messages([b"{}"] * 4)])
+    # The batch's own commit is refused (a rebalance under way), so the revocation has
+    # partition 1's offset to commit, and must do so before the state is dropped.
+    consumer = FakeConsumer(batches=[messages([b"{}"] * 4)], refuse_commits=1)
     moved: list[list] = []
     loop = loop_for(consumer, Process(consumer),
                     on_partitions_moved=lambda: moved.append(list(consumer.commits())))
@@ -210,9 +212,24 @@ def test_revoked_or_lost_partitions_drop_the_keyed_state_after_committing():
     loop._run_batch(consumer.batches.pop(0), threading.Event())
     assert moved == []  # a batch alone keeps the state
     loop.on_revoke(consumer, [TopicPartition(TOPIC, 1)])
-    assert len(moved) == 1 and moved[0] == consumer.commits()  # after the commit
+    assert len(moved) == 1 and moved[0] == [{(TOPIC, 1): 2}]  # after the commit
     loop.on_lost(consumer, [TopicPartition(TOPIC, 0)])
     assert len(moved) == 2
+
+
+def test_a_partition_revoked_while_its_batch_is_collected_is_left_to_its_new_owner():
+    # The first message (partition 0) arrives; draining the rest of the batch serves a
+    # rebalance that revokes partition 0. Its messages are the new owner's: neither
+    # scored here nor committed (a stale commit could move the new owner's offset back).
+    consumer = FakeConsumer(batches=[messages([b"{}"] * 4)])
+    stop = threading.Event()
+    loop = loop_for(consumer, Process(consumer, stop_after=1, stop=stop))
+    loop.on_assign(consumer, [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)])
+    revoke = [TopicPartition(TOPIC, 0)]
+    consumer.on_drain = lambda: revoke and loop.on_revoke(consumer, [revoke.pop()])
+    loop.run(stop)
+    assert ("write start", 2) in consumer.log and loop.stats.messages == 2
+    assert consumer.commits() == [{(TOPIC, 1): 2}]
 
 
 def _set(event: threading.Event) -> threading.Event:
