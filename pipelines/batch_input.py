@@ -1,5 +1,5 @@
 """A batch job's input: files resolved and checked before anything is written, then read by
-Ray Data with each row's position, and CSV read with the contract's types.
+Ray Data with each row's position, and CSV read as text (``read_csv_text``).
 
     files, fs = resolve_inputs(job)
     check_input_schema(job, contract, files, fs)        # ConfigError before any write
@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -49,10 +50,12 @@ __all__ = [
     "check_input_schema",
     "by_entity",
     "count_rows",
-    "csv_convert_options",
+    "csv_header",
+    "read_csv_text",
     "read_input",
     "resolve_inputs",
     "row_ids",
+    "text_nulls",
 ]
 
 FILE_COLUMN = "__sluice_file"
@@ -111,16 +114,42 @@ def _expand(pattern: str) -> tuple[pafs.FileSystem, list[str]]:
     return fs, found
 
 
-def csv_convert_options(contract: Contract) -> pacsv.ConvertOptions:
-    """CSV cells of the contract's string columns stay text ("00123" is an id, not 123).
+CSV_NULLS: tuple[str, ...] = tuple(pacsv.ConvertOptions().null_values)
+"""Cells Arrow's CSV reader reads as null in a typed column ("", "NA", "null", "nan", ...)."""
 
-    Other columns are inferred per file as before and cast per row by the Scorer, so a
-    cell that does not cast quarantines its row (with the reason) instead of failing the
-    file.
+
+def read_csv_text(source: pa.NativeFile | str, names: Sequence[str]) -> pacsv.CSVStreamingReader:
+    """A CSV file's batches with every cell as text, its columns ``names`` (its header).
+
+    No type is guessed: the Scorer casts each cell to the contract's type, so a cell that
+    does not cast quarantines its row with the reason, wherever it is in the file (a type
+    Arrow inferred from the first block made a later cell fail the whole file), and an id
+    of digits stays the text it is ("00123"). Use ``text_nulls`` on each batch.
     """
-    strings = {f.name: pa.string() for f in contract.scoring_schema
-               if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)}  # fmt: skip
-    return pacsv.ConvertOptions(column_types=strings)
+    return pacsv.open_csv(source, read_options=pacsv.ReadOptions(use_threads=False),
+                          convert_options=pacsv.ConvertOptions(
+                              column_types=dict.fromkeys(names, pa.string())))  # fmt: skip
+
+
+def text_nulls(table: pa.Table, contract: Contract) -> pa.Table:
+    """``CSV_NULLS`` cells as null in the columns the contract types other than text, as
+    Arrow's typed CSV reading has them; text columns and unknown ones keep them as text
+    (an empty id is "", not null)."""
+    typed = {f.name for f in contract.arrow_schema
+             if not (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))}
+    nulls = pa.array(CSV_NULLS, pa.string())
+    for i, name in enumerate(table.column_names):
+        if name in typed:
+            col = table.column(i)
+            table = table.set_column(i, name, pc.if_else(pc.is_in(col, value_set=nulls),
+                                                         pa.scalar(None, pa.string()), col))
+    return table
+
+
+def csv_header(fs: pafs.FileSystem, path: str) -> list[str]:
+    """A CSV file's column names, from its first block."""
+    with fs.open_input_stream(path) as f:
+        return pacsv.open_csv(f, read_options=pacsv.ReadOptions(use_threads=False)).schema.names
 
 
 def check_input_schema(job: BatchJob, contract: Contract, files: list[str],
@@ -128,8 +157,8 @@ def check_input_schema(job: BatchJob, contract: Contract, files: list[str],
     """Fail before any write when a file lacks a column or holds one of the wrong type.
 
     Parquet carries types: a column whose type cannot hold the contract's is a job error.
-    CSV carries none: its values are cast per row, and rows that do not cast are
-    quarantined with the reason (expect_column_values_to_be_of_type).
+    CSV carries none: its cells are read as text and cast per row, and rows that do not
+    cast are quarantined with the reason (expect_column_values_to_be_of_type).
     """
     want = contract.scoring_schema
     for path in files:
@@ -137,8 +166,7 @@ def check_input_schema(job: BatchJob, contract: Contract, files: list[str],
             if job.input.format is InputFormat.PARQUET:
                 have = pq.read_schema(path, filesystem=fs)
             else:
-                with fs.open_input_stream(path) as f:
-                    have = pacsv.open_csv(f, convert_options=csv_convert_options(contract)).schema
+                have = pa.schema([(n, pa.string()) for n in csv_header(fs, path)])
         except (OSError, pa.ArrowInvalid) as exc:
             raise ConfigError(f"job {job.name}: cannot read {path}: {exc}") from exc
         missing = [n for n in want.names if n not in have.names]
@@ -262,7 +290,7 @@ class _NumberedFiles(FileBasedDatasource):
         super().__init__(files, filesystem=fs)
         self._format = fmt
         self._index = {path: i for i, path in enumerate(files)}
-        self._csv_options = csv_convert_options(contract) if fmt is InputFormat.CSV else None
+        self._contract = contract
 
     def _open_input_source(self, filesystem, path: str, **open_args) -> pa.NativeFile:
         if self._format is InputFormat.PARQUET:  # Parquet needs random access (the footer)
@@ -273,15 +301,18 @@ class _NumberedFiles(FileBasedDatasource):
         index = self._index.get(path)
         if index is None:  # pragma: no cover - Ray hands back the paths it was given
             raise ConfigError(f"batch input: Ray read {path!r}, which is not a job input")
-        if self._format is InputFormat.PARQUET:
-            batches = pq.ParquetFile(f).iter_batches(batch_size=_PARQUET_BATCH_ROWS)
+        csv = self._format is InputFormat.CSV
+        if csv:
+            names = csv_header(self._filesystem, path)
+            batches = read_csv_text(f, names)
         else:
-            batches = pacsv.open_csv(f, read_options=pacsv.ReadOptions(use_threads=False),
-                                     convert_options=self._csv_options)  # fmt: skip
+            batches = pq.ParquetFile(f).iter_batches(batch_size=_PARQUET_BATCH_ROWS)
         start = 0
         for batch in batches:
             n = batch.num_rows
             table = pa.Table.from_batches([batch])
+            if csv:
+                table = text_nulls(table, self._contract)
             table = table.append_column(FILE_COLUMN, pa.repeat(pa.scalar(index, pa.int32()), n))
             rows = pa.array(np.arange(start, start + n, dtype=np.int64))
             yield table.append_column(ROW_COLUMN, rows)

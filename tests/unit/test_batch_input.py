@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
 import pytest
 
-from pipelines.batch_input import csv_convert_options, resolve_inputs
+from pipelines.batch_input import csv_header, read_csv_text, resolve_inputs, text_nulls
 from sluice.contract import load_contract
+from sluice.datagen import generate_dataset
 from sluice.errors import ConfigError
 from sluice.jobs import BatchJob, InputSpec
+from sluice.validation import conform
 
 
 def job(*paths: str) -> BatchJob:
@@ -25,10 +28,36 @@ def test_a_file_matched_twice_is_refused(tmp_path):
         resolve_inputs(job(str(tmp_path / "*.parquet"), str(tmp_path / "a.parquet")))
 
 
-def test_csv_string_columns_are_read_as_text(tmp_path):
+def test_csv_cells_are_read_as_text_and_null_tokens_null_only_in_typed_columns(tmp_path):
     path = tmp_path / "a.csv"
-    path.write_text("transaction_id,card_id,amount\n00042,007,12.5\n10,8,3\n")
-    table = pacsv.read_csv(path, convert_options=csv_convert_options(load_contract("fraud")))
-    assert table["transaction_id"].to_pylist() == ["00042", "10"]
+    path.write_text("transaction_id,card_id,amount,extra\n00042,007,12.5,NA\n,8,NA,x\n")
+    contract = load_contract("fraud")
+    names = csv_header(pafs.LocalFileSystem(), str(path))
+    table = text_nulls(pa.Table.from_batches(list(read_csv_text(str(path), names))), contract)
+    assert table["transaction_id"].to_pylist() == ["00042", ""]  # text: an id, "" kept
     assert table["card_id"].to_pylist() == ["007", "8"]
-    assert table.schema.field("amount").type == pa.float64()  # others: inferred, cast per row
+    assert table["amount"].to_pylist() == ["12.5", None]  # cast per row by the Scorer
+    assert table["extra"].to_pylist() == ["NA", "x"]  # unknown to the contract: as written
+
+
+def test_a_bad_cell_past_the_first_block_quarantines_its_row_not_the_file(tmp_path):
+    contract = load_contract("fraud")
+    rows = generate_dataset(12_000, seed=3).table.drop(["is_fraud"])
+    path = tmp_path / "a.csv"
+    pacsv.write_csv(rows, path)
+    text = path.read_text().splitlines()
+    assert len("\n".join(text)) > 2**20  # past the reader's first block (1 MiB)
+    cells = text[-1].split(",")
+    cells[names_index(text[0], "amount")] = "abc"
+    path.write_text("\n".join([*text[:-1], ",".join(cells)]) + "\n")
+    names = csv_header(pafs.LocalFileSystem(), str(path))
+    table = text_nulls(pa.Table.from_batches(list(read_csv_text(str(path), names))), contract)
+    conformed, rejected = conform(table, contract.scoring_schema)
+    assert conformed.num_rows == 12_000
+    assert [(row, [(r.expectation, r.column, r.value) for r in reasons])
+            for row, reasons in rejected] == [
+        (11_999, [("expect_column_values_to_be_of_type", "amount", "'abc'")])]
+
+
+def names_index(header: str, name: str) -> int:
+    return [h.strip('"') for h in header.split(",")].index(name)
