@@ -24,6 +24,7 @@ from __future__ import annotations
 import glob
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, date
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -51,6 +52,7 @@ __all__ = [
     "by_entity",
     "count_rows",
     "csv_header",
+    "file_days",
     "read_csv_text",
     "read_input",
     "resolve_inputs",
@@ -187,6 +189,14 @@ def check_input_schema(job: BatchJob, contract: Contract, files: list[str],
                         f"job {job.name}: {path} column {name} is {got}, but contract "
                         f"{contract.name} wants {expected}; fix the file or the contract"
                     )
+
+
+def file_days(files: Sequence[str], fs: pafs.FileSystem, today: date) -> list[date]:
+    """Each file's last modification day (UTC; ``today`` where the filesystem has none):
+    the quarantine day of a refused row without a usable event time, the same on a re-run
+    of the same files."""
+    return [i.mtime.astimezone(UTC).date() if i.mtime is not None else today
+            for i in fs.get_file_info(list(files))]  # fmt: skip
 
 
 def count_rows(job: BatchJob, files: list[str], fs: pafs.FileSystem, read) -> int:

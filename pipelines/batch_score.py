@@ -40,6 +40,7 @@ from pipelines.batch_input import (
     EntityOrder,
     check_input_schema,
     count_rows,
+    file_days,
     read_input,
     resolve_inputs,
 )
@@ -196,7 +197,8 @@ def run(job: BatchJob, cfg: PlatformConfig) -> JobSummary:
     phase["key_check"] = time.monotonic() - t
     stage_args = dict(cfg=cfg, contract_name=job.contract, model_ref=model_version,
                       engine=job.validation_engine, batch_rows=job.batch_rows, source=source,
-                      now=now, conflicting_keys=keys.conflicting, files=files)  # fmt: skip
+                      now=now, conflicting_keys=keys.conflicting, files=files,
+                      file_days=file_days(files, fs, now.date()))  # fmt: skip
     pool = dict(
         batch_size=job.batch_rows, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(min_size=job.actors.min_actors,

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime
+from datetime import date, datetime
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.batch_expectations import Totals
-from pipelines.batch_input import ADDED_COLUMNS, POSITION_COLUMNS, row_ids
+from pipelines.batch_input import ADDED_COLUMNS, FILE_COLUMN, POSITION_COLUMNS, row_ids
 from sluice.config import PlatformConfig
 from sluice.contract import load_contract
 from sluice.errors import RowsUnaccounted
@@ -41,7 +41,7 @@ class _Stage:
 
     def __init__(self, cfg: PlatformConfig, contract_name: str, model_ref: str, engine: str,
                  batch_rows: int, source: str, now: datetime, conflicting_keys: frozenset[str],
-                 files: list[str]) -> None:  # fmt: skip
+                 files: list[str], file_days: list[date]) -> None:  # fmt: skip
         from sluice.models import ModelRegistry
         from sluice.scoring import Scorer
         from sluice.store import CassandraFeatureStore
@@ -55,7 +55,7 @@ class _Stage:
                              record_events=False)  # fmt: skip
         self.cfg, self.source, self.now = cfg, source, now
         self.conflicting_keys = conflicting_keys
-        self.files = files
+        self.files, self.file_days = files, file_days
 
     def split(self, batch: pa.Table, engine: str | None = None):
         """The batch's rows (the columns Sluice added dropped: no part of a row) split."""
@@ -76,14 +76,25 @@ class RecordStage(_Stage):
         self.scorer.record(split.valid)
         reasons = reason_counts(split.quarantined.column("reasons").to_pylist())
         metrics.record_rows(self.source, self.contract.name, self.scorer.model.ref, 0, reasons)
-        ids = row_ids(self.files, batch.select(list(POSITION_COLUMNS)).take(split.refused))
-        rows = quarantine_rows(self.contract, split.quarantined, row_ids=ids)
+        positions = batch.select(list(POSITION_COLUMNS)).take(split.refused)
+        ids = row_ids(self.files, positions)
+        rows = quarantine_rows(self.contract, split.quarantined, row_ids=ids,
+                               days=self.quarantine_days(split, positions))  # fmt: skip
         rows = rows.append_column(TOTALS_COLUMN, pa.nulls(rows.num_rows, pa.string()))
         totals = Totals.of(self.scorer.suite, split).to_json()
         counts = pa.Table.from_arrays([pa.nulls(1, f.type) for f in rows.schema][:-1]
                                       + [pa.array([totals], pa.string())],
                                       schema=rows.schema)  # fmt: skip
         return pa.concat_tables([rows, counts])
+
+    def quarantine_days(self, split, positions: pa.Table) -> pa.Array:
+        """The day of each refused row: its event's (when its event time is readable), else
+        its file's modification day: times a re-run of the same input gives again, so it
+        rewrites the same quarantine rows (the job's clock would add a day's copy)."""
+        event = split.conformed.column(self.contract.event_time_column).take(split.refused)
+        files = positions.column(FILE_COLUMN).combine_chunks()
+        of_file = pa.array(self.file_days, pa.date32()).take(files)
+        return pc.coalesce(pc.cast(event.combine_chunks(), pa.date32()), of_file)
 
 
 def record_parts(pass1) -> tuple[object, Totals]:

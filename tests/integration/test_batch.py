@@ -93,6 +93,24 @@ def quarantine_keys(session, source: str) -> set[str]:
     return {r.key for r in rows if r.source == source}
 
 
+def quarantine_days(session, source: str) -> list[tuple]:
+    """(day, key, row_id) of every quarantine row of ``source``, checking that each row's
+    day is its event's (its raw event_time), or its file's modification day when it has
+    none: days a re-run gives again, whatever the job's clock."""
+    out = []
+    for r in session.execute("SELECT source, day, key, row_id, raw "
+                             "FROM sluice_test_batch.quarantine", timeout=60):  # fmt: skip
+        if r.source != source:
+            continue
+        when = json.loads(r.raw).get("event_time")
+        path = r.row_id.rsplit("#", 1)[0]
+        want = (datetime.fromisoformat(when).astimezone(UTC).date() if when else
+                datetime.fromtimestamp(os.stat(path).st_mtime, UTC).date())  # fmt: skip
+        assert r.day.date() == want, (r.key, r.row_id, r.day, when)
+        out.append((r.day.date(), r.key, r.row_id))
+    return sorted(out)
+
+
 def valid_keys(data) -> set[str]:
     return set(data.table["transaction_id"].filter(pa.array(data.valid_mask)).to_pylist())
 
@@ -104,6 +122,8 @@ def test_batch_job_scores_valid_rows_and_quarantines_invalid_ones(env):
     got = predictions(session)
     assert set(got) == valid_keys(data)
     assert quarantine_keys(session, "batch:test_batch") == data.invalid_keys
+    stored = quarantine_days(session, "batch:test_batch")
+    assert len(stored) == len(data.invalid_rows)  # one row per refused input row
     assert summary.rows_read == ROWS
     assert summary.rows_quarantined == len(data.invalid_rows)
     assert summary.rows_scored == ROWS - len(data.invalid_rows)
@@ -133,7 +153,7 @@ def test_batch_job_scores_valid_rows_and_quarantines_invalid_ones(env):
     # A re-run changes no prediction, no quarantine row and no alert, and adds none.
     again = run(job_for(root), cfg)
     assert predictions(session) == got
-    assert quarantine_keys(session, "batch:test_batch") == data.invalid_keys
+    assert quarantine_days(session, "batch:test_batch") == stored
     assert again.rows_read == summary.rows_read
     again_day, again_key = alerts(session)
     assert sorted(again_day) == sorted(by_day) and again_key == by_key

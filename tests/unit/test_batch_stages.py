@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from types import SimpleNamespace
 
 import numpy as np
@@ -55,7 +55,8 @@ class FakeScorer:
         bad = np.array([i in self.refuse for i in range(rows.num_rows)])
         refused = np.flatnonzero(bad)
         keys = rows.column("transaction_id").to_pylist()
-        conformed = pa.table({"transaction_id": keys, "amount": rows.column("amount")})
+        conformed = pa.table({"transaction_id": keys, "amount": rows.column("amount"),
+                              "event_time": rows.column("event_time")})
         return Split(conformed.filter(pa.array(~bad)), quarantined([keys[i] for i in refused]),
                      refused, conformed, validate(conformed, SUITE, "compiled"))  # fmt: skip
 
@@ -68,12 +69,15 @@ def stage(cls, refuse: set[int], **kw):
     s.contract, s.scorer = load_contract("fraud"), FakeScorer(refuse)
     s.source, s.now, s.conflicting_keys = "batch:j", NOW, frozenset()
     s.files = ["in/a.parquet", "in/b.parquet"]
+    s.file_days = [date(2025, 5, 30), date(2025, 5, 31)]
     for k, v in kw.items():
         setattr(s, k, v)
     return s
 
 
+EVENT = datetime(2024, 3, 9, 23, 59, tzinfo=UTC)
 BATCH = pa.table({"transaction_id": ["t0", "t1", "t2", "t3"], "amount": [1.0, -1.0, 2.0, -3.0],
+                  "event_time": pa.array([EVENT, EVENT, EVENT, None], pa.timestamp("us", "UTC")),
                   FILE_COLUMN: pa.array([0, 0, 1, 1], pa.int32()),
                   ROW_COLUMN: pa.array([7, 8, 0, 1], pa.int64())})  # fmt: skip
 
@@ -83,6 +87,8 @@ def test_record_pass_returns_each_refused_row_with_its_position_and_the_batch_co
     rows = _quarantine_rows(out)
     assert rows["key"].to_pylist() == ["t1", "t3"]
     assert rows["row_id"].to_pylist() == ["in/a.parquet#8", "in/b.parquet#1"]
+    # The event's day; t3 has no event time: its file's day. Never the job's clock (NOW).
+    assert rows["day"].to_pylist() == [date(2024, 3, 9), date(2025, 5, 31)]
     [text] = _totals_rows(out).column(0).to_pylist()
     totals = Totals.from_json(text)
     assert totals.rows == 4 and totals.unexpected == {0: 2} and totals.counted == {0: 4}

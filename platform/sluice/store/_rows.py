@@ -160,9 +160,17 @@ def alert_rows(contract: Contract, scored: pa.Table, source: str,
 
 
 def quarantine_rows(
-    contract: Contract, quarantined: pa.Table, row_ids: Sequence[str] | None = None
+    contract: Contract,
+    quarantined: pa.Table,
+    row_ids: Sequence[str] | None = None,
+    days: pa.Array | None = None,
 ) -> pa.Table:
     """Scorer quarantine rows -> quarantine table rows, partitioned by (source, day).
+
+    ``day`` must come from a time that a re-run or replay gives the row again: ``days``
+    (date32, one a row) where the caller has one (a batch job: the event's day, see
+    pipelines/batch_stages.py), else the day of ``quarantined_at`` (the stream restamps it
+    with the message's time; an online request is never replayed).
 
     ``row_id`` tells refused input rows apart within a key: ``row_ids`` where the caller
     knows each row's position (a batch job: ``<file>#<row>``), else ``sha256:`` and a
@@ -176,7 +184,12 @@ def quarantine_rows(
         row_ids = ["sha256:" + _sha256(raw)[:32] for raw in quarantined.column("raw").to_pylist()]
     elif len(row_ids) != n:
         raise ValueError(f"quarantine_rows: {len(row_ids)} row ids for {n} rows")
-    day = pc.cast(quarantined.column("quarantined_at"), pa.date32())
+    if days is None:
+        day = pc.cast(quarantined.column("quarantined_at"), pa.date32())
+    elif len(days) != n or days.type != pa.date32() or days.null_count:
+        raise ValueError(f"quarantine_rows: days must be {n} non-null date32 values")
+    else:
+        day = days
     return pa.Table.from_arrays(
         [
             quarantined.column("source"),

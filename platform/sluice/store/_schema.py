@@ -16,8 +16,9 @@ Choices, and why:
   the feature set changes with the model, the table does not have to (no ALTER), and a
   frozen map is one cell an upsert replaces (a non-frozen one writes a tombstone first).
 - Quarantine partitions by (source, day): a per-source scan walks the days, and no
-  partition grows without bound. The caller derives ``day`` from a stable time (the
-  event's, or the Kafka message's) so a replay lands on the same row.
+  partition grows without bound. The caller derives ``day`` from a stable time (a batch
+  row's event time, else its file's modification day; a stream message's time) so a
+  re-run or a replay lands on the same row.
 - Quarantine rows cluster by (key, row_id): ``row_id`` tells refused input rows apart
   (a batch job's ``<file>#<row>``, else a digest of the raw row, see ``quarantine_rows``),
   so rows that share a key but not their contents never collapse onto one row, while a

@@ -108,6 +108,26 @@ def test_refused_rows_sharing_a_key_are_rows_of_their_own() -> None:
     assert primary_keys(again, spec) == primary_keys(rows, spec)  # a re-run upserts the same
 
 
+def test_days_given_key_the_rows_whatever_their_quarantine_clock() -> None:
+    """A batch job passes each row's event day: a re-run on a later day, its clock moved,
+    upserts the same rows; without days the day is quarantined_at's."""
+    import datetime as dt
+
+    fraud = load_contract("fraud")
+    spec = quarantine_table(fraud.output.quarantine_table)
+    days = pa.array([dt.date(2024, 5, 1), dt.date(2024, 5, 2)], pa.date32())
+    first = _refused(['{"amount": 1}', '{"amount": 2}'])
+    later = first.set_column(4, "quarantined_at", pa.array(
+        [WHEN + dt.timedelta(days=3)] * 2, pa.timestamp("us", tz="UTC")))  # fmt: skip
+    rows = quarantine_rows(fraud, first, days=days)
+    assert rows["day"].to_pylist() == days.to_pylist()
+    assert primary_keys(quarantine_rows(fraud, later, days=days), spec) == primary_keys(rows, spec)
+    assert primary_keys(quarantine_rows(fraud, later), spec) != primary_keys(rows, spec)
+    for bad in (days.slice(1), pa.array([None, dt.date(2024, 5, 1)], pa.date32())):
+        with pytest.raises(ValueError, match="days must be 2 non-null date32 values"):
+            quarantine_rows(fraud, first, days=bad)
+
+
 def test_row_ids_given_tell_identical_refused_rows_apart() -> None:
     fraud = load_contract("fraud")
     spec = quarantine_table(fraud.output.quarantine_table)
