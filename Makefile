@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: system install up down status demo test lint bench clean
+.PHONY: system install up down status demo test lint clean
 
 # System tools from Debian's packages, installed when missing: OpenJDK 17 (never a JDK >= 24:
 # Cassandra calls System.setSecurityManager), Maven (fetches the servers' jars), promtool (the

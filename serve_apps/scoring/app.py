@@ -232,10 +232,11 @@ def assemble_app(
 
     ``ingress_options`` / ``model_options`` are Serve's own deployment options
     (``max_ongoing_requests``, ``autoscaling_config``...). ``model`` binds another model
-    deployment in place of ScoringModel: the ingress only calls ``score(requests, explains)``
-    (a group of requests, each a list of rows, and their explain flags; one ``ScoreReply``
-    per request back) and ``info()`` on its handle, so tests (a deliberately slow model) can
-    bind their own.
+    deployment in place of ScoringModel: the ingress calls on its handle ``score(requests,
+    explains)`` (a group of requests, each a list of rows, and their explain flags; one
+    ``ScoreReply`` per request back), ``info()``, ``ready()`` (``{"model": ..., "cassandra":
+    bool}``: the readiness routes answer 503 without it) and, with a shadow share,
+    ``shadow(rows)``; so tests (a deliberately slow model) can bind their own.
     """
     if not isinstance(args, ScoringAppArgs):
         args = ScoringAppArgs.model_validate(args)
