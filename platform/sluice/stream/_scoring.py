@@ -161,6 +161,9 @@ class MicroBatchScorer:
         # batch counts as written.
         store = scorer.store
         self.state = store if isinstance(store, KeyedFeatureStore) else None
+        # Late events the state counted that a written batch has reported: a batch retried
+        # through an outage counts its late events in its first attempt's record.
+        self._late_reported = self.state.late_events if self.state else 0
         self.source = source
         self.gx_min_rows = gx_min_rows
         fields = frozenset(self.contract.scoring_schema.names)
@@ -168,14 +171,14 @@ class MicroBatchScorer:
         metrics.models_in_use("stream", self.contract.name, [scorer.model.ref])
 
     def __call__(self, messages: Sequence[Message]) -> BatchResult:
-        late_before = self.state.late_events if self.state else 0
         try:
             decoded, engine, predictions, quarantine, alerts = self._score(messages)
             self.outputs.write(predictions, quarantine_rows(self.contract, quarantine), alerts)
         finally:
             if self.state is not None:  # no write of this batch outlives it, even on error
                 self.state.flush()  # the feature events' write, started by Scorer.record
-        late = self.state.late_events - late_before if self.state else 0
+        late = self.state.late_events - self._late_reported if self.state else 0
+        self._late_reported += late
         scored_rows = predictions.num_rows
         model_version = self.scorer.model.ref
         written_at = time.time()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pytest
@@ -181,3 +181,30 @@ def test_wide_and_oversized_messages_are_quarantined_and_never_reach_the_scorer(
     assert raw["value_truncated"] is True and raw["value_bytes"] == len(payloads[2])
     assert len(rows[large_key]["raw"]) < 3 * 65_536
     assert result.malformed == len(msgs.malformed_positions) + 2
+
+
+def test_a_late_event_of_a_batch_retried_through_an_outage_is_counted_once(stream_registry):
+    from sluice.errors import StoreUnavailable
+    from sluice.features import KeyedFeatureStore
+
+    contract = load_contract("fraud")
+    state = KeyedFeatureStore(InMemoryFeatureStore(), contract.features.aggregates)
+    rows = generate_dataset(2, seed=4).table.drop(["is_fraud"]).to_pylist()
+    card, t = rows[0]["card_id"], rows[0]["event_time"]
+    rows[1].update(card_id=card, event_time=t - timedelta(minutes=5))  # arrives second
+
+    class Flaky(Outputs):
+        def write(self, *tables) -> None:
+            if self.calls == 1:  # the second batch's first attempt: Cassandra down
+                self.calls += 1
+                raise StoreUnavailable("cannot reach Cassandra")
+            super().write(*tables)
+
+    scorer = Scorer(contract, stream_registry, state, "compiled")
+    process = processor(scorer, Flaky())
+    payloads = [json.dumps(r, default=str).encode() for r in rows]
+    assert process(messages(payloads[:1])).late == 0
+    with pytest.raises(StoreUnavailable):
+        process(messages(payloads[1:], start_ms=T0_MS + 1))
+    assert process(messages(payloads[1:], start_ms=T0_MS + 1)).late == 1  # the retry
+
