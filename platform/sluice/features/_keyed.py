@@ -195,6 +195,10 @@ class KeyedFeatureStore:
         self.flush()  # a read must see every write already started
         stored = self.backing.history(need, from_micros(start_us), _END_OF_TIME)
         self.loads += len(need)
+        # Keys a reloaded card already holds keep what this consumer recorded; for the
+        # others a later row of a key (an id re-used at another time) wins, as it does in
+        # ``entity_aggregates`` over the same history, so a reload changes no feature.
+        held = {e: set(self._cards[e].events) for e in need if e in self._cards}
         for e in need:
             card = self._cards.pop(e, None) or _Card(floor=start_us)
             card.floor = start_us
@@ -203,7 +207,8 @@ class KeyedFeatureStore:
         for e, t, k, a in zip(stored["entity"].to_pylist(), times, stored["key"].to_pylist(),
                               stored["amount"].to_pylist(), strict=True):  # fmt: skip
             card = self._cards[e]
-            card.events.setdefault(k, (t, a))  # memory holds the newest write of a key
+            if k not in held.get(e, ()):
+                card.events[k] = (t, a)
             card.newest = max(card.newest, t)
 
     def _prune(self, card: _Card, needed_us: int) -> None:

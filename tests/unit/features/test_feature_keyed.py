@@ -53,6 +53,16 @@ class Counting(InMemoryFeatureStore):
         super().record(events)
 
 
+class TimeKeyed(InMemoryFeatureStore):
+    """Keyed like the Cassandra table, by (entity, event time, key): an id recorded at two
+    times is two rows, and history comes back in (entity, time, key) order."""
+
+    def record(self, events):
+        rows = {(r["entity"], r["event_time"], r["key"]): r
+                for r in [*self._events.to_pylist(), *events.to_pylist()]}  # fmt: skip
+        self._events = pa.Table.from_pylist([rows[k] for k in sorted(rows)], schema=STORE_SCHEMA)
+
+
 def features(store, batch: pa.Table) -> np.ndarray:
     """What the Scorer does: record the batch, then compute its aggregates from the store."""
     store.record(batch)
@@ -95,6 +105,19 @@ def test_history_stored_before_the_consumer_started_is_loaded_once():
     assert first[0, 0] == 2 and first[0, 1] == 12.0  # count, sum in the hour
     assert second[0, 0] == 3 and second[0, 1] == 13.0
     assert backing.entities_read == ["c1"]
+
+
+def test_an_event_id_stored_twice_counts_as_the_backing_stores_last_row_after_a_load():
+    # "k" was stored at 10 s and again at 20 s (an id re-used: the store keeps both rows);
+    # read directly, the later row counts (entity_aggregates keeps a key's last row), and a
+    # consumer loading the card must count the same one.
+    backing = TimeKeyed()
+    backing.record(events([("c1", 10, "k", 5.0), ("c1", 20, "k", 7.0)]))
+    query = events([("c1", 100, "q", 1.0)])
+    direct = features(backing, query)
+    loaded = features(KeyedFeatureStore(backing, AGG), query)
+    np.testing.assert_array_equal(loaded, direct)
+    assert direct[0, -1] == 80.0  # seconds since the previous event: the one at 20 s
 
 
 def test_a_late_event_is_counted_and_sees_its_earlier_events_only():
