@@ -189,7 +189,10 @@ class Transactions:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-txn")
 
     def start(self) -> None:
-        """Once, before the first batch: finishes (aborts) what a predecessor left open."""
+        """Once, before the first batch: ``init_transactions``. With the transactional id
+        of a predecessor (the alert relay's, stable per member) it aborts what that one left
+        open; a stream consumer's id is new each start, so its predecessor's transaction
+        aborts itself after ``transaction.timeout.ms`` (the module doc)."""
         self._bounded("init_transactions", self.producer.init_transactions)
 
     def begin(self) -> None:
