@@ -135,7 +135,7 @@ async def test_predict_one_row_and_many(client, setup):
     r = await client.post("/v1/fraud/predict", json=rows, headers={**AUTH, "X-Request-ID": "abc"})
     assert r.status_code == 200 and r.json()["request_id"] == "abc"
     assert [p["key"] for p in r.json()["predictions"]] == [x["transaction_id"] for x in rows]
-    await asyncio.sleep(0.2)
+    setup[0].prediction_log.close(timeout_s=5.0)  # drains the log's queue: all written
     logged = pa.concat_tables([t for name, t in setup[2] if name == "prediction_log"])
     ids = logged["request_id"].to_pylist()
     assert sorted(ids) == sorted([body["request_id"], "abc", "abc", "abc"])
@@ -167,7 +167,7 @@ async def test_the_log_key_is_the_servers_and_a_reused_request_id_overwrites_not
     for row in (rows[0], rows[1:]):  # one client reuses one X-Request-ID
         r = await client.post("/v1/fraud/predict", json=row, headers={**AUTH, "X-Request-ID": "r1"})
         assert r.status_code == 200 and r.json()["request_id"] == "r1"  # echoed
-    await asyncio.sleep(0.2)
+    setup[0].prediction_log.close(timeout_s=5.0)  # drains the log's queue: all written
     logged = pa.concat_tables([t for name, t in setup[2] if name == "prediction_log"])
     assert logged.num_rows == 3
     assert len(set(logged["log_id"].to_pylist())) == 3  # one server-made key per scored row
@@ -308,7 +308,7 @@ async def test_rows_failing_the_contract_are_422_and_quarantined(client, setup):
         "loc": "rows[2].amount", "rule": "expect_column_values_to_be_between",
         "message": "failed the contract's expectation", "value": "-5.0",
         "key": rows[2]["transaction_id"]}]  # fmt: skip
-    await asyncio.sleep(0.2)
+    setup[0].prediction_log.close(timeout_s=5.0)  # drains the log's queue: all written
     quarantined = [t for name, t in setup[2] if name == "quarantine"]
     assert quarantined and quarantined[0]["key"].to_pylist() == [rows[2]["transaction_id"]]
     assert not [t for name, t in setup[2] if name in ("prediction_log", "alerts")]
