@@ -330,7 +330,9 @@ def create_api(service: ScoringService) -> FastAPI:
     return api
 
 
-_PROBES = (HEALTH_PATH, READY_PATH, *OIP_PUBLIC_PATHS)
+# Health and readiness, both protocols': not counted (a load balancer's polling). The
+# protocol's server metadata (/v2), public too, is an answer like any other.
+_PROBES = frozenset({HEALTH_PATH, READY_PATH, *(p for p in OIP_PUBLIC_PATHS if "/health/" in p)})
 
 
 class MetricsMiddleware:
@@ -344,7 +346,7 @@ class MetricsMiddleware:
         self.contract = contract
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope.get("path", "").endswith(_PROBES):
+        if scope["type"] != "http" or route_path(scope) in _PROBES:
             await self.app(scope, receive, send)
             return
         t0 = time.perf_counter()

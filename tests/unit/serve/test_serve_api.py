@@ -434,9 +434,12 @@ async def test_every_answer_is_counted_by_status_class_and_rows(client, setup):
     setup[1].behaviour = "overloaded"
     assert (await client.post("/v1/fraud/predict", json=rows[0], headers=AUTH)).status_code == 429
     assert (await client.get("/v1/health")).status_code == 200  # not counted
+    assert (await client.get("/v2/health/live")).status_code == 200  # not counted
+    assert (await client.get("/v2")).status_code == 200  # server metadata: counted
+    assert (await client.get("/x/v1/health")).status_code == 401  # not a probe: counted
     after = snapshot()
     delta = {k: after[k] - before[k] for k in before}
     # A request with a rejected row is refused whole (422): its good rows are neither
     # answered nor logged, so only the 200's three rows count as scored.
-    assert delta == {"auth": 1, "validation": 1, "overload": 1, "200": 1, "latency": 4,
+    assert delta == {"auth": 2, "validation": 1, "overload": 1, "200": 2, "latency": 6,
                      "scored": 3, "quarantined": 1}, delta  # fmt: skip
