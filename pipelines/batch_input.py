@@ -40,6 +40,7 @@ from sluice.config import REPO_ROOT
 from sluice.contract import Contract
 from sluice.errors import ConfigError
 from sluice.jobs import BatchJob, InputFormat
+from sluice.validation import castable
 
 __all__ = [
     "ADDED_COLUMNS",
@@ -184,10 +185,12 @@ def check_input_schema(job: BatchJob, contract: Contract, files: list[str],
         if job.input.format is InputFormat.PARQUET:
             for name in want.names:
                 got, expected = have.field(name).type, want.field(name).type
-                if not _castable(got, expected):
+                if not castable(got, expected):
                     raise ConfigError(
                         f"job {job.name}: {path} column {name} is {got}, but contract "
-                        f"{contract.name} wants {expected}; fix the file or the contract"
+                        f"{contract.name} wants {expected}, and no value of that type casts "
+                        "to it (a timestamp needs a time zone exactly when the contract's has "
+                        "one); fix the file or the contract"
                     )
 
 
@@ -204,22 +207,6 @@ def count_rows(job: BatchJob, files: list[str], fs: pafs.FileSystem, read) -> in
     if job.input.format is InputFormat.PARQUET:
         return sum(pq.read_metadata(f, filesystem=fs).num_rows for f in files)
     return read().count()
-
-
-def _castable(got: pa.DataType, want: pa.DataType) -> bool:
-    """Whether a Parquet column of type `got` can feed a contract column of type `want`:
-    the same type, an all-null column, number to number, (large) string to string, or two
-    timestamps, dates or large strings."""
-    t = pa.types
-
-    def number(x: pa.DataType) -> bool:
-        return t.is_integer(x) or t.is_floating(x)
-
-    return (
-        got == want or t.is_null(got) or (number(got) and number(want))
-        or (t.is_string(want) and (t.is_string(got) or t.is_large_string(got)))
-        or any(k(got) and k(want) for k in (t.is_timestamp, t.is_large_string, t.is_date))
-    )  # fmt: skip
 
 
 def read_input(job: BatchJob, contract: Contract, files: list[str], fs: pafs.FileSystem):

@@ -5,9 +5,16 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import pytest
 
-from pipelines.batch_input import csv_header, read_csv_text, resolve_inputs, text_nulls
+from pipelines.batch_input import (
+    check_input_schema,
+    csv_header,
+    read_csv_text,
+    resolve_inputs,
+    text_nulls,
+)
 from sluice.contract import load_contract
 from sluice.datagen import generate_dataset
 from sluice.errors import ConfigError
@@ -61,3 +68,19 @@ def test_a_bad_cell_past_the_first_block_quarantines_its_row_not_the_file(tmp_pa
 
 def names_index(header: str, name: str) -> int:
     return [h.strip('"') for h in header.split(",")].index(name)
+
+
+def test_a_parquet_column_no_value_of_which_casts_is_a_job_error_before_any_write(tmp_path):
+    contract = load_contract("fraud")
+    rows = generate_dataset(20, seed=2).table
+    pq.write_table(rows, tmp_path / "good.parquet")
+    check_input_schema(job(str(tmp_path / "good.parquet")), contract,
+                       [str(tmp_path / "good.parquet")], pafs.LocalFileSystem())  # fmt: skip
+    naive = rows.set_column(rows.schema.get_field_index("event_time"), "event_time",
+                            rows["event_time"].cast(pa.timestamp("us")))  # no time zone
+    pq.write_table(naive, tmp_path / "naive.parquet")
+    with pytest.raises(ConfigError, match=r"naive.parquet column event_time is timestamp\[us\], "
+                                          r"but contract fraud wants timestamp\[us, tz=UTC\]"):
+        check_input_schema(job(str(tmp_path / "naive.parquet")), contract,
+                           [str(tmp_path / "naive.parquet")], pafs.LocalFileSystem())  # fmt: skip
+

@@ -50,7 +50,7 @@ conditions on timestamp columns; ranges on uint64, decimal or date columns.
 """
 
 from sluice.validation._api import Engine, load_suite, parse_suite, validate
-from sluice.validation._conform import conform
+from sluice.validation._conform import castable, conform
 from sluice.validation._report import (
     MISSING_COLUMN,
     ExpectationSummary,
@@ -68,6 +68,7 @@ __all__ = [
     "Reason",
     "Suite",
     "ValidationReport",
+    "castable",
     "conform",
     "load_suite",
     "parse_suite",

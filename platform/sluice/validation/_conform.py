@@ -35,10 +35,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sluice.errors import ConfigError
-from sluice.validation._columns import canonical_array
+from sluice.validation._columns import canonical_array, canonical_type
 from sluice.validation._report import Reason
 
-__all__ = ["TYPE_EXPECTATION", "conform"]
+__all__ = ["TYPE_EXPECTATION", "castable", "conform"]
 
 TYPE_EXPECTATION = "expect_column_values_to_be_of_type"
 UNKNOWN_FIELD_EXPECTATION = "expect_table_columns_to_match_set"
@@ -196,6 +196,15 @@ def _failing(values: pa.Array, target: pa.DataType) -> np.ndarray:
 
 def _textual(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def castable(source: pa.DataType, target: pa.DataType) -> bool:
+    """Whether ``conform`` takes a column of type ``source`` into a ``target`` column at
+    all (its values may still fail the cast one by one): the same type, all nulls, or the
+    rules above. A batch job checks Parquet files with it before any write, so a column
+    that would refuse every row (a timestamp without a zone for one with) is a job error."""
+    source = canonical_type(source) or source
+    return source == target or pa.types.is_null(source) or _allowed(source, target)
 
 
 def _allowed(source: pa.DataType, target: pa.DataType) -> bool:

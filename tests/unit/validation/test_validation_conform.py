@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from sluice.errors import ConfigError
-from sluice.validation import Reason, conform
+from sluice.validation import Reason, castable, conform
 
 SCHEMA = pa.schema(
     [
@@ -205,3 +205,24 @@ def test_a_table_with_duplicate_column_names_is_refused():
     )
     with pytest.raises(ConfigError, match=r"duplicate column names \['id'\]"):
         conform(raw, SCHEMA)
+
+
+@pytest.mark.parametrize(("source", "target", "ok"), [
+    (pa.timestamp("us"), pa.timestamp("us", tz="UTC"), False),  # a naive time: ambiguous
+    (pa.timestamp("ns", tz="Europe/Paris"), pa.timestamp("us", tz="UTC"), True),
+    (pa.dictionary(pa.int32(), pa.string()), pa.string(), True),  # Parquet's strings
+    (pa.string_view(), pa.float64(), True),  # text, cast value by value
+    (pa.int64(), pa.string(), False),
+    (pa.float32(), pa.int64(), True),  # a number: each value cast exactly or refused
+    (pa.null(), pa.bool_(), True),
+    (pa.date64(), pa.date32(), False),
+    (pa.bool_(), pa.bool_(), True),
+])  # fmt: skip
+def test_castable_says_whether_conform_takes_a_column_of_that_type(source, target, ok):
+    assert castable(source, target) is ok
+
+
+def test_a_column_castable_refuses_is_refused_cell_by_cell_by_conform():
+    naive = pa.array([datetime(2024, 5, 1, 12)], pa.timestamp("us"))
+    _, rejected = conform(pa.table({"t": naive}), pa.schema([("t", pa.timestamp("us", "UTC"))]))
+    assert [r[0].expectation for _, r in rejected] == ["expect_column_values_to_be_of_type"]
