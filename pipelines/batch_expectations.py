@@ -15,8 +15,10 @@ expectation (``table_results``), following GX's rules:
 - ``expect_table_row_count_to_*`` compare the input's row count with the bounds.
 
 Limits, refused before anything is read (``check_supported``): uniqueness of a column
-other than the contract's key, and ``mostly`` below 1 on an expectation with a
-``row_condition`` (its counted rows are the condition's, which the batches do not keep).
+other than the contract's key, a ``row_condition`` on a row-count or uniqueness
+expectation (both are counted over the whole input), and ``mostly`` below 1 on an
+expectation with a ``row_condition`` (its counted rows are the condition's, which the
+batches do not keep).
 """
 
 from __future__ import annotations
@@ -109,6 +111,13 @@ def check_supported(suite: Suite, key_column: str) -> None:
             raise ConfigError(
                 f"suite {suite.source}: {exp.describe()}: a batch job checks uniqueness over "
                 f"its whole input for the key column ({key_column}) only"
+            )
+        if exp.condition is not None and (exp.type == _UNIQUE or exp.type.startswith(
+                "expect_table_row_count")):  # fmt: skip
+            raise ConfigError(
+                f"suite {suite.source}: {exp.describe()}: a batch job counts rows and "
+                "duplicate keys over its whole input, not over a row_condition's rows; "
+                "drop the row_condition"
             )
         mostly = exp.kwargs.get("mostly", 1.0)
         if exp.condition is not None and (isinstance(mostly, dict) or mostly < 1.0):

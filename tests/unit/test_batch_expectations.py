@@ -79,3 +79,10 @@ def test_expectations_a_job_cannot_total_are_refused_before_it_reads():
     with pytest.raises(ConfigError, match="cannot total `mostly` of an expectation with a "
                                           "row_condition"):  # fmt: skip
         check_supported(conditioned, "id")
+    for exp in ({"type": "expect_table_row_count_to_equal", "kwargs": {"value": 1}},
+                {"type": "expect_column_values_to_be_unique", "kwargs": {"column": "id"}}):
+        exp["kwargs"] |= {"row_condition": "amount > 100", "condition_parser": "pandas"}
+        suite = parse_suite({"name": "c", "expectations": [exp]})
+        with pytest.raises(ConfigError, match=f"{exp['type']}.*counts rows and duplicate keys "
+                                              "over its whole input, not over a row_condition"):
+            check_supported(suite, "id")
