@@ -1,6 +1,7 @@
 """Pass 0 of the batch job: keys that carry different rows anywhere in the input.
 
-    keys = conflicting_keys(read(), contract.key_column, rows_read)
+    keys = conflicting_keys(read(), contract.key_column, rows_read,
+                            columns=contract.scoring_schema.names)
     keys.conflicting       # every row of these keys is refused (by both passes)
     keys.duplicated_rows   # the uniqueness expectation's count over the whole input
 
@@ -13,14 +14,13 @@ idled at ~700 MB against ~200 MB, and a fresh one spent ~1.5 s importing).
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-
-from pipelines.batch_input import POSITION_COLUMNS
 
 __all__ = ["KeyCheck", "conflicting_keys"]
 
@@ -34,11 +34,14 @@ class KeyCheck:
     keyed_rows: int  # rows with a key
 
 
-def conflicting_keys(ds, key_column: str, rows: int,
-                     rows_per_bucket: int = 500_000) -> KeyCheck:  # fmt: skip
+def conflicting_keys(ds, key_column: str, rows: int, rows_per_bucket: int = 500_000, *,
+                     columns: Sequence[str]) -> KeyCheck:  # fmt: skip
     """Keys that carry different rows anywhere in the data set (identical copies are a
     replay, scored once by the upsert), and how many rows share a key (the uniqueness
-    expectation's count over the whole input).
+    expectation's count over the whole input). A row is its ``columns`` (the contract's
+    scoring columns), in that order, as the Scorer compares the rows of one batch: files
+    that order their columns differently, or carry columns the contract does not read,
+    hold copies of the same row.
 
     Memory stays flat whatever the input size: Ray Data tasks reduce each row to (key,
     row hash, bucket of the key); the driver appends them to one spill file per bucket on
@@ -49,7 +52,8 @@ def conflicting_keys(ds, key_column: str, rows: int,
     """
     buckets = max(1, -(-rows // rows_per_bucket))
     hashed = ds.map_batches(_key_hash_bucket, batch_format="pyarrow", batch_size=32_768,
-                            fn_kwargs=dict(key_column=key_column, buckets=buckets))  # fmt: skip
+                            fn_kwargs=dict(key_column=key_column, buckets=buckets,
+                                           columns=list(columns)))  # fmt: skip
     found: set[str] = set()
     duplicated = keyed = 0
     with tempfile.TemporaryDirectory(prefix="sluice-key-check-") as tmp:
@@ -80,12 +84,14 @@ def conflicting_keys(ds, key_column: str, rows: int,
     return KeyCheck(frozenset(found), duplicated, keyed)
 
 
-def _key_hash_bucket(batch: pa.Table, key_column: str, buckets: int) -> pa.Table:
-    """(key, row hash, bucket) of each row with a key. The row hash is over each value's
-    text, so 5 read as an integer in one file and as 5.0 in another are the same row."""
+def _key_hash_bucket(batch: pa.Table, key_column: str, buckets: int,
+                     columns: Sequence[str]) -> pa.Table:  # fmt: skip
+    """(key, row hash, bucket) of each row with a key. The row hash is over ``columns``, in
+    that order, and each value's text, so 5 read as an integer in one file and as 5.0 in
+    another are the same row."""
     import pandas as pd
 
-    batch = batch.drop_columns([c for c in POSITION_COLUMNS if c in batch.column_names])
+    batch = batch.select([c for c in columns if c in batch.column_names])
     batch = batch.filter(pc.is_valid(batch.column(key_column)))
     text = pd.DataFrame({name: _text(batch.column(name)) for name in batch.column_names})
     row_hash = pd.util.hash_pandas_object(text, index=False).to_numpy()

@@ -192,7 +192,8 @@ def run(job: BatchJob, cfg: PlatformConfig) -> JobSummary:
     phase: dict[str, float] = {"setup": time.monotonic() - started}  # checks, schema, Ray
     t = time.monotonic()
     rows_read = count_rows(job, files, fs, read)
-    keys = conflicting_keys(read(), contract.key_column, rows_read)
+    keys = conflicting_keys(read(), contract.key_column, rows_read,
+                            columns=contract.scoring_schema.names)
     release_arrow_memory()
     phase["key_check"] = time.monotonic() - t
     stage_args = dict(cfg=cfg, contract_name=job.contract, model_ref=model_version,

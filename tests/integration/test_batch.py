@@ -269,7 +269,8 @@ def test_conflicting_keys_are_found_across_blocks_and_copies_are_not(ray_session
 
     table = pa.table({"transaction_id": ["a", "b", "a", "c", "c"], "v": [1, 2, 3, 4, 4]})
     ds = ray.data.from_arrow(table).repartition(5)  # every row in its own block
-    found = conflicting_keys(ds, "transaction_id", table.num_rows, rows_per_bucket)
+    found = conflicting_keys(ds, "transaction_id", table.num_rows, rows_per_bucket,
+                             columns=table.column_names)
     assert found.conflicting == frozenset({"a"})
     assert (found.duplicated_rows, found.keyed_rows) == (4, 5)  # a twice, c twice
 
@@ -284,7 +285,8 @@ def test_key_check_reads_values_not_types_and_skips_null_keys(ray_session):
     ints = pa.table({"transaction_id": ["a", None, "b"], "v": pa.array([5, 1, 7], pa.int64())})
     floats = pa.table({"transaction_id": ["a", None, "b"], "v": [5.0, 2.0, 7.5]})
     ds = ray.data.from_arrow([ints, floats])
-    found = conflicting_keys(ds, "transaction_id", 6, rows_per_bucket=2)
+    found = conflicting_keys(ds, "transaction_id", 6, rows_per_bucket=2,
+                             columns=ints.column_names)
     assert found.conflicting == frozenset({"b"}) and found.keyed_rows == 4
 
 
