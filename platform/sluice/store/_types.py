@@ -154,9 +154,18 @@ def date_days(arr: pa.Array) -> np.ndarray:
 
 def _uuids(arr: pa.Array) -> list:
     if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
-        return [None if s is None else uuid.UUID(s) for s in arr.to_pylist()]
+        return [None if s is None else _uuid_or_text(s) for s in arr.to_pylist()]
     storage = arr.storage if isinstance(arr, pa.ExtensionArray) else arr
     return [None if b is None else uuid.UUID(bytes=b) for b in storage.to_pylist()]
+
+
+def _uuid_or_text(text: str) -> uuid.UUID | str:
+    """The UUID a string spells, or the string itself: the driver refuses it ("a non-UUID
+    object"), which fails that row alone, with the others written."""
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return text
 
 
 def _maps(arr: pa.Array) -> list:

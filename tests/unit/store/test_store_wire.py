@@ -129,6 +129,14 @@ def test_a_value_the_driver_refuses_is_that_rows_error_not_the_columns() -> None
     assert values[1] is None and values[2] is None
 
 
+def test_a_badly_formed_uuid_string_fails_its_row_alone() -> None:
+    good = "0b5c3f6e-1b6a-4b8e-9d3a-2f7c8e9a1b2c"
+    column = pa.array([good, "not-a-uuid", None])
+    values, errors = serialize(column, "uuid", lookup_casstype("UUIDType"), 5)
+    assert list(errors) == [1] and "uuid" in str(errors[1]) and "non-UUID" in str(errors[1])
+    assert values == [uuid.UUID(good).bytes, None, None]
+
+
 def test_a_uuid_column_stored_as_fixed_size_binary_goes_through_the_driver() -> None:
     u = uuid.UUID("0b5c3f6e-1b6a-4b8e-9d3a-2f7c8e9a1b2c")
     column = pa.array([u.bytes, None], pa.binary(16))
