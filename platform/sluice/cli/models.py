@@ -229,8 +229,10 @@ def _local_artifact(path: str, meta_path: str | None, fmt: str | None,
     meta = _run(lambda: parse_meta(meta_file.read_bytes(), str(meta_file)))
     data = _run(lambda: model_bytes(model_path))
     found = _run(lambda: detect_format(data, str(model_path), declared=fmt))
-    # Trust is what the person registering says now, never what a meta.json claims.
-    return model_path, meta.model_copy(update={"format": found, "trusted": trusted})
+    # Trust is what the person registering says now, never what a meta.json claims; a gate
+    # verdict is this registry's (--holdout), never one the meta.json brings.
+    return model_path, meta.model_copy(update={"format": found, "trusted": trusted,
+                                                "gate": None})
 
 
 def _model_file_in(directory: Path) -> Path:

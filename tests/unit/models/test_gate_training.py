@@ -153,6 +153,28 @@ def test_lineage_records_the_rows_the_contract_and_the_code(trained):
     assert meta.train_params["seed"] == 3 and meta.train_params["epochs"] == 4
 
 
+def test_a_gate_report_a_brought_artifact_carries_is_not_this_registrys_verdict(judged,
+                                                                                 tmp_path):
+    """An artifact's meta.json may carry a passed report (pipelines.train --save-artifact
+    writes one; anyone can write one): registered without --holdout, the version has no
+    verdict here and cannot lead."""
+    from sluice.models import save_artifact
+
+    source, _ = judged
+    root = tmp_path / "registry"
+    shutil.copytree(source.root_uri, root)
+    artifact = source.load_artifact("fraud/1")
+    assert artifact.meta.gate is not None and artifact.meta.gate.passed
+    path = save_artifact(tmp_path / "brought", artifact.data, artifact.meta)
+    opts = ["--registry", str(root)]
+    out = runner.invoke(app, ["models", "register", "fraud", str(path), *opts])
+    assert out.exit_code == 0, out.output
+    new = ModelRegistry(root).manifest("fraud").latest
+    assert ModelRegistry(root).show(f"fraud/{new}").meta.gate is None
+    result = runner.invoke(app, ["models", "promote", "fraud", str(new), *opts])
+    assert result.exit_code != 0 and "no gate report" in result.output, result.output
+
+
 def test_a_model_brought_as_a_file_is_judged_on_the_holdout_it_comes_with(judged, tmp_path):
     """`sluice models register --holdout`: the gate for a model trained elsewhere."""
     from sluice.datagen import write_parquet
