@@ -17,9 +17,25 @@ def test_no_jdk17_names_the_fix(monkeypatch):
         _jvm.find_java17()
 
 
-def test_jdk17_is_found_by_version_not_path_order():
-    java = _jvm.find_java17()
-    assert _jvm.java_major_version(java) == 17
+def test_jdk17_is_found_by_version_not_path_order(monkeypatch, tmp_path):
+    # update-alternatives lists a JDK 24 first (Cassandra fails on it), then a 17.
+    javas = {}
+    for major in (24, 17):
+        java = tmp_path / f"jdk{major}" / "bin" / "java"
+        java.parent.mkdir(parents=True)
+        java.write_text(f'#!/bin/sh\necho \'openjdk version "{major}.0.1" 2025-01-01\' >&2\n')
+        java.chmod(0o755)
+        javas[major] = java
+    alternatives = tmp_path / "update-alternatives"
+    alternatives.write_text(f"#!/bin/sh\necho {javas[24]}\necho {javas[17]}\n")
+    alternatives.chmod(0o755)
+    monkeypatch.delenv("SLUICE_JAVA", raising=False)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    assert _jvm.find_java17() == javas[17]
+    alternatives.write_text(f"#!/bin/sh\necho {javas[24]}\n")  # a JDK 24 alone
+    monkeypatch.setattr(_jvm.Path, "glob", lambda self, pattern: iter(()))
+    with pytest.raises(LocalServiceError, match="no JDK 17 found"):
+        _jvm.find_java17()
 
 
 def test_missing_mvn_names_the_fix(monkeypatch, tmp_path):
@@ -50,6 +66,18 @@ def test_process_record_tells_a_dead_or_reused_pid(tmp_path):
         proc.kill()
         proc.wait()
     assert not rec.alive()
+
+
+def test_stop_never_signals_a_pid_another_process_has_taken(tmp_path):
+    # A record left from before a reboot whose pid now leads someone else's group.
+    other = _jvm.spawn("other", ["sleep", "60"], tmp_path / "other.log", cwd=tmp_path)
+    try:
+        stale = _jvm.ProcessRecord("x", other.pid, other.start_ticks - 1, str(tmp_path / "log"))
+        assert _jvm.stop(stale, timeout_s=1) == [False]
+        assert other.alive()  # untouched
+    finally:
+        _jvm.stop(other, timeout_s=5)
+    assert not other.alive()
 
 
 def test_stop_ends_the_whole_process_group(tmp_path):
@@ -122,6 +150,43 @@ def test_server_exiting_during_start_shows_its_log(tmp_path):
         services._wait_ready("kafka", auth=False)
     assert "FATAL: bad config line 3" in str(err.value)
     assert _jvm.ProcessRecord.load(services.run_dir, "kafka") is None
+
+
+def test_a_server_exiting_during_start_leaves_no_helper_holding_its_ports(tmp_path):
+    from sluice.config import PlatformConfig
+    from sluice.local import LocalServices
+
+    cfg = PlatformConfig.model_validate({
+        "local": {"state_dir": str(tmp_path)},
+        "kafka": {"bootstrap_servers": ["127.0.0.1:1"]},
+    })  # fmt: skip
+    services = LocalServices(cfg, echo=lambda _: None)
+    rec = _jvm.spawn("kafka", ["sh", "-c", "sleep 60 & exit 1"], tmp_path / "k.log",
+                     cwd=tmp_path)  # fmt: skip
+    rec.save(services.run_dir)
+    with pytest.raises(LocalServiceError, match="kafka exited during start"):
+        services._wait_ready("kafka", auth=False)
+    assert _jvm.group_members(rec.pid) == []  # its forked helper is gone too
+
+
+def test_up_waits_for_a_node_an_earlier_up_left_starting(monkeypatch, tmp_path):
+    from sluice.config import PlatformConfig
+    from sluice.local import LocalServices, _cassandra
+
+    cfg = PlatformConfig.model_validate({"local": {"state_dir": str(tmp_path)}})
+    services = LocalServices(cfg, echo=lambda _: None)
+    for name in services._all():  # every node "running": records of live processes
+        mode = _cassandra.mode(False) if name.startswith(_cassandra.NAME) else ""
+        rec = _jvm.spawn(name, ["sleep", "60"], tmp_path / f"{name}.log", cwd=tmp_path,
+                         mode=mode)  # fmt: skip
+        rec.save(services.run_dir)
+    waited: list[str] = []
+    monkeypatch.setattr(services, "_wait_ready", lambda name, auth: waited.append(name))
+    try:
+        assert services.up() == {}  # nothing started ...
+        assert waited == services._all()  # ... and every running node waited for
+    finally:
+        services.down()
 
 
 def test_local_package_has_its_poms():

@@ -160,11 +160,14 @@ def stop(*records: ProcessRecord, timeout_s: float | Sequence[float] = 60.0) -> 
     forked, also when the server itself had died and left helpers behind: a Ray node
     whose raylet was killed leaves its agents holding the node's ports for a while).
     Nodes of one service stop together: a KRaft broker shut down after its quorum has
-    gone waits for a controller that never answers.
+    gone waits for a controller that never answers. A record whose pid now belongs to
+    another process (started after ours: the pid was reused, say after a reboot) is never
+    signalled: Linux reuses no pid while a group of that id has a member, so ours is gone.
     """
     timeouts = [timeout_s] * len(records) if isinstance(timeout_s, int | float) else timeout_s
     running = [r.alive() for r in records]
-    groups = [(r.pid, t) for r, t in zip(records, timeouts, strict=True) if group_members(r.pid)]
+    groups = [(r.pid, t) for r, t in zip(records, timeouts, strict=True)
+              if process_start_ticks(r.pid) in (None, r.start_ticks) and group_members(r.pid)]
     for pgid, _ in groups:
         _signal_group(pgid, signal.SIGTERM)
     signalled = time.monotonic()

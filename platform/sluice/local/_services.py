@@ -92,7 +92,7 @@ class LocalServices:
         one at a time, each once the one before answers (a node may not join a ring while
         another is joining)."""
         want_mode = {_cassandra.NAME: _cassandra.mode(auth), _kafka.NAME: "", _ray.NAME: ""}
-        to_start = []
+        to_start, running = [], []
         for name in self._all():
             rec, service = self._record(name), self._split(name)[0]
             if rec is not None and rec.alive():
@@ -102,6 +102,7 @@ class LocalServices:
                         f"run `sluice local down` first to restart it with {want_mode[service]}"
                     )
                 self.echo(f"{name}: already running (pid {rec.pid})")
+                running.append(name)
                 continue
             if rec is not None:  # it died: what it left behind goes first (its ports)
                 _jvm.stop(rec)
@@ -133,6 +134,8 @@ class LocalServices:
                 continue
             begun[name] = time.monotonic()
             self._start(name, java, auth, kafka_id)  # type: ignore[arg-type]
+        for name in running:  # started by an earlier `up` that may not have waited it out
+            self._wait_ready(name, auth)
         for name in [n for n in to_start if n not in later] + later:
             if name in later:  # the next Cassandra or Ray node, once the ones before answer
                 begun[name] = time.monotonic()
@@ -266,6 +269,7 @@ class LocalServices:
         deadline = time.monotonic() + self.cfg.local.start_timeout_s
         while time.monotonic() < deadline:
             if not rec.alive():
+                _jvm.stop(rec)  # what it forked may still hold its ports
                 rec.forget(self.run_dir)
                 raise LocalServiceError(
                     f"{name} exited during start; last lines of {rec.log}:\n"
