@@ -79,8 +79,11 @@ def add_review_pages(api: FastAPI, reader: Any, contract: str) -> None:
             page.status_code = 422
             return page
         when = day or datetime.now(UTC).date()
-        alerts = await asyncio.to_thread(lambda: list(islice(reader.day(when), _LIMIT)))
-        shown = [a for a in alerts if decision is None or a.decision == decision]
+        # The filter applies while the day is paged, before the cap: the newest _LIMIT
+        # alerts of that decision, however many of the other the day holds.
+        shown = await asyncio.to_thread(lambda: list(islice(
+            (a for a in reader.day(when) if decision is None or a.decision == decision),
+            _LIMIT)))  # fmt: skip
         links = " ".join(f"<a href='{REVIEW_PATH}?day={when}&decision={d}'>{d}</a>"
                          for d in _DECISIONS)  # fmt: skip
         rows = "".join(
@@ -91,7 +94,7 @@ def add_review_pages(api: FastAPI, reader: Any, contract: str) -> None:
             for a in shown)  # fmt: skip
         body = (f"<nav><a href='{REVIEW_PATH}?day={when}'>all</a>{links}</nav>"
                 f"<p>{len(shown)} alert(s) of contract {escape(contract)} on {when}, newest first"
-                f"{' (the newest ' + str(_LIMIT) + ')' if len(alerts) >= _LIMIT else ''}.</p>"
+                f"{' (the newest ' + str(_LIMIT) + ')' if len(shown) >= _LIMIT else ''}.</p>"
                 "<table><tr><th>event time</th><th>decision</th><th>score</th><th>transaction"
                 f"</th><th>card</th><th>model</th></tr>{rows}</table>")  # fmt: skip
         return _page(f"Alerts: {contract}, {when}", body)

@@ -179,7 +179,8 @@ def test_batch_job_scores_valid_rows_and_quarantines_invalid_ones(env):
     lines = listed.output.strip().splitlines()
     assert 1 <= len(lines) <= 2 and newest[0] in lines[0] and newest[1] in lines[0]
     shown = CliRunner().invoke(cli, ["alerts", "show", newest[0]], env=env)
-    assert shown.exit_code == 0 and newest[0] in shown.output and "reasons" in shown.output
+    assert shown.exit_code == 0 and newest[0] in shown.output, shown.output
+    assert "reasons (feature" in shown.output and "none computed" not in shown.output
     missing = CliRunner().invoke(cli, ["alerts", "show", "tx_nope"], env=env)
     assert missing.exit_code == 2 and "no alert for transaction 'tx_nope'" in missing.output
 

@@ -98,3 +98,10 @@ def test_retrain_gets_the_users_paths(started, tmp_path):
     assert started.arg("--labels") == str(tmp_path / "recent.parquet")
     assert started.arg("--registry") == str(tmp_path / "registry")
     assert started.env["SLUICE_CONFIG"] == str(tmp_path / "mine/platform.yaml")
+
+
+@pytest.mark.parametrize("decision", ["blok", "Block", "approve"])
+def test_alerts_list_refuses_a_decision_no_alert_has(decision):
+    out = runner.invoke(app, ["alerts", "list", "--decision", decision])
+    assert out.exit_code == 2, out.output
+    assert f"--decision {decision!r} is not one of block, review" in out.output

@@ -23,6 +23,7 @@ from typing import Any
 
 import typer
 
+from sluice.decisions import ALERTING
 from sluice.errors import SluiceError
 
 app = typer.Typer(help="Alerts (review and block decisions) from Cassandra.",
@@ -64,6 +65,11 @@ def list_alerts(
     except ValueError:
         typer.echo(f"error: --day {day!r} is not a date (YYYY-MM-DD)", err=True)
         raise typer.Exit(2) from None
+    alerting = sorted(d.value for d in ALERTING)
+    if decision is not None and decision not in alerting:
+        typer.echo(f"error: --decision {decision!r} is not one of {', '.join(alerting)} "
+                   "(the decisions that raise an alert)", err=True)  # fmt: skip
+        raise typer.Exit(2)
     try:
         shown = 0
         for row in _reader(config, contract).day(when):

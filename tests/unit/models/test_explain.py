@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pyarrow.compute as pc
 import pytest
 import torch
 from model_factories import FEATURES, make_meta, make_model
@@ -180,3 +181,9 @@ def test_the_scorer_explains_exactly_the_alerting_rows(trained):
     want = Explainer(scorer.model).reasons(matrix)
     assert [json.loads(r) for r, a in zip(reasons, alerting, strict=True) if a] == want
     assert {r["feature"] for rs in want for r in rs} <= set(names)
+    # One alerting row scored alone (its card's history already recorded by the batch).
+    i = int(np.flatnonzero(alerting)[-1])
+    key = scored["key"][i].as_py()
+    row = data.filter(pc.equal(data["transaction_id"], key))
+    alone = scorer.score(row).scored
+    assert alone["key"].to_pylist() == [key] and alone["reasons"][0].as_py() == reasons[i]

@@ -97,6 +97,17 @@ async def test_a_days_alerts_newest_first_filtered_and_escaped(client):
     assert "0 alert(s)" in empty.text
 
 
+async def test_a_decision_filter_finds_older_alerts_past_the_newest_page(client, monkeypatch):
+    import serve_apps.scoring.review as review
+
+    monkeypatch.setattr(review, "_LIMIT", 2)  # the newest alert is a review, both blocks older
+    blocks = await client.get(f"/review?day={DAY}&decision=block", headers=basic(KEY))
+    assert re.findall(r"data-key='([^']+)'", blocks.text) == ["tx_3", "tx_&lt;b&gt;"]
+    assert "2 alert(s)" in blocks.text and "(the newest 2)" in blocks.text
+    reviews = await client.get(f"/review?day={DAY}&decision=review", headers=basic(KEY))
+    assert "1 alert(s)" in reviews.text and "the newest" not in reviews.text
+
+
 async def test_an_alert_shows_a_bar_per_stored_reason(client):
     r = await client.get("/review/alert/tx_3", headers=basic(KEY))
     assert r.status_code == 200
