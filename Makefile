@@ -41,7 +41,7 @@ up: system install
 	$(SLUICE) local up
 
 down:
-	@if [ -x $(SLUICE) ]; then $(SLUICE) local down; fi
+	@if [ -x $(SLUICE) ]; then $(SLUICE) local down; $(SLUICE) local down --cluster; fi
 
 status: install
 	$(SLUICE) local status

@@ -30,6 +30,7 @@ Families (exported names are ``ray_`` + these)::
 
     sluice_rows_scored_total{path,source,contract,model_version}   rows scored
     sluice_rows_quarantined_total{path,source,contract,reason}     rows quarantined
+    sluice_decisions_total{path,source,contract,decision}      scored rows by decision
     sluice_model_in_use{path,contract,model_version}           1 per model version a
                                                                worker has loaded to score
     sluice_score_batch_seconds{path,contract}                  validate+featurize+predict
@@ -41,6 +42,9 @@ Families (exported names are ``ray_`` + these)::
                                                                internal, cancelled
     sluice_stream_consumer_lag{job,topic,partition}            high watermark - committed
     sluice_stream_event_latency_seconds{job}                   producer time -> written
+    sluice_stream_late_events_total{source,contract}           events after a later one
+                                                               of their card was scored
+    sluice_shadow_rows_total{contract,outcome}                 rows sent to the shadow
     sluice_cassandra_write_seconds{table}                      one chunk of upserts
     sluice_cassandra_rows_written_total{table}
     sluice_cassandra_write_failures_total{table,error}         rows given up on, by error
@@ -320,7 +324,7 @@ ONLINE_REQUEST_SECONDS = Family("histogram", "sluice_online_request_seconds",
                                 ["contract"])  # fmt: skip
 ONLINE_ERRORS = Family("counter", "sluice_online_errors_total",
                        "Requests answered with an error, by class (auth, validation, "
-                       "overload, store_unavailable, timeout, internal).",
+                       "overload, store_unavailable, timeout, internal, cancelled).",
                        ["contract", "error_class"])  # fmt: skip
 CONSUMER_LAG = Family("gauge", "sluice_stream_consumer_lag",
                       "Messages not yet committed per partition (high watermark - committed "

@@ -6,9 +6,10 @@
 
 The slice metrics are fairlearn's (`MetricFrame` over the slice column, its
 `difference()` and `ratio()`), computed only over the slices that have enough rows of
-each class to be compared (`min_negatives` for rates over label-0 rows, `min_positives`
-for rates over label-1 rows). Fewer than two such slices is a failed check: the holdout
-cannot show the disparity is within the limit, so the gate does not vouch for it.
+each class to be compared (the slicing's `min_negatives` for rates over label-0 rows,
+`MIN_POSITIVES` (20) for rates over label-1 rows). Fewer than two such slices is a failed
+check: the holdout cannot show the disparity is within the limit, so the gate does not
+vouch for it.
 """
 
 from __future__ import annotations

@@ -74,7 +74,10 @@ def fetch_jars(pom: str, version_property: str, version: str, lib_dir: Path) -> 
         )
     lib_dir.mkdir(parents=True, exist_ok=True)
     cmd = [
-        mvn, "-B", "-q", "-f", str(POM_DIR / pom), "dependency:copy-dependencies",
+        # --strict-checksums: a jar whose .sha1 from Maven Central does not match fails
+        # the fetch (Maven 3's default only warns, and -q hides the warning).
+        mvn, "-B", "-q", "--strict-checksums", "-f", str(POM_DIR / pom),
+        "dependency:copy-dependencies",
         "-DincludeScope=runtime", f"-DoutputDirectory={lib_dir}", f"-D{version_property}={version}",
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
