@@ -6,11 +6,14 @@ queue is full the entry is dropped and counted, so a slow or dead Cassandra can 
 log rows but never memory or latency. The thread drains the queue in batches (up to
 ``batch_rows`` rows or ``flush_interval_s``), writes prediction-log rows
 (``PREDICTION_LOG_TABLE``), quarantine rows (the contract's quarantine table) and alerts
-(``alerts`` and ``alerts_by_key``, then proposed on Kafka to the alert relay:
-``propose``) with idempotent upserts, and counts what it wrote and what failed. After a
-failure it backs off, per kind (doubling up to ``max_backoff_s``); prediction-log rows
-that arrive meanwhile are counted as failed instead of piling up.
-Quarantine rows and alerts (the *durable* kinds) are not given up so easily: rows a later
+(``alerts`` and ``alerts_by_key``) with idempotent upserts, and counts what it wrote and
+what failed. After a failure it backs off, per kind (doubling up to ``max_backoff_s``);
+prediction-log rows that arrive meanwhile are counted as failed instead of piling up.
+Alerts both tables hold are then proposed on Kafka to the alert relay (``propose``:
+``AlertPublisher.publish``, which waits for every delivery) by a thread of their own, the
+*proposals* kind: a Kafka outage, whose every try blocks for the producer's timeout, holds
+back neither the tables nor the prediction log.
+Quarantine rows, alerts and proposals (the *durable* kinds) are not given up so easily: rows a later
 try may write (a brief outage, rows not attempted yet) wait in a bounded retry buffer per
 kind (``quarantine_buffer_rows`` rows each) and go out with the next try; failures are per
 row, so a row Cassandra refuses for good is counted (``<kind>_failed``) without taking
@@ -201,6 +204,9 @@ class _Counts:
     alerts_written: int = 0
     alerts_failed: int = 0
     alerts_dropped: int = 0
+    proposals_written: int = 0
+    proposals_failed: int = 0
+    proposals_dropped: int = 0
     last_error: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -234,12 +240,15 @@ class PredictionLog:
         self._backoff_s: dict[str, float] = {}
         self._retry_at: dict[str, float] = {}
         # The durable kinds' destinations, in order; an alert is proposed to the alert
-        # relay (``propose``: AlertPublisher.publish) once both its tables hold it.
+        # relay (``propose``: AlertPublisher.publish) once both its tables hold it, by the
+        # proposals thread (its queue is fed by the alerts' last destination).
         write = self.writer.write
         alerts = [partial(write, ALERTS_TABLE.name), partial(write, ALERTS_BY_KEY_TABLE.name)]
+        self._proposals: queue.Queue[pa.Table] = queue.Queue(options.queue_size)
         self._sinks: dict[str, list[Callable[[pa.Table], None]]] = {
             "quarantine": [partial(write, contract.output.quarantine_table)],
-            "alerts": alerts + ([propose] if propose is not None else []),
+            "alerts": alerts + ([self._propose_later] if propose is not None else []),
+            "proposals": [propose] if propose is not None else [],
         }  # fmt: skip
         # Rows waiting for a retry, per kind (writer thread only).
         self._retry: dict[str, pa.Table] = {}
@@ -247,6 +256,11 @@ class PredictionLog:
         self._thread = threading.Thread(target=self._run, name="sluice-prediction-log",
                                         daemon=True)  # fmt: skip
         self._thread.start()
+        self._proposing = threading.Event()  # set: the proposals thread is to finish
+        self._proposer = threading.Thread(target=self._run_proposals, daemon=True,
+                                          name="sluice-alert-proposals")  # fmt: skip
+        if propose is not None:
+            self._proposer.start()
 
     # -- the request path: never blocks ----------------------------------------------------
     def predictions(self, feature_names: tuple[str, ...], entries: Sequence[LogEntry]) -> None:
@@ -284,14 +298,23 @@ class PredictionLog:
                 "quarantine_retrying": self._retry_rows["quarantine"],
                 "alerts_written": c.alerts_written, "alerts_failed": c.alerts_failed,
                 "alerts_dropped": c.alerts_dropped,
-                "alerts_retrying": self._retry_rows["alerts"], "queued": self._queue.qsize(),
+                "alerts_retrying": self._retry_rows["alerts"],
+                "proposals_written": c.proposals_written,
+                "proposals_failed": c.proposals_failed,
+                "proposals_dropped": c.proposals_dropped,
+                "proposals_retrying": self._retry_rows["proposals"],
+                "queued": self._queue.qsize(),
                 "queue_size": self.options.queue_size, "last_error": c.last_error,
             }  # fmt: skip
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Flush what is queued (up to ``timeout_s``) and stop the thread."""
+        """Flush what is queued (up to ``timeout_s``) and stop the threads: the writer's, then
+        the proposals' (which takes what the writer's last tries handed it)."""
         self._stop.set()
         self._thread.join(timeout_s)
+        self._proposing.set()
+        if self._proposer.is_alive():
+            self._proposer.join(timeout_s)
         self.writer.close()
 
     # -- the writer thread -------------------------------------------------------------------
@@ -317,13 +340,39 @@ class PredictionLog:
                     rows += a.num_rows
             if logs:
                 self._write_log(logs)
-            for kind in self._sinks:
+            for kind in ("quarantine", "alerts"):
                 if durable.get(kind) or kind in self._retry:
                     self._write_durable(kind, durable.get(kind, []))
-        for kind in list(self._retry):  # closing: one last try, then give up
-            self._retry_at[kind] = 0.0
+        for kind in [k for k in ("quarantine", "alerts") if k in self._retry]:
+            self._retry_at[kind] = 0.0  # closing: one last try, then give up
             self._write_durable(kind, [])
             self._give_up(kind, self._take_retry(kind), "the store is unavailable at close")
+
+    # -- the proposals thread: the only one that touches the "proposals" kind ------------
+    def _propose_later(self, rows: pa.Table) -> None:
+        """The alerts' last destination: hand rows both tables hold to the proposals thread
+        (never blocks; past the queue's bound they are dropped, counted and logged)."""
+        try:
+            self._proposals.put_nowait(rows)
+        except queue.Full:
+            self.counts.add(proposals_dropped=rows.num_rows)
+            self._report_lost("proposals", rows, "the proposal queue is full")
+
+    def _run_proposals(self) -> None:
+        while not (self._proposing.is_set() and self._proposals.empty()):
+            try:
+                new = [self._proposals.get(timeout=self.options.flush_interval_s)]
+            except queue.Empty:
+                new = []
+            while not self._proposals.empty():
+                new.append(self._proposals.get_nowait())
+            if new or "proposals" in self._retry:
+                self._write_durable("proposals", new)
+        if "proposals" in self._retry:  # closing: one last try, then give up
+            self._retry_at["proposals"] = 0.0
+            self._write_durable("proposals", [])
+            self._give_up("proposals", self._take_retry("proposals"),
+                          "Kafka is unavailable at close")  # fmt: skip
 
     def _write_log(self, logs: list[tuple[tuple[str, ...], list[LogEntry]]]) -> None:
         n = sum(len(e) for _, e in logs)

@@ -181,7 +181,7 @@ def test_alerts_reach_both_alert_tables_after_an_outage(caplog):
 
 def test_an_alert_is_proposed_once_both_tables_hold_it_and_kafka_down_holds_back_nothing():
     """Order per alert: alerts, alerts_by_key, then the proposal to the relay. Kafka down
-    keeps the alerts for a retry (the tables are rewritten: upserts) while prediction-log
+    keeps the proposals for a retry (the tables are written once) while prediction-log
     rows go on being written; a row Cassandra refuses for good is never proposed, the
     others of its write are."""
     calls: list[tuple[str, tuple[str, ...]]] = []
@@ -209,14 +209,46 @@ def test_an_alert_is_proposed_once_both_tables_hold_it_and_kafka_down_holds_back
     wait_for(lambda: ("kafka down", ()) in calls)
     plog.predictions(("a", "b"), entries(3))
     wait_for(lambda: plog.stats()["written"] == 3)  # not held back by Kafka's backoff
-    assert plog.stats()["alerts_retrying"] == 2 and plog.stats()["alerts_failed"] == 1
+    stats = plog.stats()
+    assert (stats["alerts_written"], stats["alerts_failed"], stats["alerts_retrying"]) == (2, 1, 0)
+    assert stats["proposals_retrying"] == 2
     kafka_up.set()
-    wait_for(lambda: plog.stats()["alerts_written"] == 2)
+    wait_for(lambda: plog.stats()["proposals_written"] == 2)
     plog.close()
     assert calls[:3] == [("alerts", ("a1", "a2")), ("alerts_by_key", ("a1", "a2")),
                          ("kafka down", ())]  # fmt: skip
+    assert [c for c in calls if c[0] in ("alerts", "alerts_by_key")] == calls[:2]  # once
     assert [c for c in calls if c[0] == "proposed"] == [("proposed", ("a1", "a2"))]
-    assert plog.stats()["alerts_retrying"] == 0
+    assert plog.stats()["proposals_retrying"] == 0
+
+
+def test_a_proposal_blocked_on_kafka_holds_back_no_table():
+    """AlertPublisher.publish waits for every delivery (the producer's timeout, ~30 s, when
+    the brokers are down): while one proposal hangs, the log, quarantine and alert rows that
+    follow are all written."""
+    hung, release = threading.Event(), threading.Event()
+    written: list[str] = []
+
+    def propose(rows):
+        hung.set()
+        assert release.wait(10), "the test never released the proposal"
+
+    plog = PredictionLog(CONTRACT, FunctionWriter(lambda table, rows: written.append(table)),
+                         LogOptions(queue_size=100, batch_rows=10, flush_interval_s=0.01),
+                         propose=propose)  # fmt: skip
+    try:
+        plog.alerts(alerts(["a1"]))
+        wait_for(hung.is_set)  # the proposal of a1 hangs from here on
+        plog.predictions(("a", "b"), entries(3))
+        plog.quarantine(quarantined(["q1"]))
+        plog.alerts(alerts(["a2"]))
+        wait_for(lambda: plog.stats()["written"] == 3 and plog.stats()["alerts_written"] == 2
+                 and plog.stats()["quarantine_written"] == 1)  # fmt: skip
+        assert plog.stats()["proposals_written"] == 0
+    finally:
+        release.set()
+    wait_for(lambda: plog.stats()["proposals_written"] == 2)
+    plog.close()
 
 
 def test_one_refused_quarantine_row_fails_alone():
