@@ -116,15 +116,31 @@ def test_values_outside_the_edges_fall_in_the_open_first_and_last_bins():
 def test_training_values_land_in_the_bins_the_reference_counted():
     rng = np.random.default_rng(1)
     gappy = np.where(rng.random(5000) < 0.2, np.nan, rng.normal(size=5000))
-    matrix = np.column_stack([rng.lognormal(3, 1, 5000), rng.integers(0, 4, 5000), gappy])
-    fm = FeatureMatrix(matrix.astype(np.float32), ("amount", "idx", "gappy"))
+    matrix = np.column_stack([rng.lognormal(3, 1, 5000), rng.integers(0, 4, 5000), gappy,
+                              np.full(5000, 2.5)])  # fmt: skip
+    fm = FeatureMatrix(matrix.astype(np.float32), ("amount", "idx", "gappy", "constant"))
     reference = fit_reference(fm)
     for j, name in enumerate(fm.names):
         counts = bin_values(fm.values[:, j], reference.features[name])
-        assert counts.finite.tolist() == list(reference.features[name].bin_counts), name
+        assert counts.finite.tolist() == reference_counts(reference.features[name]).finite.tolist()
+        if name != "constant":  # its reference adds an empty "other" bin
+            assert counts.finite.tolist() == list(reference.features[name].bin_counts), name
         assert counts.missing == reference.features[name].missing
         got = feature_drift(name, fm.values[:, j], reference.features[name], SPEC)
         assert (got.psi, got.ks, got.verdict) == (0.0, 0.0, Verdict.OK)
+
+
+def test_a_feature_constant_in_training_drifts_when_other_values_arrive():
+    fm = FeatureMatrix(np.zeros((2000, 1), np.float32), ("flag",))
+    reference = fit_reference(fm).features["flag"]
+    same = feature_drift("flag", np.zeros(500, np.float32), reference, SPEC)
+    assert (same.psi, same.verdict) == (0.0, Verdict.OK)
+    for value in (5.0, -3.0):
+        moved = feature_drift("flag", np.full(500, value, np.float32), reference, SPEC)
+        assert moved.psi > 1.0 and moved.ks == 1.0 and moved.verdict is Verdict.DRIFT, moved
+    half = feature_drift("flag", np.r_[np.zeros(250), np.ones(250)].astype(np.float32),
+                         reference, SPEC)  # fmt: skip
+    assert half.ks == 0.5 and half.verdict is Verdict.DRIFT
 
 
 def test_missing_values_are_a_bin_of_their_own():

@@ -10,7 +10,9 @@ land exactly where ``reference_statistics`` counted them; the first and last bin
 open-ended, so a value below the first edge counts in the first bin and one above the
 last edge in the last. NaN and ±inf count in one more bin, *missing*, beside the
 reference's own missing count: a feature that starts arriving empty drifts like one
-whose values move.
+whose values move. A feature constant in training (one value, one bin) gets a second
+bin, *other*, of every finite value but that one, empty in the reference: its one bin
+would take any value, so it could never drift.
 
 PSI (population stability index) = sum over bins of ``(a - e) * ln(a / e)``, where ``a``
 and ``e`` are the new and the reference shares of the bin (missing bin included). A
@@ -78,18 +80,30 @@ def _edges(reference: FeatureReference) -> np.ndarray:
     return np.asarray(reference.bin_edges, dtype=np.float64)
 
 
+def _constant(reference: FeatureReference) -> bool:
+    """One finite value in training: one bin, which the open ends make take any value."""
+    return len(reference.bin_counts) == 1 and reference.min == reference.max is not None
+
+
 def reference_counts(reference: FeatureReference) -> BinCounts:
     """The training counts. A feature that was never finite in training gets one empty
-    finite bin, so finite values now still count against it."""
+    finite bin, so finite values now still count against it; one constant in training an
+    empty *other* bin beside its value's (module doc)."""
     if not reference.bin_counts:
         return BinCounts(np.zeros(1), reference.missing)
-    return BinCounts(np.asarray(reference.bin_counts, dtype=np.float64), reference.missing)
+    counts = np.asarray(reference.bin_counts, dtype=np.float64)
+    if _constant(reference):
+        counts = np.append(counts, 0.0)
+    return BinCounts(counts, reference.missing)
 
 
 def bin_values(values: np.ndarray, reference: FeatureReference) -> BinCounts:
     """Count ``values`` on the reference's bins (open-ended ends; NaN/±inf are missing)."""
     x = np.asarray(values, dtype=np.float64).ravel()
     finite = np.isfinite(x)
+    if _constant(reference):  # its value's bin, and the other finite values' (module doc)
+        same = float(np.count_nonzero(x[finite] == reference.min))
+        return BinCounts(np.array([same, float(finite.sum()) - same]), int((~finite).sum()))
     edges = _edges(reference)
     if len(edges) < 2:
         return BinCounts(np.array([float(finite.sum())]), int((~finite).sum()))
