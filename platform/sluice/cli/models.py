@@ -163,6 +163,9 @@ def register(
         output.update({k: v for k, v in (("link", link), ("index", output_index),
                                           ("column", output_column)) if v is not None})  # fmt: skip
         meta = meta.model_copy(update={"output": _run(lambda: _output(output))})
+    # A gate verdict is this registry's (--holdout), never one a meta.json brings: it was
+    # judged against another registry's champion, or written by anyone.
+    meta = meta.model_copy(update={"gate": None})
     if holdout is not None:
         meta = _run(lambda: _judged(reg, name, model, meta, holdout, contract))
     version = _run(lambda: reg.register(name, model, meta))
@@ -229,10 +232,8 @@ def _local_artifact(path: str, meta_path: str | None, fmt: str | None,
     meta = _run(lambda: parse_meta(meta_file.read_bytes(), str(meta_file)))
     data = _run(lambda: model_bytes(model_path))
     found = _run(lambda: detect_format(data, str(model_path), declared=fmt))
-    # Trust is what the person registering says now, never what a meta.json claims; a gate
-    # verdict is this registry's (--holdout), never one the meta.json brings.
-    return model_path, meta.model_copy(update={"format": found, "trusted": trusted,
-                                                "gate": None})
+    # Trust is what the person registering says now, never what a meta.json claims.
+    return model_path, meta.model_copy(update={"format": found, "trusted": trusted})
 
 
 def _model_file_in(directory: Path) -> Path:

@@ -136,15 +136,13 @@ def save_artifact(uri: str | Path, model: bytes | str | Path, meta: ModelMeta) -
 
 def read_artifact(uri: str | Path, *, trusted: bool = False) -> ModelArtifact:
     """An artifact directory's model file and metadata, unchecked. Trust is the caller's
-    word (`trusted`), never what the directory's meta.json says; so is a gate verdict: a
-    report in meta.json is dropped (this registry judges a version itself, `sluice models
-    register --holdout`, against its own champion)."""
+    word (`trusted`), never what the directory's meta.json says."""
     fs, path = resolve_fs(uri)
     where = str(uri)
     if not exists(fs, f"{path}/{META_FILE}"):
         raise ModelNotFound(f"{where}: no {META_FILE} in the artifact directory")
     meta = parse_meta(read_bytes(fs, f"{path}/{META_FILE}"), where)
-    meta = meta.model_copy(update={"trusted": trusted, "gate": None})
+    meta = meta.model_copy(update={"trusted": trusted})
     name = model_file(meta.format)
     if not exists(fs, f"{path}/{name}"):
         others = [i.file for i in FORMATS.values() if exists(fs, f"{path}/{i.file}")]

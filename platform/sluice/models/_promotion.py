@@ -34,13 +34,24 @@ def check_feature_spec(where: str, trained_spec_hash: str, contract: Contract) -
 
 
 def check_gate(where: str, report: GateReport | None, contract: Contract,
-               force_reason: str | None) -> list[str]:  # fmt: skip
-    """The gate checks a champion promotion of `where` overrides ([] when it passes, or the
-    contract has no gate). Failing without a `force_reason` raises `PromotionRefused`
-    naming each failed check with its figure and threshold."""
+               force_reason: str | None, leader: int | None = None,
+               version: int | None = None) -> list[str]:  # fmt: skip
+    """The gate checks a champion promotion of `where` (version `version`) overrides ([] when
+    it passes, or the contract has no gate). Failing without a `force_reason` raises
+    `PromotionRefused` naming each failed check with its figure and threshold.
+
+    `leader` is the champion now: a report whose AUC margin was measured against another
+    (a retrain promoted since) no longer says the candidate is within `max_drop` of the
+    version it would replace, so it must be judged again."""
     if contract.gate is None:
         return []
     failures = refusals(report, contract.gate.digest(contract.alert_threshold))
+    if (report is not None and not failures and contract.gate.auc.max_drop is not None
+            and leader is not None and leader not in (report.champion, version)):
+        judged = "no champion" if report.champion is None else f"version {report.champion}"
+        failures = [f"its AUC margin was measured against {judged}, but version {leader} "
+                    "leads now: judge it again (retrain, or sluice models register "
+                    "--holdout)"]  # fmt: skip
     if failures and force_reason is None:
         raise PromotionRefused(
             f"{where} may not become champion: it fails the promotion gate of contract "

@@ -254,9 +254,10 @@ class ModelRegistry:
 
     def register_artifact(self, name: str, uri: str | Path, *, trusted: bool = False) -> int:
         """Register a directory written by `save_artifact` (any pyarrow URI). `trusted` is
-        the caller's word; a `trusted` in the directory's meta.json is ignored."""
+        the caller's word; a `trusted` in the directory's meta.json is ignored, and so is a
+        gate report (this registry's verdict only: `sluice models register --holdout`)."""
         artifact = art.read_artifact(uri, trusted=trusted)
-        return self.register(name, artifact.data, artifact.meta)
+        return self.register(name, artifact.data, artifact.meta.model_copy(update={"gate": None}))
 
     def promote(
         self,
@@ -300,7 +301,8 @@ class ModelRegistry:
                     meta = art.parse_meta(self._read_checked(name, record, art.META_FILE),
                                           f"{name}/{version}")  # fmt: skip
                     overridden = check_gate(f"{name}/{version}", meta.gate, contract,
-                                            force_reason)  # fmt: skip
+                                            force_reason, manifest.aliases.get(CHAMPION),
+                                            version)  # fmt: skip
             previous = manifest.aliases.get(alias)
             if previous != version or force_reason is not None:
                 if previous is not None and previous != version:

@@ -107,6 +107,33 @@ def test_promote_refuses_it_naming_each_failed_check_then_forced_records_why(jud
     assert registry.rollback("fraud") == 1  # the history kept the champion it replaced
 
 
+def test_a_report_judged_against_a_champion_since_replaced_is_stale(judged, tmp_path):
+    """A version judged within max_drop of champion 1 says nothing about its margin to a
+    champion promoted since: its promotion is refused until it is judged again."""
+    from sluice.datagen import write_parquet
+    from sluice.models import save_artifact
+
+    source, _ = judged
+    root = tmp_path / "registry"
+    shutil.copytree(source.root_uri, root)
+    opts = ["--registry", str(root)]
+    holdout = write_parquet(generate_dataset(4000, seed=22).table, tmp_path / "holdout.parquet")
+    artifact = source.load_artifact("fraud/1")
+    path = save_artifact(tmp_path / "brought", artifact.data, artifact.meta)
+    out = runner.invoke(app, ["models", "register", "fraud", str(path), "--holdout",
+                              str(holdout), *opts])  # fmt: skip
+    assert out.exit_code == 0 and "gate: passed" in out.output, out.output
+    new = ModelRegistry(root).manifest("fraud").latest
+    assert ModelRegistry(root).show(f"fraud/{new}").meta.gate.champion == 1
+    forced = runner.invoke(app, ["models", "promote", "fraud", "2", "--force", "--reason",
+                                 "a retrain led for a while", *opts])  # fmt: skip
+    assert forced.exit_code == 0, forced.output
+    refused = runner.invoke(app, ["models", "promote", "fraud", str(new), *opts])
+    assert refused.exit_code == 1, refused.output
+    assert "measured against version 1, but version 2 leads now" in refused.output
+    assert ModelRegistry(root).resolve("fraud@champion") == ("fraud", 2)
+
+
 def test_a_report_made_for_another_gate_is_stale(judged, tmp_path):
     registry, _ = judged
     doc = yaml.safe_load((REPO_ROOT / "configs/contracts/fraud.yaml").read_text())
@@ -173,6 +200,8 @@ def test_a_gate_report_a_brought_artifact_carries_is_not_this_registrys_verdict(
     assert ModelRegistry(root).show(f"fraud/{new}").meta.gate is None
     result = runner.invoke(app, ["models", "promote", "fraud", str(new), *opts])
     assert result.exit_code != 0 and "no gate report" in result.output, result.output
+    again = ModelRegistry(root).register_artifact("fraud", path)  # the Python API too
+    assert ModelRegistry(root).show(f"fraud/{again}").meta.gate is None
 
 
 def test_a_model_brought_as_a_file_is_judged_on_the_holdout_it_comes_with(judged, tmp_path):
