@@ -307,10 +307,16 @@ class FakeSession:
 
     def execute(self, bound, timeout=None):
         self.executed.append(bound.params)
-        if self.fail_first is not None:
+        rows = list(self.rows) if bound.params[0] == -(2**63) else []
+        if self.fail_first is not None:  # fails mid-read: after a page's first rows
             exc, self.fail_first = self.fail_first, None
-            raise exc
-        return list(self.rows) if bound.params[0] == -(2**63) else []
+            return _fail_after(rows[:2], exc)
+        return rows
+
+
+def _fail_after(rows, exc):
+    yield from rows
+    raise exc
 
 
 SINCE = datetime(2030, 1, 1, tzinfo=UTC)
@@ -354,6 +360,7 @@ def test_read_recent_retries_a_range_without_counting_it_twice():
                          feature_names=["a"], since=SINCE, source=Source.PREDICTIONS,
                          splits=2)  # fmt: skip
     assert recent.rows == 3 and len(session.executed) == 3
+    np.testing.assert_array_equal(recent.columns["a"], [1.0, 3.0, np.nan])  # each row once
 
 
 def test_read_recent_errors_name_the_table_and_the_fix():
