@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import yaml
 from pydantic import (
@@ -358,6 +358,9 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
             )
         elif err["type"] == "value_error":  # a rule of ours: the message names the values
             lines.append(f"  {path}: {err['msg'].removeprefix('Value error, ')}")
+        elif isinstance(err.get("input"), dict):  # a section: its values may be secrets
+            lines.append(f"  {path}: expected {err['msg']} (keys given: "
+                         f"{', '.join(sorted(err['input'])) or 'none'})")
         else:
             lines.append(f"  {path}: got {err.get('input')!r}; expected {err['msg']}")
     return "\n".join(lines)
@@ -398,14 +401,24 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
+def _section(annotation: Any) -> type[BaseModel] | None:
+    """The model of a nested section: ``Section``, or ``Section | None`` (an optional one,
+    such as ``kafka.sasl``), else None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    models = [a for a in get_args(annotation)
+              if isinstance(a, type) and issubclass(a, BaseModel)]  # fmt: skip
+    return models[0] if len(models) == 1 else None
+
+
 def _merge(base: dict[str, Any], override: Mapping[str, Any], model: type[BaseModel]) -> None:
     for key, value in override.items():
         field = model.model_fields.get(key)
         sub = getattr(field, "annotation", None) if field else None
-        if isinstance(value, dict) and isinstance(sub, type) and issubclass(sub, BaseModel):
+        if isinstance(value, dict) and (section := _section(sub)) is not None:
             node = base.get(key)
             base[key] = node if isinstance(node, dict) else {}
-            _merge(base[key], value, sub)
+            _merge(base[key], value, section)
         elif field is not None and "tuple" in str(sub) and isinstance(value, str):
             base[key] = [v.strip() for v in value.split(",") if v.strip()]
         else:

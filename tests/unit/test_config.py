@@ -91,6 +91,20 @@ def test_env_overrides_file(tmp_path):
     assert cfg.kafka.bootstrap_servers == ("k1:9092", "k2:9092")
 
 
+def test_env_overrides_merge_into_an_optional_section(tmp_path):
+    # The password from the environment, the rest of kafka.sasl from the file.
+    path = write(tmp_path, "kafka:\n  sasl: {mechanism: SCRAM-SHA-512, username: svc}\n")
+    cfg = load_platform_config(path, environ={"SLUICE_KAFKA__SASL__PASSWORD": "s3cret"})
+    assert (cfg.kafka.sasl.mechanism, cfg.kafka.sasl.username, cfg.kafka.sasl.password) == (
+        "SCRAM-SHA-512", "svc", "s3cret")
+    # A section that stays invalid names its field, never the values (a password).
+    with pytest.raises(ConfigError, match=r"kafka\.sasl\.username: expected Field required") \
+            as err:  # fmt: skip
+        load_platform_config(write(tmp_path, "{}\n"),
+                             environ={"SLUICE_KAFKA__SASL__PASSWORD": "s3cret"})
+    assert "s3cret" not in str(err.value)
+
+
 def test_bad_env_override_names_the_field(tmp_path):
     path = write(tmp_path, "{}\n")
     with pytest.raises(ConfigError, match=r"cassandra\.port: got 'abc'"):
