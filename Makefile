@@ -14,14 +14,16 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 
 # System tools from Debian's packages, installed when missing: OpenJDK 17 (never a JDK >= 24:
 # Cassandra calls System.setSecurityManager), Maven (fetches the servers' jars), promtool (the
-# monitoring tests lint Prometheus configs and scrapes with it). Root, or sudo, is needed only
-# when something is missing.
+# monitoring tests lint Prometheus configs and scrapes with it), python3-venv where Python
+# lacks ensurepip (Debian's own python3). Root, or sudo, is needed only when something is
+# missing.
 system:
 	@need=""; \
 	ls /usr/lib/jvm/*-17-*/bin/java >/dev/null 2>&1 || need="$$need openjdk-17-jre-headless"; \
 	command -v mvn >/dev/null 2>&1 || need="$$need maven"; \
 	command -v promtool >/dev/null 2>&1 || need="$$need prometheus"; \
 	command -v chromium >/dev/null 2>&1 || need="$$need chromium"; \
+	$(PYTHON) -c 'import ensurepip' >/dev/null 2>&1 || need="$$need python3-venv"; \
 	if [ -n "$$need" ]; then \
 	  sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo"; \
 	  echo "make system: installing$$need"; \
@@ -32,8 +34,8 @@ system:
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
+	$(PY) -m pip install -q pip==26.3
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev,gbm]"
 	@touch $(STAMP)
 
@@ -41,7 +43,7 @@ up: system install
 	$(SLUICE) local up
 
 down:
-	@if [ -x $(SLUICE) ]; then $(SLUICE) local down; $(SLUICE) local down --cluster; fi
+	@if [ -x $(SLUICE) ]; then $(SLUICE) local down && $(SLUICE) local down --cluster; fi
 
 status: install
 	$(SLUICE) local status

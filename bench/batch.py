@@ -56,9 +56,10 @@ from sluice.store import (  # noqa: E402
 )
 
 TARGETS = {"vs_raw_cassandra": 0.7, "vs_rmax": 0.7, "vs_naive": 10.0,
-           "vs_naive_1000000": 20.0,  # issue 15: >= 20x naive on 1M rows, >= 10x on 30k
-           "peak_memory_largest_vs_smallest": 1.1,  # at most: flat memory
+           # at most: flat private memory (issue 15); RSS, which counts the object store's
+           # shared pages, is a figure beside it, not a target
            "peak_private_memory_largest_vs_smallest": 1.1}
+NAIVE_LARGE = 20.0  # issue 15: >= 20x naive at 1M rows and more, >= 10x below
 """Ratios of rows/s are at least their target, memory ratios at most; a size-suffixed ratio
 without a target of its own has its base name's (``vs_rmax_5000000`` -> ``vs_rmax``)."""
 KEYSPACE = "sluice_bench_batch"
@@ -228,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
 
     targets = dict(TARGETS)  # issue 15: >= 20x naive at 1M rows and more, >= 10x below
     if args.rows >= 1_000_000:
-        targets["vs_naive"] = TARGETS["vs_naive_1000000"]
+        targets["vs_naive"] = NAIVE_LARGE
+    for size in rates:
+        targets[f"vs_naive_{size}"] = NAIVE_LARGE if size >= 1_000_000 else TARGETS["vs_naive"]
     print(f"\nBatch scoring, {args.rows:,} rows (3% invalid)")
     print(f"{'run':<34} {'rows/s':>10}")
     print(f"{'raw Cassandra ceiling R':<34} {r_rate:>10,.0f}")
@@ -240,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{mb:,.0f} MiB (private {private[size]:,.0f} MiB)")  # fmt: skip
     for name, value in ratios.items():
         target = targets.get(name, targets.get(name.rstrip("0123456789_")))
-        print(f"{name:<34} {value:>10} (target {target})")
+        print(f"{name:<34} {value:>10} ({'no target' if target is None else f'target {target}'})")
     print(json.dumps({"bench": "batch", "figures": figures, "ratios": ratios,
                       "targets": targets}))  # fmt: skip
     return 0

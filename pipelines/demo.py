@@ -7,13 +7,19 @@
    Data, and read scored rows and quarantine reasons back from Cassandra;
    bring your own model: train a LightGBM model (300 trees, exported to ONNX) through
    the trainer hook, register it, and score other transactions with it on the batch path;
-4. drift: `sluice drift` on the batch (no drift), then on a shifted batch (drift, exit 3)
-   with `--retrain` on its labels: the candidate's promotion gate report is printed;
-5. online: `sluice serve` (Ray Serve, HAProxy ingress), a few authenticated requests, one
-   rejected input and one call without a key;
-6. stream: produce a burst of events to Kafka (2% invalid, 1% malformed), run
+4. drift: `sluice drift` on the batch (no drift, exit 0), then on a shifted batch (drift,
+   exit 3) with `--retrain` on its labels: the candidate's promotion gate report is printed;
+5. stream: produce a burst of events to Kafka (2% invalid, 1% malformed), run
    configs/jobs/fraud_stream.yaml until the consumer lag is zero, and count the rows
-   read back from Cassandra.
+   read back from Cassandra;
+6. metrics: what Prometheus would scrape from this Ray node;
+7. online: `sluice serve` (Ray Serve, HAProxy ingress), a few authenticated requests (200),
+   one rejected input (422) and one call without a key (401), and the analysts' review page;
+8. alerts: the relay publishes each transaction's alert once; `sluice alerts tail` reads
+   them back.
+
+Every stage checks its outcome (exit statuses, HTTP statuses): a step that fails fails the
+demo, with what it expected and what it got.
 """
 
 from __future__ import annotations
@@ -193,7 +199,10 @@ def drift_stage(cfg: PlatformConfig, since: float) -> None:
                "--source", "predictions", "--metrics-file", str(metrics), *extra]  # fmt: skip
         return subprocess.run(cmd, check=False).returncode
 
-    print(f"exit status {check('the batch above: the training world')}")
+    code = check("the batch above: the training world")
+    print(f"exit status {code}")
+    if code != 0:
+        raise RuntimeError(f"sluice drift on the unshifted batch exited {code}, expected 0")
     out = cfg.resolve(".state/data/shifted")
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.parquet"):
@@ -210,6 +219,8 @@ def drift_stage(cfg: PlatformConfig, since: float) -> None:
     labels = out / "part-0.parquet"
     code = check("half the window is now shifted", "--retrain", "--labels", str(labels))
     print(f"exit status {code} (3 means drift); metrics for Prometheus in {metrics}")
+    if code != 3:
+        raise RuntimeError(f"sluice drift on the shifted batch exited {code}, expected 3")
 
 
 def online_stage(cfg: PlatformConfig) -> None:
@@ -233,18 +244,25 @@ def online_stage(cfg: PlatformConfig) -> None:
                             cwd=REPO_ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.STDOUT)  # fmt: skip
     try:
-        for _ in range(120):
+        deadline = time.monotonic() + 240
+        while True:
             try:
                 if httpx.get(f"{base}/v1/health", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"sluice serve did not answer {base}/v1/health within "
+                                   "240 s (`sluice serve` in a shell shows why)")  # fmt: skip
             time.sleep(2)
         rows = [{k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in r.items()}
                 for r in generate_dataset(3, seed=42).table.drop(["is_fraud"]).to_pylist()]
 
-        def call(label: str, **kw) -> None:
+        def call(label: str, expected: int = 200, **kw) -> None:
             r = httpx.post(f"{base}/v1/fraud/predict", timeout=10, **kw)
+            if r.status_code != expected:
+                raise RuntimeError(f"POST /v1/fraud/predict {label}: HTTP {r.status_code}, "
+                                   f"expected {expected}: {r.text[:300]}")  # fmt: skip
             if r.status_code == 200:
                 b = r.json()
                 answer = (f"key={b['key']} score={b['score']:.4f} {b['model_version']} "
@@ -257,9 +275,9 @@ def online_stage(cfg: PlatformConfig) -> None:
         for row in rows:
             call(f"-H 'Authorization: Bearer ...' -d '<{row['transaction_id']}>'",
                  json=row, headers=key)  # fmt: skip
-        call("-d '{..., \"currency\": \"XXX\"}'   # 422, quarantined",
+        call("-d '{..., \"currency\": \"XXX\"}'   # 422, quarantined", 422,
              json=dict(rows[0], currency="XXX"), headers=key)  # fmt: skip
-        call("(no API key)   # 401", json=rows[0])
+        call("(no API key)   # 401", 401, json=rows[0])
         from sluice.store import session_for
 
         ks = cfg.cassandra.keyspace
@@ -268,6 +286,8 @@ def online_stage(cfg: PlatformConfig) -> None:
         if newest is not None:
             url = f"{base}/review?day={newest.day}"
             page = httpx.get(url, auth=("analyst", "sluice-demo-key"), timeout=30)
+            if page.status_code != 200:
+                raise RuntimeError(f"GET {url}: HTTP {page.status_code}, expected 200")
             shown = page.text.count("<tr class='alert'")
             print(f"Review page for analysts (user: any, password: an API key): {url}\n"
                   f"  HTTP {page.status_code}, {shown} alert(s) listed; each links to "
@@ -320,6 +340,8 @@ def alerts_stage(cfg: PlatformConfig) -> None:
                            "--since", "7d", "--max", "3", "--idle-exit-s", "15"],
                           capture_output=True, text=True)  # fmt: skip
     print("\n".join("  " + line for line in tail.stdout.splitlines()) or f"  {tail.stderr}")
+    if tail.returncode != 0:
+        raise RuntimeError(f"sluice alerts tail exited {tail.returncode}: {tail.stderr[-500:]}")
 
 
 def metrics_stage() -> None:
