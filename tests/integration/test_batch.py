@@ -433,7 +433,7 @@ def test_a_score_pass_disagreeing_with_the_record_pass_fails_naming_the_key(env)
     key = rows["transaction_id"][7].as_py()
     args = dict(cfg=cfg, contract_name="fraud", model_ref="fraud/1", engine="gx",
                 batch_rows=64, source="batch:test_batch_disagree", now=datetime.now(UTC),
-                conflicting_keys=frozenset(), files=[],
+                conflicting_keys=frozenset(), files=[], file_days=[],
                 refused=pa.table({"key": [key], "expectations": [
                     "expect_column_values_to_be_between:amount"]}),
                 record_engine="gx")  # fmt: skip

@@ -83,4 +83,11 @@ def test_a_parquet_column_no_value_of_which_casts_is_a_job_error_before_any_writ
                                           r"but contract fraud wants timestamp\[us, tz=UTC\]"):
         check_input_schema(job(str(tmp_path / "naive.parquet")), contract,
                            [str(tmp_path / "naive.parquet")], pafs.LocalFileSystem())  # fmt: skip
+    text = rows.set_column(rows.schema.get_field_index("amount"), "amount",
+                           rows["amount"].cast(pa.string()))  # text: CSV's form, not Parquet's
+    pq.write_table(text, tmp_path / "text.parquet")
+    with pytest.raises(ConfigError, match="column amount is string, but contract fraud wants "
+                                          "double: Parquet carries types"):  # fmt: skip
+        check_input_schema(job(str(tmp_path / "text.parquet")), contract,
+                           [str(tmp_path / "text.parquet")], pafs.LocalFileSystem())  # fmt: skip
 
