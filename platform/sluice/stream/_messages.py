@@ -28,6 +28,7 @@ import base64
 import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -116,7 +117,10 @@ def message_time(msg: Message) -> datetime | None:
     kind, ms = msg.timestamp()
     if kind == 0 or ms is None or ms < 0:  # TIMESTAMP_NOT_AVAILABLE
         return None
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+    try:  # a producer sets CreateTime freely: past year 9999 is no time Python has
+        return datetime.fromtimestamp(ms / 1000, tz=UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
 def next_offsets(messages: Sequence[Message]) -> dict[tuple[str, int], int]:
@@ -195,6 +199,11 @@ _JSON_TYPES = {list: "an array", str: "a string", bool: "a boolean", int: "a num
                float: "a number", type(None): "null"}  # fmt: skip
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+"""A JSON escape of a UTF-16 surrogate: fine in a pair, which json.loads joins into one
+character; alone it leaves a str no UTF-8 encoder (Arrow's, Cassandra's) takes."""
+
+
 def classify(
     value: bytes | None, limits: MessageLimits
 ) -> dict[str, Any] | tuple[MalformedKind, str]:
@@ -216,6 +225,11 @@ def classify(
         return MalformedKind.NOT_JSON, str(exc)[:200]
     if not isinstance(obj, dict):
         return MalformedKind.NOT_AN_OBJECT, f"JSON {_JSON_TYPES.get(type(obj), 'value')}"
+    if _SURROGATE_ESCAPE.search(text):  # rare: checked only when the text has one
+        try:
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return MalformedKind.NOT_UTF8, f"a lone surrogate escape is no character: {exc}"
     record = {name: obj[name] for name in limits.fields if name in obj}
     unknown = len(obj) - len(record)
     if unknown > limits.max_unknown_fields:

@@ -63,6 +63,8 @@ def test_malformed_payloads_are_classified(payload):
     (b"[" * 100_000, MalformedKind.NOT_JSON),          # nesting too deep for the parser
     (b'{"a": 1} trailing', MalformedKind.NOT_JSON),
     ('{"a": "caf\u00e9"}'.encode("utf-16"), MalformedKind.NOT_UTF8),  # JSON, wrong encoding
+    (rb'{"card_id": "card_\udc80", "amount": 3.5}', MalformedKind.NOT_UTF8),  # a lone half
+    (rb'{"x\uD800": 1}', MalformedKind.NOT_UTF8),  # in a key outside the contract too
 ])  # fmt: skip
 def test_other_bad_values_are_classified(payload, kind):
     got = classify(payload, LIMITS)
@@ -74,6 +76,8 @@ def test_json_objects_are_records_of_the_contracts_fields_only():
     assert got == {"amount": "NaN?", "card_id": 7}  # values are the Scorer's job; x is dropped
     assert classify('{"merchant_id": "caf\u00e9"}'.encode(), LIMITS) == {"merchant_id": "caf\u00e9"}
     assert classify(b"{}", LIMITS) == {}
+    # A surrogate pair is one character (an emoji), not a lone half.
+    assert classify(rb'{"merchant_id": "m\ud83d\ude00"}', LIMITS) == {"merchant_id": "m\U0001F600"}
 
 
 def test_decode_splits_records_and_malformed_and_tags_positions():
@@ -108,6 +112,13 @@ def test_malformed_quarantine_rows_keep_raw_bytes_position_and_reason():
     when = rows["quarantined_at"].to_pylist()
     assert when[0] == datetime.fromtimestamp(T0_MS / 1000, tz=UTC) and when[1] == NOW
     assert set(rows["source"].to_pylist()) == {"stream:job"}
+
+
+def test_a_timestamp_past_year_9999_is_no_time_not_a_crash():
+    far = FakeMessage(0, 9, b"not json", _timestamp_ms=253_402_300_800_000)  # year 10000
+    rows = malformed_quarantine(decode_messages([far], LIMITS), "stream:job", NOW, 4096)
+    assert rows["quarantined_at"].to_pylist() == [NOW]  # the batch's clock, as without one
+    assert json.loads(rows["raw"][0].as_py())["timestamp_ms"] == 253_402_300_800_000
 
 
 def wide(unknown: int, event_id: str = "tx_1") -> bytes:
