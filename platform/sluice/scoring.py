@@ -338,7 +338,7 @@ def _quarantine(
         return QUARANTINE_SCHEMA.empty_table()
     # One Python step per *quarantined* row (rare by design), never per scored row.
     if isinstance(raw, pa.Table):
-        raw_rows: list[Any] = raw.take(pa.array(rows, pa.int64())).to_pylist()
+        raw_rows: list[Any] = _rows_of(raw.take(pa.array(rows, pa.int64())))
     else:
         raw_rows = [raw[i] for i in rows]
     keys = conformed.column(key_column).take(pa.array(rows, pa.int64())).to_pylist()
@@ -357,6 +357,30 @@ def _quarantine(
         ],
         schema=QUARANTINE_SCHEMA,
     )
+
+
+def _rows_of(table: pa.Table) -> list[dict[str, Any]]:
+    """``table.to_pylist()``, but a time Python's datetime cannot hold (past year 9999: a
+    seconds column holding milliseconds) is kept as its number and unit, not a crash that
+    would fail the whole batch."""
+    try:
+        return table.to_pylist()
+    except (OverflowError, ValueError):
+        columns = [_cells(c) for c in table.columns]
+        return [dict(zip(table.column_names, cells, strict=True))
+                for cells in zip(*columns, strict=True)]  # fmt: skip
+
+
+def _cells(column: pa.ChunkedArray) -> list[Any]:
+    try:
+        return column.to_pylist()
+    except (OverflowError, ValueError):
+        unit = getattr(column.type, "unit", "day")
+        counts = column.cast(pa.int64()) if pa.types.is_timestamp(column.type) else (
+            column.cast(pa.int32()).cast(pa.int64()) if pa.types.is_date32(column.type)
+            else column.cast(pa.int64()))  # fmt: skip
+        return [None if v is None else f"{v} {unit} since 1970-01-01 (past datetime's range)"
+                for v in counts.to_pylist()]  # fmt: skip
 
 
 def _constant(value: Any, n: int, type_: pa.DataType) -> pa.Array:

@@ -82,8 +82,8 @@ def numeric_column(table: pa.Table, name: str) -> np.ndarray:
 
 
 def _log1p(x: np.ndarray) -> np.ndarray:
-    # Valid amounts are > 0; a negative value that slipped past validation must
-    # not raise or warn inside a scoring batch, it becomes NaN like any bad input.
+    # Valid amounts are > 0; a negative value that slipped past validation must not raise
+    # or warn inside a scoring batch: below -1 it becomes NaN, at -1 -inf (numpy's log1p).
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.log1p(x)
 

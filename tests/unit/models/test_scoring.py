@@ -84,6 +84,21 @@ def test_gx_engine_gives_the_same_result(trained, contract):
     assert gx.quarantined["reasons"].to_pylist() == compiled.quarantined["reasons"].to_pylist()
 
 
+def test_a_time_past_year_9999_is_quarantined_not_a_failed_batch(scorer):
+    # A seconds column holding milliseconds, say: the suite refuses the event from the
+    # future; its raw row keeps the number, and the other rows are scored.
+    table = generate_dataset(20, seed=23).table
+    times = table["event_time"].cast(pa.int64()).to_numpy().copy()
+    times[4] = 2**62  # microseconds: year ~148,000
+    table = table.set_column(table.schema.get_field_index("event_time"), "event_time",
+                             pa.array(times, pa.timestamp("us", tz="UTC")))  # fmt: skip
+    result = scorer.score(table, now=NOW)
+    key = table["transaction_id"][4].as_py()
+    assert _keys(result.quarantined) == [key] and result.scored.num_rows == 19
+    raw = json.loads(result.quarantined["raw"][0].as_py())
+    assert raw["event_time"] == f"{2**62} us since 1970-01-01 (past datetime's range)"
+
+
 def test_json_records_with_wrong_types_are_quarantined_with_the_raw_value(scorer):
     table = generate_dataset(500, seed=8).table
     messages = to_json_messages(table, wrong_type_fraction=0.04, seed=1)
