@@ -159,8 +159,8 @@ class ValidationReport:
 def format_values(values: pa.Array | pa.ChunkedArray) -> list[str]:
     """The ``Reason.value`` strings of some cells (one Python step per invalid cell)."""
     if pa.types.is_timestamp(values.type) or pa.types.is_date(values.type):
-        # Arrow prints a timestamp outside Python's datetime range without raising (past
-        # year ~290,000 its text is wrong: its calendar overflows), where as_py() raises.
+        # Arrow prints a timestamp outside Python's datetime range without raising, where
+        # as_py() raises (far enough out its text is wrong: its calendar math overflows).
         text = values.cast(pa.string()).to_pylist()
         return ["None" if t is None else t for t in text]
     return [repr(v) for v in values.to_pylist()]
