@@ -1,10 +1,11 @@
 """``CheckpointStore``: committed stream positions per (job, topic, partition).
 
-A stream job writes a micro-batch's outputs, waits for them, then ``commit``s the next
-offset to read per partition; on restart ``committed`` tells it where to resume. Both
-sides use the platform's *write* consistency level, so a resumed consumer reads what
-its predecessor committed (with LOCAL_QUORUM on both, R + W > RF). Offsets are plain
-upserts: committing the same position twice is harmless.
+A mirror, for operators, of the offsets a stream job committed to Kafka: the consumer
+resumes from Kafka's group offsets, never from this table. ``CheckpointMirror``
+(sluice.stream) writes it off the batch's path, at most ``MIRROR_INTERVAL_S`` behind;
+``committed`` reads it back. Reads and writes use the
+platform's *write* consistency level. Offsets are plain upserts: writing the same
+position twice is harmless.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
     sink = CassandraDatasink(cfg.cassandra, "predictions", consistency=..., ttl_s=...)
     ds.write_datasink(sink)
-    sink.total_written          # distinct rows upserted by all tasks
+    sink.total_written          # rows upserted by all tasks (a key in two blocks: twice)
     sink.total_input_rows       # rows the dataset handed to the sink
     sink.total_tasks            # write tasks (blocks bundled to min_rows_per_write rows)
 
@@ -54,7 +54,8 @@ its session, the prepared statement) is paid per this many rows, not per small b
 @dataclass(frozen=True)
 class WriteCounts:
     """What one write task did: ``input_rows`` handed to it, ``rows`` upserted (fewer
-    when its blocks carry one primary key twice: the writer keeps the last)."""
+    when one block carries a primary key twice: the writer keeps the last; a key in two
+    blocks is upserted, and counted, twice)."""
 
     rows: int
     blocks: int

@@ -85,9 +85,12 @@ class WriteOptions:
     replica_batch_rows: int = 0
 
     def __post_init__(self) -> None:
-        if (self.ttl_s < 0 or self.concurrency < 1 or self.retries < 0 or self.chunk_rows < 1
-                or self.partition_batch_rows < 0 or self.replica_batch_rows < 0):  # fmt: skip
-            raise ValueError(f"invalid write options: {self}")
+        rules = (("ttl_s", 0), ("concurrency", 1), ("retries", 0), ("backoff_s", 0),
+                 ("chunk_rows", 1), ("partition_batch_rows", 0), ("replica_batch_rows", 0))
+        for name, least in rules:
+            if getattr(self, name) < least:
+                raise ValueError(f"WriteOptions.{name} must be >= {least}, got "
+                                 f"{getattr(self, name)!r}")  # fmt: skip
 
     @classmethod
     def from_config(

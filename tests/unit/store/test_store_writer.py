@@ -315,3 +315,13 @@ def test_replica_batches_cover_at_most_ten_partitions_and_size_only_shared_ones(
     parts = [0] * 40 + [1] + [2] * 30
     groups = replica_groups(["a"] * 71, [200] * 71, 64, 5120, parts)
     assert [len(g) for g in groups] == [40, 25, 6]
+
+
+@pytest.mark.parametrize(("field", "value", "least"), [
+    ("ttl_s", -5, 0), ("concurrency", 0, 1), ("retries", -1, 0), ("backoff_s", -0.5, 0),
+    ("chunk_rows", 0, 1), ("partition_batch_rows", -1, 0), ("replica_batch_rows", -2, 0)])
+def test_write_options_name_the_field_and_the_rule(field, value, least):
+    with pytest.raises(ValueError, match=rf"^WriteOptions\.{field} must be >= {least}, "
+                                         rf"got {value}$"):  # fmt: skip
+        WriteOptions(**{field: value})
+
