@@ -359,8 +359,8 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
         elif err["type"] == "value_error":  # a rule of ours: the message names the values
             lines.append(f"  {path}: {err['msg'].removeprefix('Value error, ')}")
         elif isinstance(err.get("input"), dict):  # a section: its values may be secrets
-            lines.append(f"  {path}: expected {err['msg']} (keys given: "
-                         f"{', '.join(sorted(err['input'])) or 'none'})")
+            lines.append(f"  {path}: got an object with keys {sorted(err['input'])}; "
+                         f"expected {err['msg']}")
         else:
             lines.append(f"  {path}: got {err.get('input')!r}; expected {err['msg']}")
     return "\n".join(lines)

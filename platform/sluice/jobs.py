@@ -194,11 +194,11 @@ class StreamJob(Frozen):
         "not poll Kafka while it waits, so it must stay below max_poll_interval_ms.",
     )  # fmt: skip
     max_message_bytes: int = Field(
-        65_536, ge=64, le=196_608,
+        65_536, ge=64, le=65_536,
         description="Largest message value decoded; a larger one is quarantined unparsed. "
-        "Also the most bytes of a message's key and value a quarantine row keeps (as text "
-        "and base64): at most 192 KiB, so that row stays under the 1 MiB every quarantine "
-        "row is bounded to, and whole.",
+        "Also the most bytes of a message's key and value a quarantine row keeps (as JSON "
+        "text, up to 6 characters a byte, and base64): at most 64 KiB, so that row stays "
+        "under the 1 MiB every quarantine row is bounded to, and whole.",
     )  # fmt: skip
     max_unknown_fields: int = Field(
         64, ge=0, le=10_000,

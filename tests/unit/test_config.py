@@ -98,8 +98,8 @@ def test_env_overrides_merge_into_an_optional_section(tmp_path):
     assert (cfg.kafka.sasl.mechanism, cfg.kafka.sasl.username, cfg.kafka.sasl.password) == (
         "SCRAM-SHA-512", "svc", "s3cret")
     # A section that stays invalid names its field, never the values (a password).
-    with pytest.raises(ConfigError, match=r"kafka\.sasl\.username: expected Field required") \
-            as err:  # fmt: skip
+    with pytest.raises(ConfigError, match=r"kafka\.sasl\.username: got an object with keys "
+                                          r"\['password'\]; expected Field required") as err:
         load_platform_config(write(tmp_path, "{}\n"),
                              environ={"SLUICE_KAFKA__SASL__PASSWORD": "s3cret"})
     assert "s3cret" not in str(err.value)

@@ -169,6 +169,23 @@ def test_quarantined_raw_bytes_are_truncated_with_length_and_hash():
     assert reasons[0] == "too_large: 10000 bytes, over max_message_bytes (1000)"
 
 
+def test_at_the_largest_limit_a_quarantine_row_stays_whole_under_1_mib():
+    # Control bytes are valid UTF-8 that JSON escapes as 6 characters each: the worst case.
+    from sluice.jobs import StreamJob
+    from sluice.store._rows import MAX_QUARANTINE_RAW_BYTES
+
+    most = StreamJob.model_fields["max_message_bytes"].metadata[-1].le
+    limits = MessageLimits(FIELDS, max_bytes=most, max_unknown_fields=64)
+    worst = b"\x01" * (most + 1)
+    rows = malformed_quarantine(decode_messages([FakeMessage(0, 1, worst, _key=worst)], limits),
+                                "stream:job", NOW, limits.max_bytes)  # fmt: skip
+    raw = rows["raw"][0].as_py()
+    assert len(raw.encode()) <= MAX_QUARANTINE_RAW_BYTES
+    stored = json.loads(raw)  # whole: never cut by the store's bound
+    assert base64.b64decode(stored["value_base64"]) == worst[:most]
+    assert base64.b64decode(stored["key_base64"]) == worst[:most]
+
+
 def test_decoding_wide_messages_keeps_memory_bounded():
     """40 messages of 4000 unknown fields each (~70 kB apiece): records keep only the
     contract's fields, so decoding holds one parsed message at a time, not 160k fields."""
