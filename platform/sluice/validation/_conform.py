@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, Literal
 
 import numpy as np
@@ -127,6 +128,8 @@ def _columns_of_records(
 def _cast(values: list | pa.ChunkedArray, target: pa.DataType) -> tuple[pa.Array, np.ndarray]:
     """``values`` cast to ``target`` with rejected cells null, and the rejected-cell mask."""
     if isinstance(values, list):
+        if pa.types.is_timestamp(target) and _naive_and_aware(values):
+            return _cast_mixed(values, target)  # pa.array would read all as the first's
         try:
             arr = pa.array(values)
         except _CAST_ERRORS:
@@ -138,10 +141,11 @@ def _cast(values: list | pa.ChunkedArray, target: pa.DataType) -> tuple[pa.Array
 
 def _cast_mixed(values: list, target: pa.DataType) -> tuple[pa.Array, np.ndarray]:
     """Values of several Python types (e.g. 12.5 and "12.5"): cast each type group alone."""
-    groups: dict[type, list[int]] = {}
+    groups: dict[Any, list[int]] = {}
     for i, v in enumerate(values):
-        if v is not None:
-            groups.setdefault(type(v), []).append(i)
+        if v is not None:  # datetimes with and without a zone cast apart
+            kind = (type(v), v.tzinfo is None) if isinstance(v, datetime) else type(v)
+            groups.setdefault(kind, []).append(i)
     bad = np.zeros(len(values), dtype=bool)
     out: list[Any] = [None] * len(values)
     for rows in groups.values():
@@ -155,6 +159,12 @@ def _cast_mixed(values: list, target: pa.DataType) -> tuple[pa.Array, np.ndarray
         for i, v in zip(rows, cast.to_pylist(), strict=True):
             out[i] = v
     return pa.array(out, type=target), bad
+
+
+def _naive_and_aware(values: list) -> bool:
+    """Whether ``values`` hold datetimes both with and without a time zone."""
+    kinds = {v.tzinfo is None for v in values if isinstance(v, datetime)}
+    return len(kinds) == 2
 
 
 def _cast_array(arr: pa.Array, target: pa.DataType) -> tuple[pa.Array, np.ndarray]:

@@ -226,3 +226,15 @@ def test_a_column_castable_refuses_is_refused_cell_by_cell_by_conform():
     naive = pa.array([datetime(2024, 5, 1, 12)], pa.timestamp("us"))
     _, rejected = conform(pa.table({"t": naive}), pa.schema([("t", pa.timestamp("us", "UTC"))]))
     assert [r[0].expectation for _, r in rejected] == ["expect_column_values_to_be_of_type"]
+
+
+def test_a_naive_datetime_is_refused_whatever_its_neighbours():
+    naive, aware = datetime(2024, 5, 1, 12), datetime(2024, 5, 1, 12, tzinfo=UTC)
+    schema = pa.schema([("w", pa.timestamp("us", tz="UTC"))])
+    for rows, refused in (([{"w": naive}], [0]), ([{"w": aware}, {"w": naive}], [1]),
+                          ([{"w": naive}, {"w": aware}], [0])):  # fmt: skip
+        table, rejected = conform(rows, schema)
+        assert [row for row, _ in rejected] == refused, rows
+        assert table["w"].to_pylist() == [aware if r.get("w") is aware else None
+                                          for r in rows]  # fmt: skip
+
