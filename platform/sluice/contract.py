@@ -322,6 +322,14 @@ def _feature_problems(spec: FeatureSpec, schema: pa.Schema, label: str | None) -
         if isinstance(t, EqualityFlag):
             for col in t.columns:
                 check(where, col)
+            kinds = {_kind(schema.field(c).type) for c in t.columns if c in schema.names}
+            if len(kinds) > 1:
+                a, b = t.columns
+                problems.append(
+                    f"{where}: columns {a!r} ({schema.field(a).type}) and {b!r} "
+                    f"({schema.field(b).type}) cannot be compared: {t.op} needs two columns "
+                    "of one kind (both text, both numbers, both times)"
+                )
         elif isinstance(t, CategoryIndex):
             check(where, t.column, "string")
         elif isinstance(t, HourOfDay | DayOfWeek):
@@ -335,6 +343,17 @@ def _feature_problems(spec: FeatureSpec, schema: pa.Schema, label: str | None) -
         check("features.aggregates.key_column", a.key_column, "string")
         check("features.aggregates.value_column", a.value_column, "numeric")
     return problems
+
+
+def _kind(typ: pa.DataType) -> str:
+    """What an equality flag compares a column as: Arrow compares within a kind."""
+    if pa.types.is_string(typ) or pa.types.is_large_string(typ):
+        return "text"
+    if pa.types.is_integer(typ) or pa.types.is_floating(typ):
+        return "number"
+    if pa.types.is_timestamp(typ):
+        return "time"
+    return str(typ)
 
 
 def contract_path(name_or_path: str | Path) -> Path:

@@ -218,6 +218,14 @@ def test_feature_type_mismatch_is_refused(write, raw):
     assert "'channel'" in message and "numeric" in message
 
 
+def test_an_equality_flag_of_two_kinds_of_column_is_refused(write, raw):
+    raw["features"]["transforms"].append(
+        {"name": "odd_flag", "op": "equal", "columns": ["country", "amount"]})
+    message = _error(write(raw))
+    assert "(odd_flag): columns 'country' (string) and 'amount' (double) cannot be compared" \
+        in message, message  # fmt: skip
+
+
 def test_feature_must_not_read_the_label(write, raw):
     raw["features"]["passthrough"] = ["amount", "is_fraud"]
     assert "label" in _error(write(raw))

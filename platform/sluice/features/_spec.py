@@ -93,7 +93,10 @@ class DayOfWeek(_OneColumn):
 class EqualityFlag(_TransformBase):
     """1.0 where two columns are equal (``equal``) or differ (``not_equal``), else 0.0.
 
-    A null on either side gives 0.0 for both ops: a missing value proves nothing.
+    A null on either side gives 0.0 for both ops: a missing value proves nothing. (A float
+    NaN is a value here, as Arrow compares it: NaN differs from everything, itself
+    included.) The two columns must be of one kind (text, numbers or times): the contract
+    refuses others at load.
     """
 
     op: Literal["equal", "not_equal"]
