@@ -13,7 +13,11 @@ Semantics (identical in both engines, proven by a property test against GX):
 - a row is invalid when it fails any row-level expectation; its reasons name
   the expectation, the column and the offending value. ``mostly`` changes only
   the expectation's summary, never a row's verdict, so a row gets the same
-  verdict whatever batch it arrives in (online, stream or batch).
+  verdict whatever batch it arrives in (online, stream or batch). One exception,
+  GX's own: type, regex and length expectations on an *integer* column see it with
+  pandas' dtype, which is float64 when the table holds a null in that column, so a
+  ``5`` reads as ``5.0`` beside a null (the shipped suite has none; keep them to
+  text columns).
 - batch-level expectations (``expect_column_values_to_be_unique``, row counts)
   are computed over the table given — vectorized in the compiled engine too —
   and reported in ``report.expectations`` only; they never invalidate rows

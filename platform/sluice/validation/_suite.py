@@ -404,6 +404,10 @@ def check_values(type_: str, kwargs: Mapping[str, Any], where: str) -> None:
     same check at load and, for suite parameters, per call, whichever engine runs."""
     if type_ == "expect_column_values_to_be_between":
         check_bound_order_if_any(kwargs, where)
+    if type_.startswith("expect_table_row_count"):  # a time as a count: as the loader says
+        for key in ("value", "min_value", "max_value"):
+            if isinstance(kwargs.get(key), datetime):
+                raise ConfigError(f"{where}: {key} must be an integer, got a datetime")
     regex = kwargs.get("regex")
     if type_.endswith("match_regex") and isinstance(regex, str):
         check_pattern(regex, where)

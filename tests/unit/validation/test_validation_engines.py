@@ -188,6 +188,15 @@ def test_missing_parameter_is_a_config_error():
     assert validate(table, suite, "compiled", {"cutoff": T0}).valid.tolist() == [True]
 
 
+def test_a_time_as_a_row_count_parameter_is_refused_naming_the_argument():
+    suite = suite_of(("expect_table_row_count_to_be_between",
+                      {"min_value": {"$PARAMETER": "cutoff"}}))  # fmt: skip
+    table = pa.table({"x": [1.0, 2.0]})
+    for engine in ("compiled", "gx"):
+        with pytest.raises(ConfigError, match="min_value must be an integer, got a datetime"):
+            validate(table, suite, engine, {"cutoff": T0})
+
+
 @pytest.mark.parametrize(
     "type_, kwargs, value, verdicts",
     [
