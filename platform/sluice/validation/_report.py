@@ -114,7 +114,8 @@ class ValidationReport:
     ``verdicts[:, j]`` is the verdict of row-level expectation j (the j-th of
     ``suite.row_expectations``); ``reasons`` maps each invalid row to its
     reasons, in suite order. A row's validity never depends on other rows:
-    ``mostly`` and batch-level expectations only affect ``expectations``.
+    ``mostly`` and batch-level expectations only affect ``expectations`` (the one
+    exception is GX's, see the package doc: typed checks on an integer column with nulls).
     """
 
     __slots__ = ("engine", "valid", "reasons", "verdicts", "_outcomes", "_summaries")
