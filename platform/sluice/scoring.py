@@ -375,10 +375,9 @@ def _cells(column: pa.ChunkedArray) -> list[Any]:
     try:
         return column.to_pylist()
     except (OverflowError, ValueError):
-        unit = getattr(column.type, "unit", "day")
-        counts = column.cast(pa.int64()) if pa.types.is_timestamp(column.type) else (
-            column.cast(pa.int32()).cast(pa.int64()) if pa.types.is_date32(column.type)
-            else column.cast(pa.int64()))  # fmt: skip
+        t = column.type  # timestamps in their unit, date64 in ms, date32 in days
+        unit = t.unit if pa.types.is_timestamp(t) else "ms" if pa.types.is_date64(t) else "day"
+        counts = column.cast(pa.int32() if pa.types.is_date32(t) else pa.int64())
         return [None if v is None else f"{v} {unit} since 1970-01-01 (past datetime's range)"
                 for v in counts.to_pylist()]  # fmt: skip
 

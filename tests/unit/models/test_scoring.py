@@ -99,6 +99,16 @@ def test_a_time_past_year_9999_is_quarantined_not_a_failed_batch(scorer):
     assert raw["event_time"] == f"{2**62} us since 1970-01-01 (past datetime's range)"
 
 
+def test_a_time_past_datetimes_range_keeps_its_own_unit():
+    from sluice.scoring import _cells
+
+    far = {pa.timestamp("s"): "s", pa.date64(): "ms", pa.date32(): "day"}
+    for typ, unit in far.items():
+        n = 2**31 - 1 if typ == pa.date32() else 2**62 // 1000
+        got = _cells(pa.chunked_array([pa.array([n, None], typ)]))
+        assert got == [f"{n} {unit} since 1970-01-01 (past datetime's range)", None], typ
+
+
 def test_json_records_with_wrong_types_are_quarantined_with_the_raw_value(scorer):
     table = generate_dataset(500, seed=8).table
     messages = to_json_messages(table, wrong_type_fraction=0.04, seed=1)
