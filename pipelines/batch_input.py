@@ -185,7 +185,7 @@ def check_input_schema(job: BatchJob, contract: Contract, files: list[str],
         if job.input.format is InputFormat.PARQUET:
             for name in want.names:
                 got, expected = have.field(name).type, want.field(name).type
-                if not _parquet_fits(got, expected):
+                if not castable(got, expected, parse_text=False):
                     raise ConfigError(
                         f"job {job.name}: {path} column {name} is {got}, but contract "
                         f"{contract.name} wants {expected}: Parquet carries types, so the "
@@ -201,17 +201,6 @@ def file_days(files: Sequence[str], fs: pafs.FileSystem, today: date) -> list[da
     of the same files."""
     return [i.mtime.astimezone(UTC).date() if i.mtime is not None else today
             for i in fs.get_file_info(list(files))]  # fmt: skip
-
-
-def _parquet_fits(got: pa.DataType, want: pa.DataType) -> bool:
-    """Whether a Parquet column of type ``got`` may feed a contract column of type ``want``:
-    one conform takes at all (``castable``), but never text for a column of another type
-    (text is CSV's form; in a typed file it is a schema mistake, refused before any write)."""
-    def text(t: pa.DataType) -> bool:
-        t = t.value_type if pa.types.is_dictionary(t) else t
-        return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
-
-    return castable(got, want) and (text(want) or not text(got))
 
 
 def count_rows(job: BatchJob, files: list[str], fs: pafs.FileSystem, read) -> int:

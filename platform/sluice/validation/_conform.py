@@ -208,12 +208,16 @@ def _textual(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
 
 
-def castable(source: pa.DataType, target: pa.DataType) -> bool:
+def castable(source: pa.DataType, target: pa.DataType, *, parse_text: bool = True) -> bool:
     """Whether ``conform`` takes a column of type ``source`` into a ``target`` column at
     all (its values may still fail the cast one by one): the same type, all nulls, or the
-    rules above. A batch job checks Parquet files with it before any write, so a column
-    that would refuse every row (a timestamp without a zone for one with) is a job error."""
+    rules above; with ``parse_text=False``, never text for a column of another type. A
+    batch job checks Parquet files with it (no text parsed: a typed file's text column for
+    a number is a schema mistake) before any write, so a column that would refuse every
+    row (a timestamp without a zone for one with) is a job error."""
     source = canonical_type(source) or source
+    if not parse_text and _textual(source) and not _textual(target):
+        return False
     return source == target or pa.types.is_null(source) or _allowed(source, target)
 
 

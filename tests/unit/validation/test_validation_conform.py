@@ -222,6 +222,13 @@ def test_castable_says_whether_conform_takes_a_column_of_that_type(source, targe
     assert castable(source, target) is ok
 
 
+def test_castable_without_parsing_text_refuses_text_for_another_type():
+    assert castable(pa.string(), pa.float64()) is True  # conform parses "12.5"
+    assert castable(pa.string(), pa.float64(), parse_text=False) is False
+    assert castable(pa.dictionary(pa.int32(), pa.string()), pa.string(), parse_text=False)
+    assert castable(pa.int64(), pa.float64(), parse_text=False)
+
+
 def test_a_column_castable_refuses_is_refused_cell_by_cell_by_conform():
     naive = pa.array([datetime(2024, 5, 1, 12)], pa.timestamp("us"))
     _, rejected = conform(pa.table({"t": naive}), pa.schema([("t", pa.timestamp("us", "UTC"))]))
