@@ -250,7 +250,8 @@ class PredictionLog:
             "alerts": alerts + ([self._propose_later] if propose is not None else []),
             "proposals": [propose] if propose is not None else [],
         }  # fmt: skip
-        # Rows waiting for a retry, per kind (writer thread only).
+        # Rows waiting for a retry, per kind (each kind touched by one thread only: the
+        # writer's, or for "proposals" the proposals thread).
         self._retry: dict[str, pa.Table] = {}
         self._retry_rows = dict.fromkeys(self._sinks, 0)
         self._thread = threading.Thread(target=self._run, name="sluice-prediction-log",
@@ -343,10 +344,8 @@ class PredictionLog:
             for kind in ("quarantine", "alerts"):
                 if durable.get(kind) or kind in self._retry:
                     self._write_durable(kind, durable.get(kind, []))
-        for kind in [k for k in ("quarantine", "alerts") if k in self._retry]:
-            self._retry_at[kind] = 0.0  # closing: one last try, then give up
-            self._write_durable(kind, [])
-            self._give_up(kind, self._take_retry(kind), "the store is unavailable at close")
+        for kind in ("quarantine", "alerts"):
+            self._last_try(kind, "the store is unavailable at close")
 
     # -- the proposals thread: the only one that touches the "proposals" kind ------------
     def _propose_later(self, rows: pa.Table) -> None:
@@ -368,11 +367,14 @@ class PredictionLog:
                 new.append(self._proposals.get_nowait())
             if new or "proposals" in self._retry:
                 self._write_durable("proposals", new)
-        if "proposals" in self._retry:  # closing: one last try, then give up
-            self._retry_at["proposals"] = 0.0
-            self._write_durable("proposals", [])
-            self._give_up("proposals", self._take_retry("proposals"),
-                          "Kafka is unavailable at close")  # fmt: skip
+        self._last_try("proposals", "Kafka is unavailable at close")
+
+    def _last_try(self, kind: str, why: str) -> None:
+        """Closing: rows of ``kind`` still waiting get one last try, then are given up."""
+        if kind in self._retry:
+            self._retry_at[kind] = 0.0
+            self._write_durable(kind, [])
+            self._give_up(kind, self._take_retry(kind), why)
 
     def _write_log(self, logs: list[tuple[tuple[str, ...], list[LogEntry]]]) -> None:
         n = sum(len(e) for _, e in logs)
